@@ -1,0 +1,235 @@
+//! `#[shoal::task]`: turns a plain function into a registered shoal task.
+//!
+//! For
+//!
+//! ```ignore
+//! #[shoal::task]
+//! pub fn count_letters(path: String) -> shoal::Result<u64> { … }
+//! ```
+//!
+//! it emits:
+//!
+//! - a unit struct `count_letters` (the *task handle*, passed to
+//!   `client.submit(count_letters, …)`), with the original body as the
+//!   associated function `count_letters::call(path)`;
+//! - an `impl shoal::Task` that names the parameter types (a `&Archived<T>`
+//!   parameter is fed by a `T`-valued argument) and the output type (`T` of
+//!   a `Result<T, E>`, else the return type itself);
+//! - a [`TaskEntry`] in the link-time registry under
+//!   `module_path!()::count_letters`, whose type-erased entry point reads
+//!   each parameter from its input object and runs the body.
+//!
+//! Rules, checked here with errors that point at the offending code: no
+//! `self`, no generics, no `async`; parameters are plain identifiers; a
+//! reference parameter must be `&Archived<T>`.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type, parse_macro_input};
+
+/// Register a function as a shoal task. See the crate docs of `shoal`.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = TokenStream2::from(attr);
+        return syn::Error::new(attr.span(), "#[shoal::task] takes no arguments; set options per call")
+            .to_compile_error()
+            .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    match expand(func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// How one parameter is read from its input.
+enum ParamKind {
+    /// `name: T` — an owned `T`.
+    Owned(Type),
+    /// `name: &Archived<T>` — read in place; the argument is a `T`.
+    Archived(Type),
+}
+
+fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
+    let sig = &func.sig;
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new(a.span(), "a shoal task cannot be async; make it a plain fn"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a shoal task cannot be generic: it is found by name in every process, so its types must be concrete",
+        ));
+    }
+    if let Some(v) = &sig.variadic {
+        return Err(syn::Error::new(v.span(), "a shoal task cannot be variadic"));
+    }
+    let mut kinds = Vec::new();
+    let mut names = Vec::new();
+    for input in &sig.inputs {
+        let pat = match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(r.span(), "a shoal task is a free function; it cannot take self"));
+            }
+            FnArg::Typed(p) => p,
+        };
+        match &*pat.pat {
+            Pat::Ident(_) | Pat::Wild(_) => {}
+            other => {
+                return Err(syn::Error::new(other.span(), "task parameters must be plain names"));
+            }
+        }
+        kinds.push(param_kind(&pat.ty)?);
+        names.push(format_ident!("__arg{}", names.len()));
+    }
+
+    let vis = &func.vis;
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let attrs = &func.attrs;
+    let body = &func.block;
+    let inputs = &sig.inputs;
+    let output = &sig.output;
+    let (output_ty, fallible) = output_type(output);
+
+    let params_ty = {
+        let tys: Vec<&Type> = kinds
+            .iter()
+            .map(|k| match k {
+                ParamKind::Owned(t) | ParamKind::Archived(t) => t,
+            })
+            .collect();
+        match tys.len() {
+            1 => {
+                let t = tys[0];
+                quote!(::shoal::__private::One<#t>)
+            }
+            _ => quote!((#(#tys,)*)),
+        }
+    };
+    let reads = kinds.iter().zip(&names).enumerate().map(|(i, (kind, var))| match kind {
+        ParamKind::Owned(t) => quote!(let #var = ::shoal::__private::glue::owned::<#t>(__inputs, #i)?;),
+        ParamKind::Archived(t) => quote!(let #var = ::shoal::__private::glue::archived::<#t>(__inputs, #i)?;),
+    });
+    let arity = kinds.len();
+    let finish = if fallible {
+        quote!(::shoal::__private::finish_result(__out))
+    } else {
+        quote!(::shoal::__private::finish_value(__out))
+    };
+    let signature = {
+        let tys = sig.inputs.iter().map(|i| match i {
+            FnArg::Typed(p) => {
+                let t = &p.ty;
+                quote!(#t).to_string()
+            }
+            FnArg::Receiver(_) => String::new(),
+        });
+        let ret = match output {
+            ReturnType::Default => "()".to_string(),
+            ReturnType::Type(_, t) => quote!(#t).to_string(),
+        };
+        format!("({}) -> {}", tys.collect::<Vec<_>>().join(", "), ret)
+    };
+    let doc = format!("The `{name_str}` task: pass it to `Client::submit`/`map`, or call `{name_str}::call(…)` directly.");
+    let span = Span::call_site();
+    let arity_check = quote_spanned! {span=>
+        if __inputs.len() != #arity {
+            return ::core::result::Result::Err(::shoal::__private::RunError::Input(
+                ::shoal::__private::InputError(::std::format!(
+                    "task {} takes {} arguments, got {}", #name_str, #arity, __inputs.len()
+                )),
+            ));
+        }
+    };
+
+    Ok(quote! {
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #name;
+
+        impl #name {
+            #(#attrs)*
+            #vis fn call(#inputs) #output #body
+        }
+
+        const _: () = {
+            fn __invoke(
+                __inputs: &[::shoal::__private::Obj],
+            ) -> ::core::result::Result<::shoal::__private::Obj, ::shoal::__private::RunError> {
+                #arity_check
+                #(#reads)*
+                let __out = #name::call(#(#names),*);
+                #finish
+            }
+
+            #[::shoal::__private::linkme::distributed_slice(::shoal::__private::TASKS)]
+            #[linkme(crate = ::shoal::__private::linkme)]
+            static __ENTRY: ::shoal::__private::TaskEntry = ::shoal::__private::TaskEntry::new(
+                ::core::concat!(::core::module_path!(), "::", #name_str),
+                #signature,
+                ::core::concat!(::core::file!(), ":", ::core::line!()),
+                __invoke,
+            );
+
+            impl ::shoal::Task for #name {
+                type Params = #params_ty;
+                type Output = #output_ty;
+                fn entry(&self) -> &'static ::shoal::__private::TaskEntry {
+                    &__ENTRY
+                }
+            }
+        };
+    })
+}
+
+/// `T` → owned; `&Archived<T>` → archived; any other reference → error.
+fn param_kind(ty: &Type) -> syn::Result<ParamKind> {
+    match ty {
+        Type::Reference(r) => {
+            if r.mutability.is_some() {
+                return Err(syn::Error::new(r.span(), "a task parameter cannot be &mut: inputs are shared"));
+            }
+            if let Type::Path(p) = &*r.elem
+                && p.qself.is_none()
+                && let Some(last) = p.path.segments.last()
+                && last.ident == "Archived"
+                && let PathArguments::AngleBracketed(args) = &last.arguments
+                && args.args.len() == 1
+                && let Some(GenericArgument::Type(inner)) = args.args.first()
+            {
+                return Ok(ParamKind::Archived(inner.clone()));
+            }
+            Err(syn::Error::new(
+                r.span(),
+                "a task takes each input by value (`T`) or, to read it in place without a copy, \
+                 as `&Archived<T>` (shoal::Archived); other references are not allowed",
+            ))
+        }
+        Type::ImplTrait(t) => Err(syn::Error::new(t.span(), "a task parameter cannot be `impl Trait`")),
+        other => Ok(ParamKind::Owned(other.clone())),
+    }
+}
+
+/// The task's output type, and whether the function returns a `Result`
+/// (any type whose last path segment is `Result`: `Result<T, E>`,
+/// `shoal::Result<T>`, `io::Result<T>`), whose `Ok` type is the output.
+fn output_type(output: &ReturnType) -> (TokenStream2, bool) {
+    let ty = match output {
+        ReturnType::Default => return (quote!(()), false),
+        ReturnType::Type(_, ty) => ty,
+    };
+    if let Type::Path(p) = &**ty
+        && let Some(last) = p.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(GenericArgument::Type(ok)) = args.args.first()
+    {
+        return (quote!(#ok), true);
+    }
+    (quote!(#ty), false)
+}

@@ -1,0 +1,205 @@
+//! The task registry.
+//!
+//! `#[shoal::task]` puts one [`TaskEntry`] per task function into the
+//! [`TASKS`] distributed slice at link time (linkme), so every process built
+//! from the same binary knows the same tasks under the same names without
+//! any registration call. Function pointers never leave a process: a task
+//! crosses a process boundary as its index in the *sorted* registry, which
+//! is the same in every process of the same binary — the
+//! [fingerprint](fingerprint) proves it at handshake.
+//!
+//! The registry is checked once, on first use: two tasks with the same name
+//! (possible when the attribute is used on equally named functions nested in
+//! different functions of one module) are an error naming both places.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::object::Obj;
+
+#[doc(hidden)]
+pub use linkme;
+
+/// Every `#[shoal::task]` of the binary, in link order.
+#[linkme::distributed_slice]
+pub static TASKS: [TaskEntry];
+
+/// What a task's arguments failed on before its body ran.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// How a task run ended, short of a panic.
+#[derive(Debug)]
+pub enum RunError {
+    /// The function returned `Err`; its `Display`.
+    Returned(String),
+    /// The inputs could not be read as the parameters' types.
+    Input(InputError),
+}
+
+impl From<InputError> for RunError {
+    fn from(e: InputError) -> Self {
+        RunError::Input(e)
+    }
+}
+
+/// The type-erased entry point of a task: reads its inputs, runs the body.
+pub type Invoke = fn(&[Obj]) -> Result<Obj, RunError>;
+
+/// One registered task function.
+pub struct TaskEntry {
+    name: &'static str,
+    signature: &'static str,
+    location: &'static str,
+    invoke: Invoke,
+    /// Index in the sorted registry, set when the registry is checked.
+    index: AtomicU32,
+}
+
+const UNINDEXED: u32 = u32::MAX;
+
+impl TaskEntry {
+    /// Made by `#[shoal::task]`: `name` is `module_path::fn_name`,
+    /// `signature` the parameter and return types as written.
+    #[doc(hidden)]
+    pub const fn new(
+        name: &'static str,
+        signature: &'static str,
+        location: &'static str,
+        invoke: Invoke,
+    ) -> TaskEntry {
+        TaskEntry { name, signature, location, invoke, index: AtomicU32::new(UNINDEXED) }
+    }
+
+    /// The stable name: module path and function name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Parameter and return types, as written in the source.
+    pub fn signature(&self) -> &'static str {
+        self.signature
+    }
+
+    /// `file:line` of the function.
+    pub fn location(&self) -> &'static str {
+        self.location
+    }
+
+    /// Run the task body on these inputs (panics propagate to the caller).
+    pub fn invoke(&self, inputs: &[Obj]) -> Result<Obj, RunError> {
+        (self.invoke)(inputs)
+    }
+
+    /// This task's index in the sorted registry.
+    pub fn index(&'static self) -> Result<u32, RegistryError> {
+        match self.index.load(Ordering::Relaxed) {
+            UNINDEXED => {
+                check()?;
+                Ok(self.index.load(Ordering::Relaxed))
+            }
+            i => Ok(i),
+        }
+    }
+}
+
+impl fmt::Debug for TaskEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{} ({})", self.name, self.signature, self.location)
+    }
+}
+
+/// The registry is not usable.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error(
+        "two #[shoal::task] functions have the same name `{name}`: one at {first}, one at {second}; \
+         rename one of them (task names are the module path and the function name, and must be unique)"
+    )]
+    DuplicateName { name: &'static str, first: &'static str, second: &'static str },
+}
+
+struct Checked {
+    sorted: Vec<&'static TaskEntry>,
+    fingerprint: u128,
+}
+
+static CHECKED: OnceLock<Result<Checked, RegistryError>> = OnceLock::new();
+
+fn checked() -> &'static Result<Checked, RegistryError> {
+    CHECKED.get_or_init(|| build(TASKS.iter().collect()))
+}
+
+fn build(mut sorted: Vec<&'static TaskEntry>) -> Result<Checked, RegistryError> {
+    sorted.sort_by(|a, b| a.name.cmp(b.name).then(a.location.cmp(b.location)));
+    if let Some(w) = sorted.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(RegistryError::DuplicateName {
+            name: w[0].name,
+            first: w[0].location,
+            second: w[1].location,
+        });
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (i, entry) in sorted.iter().enumerate() {
+        entry.index.store(i as u32, Ordering::Relaxed);
+        hasher.update(entry.name.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(entry.signature.as_bytes());
+        hasher.update(b"\0");
+    }
+    Ok(Checked { sorted, fingerprint: hasher.digest128() })
+}
+
+/// Check the registry (once; later calls return the first answer).
+pub fn check() -> Result<(), RegistryError> {
+    checked().as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+/// The registered tasks sorted by name (empty if the registry is invalid,
+/// which [`check`] reports).
+pub fn entries() -> &'static [&'static TaskEntry] {
+    match checked() {
+        Ok(c) => &c.sorted,
+        Err(_) => &[],
+    }
+}
+
+/// A hash of every task's name and signature. Two processes can exchange
+/// tasks by index exactly when their fingerprints are equal.
+pub fn fingerprint() -> Result<u128, RegistryError> {
+    checked().as_ref().map(|c| c.fingerprint).map_err(Clone::clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: &[Obj]) -> Result<Obj, RunError> {
+        Err(RunError::Returned("not run in this test".into()))
+    }
+
+    static A: TaskEntry = TaskEntry::new("m::a", "(u64) -> u64", "a.rs:1", never);
+    static B: TaskEntry = TaskEntry::new("m::b", "(u64) -> u64", "a.rs:5", never);
+    static B2: TaskEntry = TaskEntry::new("m::b", "(String) -> u64", "b.rs:9", never);
+    static C: TaskEntry = TaskEntry::new("m::a", "(u32) -> u64", "a.rs:1", never);
+
+    #[test]
+    fn duplicate_names_are_refused_naming_both_places() {
+        let err = build(vec![&B2, &A, &B]).err().expect("duplicate must be refused");
+        assert_eq!(err, RegistryError::DuplicateName { name: "m::b", first: "a.rs:5", second: "b.rs:9" });
+        let msg = err.to_string();
+        assert!(msg.contains("a.rs:5") && msg.contains("b.rs:9"), "{msg}");
+    }
+
+    #[test]
+    fn fingerprint_depends_on_names_and_signatures_not_link_order() {
+        let f1 = build(vec![&A, &B]).ok().map(|c| c.fingerprint);
+        let f2 = build(vec![&B, &A]).ok().map(|c| c.fingerprint);
+        let f3 = build(vec![&C, &B]).ok().map(|c| c.fingerprint);
+        assert!(f1.is_some());
+        assert_eq!(f1, f2);
+        assert_ne!(f1, f3, "a changed signature must change the fingerprint");
+    }
+}

@@ -1,0 +1,164 @@
+//! The scheduler: a pure state machine over a task graph.
+//!
+//! # Protocol
+//!
+//! The scheduler takes [`Event`]s and answers with [`Action`]s, appended to
+//! a buffer the caller owns. It does no I/O, starts no thread and reads no
+//! clock: every mode of shoal (threads, processes, cluster) drives this same
+//! machine, and the tests drive it event by event and from a deterministic
+//! simulator with injected faults.
+//!
+//! Graphs enter through [`Scheduler::submit`], which returns the id of each
+//! node (an existing id when a pure key is already alive). Everything else
+//! enters through [`Scheduler::handle`].
+//!
+//! # Task states
+//!
+//! They follow Dask's (`TaskState`): `released → waiting → ready (queued) →
+//! processing → memory`, or `erred`; a record is `forgotten` (removed, its id
+//! reusable under a new generation) once no client and no dependent needs it.
+//!
+//! # Invariants
+//!
+//! 1. A task is `processing` on at most one worker, and only once all its
+//!    dependencies are in `memory`.
+//! 2. A result stays in memory exactly as long as a client reference or a
+//!    dependent that has not finished needs it; then `Release` is emitted
+//!    for every worker that holds it.
+//! 3. An erred task's failure reaches exactly its transitive dependents,
+//!    each as `DependencyFailed` naming the root failure.
+//! 4. `Report` is emitted once per transition into `memory` or `erred` of a
+//!    task that a client holds.
+//! 5. Ids carry a generation: an event about a forgotten task (a stale id) is
+//!    ignored, never applied to the task that reused its slot.
+
+mod order;
+mod record;
+#[cfg(test)]
+mod sim;
+mod state;
+#[cfg(test)]
+mod tests;
+mod transitions;
+mod workers;
+
+pub use state::{GraphError, Scheduler};
+
+use std::sync::Arc;
+
+use crate::failure::TaskFailure;
+use crate::key::Key;
+
+/// A task's handle inside one scheduler: a slot index and the generation of
+/// that slot, so an id outliving its task is recognised as stale.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct TaskId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// A worker: a pool of threads in one process (the threads mode has exactly
+/// one), identified by the driver.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct WorkerId(pub u32);
+
+/// The states of a task, as in Dask.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TaskState {
+    /// Known, not needed by anyone right now (or lost and not yet needed).
+    Released,
+    /// Needed, but some dependencies are not in memory yet.
+    Waiting,
+    /// All dependencies in memory; queued until a worker has a free slot.
+    Ready,
+    /// Sent to a worker.
+    Processing,
+    /// Its result is held by at least one worker.
+    Memory,
+    /// Failed (see its [`TaskFailure`]).
+    Erred,
+}
+
+/// One node of a submitted graph.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub key: Key,
+    /// Inputs: other nodes of the same submission, or existing tasks.
+    pub deps: Vec<Dep>,
+    /// The client holds a future on this node (adds one client reference).
+    pub wanted: bool,
+    /// User priority: higher runs earlier (Dask's `priority=`).
+    pub priority: i32,
+    /// How many times a failing run (error or panic) is retried.
+    pub retries: u32,
+}
+
+/// An input of a [`NewTask`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dep {
+    /// The node at this index of the same submission.
+    Node(usize),
+    /// A task the scheduler already knows (a future passed as an argument).
+    Task(TaskId),
+}
+
+/// What [`Scheduler::submit`] made of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub id: TaskId,
+    /// `false` when the key was already alive and the node was merged into it
+    /// (the caller must not store a second spec for it).
+    pub new: bool,
+}
+
+/// Everything that can happen to the scheduler, besides submission.
+#[derive(Clone, Debug)]
+pub enum Event {
+    WorkerJoined { worker: WorkerId, nthreads: u32 },
+    /// The worker is gone with everything it held.
+    WorkerLost { worker: WorkerId },
+    /// A run finished; `nbytes` is the result's size, for placement.
+    TaskFinished { task: TaskId, worker: WorkerId, nbytes: u64 },
+    /// A run failed with an error or a panic.
+    TaskFailed { task: TaskId, worker: WorkerId, failure: TaskFailure },
+    /// One client reference to the task is gone (a future dropped).
+    ClientReleased { task: TaskId },
+    /// One more client reference (a future for an existing task).
+    ClientRetained { task: TaskId },
+    /// The client cancels the task (and with it everything that needs it).
+    Cancel { task: TaskId },
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run the task on the worker; all its inputs are in memory.
+    Run { task: TaskId, worker: WorkerId },
+    /// The worker may drop its copy of the task's result.
+    Release { task: TaskId, worker: WorkerId },
+    /// Tell the client: the task is in memory now.
+    ReportDone { task: TaskId },
+    /// Tell the client: the task failed.
+    ReportFailed { task: TaskId, failure: Arc<TaskFailure> },
+    /// The record is gone; the driver drops what it keeps for the id.
+    Forget { task: TaskId },
+}
+
+/// Tuning of the scheduler.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerConfig {
+    /// Tasks a worker may be sent beyond its thread count, per thread
+    /// (Dask's `worker-saturation` minus one). Tasks past this stay queued
+    /// in priority order, which keeps memory low; a little slack hides the
+    /// latency between a task finishing and the next one arriving.
+    pub extra_slots_per_thread: u32,
+    /// A task that was running on this many workers when they died is failed
+    /// with [`TaskFailure::KilledWorker`] (Dask's `allowed-failures` + 1).
+    pub max_worker_deaths: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { extra_slots_per_thread: 1, max_worker_deaths: 3 }
+    }
+}

@@ -1,0 +1,249 @@
+//! The [`Scheduler`]: its data, its queries, and graph submission.
+//!
+//! The transitions live in [`super::transitions`], the workers, the run
+//! queue and placement in [`super::workers`], the records in
+//! [`super::record`].
+
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use super::record::{MAX_SLOTS, NewRecord, Priority, Slab};
+use super::workers::{Queued, Workers};
+use super::{Action, Dep, Event, NewTask, SchedulerConfig, Submitted, TaskId, TaskState, WorkerId};
+use crate::failure::TaskFailure;
+use crate::key::Key;
+
+/// Why [`Scheduler::submit`] refused a graph. Nothing of a refused graph is
+/// kept: the scheduler is as it was before the call.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum GraphError {
+    #[error(
+        "node {node} depends on node {dep}, which does not come before it: \
+         list every node after all the nodes it depends on (topological order; \
+         a node cannot depend on itself)"
+    )]
+    NotTopological { node: usize, dep: usize },
+    #[error(
+        "node {node} depends on task {task:?}, which this scheduler does not know \
+         (never submitted here, or already forgotten because nothing held it): \
+         keep a future on a task while submitting work that uses it"
+    )]
+    UnknownTask { node: usize, task: TaskId },
+    #[error(
+        "submitting {nodes} nodes on top of {live} live tasks exceeds the scheduler's \
+         limit of {limit} tasks: submit in smaller batches, and release futures \
+         that are no longer needed"
+    )]
+    TooManyTasks { nodes: usize, live: usize, limit: usize },
+}
+
+/// The scheduler state machine (see the [module docs](super)).
+pub struct Scheduler {
+    pub(super) config: SchedulerConfig,
+    pub(super) tasks: Slab,
+    /// Live tasks by key: pure keys are shared, as in Dask.
+    pub(super) keys: HashMap<Key, TaskId>,
+    pub(super) workers: Workers,
+    pub(super) queue: BinaryHeap<Queued>,
+    /// Submissions so far: the middle part of every task's priority, so
+    /// earlier graphs run first.
+    submissions: u32,
+    /// Tasks that may have become needed while `Released`: the transitions
+    /// push here and [`Scheduler::settle_all`] starts them.
+    pub(super) wake: Vec<TaskId>,
+    /// Tasks that may have stopped being needed: the transitions push here
+    /// and [`Scheduler::settle_all`] releases or forgets them.
+    pub(super) settle: Vec<TaskId>,
+    /// Scratch space of placement, kept to avoid an allocation per task.
+    pub(super) placement: Vec<(WorkerId, u64)>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use TaskState::*;
+        let mut s = f.debug_struct("Scheduler");
+        s.field("live_tasks", &self.live_tasks());
+        for state in [Released, Waiting, Ready, Processing, Memory, Erred] {
+            s.field(&format!("{state:?}"), &self.count(state));
+        }
+        s.finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        Scheduler {
+            config,
+            tasks: Slab::default(),
+            keys: HashMap::new(),
+            workers: Workers::default(),
+            queue: BinaryHeap::new(),
+            submissions: 0,
+            wake: Vec::new(),
+            settle: Vec::new(),
+            placement: Vec::new(),
+        }
+    }
+
+    /// Adds a graph; returns what became of each node, in order.
+    ///
+    /// `Dep::Node(j)` of node `i` must have `j < i`; `Dep::Task(id)` must
+    /// name a live task. A node whose key is alive already (in this graph or
+    /// before it) is merged into that task (`new: false`): its inputs are
+    /// ignored, and if it is `wanted` the client gets one more reference to
+    /// the task — and, if that task is finished already, a `ReportDone` /
+    /// `ReportFailed` for it, since the new future would otherwise never
+    /// hear about it.
+    ///
+    /// A new node that no wanted node needs (directly or through others) is
+    /// forgotten at once: nothing would ever read its result.
+    pub fn submit(
+        &mut self,
+        graph: Vec<NewTask>,
+        out: &mut Vec<Action>,
+    ) -> Result<Vec<Submitted>, GraphError> {
+        self.check_graph(&graph)?;
+        self.submissions = self.submissions.wrapping_add(1);
+        let generation = self.submissions;
+        let order = super::order::order(&graph);
+
+        let mut submitted = Vec::with_capacity(graph.len());
+        // Pass 1: make the records and their edges. Nothing is forgotten in
+        // this pass (references only grow), so every id stays valid.
+        for (i, node) in graph.into_iter().enumerate() {
+            let NewTask { key, deps, wanted, priority, retries } = node;
+            if let Some(&id) = self.keys.get(&key) {
+                submitted.push(Submitted { id, new: false });
+                if wanted {
+                    self.client_retained(id);
+                    let r = self.tasks.at(id);
+                    match r.state() {
+                        TaskState::Memory => out.push(Action::ReportDone { task: id }),
+                        TaskState::Erred => {
+                            if let Some(failure) = &r.failure {
+                                out.push(Action::ReportFailed { task: id, failure: failure.clone() });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            let deps: Box<[TaskId]> = deps
+                .iter()
+                .map(|dep| match *dep {
+                    Dep::Node(j) => submitted[j].id,
+                    Dep::Task(id) => id,
+                })
+                .collect();
+            let id = self.tasks.alloc(NewRecord {
+                key,
+                deps,
+                priority: Priority { user: priority, generation, order: order[i] },
+                client_refs: u32::from(wanted),
+                retries,
+            });
+            for k in 0..self.tasks.at(id).deps.len() {
+                let d = self.tasks.at(id).deps[k];
+                let dep = self.tasks.at_mut(d);
+                dep.dependents.push(id);
+                dep.live_dependents += 1;
+            }
+            self.keys.insert(key, id);
+            submitted.push(Submitted { id, new: true });
+        }
+        // Pass 2: start what is wanted (which starts what it needs), and
+        // forget what nothing needs.
+        for s in submitted.iter().filter(|s| s.new) {
+            self.wake.push(s.id);
+            self.settle.push(s.id);
+        }
+        self.settle_all(out);
+        Ok(submitted)
+    }
+
+    /// Validates a graph before anything of it is applied.
+    fn check_graph(&self, graph: &[NewTask]) -> Result<(), GraphError> {
+        let limit = MAX_SLOTS.min(super::order::MAX_NODES);
+        let live = self.tasks.live();
+        if graph.len() > limit.saturating_sub(live) {
+            return Err(GraphError::TooManyTasks { nodes: graph.len(), live, limit });
+        }
+        for (node, n) in graph.iter().enumerate() {
+            for dep in &n.deps {
+                match *dep {
+                    Dep::Node(j) if j >= node => {
+                        return Err(GraphError::NotTopological { node, dep: j });
+                    }
+                    Dep::Task(task) if !self.tasks.is_live(task) => {
+                        return Err(GraphError::UnknownTask { node, task });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one event.
+    pub fn handle(&mut self, event: Event, out: &mut Vec<Action>) {
+        match event {
+            Event::WorkerJoined { worker, nthreads } => self.worker_joined(worker, nthreads),
+            Event::WorkerLost { worker } => self.worker_lost(worker, out),
+            Event::TaskFinished { task, worker, nbytes } => self.task_finished(task, worker, nbytes, out),
+            Event::TaskFailed { task, worker, failure } => self.task_failed(task, worker, failure, out),
+            Event::ClientReleased { task } => self.client_released(task),
+            Event::ClientRetained { task } => self.client_retained(task),
+            Event::Cancel { task } => self.cancel(task, out),
+        }
+        self.settle_all(out);
+    }
+
+    /// The task's state; `None` for a stale (forgotten) or unknown id.
+    pub fn state(&self, task: TaskId) -> Option<TaskState> {
+        self.tasks.get(task).map(|r| r.state())
+    }
+
+    pub fn key(&self, task: TaskId) -> Option<Key> {
+        self.tasks.get(task).map(|r| r.key)
+    }
+
+    /// Why the task failed, if it is `Erred`.
+    pub fn failure(&self, task: TaskId) -> Option<Arc<TaskFailure>> {
+        self.tasks.get(task).and_then(|r| r.failure.clone())
+    }
+
+    /// The workers holding the task's result (empty unless `Memory`).
+    pub fn holders(&self, task: TaskId) -> &[WorkerId] {
+        match self.tasks.get(task) {
+            Some(r) if r.state() == TaskState::Memory => std::slice::from_ref(&r.worker),
+            _ => &[],
+        }
+    }
+
+    /// The worker running the task, if it is `Processing`.
+    pub fn processing_on(&self, task: TaskId) -> Option<WorkerId> {
+        self.tasks.get(task).filter(|r| r.state() == TaskState::Processing).map(|r| r.worker)
+    }
+
+    /// The task's inputs, one entry per edge, in the order submitted.
+    pub fn deps(&self, task: TaskId) -> &[TaskId] {
+        self.tasks.get(task).map_or(&[], |r| &r.deps)
+    }
+
+    /// The live task with this key.
+    pub fn lookup(&self, key: &Key) -> Option<TaskId> {
+        self.keys.get(key).copied()
+    }
+
+    /// Tasks not forgotten.
+    pub fn live_tasks(&self) -> usize {
+        self.tasks.live()
+    }
+
+    /// Live tasks in `state`.
+    pub fn count(&self, state: TaskState) -> usize {
+        self.tasks.count(state)
+    }
+}

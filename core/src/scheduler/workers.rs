@@ -1,0 +1,225 @@
+//! Workers, the run queue and placement.
+//!
+//! A worker takes up to `nthreads * (1 + extra_slots_per_thread)` tasks;
+//! ready tasks beyond what the workers take wait in one global priority
+//! queue (Dask's "queued" tasks), so a big graph never floods a worker and
+//! the order computed in [`super::order`] decides what runs next.
+//!
+//! The queue deletes lazily: a task that leaves `Ready` while queued (it
+//! erred, was lost, or is no longer needed) keeps its entry, and
+//! [`Scheduler::dispatch`] drops entries whose task is not `Ready` any more.
+//! A task that comes back to `Ready` is pushed again; its priority never
+//! changes, so whichever of its entries pops first is as good as any.
+//!
+//! Placement: among workers with a free slot, the one holding the most bytes
+//! of the task's inputs, then the one processing fewest tasks, then the
+//! lowest id — deterministic, so the simulator's runs are reproducible.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+
+use super::record::Priority;
+use super::state::Scheduler;
+use super::{Action, TaskId, TaskState, WorkerId};
+
+pub(super) struct Worker {
+    capacity: u32,
+    /// Tasks sent to it and not finished; a task's `pos` is its index here.
+    pub processing: Vec<TaskId>,
+    /// Tasks whose result it holds; a task's `pos` is its index here.
+    pub held: Vec<TaskId>,
+}
+
+impl Worker {
+    fn load(&self) -> u32 {
+        // `processing` never exceeds a `u32` capacity by more than the tasks
+        // a shrinking `WorkerJoined` left on it, all of which were sent
+        // within an earlier `u32` capacity.
+        u32::try_from(self.processing.len()).unwrap_or(u32::MAX)
+    }
+
+    fn has_free_slot(&self) -> bool {
+        self.load() < self.capacity
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Workers {
+    map: HashMap<WorkerId, Worker>,
+    /// The workers with a free slot, as `(tasks processing, id)`: the first
+    /// is the least loaded, lowest id.
+    free: BTreeSet<(u32, WorkerId)>,
+}
+
+impl Workers {
+    pub fn contains(&self, w: WorkerId) -> bool {
+        self.map.contains_key(&w)
+    }
+
+    /// Takes `w` out, with everything it was running and holding.
+    pub fn remove(&mut self, w: WorkerId) -> Option<Worker> {
+        let worker = self.map.remove(&w)?;
+        self.free.remove(&(worker.load(), w));
+        Some(worker)
+    }
+
+    /// Runs `change` on worker `w` and keeps the free set in step with it.
+    fn update<R>(&mut self, w: WorkerId, change: impl FnOnce(&mut Worker) -> R) -> Option<R> {
+        let worker = self.map.get_mut(&w)?;
+        let was_free = worker.has_free_slot().then(|| worker.load());
+        let result = change(worker);
+        let now_free = worker.has_free_slot().then(|| worker.load());
+        if was_free != now_free {
+            if let Some(load) = was_free {
+                self.free.remove(&(load, w));
+            }
+            if let Some(load) = now_free {
+                self.free.insert((load, w));
+            }
+        }
+        Some(result)
+    }
+}
+
+/// An entry of the run queue: `BinaryHeap` pops the greatest, which is the
+/// highest priority.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Queued {
+    priority: Priority,
+    task: TaskId,
+}
+
+/// Slots of a worker with `nthreads` threads.
+fn capacity(nthreads: u32, extra_slots_per_thread: u32) -> u32 {
+    nthreads.saturating_mul(extra_slots_per_thread.saturating_add(1))
+}
+
+impl Scheduler {
+    /// A worker joined, or changed its thread count.
+    pub(super) fn worker_joined(&mut self, w: WorkerId, nthreads: u32) {
+        let capacity = capacity(nthreads, self.config.extra_slots_per_thread);
+        match self.workers.map.entry(w) {
+            Entry::Occupied(_) => {
+                self.workers.update(w, |worker| worker.capacity = capacity);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Worker { capacity, processing: Vec::new(), held: Vec::new() });
+                if capacity > 0 {
+                    self.workers.free.insert((0, w));
+                }
+            }
+        }
+    }
+
+    /// Puts a task whose inputs are all in memory into the run queue.
+    pub(super) fn enqueue(&mut self, t: TaskId) {
+        self.tasks.set_state(t, TaskState::Ready);
+        let priority = self.tasks.at(t).priority;
+        self.queue.push(Queued { priority, task: t });
+    }
+
+    /// Sends queued tasks, highest priority first, while a worker has a
+    /// free slot.
+    pub(super) fn dispatch(&mut self, out: &mut Vec<Action>) {
+        while !self.workers.free.is_empty() {
+            let Some(Queued { task, .. }) = self.queue.pop() else { break };
+            if self.tasks.get(task).is_none_or(|r| r.state() != TaskState::Ready) {
+                continue; // a stale entry (see the module docs)
+            }
+            let w = self.choose_worker(task);
+            self.tasks.set_state(task, TaskState::Processing);
+            self.start_processing(task, w);
+            out.push(Action::Run { task, worker: w });
+        }
+    }
+
+    /// The worker for `t`; there must be a free one.
+    fn choose_worker(&mut self, t: TaskId) -> WorkerId {
+        // Bytes of `t`'s inputs held by each free worker (a short list: at
+        // most one entry per worker, usually one or two).
+        let mut bytes = std::mem::take(&mut self.placement);
+        bytes.clear();
+        for &d in self.tasks.at(t).deps.iter() {
+            let dep = self.tasks.at(d);
+            debug_assert_eq!(dep.state(), TaskState::Memory);
+            if dep.nbytes == 0 || dep.state() != TaskState::Memory {
+                continue;
+            }
+            let holder = dep.worker;
+            match bytes.iter_mut().find(|(w, _)| *w == holder) {
+                Some((_, b)) => *b = b.saturating_add(dep.nbytes),
+                None => {
+                    if self.workers.map.get(&holder).is_some_and(Worker::has_free_slot) {
+                        bytes.push((holder, dep.nbytes));
+                    }
+                }
+            }
+        }
+        // Most bytes, then fewest processing, then lowest id.
+        let local = bytes
+            .iter()
+            .map(|&(w, b)| (b, std::cmp::Reverse((self.workers.map[&w].load(), w))))
+            .max()
+            .map(|(_, std::cmp::Reverse((_, w)))| w);
+        self.placement = bytes;
+        // Without any input bytes on a free worker, the least loaded wins;
+        // the caller made sure the free set is not empty.
+        local.or_else(|| self.workers.free.first().map(|&(_, w)| w)).unwrap_or(WorkerId(0))
+    }
+
+    fn start_processing(&mut self, t: TaskId, w: WorkerId) {
+        let pos = self.workers.update(w, |worker| {
+            worker.processing.push(t);
+            worker.processing.len() - 1
+        });
+        debug_assert!(pos.is_some(), "dispatch chose an unknown worker");
+        let r = self.tasks.at_mut(t);
+        r.worker = w;
+        r.pos = pos.unwrap_or(0) as u32;
+    }
+
+    /// Takes `t` (processing) off its worker's list, freeing the slot. The
+    /// worker may be gone already (`WorkerLost` takes its lists first).
+    pub(super) fn stop_processing(&mut self, t: TaskId) {
+        let (w, pos) = {
+            let r = self.tasks.at(t);
+            (r.worker, r.pos as usize)
+        };
+        let moved = self.workers.update(w, |worker| {
+            debug_assert_eq!(worker.processing.get(pos), Some(&t));
+            worker.processing.swap_remove(pos);
+            worker.processing.get(pos).copied()
+        });
+        if let Some(Some(moved)) = moved {
+            self.tasks.at_mut(moved).pos = pos as u32;
+        }
+    }
+
+    /// Records that `w` holds `t`'s result.
+    pub(super) fn add_held(&mut self, t: TaskId, w: WorkerId) {
+        let pos = self.workers.map.get_mut(&w).map(|worker| {
+            worker.held.push(t);
+            worker.held.len() - 1
+        });
+        debug_assert!(pos.is_some(), "a result held by an unknown worker");
+        let r = self.tasks.at_mut(t);
+        r.worker = w;
+        r.pos = pos.unwrap_or(0) as u32;
+    }
+
+    /// Forgets that `t`'s holder holds it.
+    pub(super) fn remove_held(&mut self, t: TaskId) {
+        let (w, pos) = {
+            let r = self.tasks.at(t);
+            (r.worker, r.pos as usize)
+        };
+        let moved = self.workers.map.get_mut(&w).and_then(|worker| {
+            debug_assert_eq!(worker.held.get(pos), Some(&t));
+            worker.held.swap_remove(pos);
+            worker.held.get(pos).copied()
+        });
+        if let Some(moved) = moved {
+            self.tasks.at_mut(moved).pos = pos as u32;
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Task arguments: what `submit`, `map` and `lazy` accept for each
+//! parameter, and the token that names a pure call.
+//!
+//! A parameter of type `A` (or `&Archived<A>`) accepts
+//!
+//! | argument | meaning |
+//! |---|---|
+//! | `A` | a value, shared with the task |
+//! | `Future<A>`, `&Future<A>` | the result of a submitted task (a dependency) |
+//! | `Lazy<A>`, `&Lazy<A>` | the result of a lazy node (computed with the graph) |
+//!
+//! and a parameter of type `Vec<A>` also accepts `Vec<Future<A>>`,
+//! `&[Future<A>]`, `Vec<Lazy<A>>` or `&[Lazy<A>]`: the task receives the
+//! list of their results, as `dask.delayed` does for a list of delayed values.
+//!
+//! A task with one parameter takes its argument as is; a task with several
+//! takes a tuple, `(a, b)`; a task with none takes `()`.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use shoal_core::Key;
+use shoal_core::object::{Assemble, Data, Obj, Value, assemble_list};
+use shoal_core::registry::TaskEntry;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::future::{Future, FutureCore};
+use crate::lazy::{Lazy, LazyNode};
+
+/// The parameter list of a one-parameter task (tasks with several use a
+/// tuple of their parameter types).
+pub struct One<A>(PhantomData<A>);
+
+/// An argument, once converted.
+#[doc(hidden)]
+pub enum Arg {
+    Value(Obj),
+    Dep(DepArg),
+    /// Several dependencies feeding one `Vec` parameter.
+    List(Vec<DepArg>, Assemble),
+}
+
+/// An argument that is the result of another task.
+#[doc(hidden)]
+pub enum DepArg {
+    Future(Arc<FutureCore>),
+    Lazy(Arc<LazyNode>),
+}
+
+/// Hashes the arguments of a pure call into its key's token.
+#[doc(hidden)]
+pub struct Tokenizer {
+    hasher: Option<Xxh3>,
+}
+
+impl Tokenizer {
+    pub(crate) fn new(pure: bool, entry: &TaskEntry) -> Tokenizer {
+        let hasher = pure.then(|| {
+            let mut h = Xxh3::new();
+            h.update(entry.name().as_bytes());
+            h
+        });
+        Tokenizer { hasher }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.hasher {
+            h.update(bytes);
+        }
+    }
+
+    fn key(&mut self, key: &Key) {
+        if let Some(h) = &mut self.hasher {
+            h.update(&key.func.to_le_bytes());
+            h.update(&key.token[0].to_le_bytes());
+            h.update(&key.token[1].to_le_bytes());
+        }
+    }
+
+    fn value<A: Data>(&mut self, value: &A) {
+        if self.hasher.is_none() {
+            return;
+        }
+        thread_local! {
+            static BUFFER: RefCell<Option<AlignedVec>> = const { RefCell::new(None) };
+        }
+        let hashed = BUFFER.with(|cell| {
+            let mut buf = cell.borrow_mut().take().unwrap_or_default();
+            buf.clear();
+            match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf) {
+                Ok(buf) => {
+                    self.update(std::any::type_name::<A>().as_bytes());
+                    self.update(&buf);
+                    *cell.borrow_mut() = Some(buf);
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+        if !hashed {
+            // A value that cannot be serialized cannot be compared either:
+            // the call becomes impure rather than risk sharing a wrong key.
+            self.hasher = None;
+        }
+    }
+
+    /// The token: the hash for a pure call, a fresh unique number otherwise.
+    pub(crate) fn finish(self) -> [u64; 2] {
+        match self.hasher {
+            Some(h) => {
+                let t = h.digest128();
+                [(t >> 64) as u64, t as u64]
+            }
+            None => unique_token(),
+        }
+    }
+}
+
+/// A token no other call of this process has: a counter in the high word,
+/// this process's random seed in the low word.
+fn unique_token() -> [u64; 2] {
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() | 1
+    });
+    [COUNTER.fetch_add(1, Ordering::Relaxed), seed]
+}
+
+/// Something that can be passed for a parameter of type `A`.
+pub trait IntoArg<A> {
+    #[doc(hidden)]
+    fn into_arg(self, tokens: &mut Tokenizer) -> Arg;
+}
+
+impl<A: Data> IntoArg<A> for A {
+    fn into_arg(self, tokens: &mut Tokenizer) -> Arg {
+        tokens.value(&self);
+        Arg::Value(Value::shared(self))
+    }
+}
+
+/// A future or lazy value, as one dependency.
+#[doc(hidden)]
+pub trait IntoDep<A> {
+    fn into_dep(self, tokens: &mut Tokenizer) -> DepArg;
+}
+
+impl<A: Data> IntoDep<A> for Future<A> {
+    fn into_dep(self, tokens: &mut Tokenizer) -> DepArg {
+        tokens.key(&self.core.key);
+        DepArg::Future(self.core)
+    }
+}
+
+impl<A: Data> IntoDep<A> for &Future<A> {
+    fn into_dep(self, tokens: &mut Tokenizer) -> DepArg {
+        self.clone().into_dep(tokens)
+    }
+}
+
+impl<A: Data> IntoDep<A> for Lazy<A> {
+    fn into_dep(self, tokens: &mut Tokenizer) -> DepArg {
+        tokens.key(&self.node.key);
+        DepArg::Lazy(self.node)
+    }
+}
+
+impl<A: Data> IntoDep<A> for &Lazy<A> {
+    fn into_dep(self, tokens: &mut Tokenizer) -> DepArg {
+        self.clone().into_dep(tokens)
+    }
+}
+
+macro_rules! dep_args {
+    ($($t:ty),+) => {$(
+        impl<A: Data> IntoArg<A> for $t {
+            fn into_arg(self, tokens: &mut Tokenizer) -> Arg {
+                Arg::Dep(self.into_dep(tokens))
+            }
+        }
+    )+};
+}
+
+dep_args!(Future<A>, &Future<A>, Lazy<A>, &Lazy<A>);
+
+fn list<A: Data, X: IntoDep<A>>(items: impl ExactSizeIterator<Item = X>, tokens: &mut Tokenizer) -> Arg {
+    tokens.update(&(items.len() as u64).to_le_bytes());
+    let deps = items.map(|x| x.into_dep(tokens)).collect();
+    Arg::List(deps, assemble_list::<A>)
+}
+
+macro_rules! list_args {
+    ($($t:ty => $iter:ident),+) => {$(
+        impl<A: Data> IntoArg<Vec<A>> for $t {
+            fn into_arg(self, tokens: &mut Tokenizer) -> Arg {
+                list::<A, _>(self.$iter(), tokens)
+            }
+        }
+    )+};
+}
+
+list_args!(
+    Vec<Future<A>> => into_iter,
+    &[Future<A>] => iter,
+    &Vec<Future<A>> => iter,
+    Vec<Lazy<A>> => into_iter,
+    &[Lazy<A>] => iter,
+    &Vec<Lazy<A>> => iter
+);
+
+/// The whole argument list of a task with parameter list `P`.
+pub trait IntoArgs<P> {
+    #[doc(hidden)]
+    fn into_args(self, tokens: &mut Tokenizer) -> Vec<Arg>;
+}
+
+impl<A, X: IntoArg<A>> IntoArgs<One<A>> for X {
+    fn into_args(self, tokens: &mut Tokenizer) -> Vec<Arg> {
+        vec![self.into_arg(tokens)]
+    }
+}
+
+impl IntoArgs<()> for () {
+    fn into_args(self, _: &mut Tokenizer) -> Vec<Arg> {
+        Vec::new()
+    }
+}
+
+macro_rules! tuple_args {
+    ($($a:ident $x:ident $i:tt),+) => {
+        impl<$($a, $x: IntoArg<$a>),+> IntoArgs<($($a,)+)> for ($($x,)+) {
+            fn into_args(self, tokens: &mut Tokenizer) -> Vec<Arg> {
+                vec![$(self.$i.into_arg(tokens)),+]
+            }
+        }
+    };
+}
+
+tuple_args!(A0 X0 0, A1 X1 1);
+tuple_args!(A0 X0 0, A1 X1 1, A2 X2 2);
+tuple_args!(A0 X0 0, A1 X1 1, A2 X2 2, A3 X3 3);
+tuple_args!(A0 X0 0, A1 X1 1, A2 X2 2, A3 X3 3, A4 X4 4);
+tuple_args!(A0 X0 0, A1 X1 1, A2 X2 2, A3 X3 3, A4 X4 4, A5 X5 5);
+tuple_args!(A0 X0 0, A1 X1 1, A2 X2 2, A3 X3 3, A4 X4 4, A5 X5 5, A6 X6 6);
+tuple_args!(A0 X0 0, A1 X1 1, A2 X2 2, A3 X3 3, A4 X4 4, A5 X5 5, A6 X6 6, A7 X7 7);

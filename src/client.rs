@@ -1,0 +1,253 @@
+//! The client: where a program submits work, in every mode.
+
+use std::sync::Arc;
+
+use shoal_core::Key;
+use shoal_core::object::Data;
+use shoal_core::scheduler::TaskId;
+
+use crate::args::{IntoArgs, Tokenizer};
+use crate::engine::threads::ThreadsEngine;
+use crate::engine::{Engine, Status};
+use crate::error::{Error, Result};
+use crate::future::Future;
+use crate::lazy::{GraphBuilder, Lazy};
+use crate::progress::Progress;
+use crate::Task;
+
+/// Per-call options, like Dask's `submit(..., pure=, priority=, retries=)`.
+#[derive(Clone, Debug)]
+pub struct SubmitOptions {
+    /// Identical calls (same task, equal arguments) share one key and one
+    /// result. Default `true`, as in Dask; turn off for tasks with side
+    /// effects or randomness.
+    pub pure: bool,
+    /// Higher runs earlier among tasks that are ready at the same time.
+    pub priority: i32,
+    /// How many times a task that returns `Err` or panics is run again
+    /// before its future fails.
+    pub retries: u32,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        SubmitOptions { pure: true, priority: 0, retries: 0 }
+    }
+}
+
+impl SubmitOptions {
+    pub fn pure(mut self, pure: bool) -> Self {
+        self.pure = pure;
+        self
+    }
+
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+}
+
+/// When to draw a progress bar on `gather` and `compute`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressBar {
+    /// When stderr is a terminal and the call takes more than a moment.
+    Auto,
+    Never,
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub progress: ProgressBar,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { progress: ProgressBar::Auto }
+    }
+}
+
+/// A connection to an engine: submit work, get results.
+///
+/// Cloning is cheap and shares the engine. When the last clone is dropped
+/// the workers stop; futures that outlive it fail with [`Error::Closed`].
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    engine: Arc<dyn Engine>,
+    options: ClientOptions,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.engine.shutdown();
+    }
+}
+
+/// Threads in the threads mode when the number of cores is unknown.
+const FALLBACK_THREADS: usize = 4;
+
+impl Client {
+    /// All cores of this machine, in this process: one worker thread per core.
+    pub fn local() -> Result<Client> {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(FALLBACK_THREADS);
+        Client::threads(n)
+    }
+
+    /// `n` worker threads in this process.
+    pub fn threads(n: usize) -> Result<Client> {
+        Client::threads_with(n, ClientOptions::default())
+    }
+
+    /// `n` worker threads in this process, with options.
+    pub fn threads_with(n: usize, options: ClientOptions) -> Result<Client> {
+        shoal_core::registry::check()?;
+        let engine = ThreadsEngine::start(n)?;
+        Ok(Client { inner: Arc::new(ClientInner { engine, options }) })
+    }
+
+    /// How many tasks can run at once.
+    pub fn nthreads(&self) -> usize {
+        self.inner.engine.nthreads()
+    }
+
+    fn engine(&self) -> &Arc<dyn Engine> {
+        &self.inner.engine
+    }
+
+    /// Run `task(args)` and return a future for its result. Any argument may
+    /// be a value or a future (or lazy value) of the parameter's type; a
+    /// future makes the task wait for that result.
+    pub fn submit<K: Task, A: IntoArgs<K::Params>>(&self, task: K, args: A) -> Result<Future<K::Output>> {
+        self.submit_with(task, args, &SubmitOptions::default())
+    }
+
+    /// [`submit`](Client::submit) with options.
+    pub fn submit_with<K: Task, A: IntoArgs<K::Params>>(
+        &self,
+        task: K,
+        args: A,
+        options: &SubmitOptions,
+    ) -> Result<Future<K::Output>> {
+        let mut futures = self.map_with(task, std::iter::once(args), options)?;
+        futures.pop().ok_or(Error::Closed)
+    }
+
+    /// Run `task` once per item (one item is the argument of a
+    /// one-parameter task, or a tuple of arguments), all in one submission.
+    pub fn map<K: Task, A: IntoArgs<K::Params>>(
+        &self,
+        task: K,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Future<K::Output>>> {
+        self.map_with(task, items, &SubmitOptions::default())
+    }
+
+    /// [`map`](Client::map) with options.
+    pub fn map_with<K: Task, A: IntoArgs<K::Params>>(
+        &self,
+        task: K,
+        items: impl IntoIterator<Item = A>,
+        options: &SubmitOptions,
+    ) -> Result<Vec<Future<K::Output>>> {
+        let entry = task.entry();
+        let func = entry.index()?;
+        let mut graph = GraphBuilder::new();
+        let mut wanted = Vec::new();
+        for args in items {
+            let mut tokens = Tokenizer::new(options.pure, entry);
+            let args = args.into_args(&mut tokens);
+            let key = Key { func, token: tokens.finish() };
+            wanted.push(graph.add_call(key, entry, args, options, true));
+        }
+        self.submit_graph(graph, &wanted)
+    }
+
+    /// Submit a built graph; one future per wanted node index.
+    fn submit_graph<T>(&self, graph: GraphBuilder, wanted: &[usize]) -> Result<Vec<Future<T>>> {
+        self.check_same_engine(&graph)?;
+        let keys: Vec<Key> = graph.nodes.iter().map(|n| n.key).collect();
+        let ids = self.engine().submit(graph.nodes)?;
+        drop(graph.futures);
+        Ok(self.futures_for(&ids, &keys, wanted))
+    }
+
+    /// One future per wanted node; each node's one client reference (taken
+    /// by `submit`) goes to the first future made for it, and any repeat of
+    /// the same node in `wanted` shares that future.
+    fn futures_for<T>(&self, ids: &[TaskId], keys: &[Key], wanted: &[usize]) -> Vec<Future<T>> {
+        let mut made: std::collections::HashMap<usize, Future<T>> = std::collections::HashMap::new();
+        wanted
+            .iter()
+            .map(|&i| made.entry(i).or_insert_with(|| Future::new(Arc::clone(self.engine()), ids[i], keys[i])).clone())
+            .collect()
+    }
+
+    fn check_same_engine(&self, graph: &GraphBuilder) -> Result<()> {
+        let ours = Arc::as_ptr(self.engine()) as *const ();
+        if graph.futures.iter().any(|f| Arc::as_ptr(&f.engine) as *const () != ours) {
+            return Err(Error::msg(
+                "a Future from another Client was passed as an argument; \
+                 futures can only be used with the client that made them (gather it and pass the value)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Wait for all the futures and return their results in order; the
+    /// first failure is returned as the error (Dask's `errors="raise"`).
+    pub fn gather<T: Data>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
+        self.wait_all(futures)?;
+        futures.iter().map(Future::take_result).collect()
+    }
+
+    /// Block until every future finished, with a progress bar if enabled;
+    /// stop at the first failure.
+    fn wait_all<T>(&self, futures: &[Future<T>]) -> Result<()> {
+        let mut progress = Progress::new(self.inner.options.progress, futures.len());
+        for (i, f) in futures.iter().enumerate() {
+            loop {
+                let deadline = progress.next_tick();
+                match f.core.engine.wait(f.core.id, deadline)? {
+                    Status::Failed(failure) => {
+                        progress.finish();
+                        return Err(Error::Task(failure));
+                    }
+                    Status::Finished => break,
+                    Status::Pending => progress.update(i),
+                }
+            }
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// Submit the lazy graph that ends at `lazy`; a future for its value.
+    pub fn compute<T: Data>(&self, lazy: &Lazy<T>) -> Result<Future<T>> {
+        let mut v = self.compute_all(std::slice::from_ref(lazy))?;
+        v.pop().ok_or(Error::Closed)
+    }
+
+    /// Submit several lazy values as one graph (shared parts computed once).
+    pub fn compute_all<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<Vec<Future<T>>> {
+        let mut graph = GraphBuilder::new();
+        let wanted: Vec<usize> = lazies.iter().map(|l| graph.add_lazy(&l.node, true)).collect();
+        self.submit_graph(graph, &wanted)
+    }
+
+    /// Compute lazy values and return their values (like `dask.compute`),
+    /// with a progress bar if enabled.
+    pub fn compute_values<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<Vec<T>> {
+        let futures = self.compute_all(lazies)?;
+        self.gather(&futures)
+    }
+}
+

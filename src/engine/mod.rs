@@ -1,0 +1,78 @@
+//! Engines: what runs a submitted graph. One per mode; the client API talks
+//! to all of them through [`Engine`].
+//!
+//! Every engine drives the same scheduler state machine
+//! ([`shoal_core::scheduler`]); they differ in where tasks run and how
+//! results are stored and moved.
+
+pub(crate) mod threads;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use shoal_core::Key;
+use shoal_core::TaskFailure;
+use shoal_core::object::{Assemble, Obj};
+use shoal_core::registry::TaskEntry;
+use shoal_core::scheduler::{Dep, TaskId};
+
+use crate::error::Result;
+
+/// One task of a graph being submitted.
+pub(crate) struct GraphNode {
+    pub key: Key,
+    pub entry: &'static TaskEntry,
+    pub args: Vec<NodeArg>,
+    pub wanted: bool,
+    pub priority: i32,
+    pub retries: u32,
+}
+
+/// One argument of a [`GraphNode`].
+pub(crate) enum NodeArg {
+    Value(Obj),
+    Dep(Dep),
+    /// A `Vec` parameter made of several dependencies' results.
+    List(Vec<Dep>, Assemble),
+}
+
+/// Where a task stands, as its futures see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Not finished yet.
+    Pending,
+    /// The result is in memory.
+    Finished,
+    /// It failed (or was cancelled); why.
+    Failed(Arc<TaskFailure>),
+}
+
+impl Status {
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, Status::Pending)
+    }
+}
+
+/// What the client API needs from a mode.
+pub(crate) trait Engine: Send + Sync + 'static {
+    /// Submit a graph (topologically ordered); one id per node. The ids of
+    /// wanted nodes each carry one client reference, to be given back with
+    /// [`release`](Engine::release).
+    fn submit(&self, nodes: Vec<GraphNode>) -> Result<Vec<TaskId>>;
+    /// One client reference to the task is gone.
+    fn release(&self, id: TaskId);
+    /// Cancel the task and what depends on it.
+    fn cancel(&self, id: TaskId);
+    fn status(&self, id: TaskId) -> Status;
+    /// Block until the task finished or the deadline passed; its status.
+    fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status>;
+    /// Block until one of the tasks finished or the deadline passed; the
+    /// indices of all finished ones.
+    fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>>;
+    /// The result of a finished task.
+    fn result(&self, id: TaskId) -> Result<Obj>;
+    /// Worker threads (for display).
+    fn nthreads(&self) -> usize;
+    /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
+    fn shutdown(&self);
+}

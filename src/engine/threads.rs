@@ -1,0 +1,464 @@
+//! The threads engine: the scheduler state machine and a work-stealing pool
+//! in one process (`Client::local()`, `Client::threads(n)`).
+//!
+//! # Data flow of one task
+//!
+//! 1. `submit` locks the engine, hands the graph to the scheduler, stores
+//!    each new task's spec (function and arguments) by id, and turns the
+//!    `Run` actions it gets back into jobs pushed to the pool's injector.
+//! 2. A pool thread runs the job without any lock: it assembles the inputs
+//!    (shared `Arc`s to values and to dependencies' results), calls the
+//!    task's entry point under `catch_unwind`, and gets an object or a
+//!    failure.
+//! 3. It locks the engine once: stores the result, feeds `TaskFinished` (or
+//!    `TaskFailed`) to the scheduler, and applies the actions — new `Run`s
+//!    go to *its own* deque (the dependent runs next, on the same core),
+//!    `Release`s drop results (after unlocking), `Report`s mark futures
+//!    done and wake the client threads waiting on exactly those tasks.
+//!
+//! The engine is one worker (`WorkerId(0)`) with one slot per thread, plus
+//! the scheduler's slack: tasks beyond that stay queued in the scheduler in
+//! priority order, which is what keeps a large graph's memory low.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use shoal_core::Key;
+use shoal_core::TaskFailure;
+use shoal_core::executor::{Local, Pool, Sink, Spawner};
+use shoal_core::object::{Assemble, Obj};
+use shoal_core::registry::{RunError, TaskEntry};
+use shoal_core::scheduler::{
+    Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId, WorkerId,
+};
+
+use super::{Engine, GraphNode, NodeArg, Status};
+use crate::error::{Error, Result};
+
+/// The only worker of this engine.
+const WORKER: WorkerId = WorkerId(0);
+
+pub(crate) struct ThreadsEngine {
+    state: Mutex<State>,
+    /// Signalled when a task some client thread waits for finishes.
+    changed: Condvar,
+    spawner: Spawner<Job>,
+    pool: Mutex<Option<Pool<Job>>>,
+    nthreads: usize,
+}
+
+struct State {
+    sched: Scheduler,
+    /// What to run for each live task, by `TaskId::index`.
+    specs: Vec<Option<Spec>>,
+    /// What blocked client threads wait for.
+    waiters: Vec<Interest>,
+    closed: bool,
+    /// Reused buffer for the scheduler's actions.
+    actions: Vec<Action>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interest {
+    Task(TaskId),
+    Any,
+}
+
+struct Spec {
+    generation: u32,
+    key: Key,
+    entry: &'static TaskEntry,
+    args: Box<[SpecArg]>,
+    result: Option<Obj>,
+    status: Status,
+}
+
+enum SpecArg {
+    Value(Obj),
+    Dep(TaskId),
+    List(Box<[TaskId]>, Assemble),
+}
+
+/// A task ready to run, with its inputs in hand.
+pub(crate) struct Job {
+    id: TaskId,
+    key: Key,
+    entry: &'static TaskEntry,
+    inputs: std::result::Result<Vec<JobInput>, String>,
+}
+
+enum JobInput {
+    One(Obj),
+    List(Vec<Obj>, Assemble),
+}
+
+/// What a pass over the scheduler's actions leaves to do after unlocking.
+#[derive(Default)]
+struct Effects {
+    jobs: Vec<Job>,
+    garbage: Vec<Obj>,
+    forgotten: Vec<Spec>,
+    wake_clients: bool,
+}
+
+impl ThreadsEngine {
+    pub(crate) fn start(nthreads: usize) -> Result<Arc<ThreadsEngine>> {
+        let nthreads = nthreads.max(1);
+        let mut sched = Scheduler::new(SchedulerConfig::default());
+        let mut actions = Vec::new();
+        sched.handle(Event::WorkerJoined { worker: WORKER, nthreads: nthreads as u32 }, &mut actions);
+        let pool = Pool::new(nthreads);
+        let engine = Arc::new(ThreadsEngine {
+            state: Mutex::new(State { sched, specs: Vec::new(), waiters: Vec::new(), closed: false, actions }),
+            changed: Condvar::new(),
+            spawner: pool.spawner().clone(),
+            pool: Mutex::new(None),
+            nthreads,
+        });
+        // The threads hold the engine weakly: the client's handle owns it,
+        // and the engine owns the pool, which is stopped on shutdown.
+        let weak = Arc::downgrade(&engine);
+        let mut pool = pool;
+        pool.start("shoal", move |job: Job, local: &Local<'_, Job>| {
+            if let Some(engine) = weak.upgrade() {
+                engine.run(job, local);
+            }
+        })
+        .map_err(|e| Error::Start(format!("could not spawn {nthreads} worker threads: {e}")))?;
+        *lock(&engine.pool) = Some(pool);
+        Ok(engine)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Run one job on a pool thread, then report it (see the module docs).
+    fn run(&self, job: Job, local: &Local<'_, Job>) {
+        let Job { id, key, entry, inputs } = job;
+        let outcome = execute(key, entry, inputs);
+        let mut effects = Effects::default();
+        {
+            let mut st = self.lock();
+            let event = match outcome {
+                Ok(obj) => {
+                    let nbytes = obj.nbytes();
+                    match st.spec_mut(id) {
+                        Some(spec) => spec.result = Some(obj),
+                        None => effects.garbage.push(obj),
+                    }
+                    Event::TaskFinished { task: id, worker: WORKER, nbytes }
+                }
+                Err(failure) => Event::TaskFailed { task: id, worker: WORKER, failure },
+            };
+            st.handle(event, &mut effects);
+        }
+        self.finish(effects, &Sink::Local(local));
+    }
+
+    /// Everything done after unlocking: queue jobs, wake clients, drop.
+    fn finish(&self, effects: Effects, sink: &Sink<'_, Job>) {
+        for job in effects.jobs {
+            sink.push(job);
+        }
+        if effects.wake_clients {
+            self.changed.notify_all();
+        }
+        drop(effects.garbage);
+        drop(effects.forgotten);
+    }
+
+    /// Wait on the condition variable until `done` says so, registering
+    /// `interest` meanwhile.
+    fn block_until<T>(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&State) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let mut st = self.lock();
+        loop {
+            if let Some(answer) = done(&st) {
+                return Ok(Some(answer));
+            }
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(t) if !t.is_zero() => Some(t),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            st.waiters.push(interest);
+            st = match timeout {
+                Some(t) => self.changed.wait_timeout(st, t).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0),
+                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+            };
+            if let Some(pos) = st.waiters.iter().position(|w| *w == interest) {
+                st.waiters.swap_remove(pos);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock can only come from a bug in shoal
+    // itself (task code never runs under it); the state is still the last
+    // consistent one, so carry on rather than poison every later call.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Assemble the inputs and call the task, turning errors and panics into a
+/// [`TaskFailure`] that names the task.
+fn execute(key: Key, entry: &'static TaskEntry, inputs: std::result::Result<Vec<JobInput>, String>) -> std::result::Result<Obj, TaskFailure> {
+    let error = |message: String| TaskFailure::Error { key, message };
+    let inputs = inputs.map_err(error)?;
+    let mut objs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        objs.push(match input {
+            JobInput::One(obj) => obj,
+            JobInput::List(items, assemble) => assemble(&items).map_err(|e| error(e.to_string()))?,
+        });
+    }
+    match catch_unwind(AssertUnwindSafe(|| entry.invoke(&objs))) {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(RunError::Returned(message))) => Err(TaskFailure::Error { key, message }),
+        Ok(Err(RunError::Input(e))) => Err(error(format!("bad input: {e}"))),
+        Err(payload) => Err(TaskFailure::Panic { key, message: panic_message(&*payload) }),
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+impl State {
+    fn spec(&self, id: TaskId) -> Option<&Spec> {
+        self.specs.get(id.index as usize)?.as_ref().filter(|s| s.generation == id.generation)
+    }
+
+    fn spec_mut(&mut self, id: TaskId) -> Option<&mut Spec> {
+        self.specs.get_mut(id.index as usize)?.as_mut().filter(|s| s.generation == id.generation)
+    }
+
+    fn handle(&mut self, event: Event, effects: &mut Effects) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.sched.handle(event, &mut actions);
+        self.apply(&mut actions, effects);
+        self.actions = actions;
+    }
+
+    /// Carry out the scheduler's actions (draining `actions`).
+    fn apply(&mut self, actions: &mut Vec<Action>, effects: &mut Effects) {
+        for action in actions.drain(..) {
+            match action {
+                Action::Run { task, .. } => {
+                    if let Some(job) = self.job(task) {
+                        effects.jobs.push(job);
+                    }
+                }
+                Action::Release { task, .. } => {
+                    if let Some(obj) = self.spec_mut(task).and_then(|s| s.result.take()) {
+                        effects.garbage.push(obj);
+                    }
+                }
+                Action::ReportDone { task } => {
+                    if let Some(spec) = self.spec_mut(task) {
+                        spec.status = Status::Finished;
+                    }
+                    effects.wake_clients |= self.is_awaited(task);
+                }
+                Action::ReportFailed { task, failure } => {
+                    if let Some(spec) = self.spec_mut(task) {
+                        spec.status = Status::Failed(failure);
+                    }
+                    effects.wake_clients |= self.is_awaited(task);
+                }
+                Action::Forget { task } => {
+                    if self.spec(task).is_some()
+                        && let Some(spec) = self.specs[task.index as usize].take()
+                    {
+                        effects.forgotten.push(spec);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_awaited(&self, task: TaskId) -> bool {
+        self.waiters.iter().any(|w| *w == Interest::Any || *w == Interest::Task(task))
+    }
+
+    /// The job for a task the scheduler says can run now.
+    fn job(&self, id: TaskId) -> Option<Job> {
+        let spec = self.spec(id)?;
+        let result_of = |dep: TaskId| {
+            self.spec(dep)
+                .and_then(|s| s.result.clone())
+                .ok_or_else(|| format!("internal error: an input of {} is not in memory", spec.key))
+        };
+        let inputs = spec
+            .args
+            .iter()
+            .map(|arg| match arg {
+                SpecArg::Value(obj) => Ok(JobInput::One(Arc::clone(obj))),
+                SpecArg::Dep(dep) => result_of(*dep).map(JobInput::One),
+                SpecArg::List(deps, assemble) => deps
+                    .iter()
+                    .map(|d| result_of(*d))
+                    .collect::<std::result::Result<Vec<Obj>, String>>()
+                    .map(|objs| JobInput::List(objs, *assemble)),
+            })
+            .collect();
+        Some(Job { id, key: spec.key, entry: spec.entry, inputs })
+    }
+}
+
+impl Engine for ThreadsEngine {
+    fn submit(&self, nodes: Vec<GraphNode>) -> Result<Vec<TaskId>> {
+        let mut effects = Effects::default();
+        let ids = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            let tasks = nodes
+                .iter()
+                .map(|n| {
+                    let mut deps: Vec<Dep> = Vec::new();
+                    for arg in &n.args {
+                        match arg {
+                            NodeArg::Value(_) => {}
+                            NodeArg::Dep(d) => deps.push(*d),
+                            NodeArg::List(ds, _) => deps.extend_from_slice(ds),
+                        }
+                    }
+                    dedup_deps(&mut deps);
+                    NewTask { key: n.key, deps, wanted: n.wanted, priority: n.priority, retries: n.retries }
+                })
+                .collect();
+            let mut actions = std::mem::take(&mut st.actions);
+            let submitted = st.sched.submit(tasks, &mut actions);
+            let submitted = match submitted {
+                Ok(s) => s,
+                Err(e) => {
+                    st.actions = actions;
+                    return Err(e.into());
+                }
+            };
+            let ids: Vec<TaskId> = submitted.iter().map(|s| s.id).collect();
+            let resolve = |d: &Dep| match *d {
+                Dep::Node(i) => ids[i],
+                Dep::Task(id) => id,
+            };
+            for (node, s) in nodes.into_iter().zip(&submitted) {
+                if !s.new {
+                    continue;
+                }
+                let args = node
+                    .args
+                    .into_iter()
+                    .map(|arg| match arg {
+                        NodeArg::Value(obj) => SpecArg::Value(obj),
+                        NodeArg::Dep(d) => SpecArg::Dep(resolve(&d)),
+                        NodeArg::List(ds, assemble) => SpecArg::List(ds.iter().map(resolve).collect(), assemble),
+                    })
+                    .collect();
+                let index = s.id.index as usize;
+                if st.specs.len() <= index {
+                    st.specs.resize_with(index + 1, || None);
+                }
+                st.specs[index] = Some(Spec {
+                    generation: s.id.generation,
+                    key: node.key,
+                    entry: node.entry,
+                    args,
+                    result: None,
+                    status: Status::Pending,
+                });
+            }
+            st.apply(&mut actions, &mut effects);
+            st.actions = actions;
+            ids
+        };
+        self.finish(effects, &Sink::Global(&self.spawner));
+        Ok(ids)
+    }
+
+    fn release(&self, id: TaskId) {
+        let mut effects = Effects::default();
+        self.lock().handle(Event::ClientReleased { task: id }, &mut effects);
+        self.finish(effects, &Sink::Global(&self.spawner));
+    }
+
+    fn cancel(&self, id: TaskId) {
+        let mut effects = Effects::default();
+        self.lock().handle(Event::Cancel { task: id }, &mut effects);
+        self.finish(effects, &Sink::Global(&self.spawner));
+    }
+
+    fn status(&self, id: TaskId) -> Status {
+        self.lock().spec(id).map(|s| s.status.clone()).unwrap_or(Status::Pending)
+    }
+
+    fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status> {
+        let status = self.block_until(Interest::Task(id), deadline, |st| {
+            st.spec(id).map(|s| s.status.clone()).filter(Status::is_finished)
+        })?;
+        Ok(status.unwrap_or(Status::Pending))
+    }
+
+    fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>> {
+        let found = self.block_until(Interest::Any, deadline, |st| {
+            let done: Vec<usize> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| st.spec(**id).is_some_and(|s| s.status.is_finished()))
+                .map(|(i, _)| i)
+                .collect();
+            (!done.is_empty() || ids.is_empty()).then_some(done)
+        })?;
+        Ok(found.unwrap_or_default())
+    }
+
+    fn result(&self, id: TaskId) -> Result<Obj> {
+        let st = self.lock();
+        let spec = st.spec(id).ok_or(Error::Closed)?;
+        match &spec.status {
+            Status::Failed(f) => Err(Error::Task(Arc::clone(f))),
+            Status::Finished => spec
+                .result
+                .clone()
+                .ok_or_else(|| Error::Start(format!("internal error: the result of {} was released", spec.key))),
+            Status::Pending => Err(Error::Start(format!("internal error: {} is not finished", spec.key))),
+        }
+    }
+
+    fn nthreads(&self) -> usize {
+        self.nthreads
+    }
+
+    fn shutdown(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+        let pool = lock(&self.pool).take();
+        drop(pool);
+    }
+}
+
+/// A task that names the same input twice depends on it once.
+fn dedup_deps(deps: &mut Vec<Dep>) {
+    if deps.len() > 1 {
+        let mut seen = std::collections::HashSet::with_capacity(deps.len());
+        deps.retain(|d| seen.insert(*d));
+    }
+}

@@ -1,0 +1,204 @@
+//! Lazy values: the `dask.delayed` of shoal.
+//!
+//! `task.lazy(args)` runs nothing: it makes a node that remembers the task
+//! and its arguments (values, futures, or other lazy nodes). Nodes compose
+//! into a graph, and `lazy.compute(&client)` (or `client.compute(&lazy)`)
+//! submits the whole graph at once, so the scheduler can order it for low
+//! memory and run independent branches in parallel.
+//!
+//! A node's key is fixed when it is made (a hash of the task and of its
+//! arguments' tokens for a pure call), so equal calls built twice are
+//! computed once.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use shoal_core::Key;
+use shoal_core::object::Data;
+use shoal_core::registry::TaskEntry;
+use shoal_core::scheduler::Dep;
+
+use crate::args::{Arg, DepArg, IntoArgs, Tokenizer};
+use crate::client::{Client, SubmitOptions};
+use crate::engine::{GraphNode, NodeArg};
+use crate::error::Result;
+use crate::future::FutureCore;
+use crate::Task;
+
+/// A value that a task will compute when its graph is computed.
+pub struct Lazy<T> {
+    pub(crate) node: Arc<LazyNode>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Lazy<T> {
+    fn clone(&self) -> Self {
+        Lazy { node: Arc::clone(&self.node), _type: PhantomData }
+    }
+}
+
+impl<T> std::fmt::Debug for Lazy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lazy({})", self.node.key)
+    }
+}
+
+#[doc(hidden)]
+pub struct LazyNode {
+    pub(crate) key: Key,
+    pub(crate) entry: &'static TaskEntry,
+    pub(crate) args: Vec<Arg>,
+    pub(crate) options: SubmitOptions,
+}
+
+impl Drop for LazyNode {
+    /// Drop long chains of nodes without recursion (a chain of a million
+    /// lazy values would otherwise overflow the stack).
+    fn drop(&mut self) {
+        let mut stack: Vec<Arg> = std::mem::take(&mut self.args);
+        while let Some(arg) = stack.pop() {
+            let deps = match arg {
+                Arg::Dep(dep) => vec![dep],
+                Arg::List(deps, _) => deps,
+                Arg::Value(_) => continue,
+            };
+            for dep in deps {
+                if let DepArg::Lazy(node) = dep
+                    && let Ok(mut node) = Arc::try_unwrap(node)
+                {
+                    stack.append(&mut node.args);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Data> Lazy<T> {
+    pub(crate) fn new<K: Task<Output = T>, A: IntoArgs<K::Params>>(
+        task: K,
+        args: A,
+        options: &SubmitOptions,
+    ) -> Result<Lazy<T>> {
+        let entry = task.entry();
+        let func = entry.index()?;
+        let mut tokens = Tokenizer::new(options.pure, entry);
+        let args = args.into_args(&mut tokens);
+        let key = Key { func, token: tokens.finish() };
+        let node = LazyNode { key, entry, args, options: options.clone() };
+        Ok(Lazy { node: Arc::new(node), _type: PhantomData })
+    }
+
+    /// This node's key.
+    pub fn key(&self) -> Key {
+        self.node.key
+    }
+
+    /// Compute the graph that ends here and return the value (like
+    /// `dask.compute`).
+    pub fn compute(&self, client: &Client) -> Result<T> {
+        client.compute(self)?.result()
+    }
+}
+
+/// Turns argument trees (values, futures, lazy nodes) into the flat,
+/// topologically ordered node list an engine submits.
+pub(crate) struct GraphBuilder {
+    pub nodes: Vec<GraphNode>,
+    /// Lazy nodes already added, by key (equal calls are one node).
+    seen: HashMap<Key, usize>,
+    /// Futures named by the graph, kept alive until it is submitted.
+    pub futures: Vec<Arc<FutureCore>>,
+}
+
+impl GraphBuilder {
+    pub fn new() -> GraphBuilder {
+        GraphBuilder { nodes: Vec::new(), seen: HashMap::new(), futures: Vec::new() }
+    }
+
+    /// Add one call (with its lazy inputs, first) and return its index.
+    pub fn add_call(&mut self, key: Key, entry: &'static TaskEntry, args: Vec<Arg>, options: &SubmitOptions, wanted: bool) -> usize {
+        let args = args.iter().map(|a| self.convert(a)).collect();
+        self.push(key, entry, args, options, wanted)
+    }
+
+    /// Add a lazy node and everything it needs; iterative post-order so
+    /// deep graphs cannot overflow the stack.
+    pub fn add_lazy(&mut self, root: &Arc<LazyNode>, wanted: bool) -> usize {
+        if let Some(&i) = self.seen.get(&root.key) {
+            if wanted {
+                self.nodes[i].wanted = true;
+            }
+            return i;
+        }
+        // (node, whether its inputs have been pushed already)
+        let mut stack: Vec<(&Arc<LazyNode>, bool)> = vec![(root, false)];
+        while let Some((node, expanded)) = stack.pop() {
+            if self.seen.contains_key(&node.key) {
+                continue;
+            }
+            if !expanded {
+                stack.push((node, true));
+                let mut pending = Vec::new();
+                for arg in &node.args {
+                    collect_lazy(arg, &mut pending);
+                }
+                for input in pending.into_iter().rev() {
+                    if !self.seen.contains_key(&input.key) {
+                        stack.push((input, false));
+                    }
+                }
+                continue;
+            }
+            let args = node.args.iter().map(|a| self.convert(a)).collect();
+            self.push(node.key, node.entry, args, &node.options, false);
+        }
+        let i = self.seen[&root.key];
+        if wanted {
+            self.nodes[i].wanted = true;
+        }
+        i
+    }
+
+    fn push(&mut self, key: Key, entry: &'static TaskEntry, args: Vec<NodeArg>, options: &SubmitOptions, wanted: bool) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(GraphNode { key, entry, args, wanted, priority: options.priority, retries: options.retries });
+        self.seen.insert(key, i);
+        i
+    }
+
+    /// Convert an argument whose lazy inputs are all added already.
+    fn convert(&mut self, arg: &Arg) -> NodeArg {
+        match arg {
+            Arg::Value(obj) => NodeArg::Value(Arc::clone(obj)),
+            Arg::Dep(dep) => NodeArg::Dep(self.dep(dep)),
+            Arg::List(deps, assemble) => NodeArg::List(deps.iter().map(|d| self.dep(d)).collect(), *assemble),
+        }
+    }
+
+    fn dep(&mut self, dep: &DepArg) -> Dep {
+        match dep {
+            DepArg::Future(core) => {
+                self.futures.push(Arc::clone(core));
+                Dep::Task(core.id)
+            }
+            DepArg::Lazy(node) => match self.seen.get(&node.key) {
+                Some(&i) => Dep::Node(i),
+                None => Dep::Node(self.add_lazy(node, false)),
+            },
+        }
+    }
+}
+
+fn collect_lazy<'a>(arg: &'a Arg, out: &mut Vec<&'a Arc<LazyNode>>) {
+    let mut push = |dep: &'a DepArg| {
+        if let DepArg::Lazy(node) = dep {
+            out.push(node);
+        }
+    };
+    match arg {
+        Arg::Dep(dep) => push(dep),
+        Arg::List(deps, _) => deps.iter().for_each(push),
+        Arg::Value(_) => {}
+    }
+}

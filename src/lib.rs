@@ -1,0 +1,136 @@
+//! # shoal
+//!
+//! A parallel and distributed task runtime in the spirit of
+//! Dask.distributed: write tasks as plain functions, submit them from a
+//! [`Client`], and shoal runs them on every core, passing results between
+//! tasks by reference.
+//!
+//! ```
+//! use shoal::prelude::*;
+//!
+//! #[shoal::task]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! #[shoal::task]
+//! fn total(xs: Vec<u64>) -> u64 {
+//!     xs.iter().sum()
+//! }
+//!
+//! fn main() -> shoal::Result<()> {
+//!     shoal::init();
+//!     let client = Client::local()?;
+//!     let squares = client.map(square, 1..=10u64)?;      // Vec<Future<u64>>
+//!     let sum = client.submit(total, &squares)?;          // waits for all ten
+//!     assert_eq!(sum.result()?, 385);
+//!     assert_eq!(client.gather(&squares)?[2], 9);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Tasks
+//!
+//! `#[shoal::task]` registers a function under its module path and name,
+//! and turns its name into a *task handle*: pass `square` to
+//! [`Client::submit`], [`Client::map`] or [`Task::lazy`]; call the function
+//! itself with `square::call(x)`. Parameters and the result are rkyv types
+//! ([`Data`]: derive `Archive, Serialize, Deserialize` and `Clone`). A task
+//! may return `T` or `Result<T, E>` with `E: Display`; an `Err` or a panic
+//! fails its future with the task's key and the message, and every task
+//! that needed it fails with an error naming that root cause.
+//!
+//! ## Zero-copy inputs
+//!
+//! A parameter declared `&Archived<T>` reads its input's rkyv archive in
+//! place: in the multi-process modes that is the producer's shared memory,
+//! never copied. A parameter declared `T` receives its own `T` (cloned, or
+//! deserialized from the archive). So: take large inputs as `&Archived<T>`.
+//!
+//! ## Lazy graphs
+//!
+//! `square.lazy(x)` builds a node instead of running; nodes compose (a
+//! `Vec<T>` parameter accepts a `Vec<Lazy<T>>`), and `.compute(&client)`
+//! runs the whole graph, like `dask.delayed`.
+
+mod args;
+mod client;
+mod engine;
+mod error;
+mod future;
+mod lazy;
+mod progress;
+
+pub use args::{IntoArg, IntoArgs, One};
+pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
+pub use engine::Status;
+pub use error::{Error, Result};
+pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
+pub use lazy::Lazy;
+pub use rkyv;
+pub use rkyv::Archived;
+pub use shoal_core::object::Data;
+pub use shoal_core::registry::{RegistryError, TaskEntry};
+pub use shoal_core::{Key, TaskFailure};
+pub use shoal_macros::task;
+
+/// A registered task: the handle `#[shoal::task]` makes for a function.
+pub trait Task: Copy + Send + Sync + 'static {
+    /// The parameters' value types: `One<A>` for one, a tuple for several.
+    type Params;
+    /// The result's type.
+    type Output: Data;
+
+    /// The registry entry.
+    fn entry(&self) -> &'static TaskEntry;
+
+    /// A lazy call of this task: nothing runs until it is computed.
+    fn lazy<A: IntoArgs<Self::Params>>(self, args: A) -> Result<Lazy<Self::Output>> {
+        Lazy::new(self, args, &SubmitOptions::default())
+    }
+
+    /// [`lazy`](Task::lazy) with options.
+    fn lazy_with<A: IntoArgs<Self::Params>>(self, args: A, options: &SubmitOptions) -> Result<Lazy<Self::Output>> {
+        Lazy::new(self, args, options)
+    }
+}
+
+/// Take the role this process was started for.
+///
+/// Call it first in `main`. In a program started by a user it returns at
+/// once. The multi-process and cluster modes start worker processes from
+/// the same binary; there `init` runs the worker and never returns. (The
+/// threads mode starts no process, so today it always returns.)
+pub fn init() {}
+
+/// The registry fingerprint of this binary: processes exchange tasks only
+/// when theirs are equal.
+pub fn fingerprint() -> Result<u128> {
+    Ok(shoal_core::registry::fingerprint()?)
+}
+
+/// What a program using shoal usually needs.
+pub mod prelude {
+    pub use crate::{Archived, Client, Future, Lazy, SubmitOptions, Task, as_completed, wait};
+}
+
+/// Used by the code `#[shoal::task]` generates; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::args::One;
+    pub use shoal_core::object::{Obj, Value, glue};
+    pub use shoal_core::registry::{InputError, RunError, TASKS, TaskEntry, linkme};
+
+    /// Wrap a task's plain return value.
+    pub fn finish_value<T: crate::Data>(value: T) -> Result<Obj, RunError> {
+        Ok(Value::shared(value))
+    }
+
+    /// Wrap a task's `Result` return value.
+    pub fn finish_result<T: crate::Data, E: std::fmt::Display>(result: Result<T, E>) -> Result<Obj, RunError> {
+        match result {
+            Ok(value) => Ok(Value::shared(value)),
+            Err(e) => Err(RunError::Returned(e.to_string())),
+        }
+    }
+}
