@@ -1,0 +1,233 @@
+//! `overhead`: what shoal costs per task when tasks do nothing.
+//!
+//! | case | what is timed |
+//! |---|---|
+//! | map | `map` of N no-op tasks, then `gather` |
+//! | tree | a binary-tree reduction over L leaves, built lazily, computed |
+//! | chain | N tasks each taking the previous one's future; wait on the last |
+//! | round trip | one `submit` + `result`, median over N calls |
+//! | million | a lazy graph of ~1,000,000 tasks (tree of 2^19 leaves), built and computed |
+//! | memory | resident bytes per task while 1,000,000 futures (and results) are held |
+
+use shoal::prelude::*;
+
+use crate::Opts;
+use crate::table::{Samples, Table, median, secs, time, verdict};
+
+#[shoal::task]
+pub fn noop(x: u64) -> u64 {
+    x
+}
+
+#[shoal::task]
+pub fn add(a: u64, b: u64) -> u64 {
+    a.wrapping_add(b)
+}
+
+/// Work sizes; `--quick` shrinks them.
+pub struct Sizes {
+    pub map: u64,
+    pub tree_leaves: u64,
+    pub chain: u64,
+    pub round_trips: u64,
+    pub million_leaves: u64,
+    pub memory_tasks: u64,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes { map: 20_000, tree_leaves: 1 << 12, chain: 2_000, round_trips: 200, million_leaves: 1 << 16, memory_tasks: 100_000 }
+        } else {
+            Sizes {
+                map: 100_000,
+                tree_leaves: 1 << 16,
+                chain: 10_000,
+                round_trips: 1_000,
+                million_leaves: 1 << 19,
+                memory_tasks: 1_000_000,
+            }
+        }
+    }
+}
+
+pub fn map_gather(client: &Client, n: u64) -> shoal::Result<()> {
+    let futures = client.map(noop, 0..n)?;
+    let values = client.gather(&futures)?;
+    expect(values.len() as u64 == n && values.last() == Some(&(n - 1)), "map results")
+}
+
+/// Build a pairwise reduction over `leaves` lazily; the root.
+pub fn build_tree(leaves: u64) -> shoal::Result<Lazy<u64>> {
+    let mut level: Vec<Lazy<u64>> = (0..leaves).map(|i| noop.lazy(i)).collect::<shoal::Result<_>>()?;
+    while level.len() > 1 {
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        for pair in level.chunks(2) {
+            next.push(match pair {
+                [a, b] => add.lazy((a, b))?,
+                [a] => a.clone(),
+                _ => unreachable!("chunks(2) yields one or two"),
+            });
+        }
+        level = next;
+    }
+    level.pop().ok_or_else(|| shoal::Error::msg("empty tree"))
+}
+
+pub fn tree(client: &Client, leaves: u64) -> shoal::Result<()> {
+    let root = build_tree(leaves)?;
+    let sum = root.compute(client)?;
+    expect(sum == leaves * (leaves - 1) / 2, "tree sum")
+}
+
+pub fn chain(client: &Client, n: u64) -> shoal::Result<()> {
+    let mut last = client.submit(noop, 1)?;
+    for i in 1..n {
+        // add(prev, 0) keeps the value but makes each key distinct.
+        last = client.submit(add, (&last, i % 2))?;
+    }
+    let v = last.result()?;
+    expect(v == 1 + n / 2, "chain value")
+}
+
+/// Seconds of each of `n` sequential submit + result calls.
+pub fn round_trips(client: &Client, n: u64) -> shoal::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (d, v) = time(|| client.submit(noop, i).and_then(|f| f.result()));
+        expect(v? == i, "round trip value")?;
+        out.push(d.as_secs_f64());
+    }
+    Ok(out)
+}
+
+/// Resident bytes of this process.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Resident bytes per task while `n` futures and their results are held.
+pub fn memory_per_task(client: &Client, n: u64) -> shoal::Result<Option<f64>> {
+    let before = rss_bytes();
+    let futures = client.map(noop, 0..n)?;
+    shoal::wait(&futures)?;
+    let after = rss_bytes();
+    expect(futures.len() as u64 == n, "futures")?;
+    drop(futures);
+    Ok(before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64 / n as f64))
+}
+
+fn expect(ok: bool, what: &str) -> shoal::Result<()> {
+    if ok { Ok(()) } else { Err(shoal::Error::msg(format!("wrong {what}"))) }
+}
+
+/// Targets of the threads mode on a 2-core machine.
+const TARGET_TASKS_PER_S: f64 = 1_000_000.0;
+const TARGET_HOP_S: f64 = 5e-6;
+const TARGET_ROUND_TRIP_S: f64 = 20e-6;
+const TARGET_MILLION_S: f64 = 3.0;
+const TARGET_BYTES_PER_TASK: f64 = 256.0;
+
+pub fn run(opts: &Opts) -> shoal::Result<()> {
+    let sz = Sizes::new(opts.quick);
+    let client = Client::local()?;
+    // Memory first, while the allocator holds nothing from other cases.
+    let bytes_per_task = memory_per_task(&client, sz.memory_tasks)?;
+    let (mut map, mut tree_s, mut chain_s, mut million, mut million_build) =
+        (Samples::default(), Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    let mut rt_medians = Vec::new();
+    for round in 0..opts.rounds {
+        eprintln!("  round {}/{}", round + 1, opts.rounds);
+        map.push(time(|| map_gather(&client, sz.map)).0);
+        tree_s.push(time(|| tree(&client, sz.tree_leaves)).0);
+        chain_s.push(time(|| chain(&client, sz.chain)).0);
+        rt_medians.push(median(&round_trips(&client, sz.round_trips)?));
+        let (d, root) = time(|| build_tree(sz.million_leaves));
+        let root = root?;
+        million_build.push(d);
+        let (d, v) = time(|| root.compute(&client));
+        v?;
+        million.push(d + million_build.0.last().map(|s| std::time::Duration::from_secs_f64(*s)).unwrap_or_default());
+        drop(root);
+    }
+    let tasks_per_s = sz.map as f64 / map.median();
+    let tree_tasks = 2 * sz.tree_leaves - 1;
+    let hop = chain_s.median() / sz.chain as f64;
+    let rt = median(&rt_medians);
+    let million_tasks = 2 * sz.million_leaves - 1;
+    println!("\noverhead: {} threads, median of {} rounds{}", client.nthreads(), opts.rounds, if opts.quick { " (quick sizes)" } else { "" });
+    let mut t = Table::new(&["case", "size", "median", "min", "max", "per task", "figure", "target", ""]);
+    t.row(vec![
+        "map + gather".into(),
+        format!("{} tasks", sz.map),
+        secs(map.median()),
+        secs(map.min()),
+        secs(map.max()),
+        secs(map.median() / sz.map as f64),
+        format!("{tasks_per_s:.0} tasks/s"),
+        format!("≥ {TARGET_TASKS_PER_S:.0}/s"),
+        verdict(tasks_per_s >= TARGET_TASKS_PER_S),
+    ]);
+    t.row(vec![
+        "tree reduction (lazy)".into(),
+        format!("{tree_tasks} tasks"),
+        secs(tree_s.median()),
+        secs(tree_s.min()),
+        secs(tree_s.max()),
+        secs(tree_s.median() / tree_tasks as f64),
+        format!("{:.0} tasks/s", tree_tasks as f64 / tree_s.median()),
+        String::new(),
+        String::new(),
+    ]);
+    t.row(vec![
+        "chain".into(),
+        format!("{} hops", sz.chain),
+        secs(chain_s.median()),
+        secs(chain_s.min()),
+        secs(chain_s.max()),
+        secs(hop),
+        format!("{} per hop", secs(hop)),
+        format!("≤ {}", secs(TARGET_HOP_S)),
+        verdict(hop <= TARGET_HOP_S),
+    ]);
+    t.row(vec![
+        "submit + result".into(),
+        format!("{} calls", sz.round_trips),
+        secs(rt),
+        secs(rt_medians.iter().copied().fold(f64::INFINITY, f64::min)),
+        secs(rt_medians.iter().copied().fold(0.0, f64::max)),
+        secs(rt),
+        format!("{} round trip", secs(rt)),
+        format!("≤ {}", secs(TARGET_ROUND_TRIP_S)),
+        verdict(rt <= TARGET_ROUND_TRIP_S),
+    ]);
+    t.row(vec![
+        "million-task lazy graph".into(),
+        format!("{million_tasks} tasks"),
+        secs(million.median()),
+        secs(million.min()),
+        secs(million.max()),
+        secs(million.median() / million_tasks as f64),
+        format!("build {} of it", secs(million_build.median())),
+        format!("≤ {TARGET_MILLION_S} s"),
+        if opts.quick { String::new() } else { verdict(million.median() <= TARGET_MILLION_S) },
+    ]);
+    match bytes_per_task {
+        Some(b) => t.row(vec![
+            "memory, futures held".into(),
+            format!("{} futures", sz.memory_tasks),
+            String::new(),
+            String::new(),
+            String::new(),
+            format!("{b:.0} B"),
+            format!("{b:.0} bytes per task"),
+            format!("≤ {TARGET_BYTES_PER_TASK} B"),
+            verdict(b <= TARGET_BYTES_PER_TASK),
+        ]),
+        None => t.row(vec!["memory, futures held".into(), "no /proc/self/statm".into()]),
+    }
+    t.print();
+    Ok(())
+}
