@@ -194,7 +194,7 @@ class Reporter:
             self.done = True
             if error is not None:
                 self.result["error"] = error
-            self.out.write(json.dumps(self.result) + "\n")
+            self.out.write(json.dumps(self.result, allow_nan=False) + "\n")
             self.out.flush()
             return True
 
@@ -226,6 +226,9 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up")
     p.add_argument("--timeout", type=float, default=600, help="whole-run watchdog, seconds")
     p.add_argument("--quick", action="store_true", help="small default sizes")
+    p.add_argument("--saturation", type=float, default=None,
+                   help="distributed.scheduler.worker-saturation (Dask's default "
+                        "1.1 queues tasks on the scheduler; inf sends them all at once)")
     p.add_argument("--dir", help="count_letters: folder of part-NNNNN.txt")
     p.add_argument("--files", type=int, help="count_letters: how many (default: all)")
     p.add_argument("--n", type=int, help="map_noop/chain/roundtrip: tasks or calls")
@@ -253,7 +256,9 @@ def main(argv):
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # Via the environment so the spawned workers, which set up logging when
+    # they import distributed, are quiet too.
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = "error"
     import dask
     import distributed
     from distributed import Client, LocalCluster
@@ -271,8 +276,13 @@ def main(argv):
     timer.daemon = True
     timer.start()
 
+    if args.saturation is not None:
+        # The scheduler lives in this process, so setting it here is enough.
+        dask.config.set({"distributed.scheduler.worker-saturation": args.saturation})
     extra.update(dask_version=dask.__version__, distributed_version=distributed.__version__,
-                 python=sys.version.split()[0], rounds=args.rounds)
+                 python=sys.version.split()[0], rounds=args.rounds,
+                 # str() keeps inf out of the JSON, which has no such number
+                 worker_saturation=str(dask.config.get("distributed.scheduler.worker-saturation")))
     if args.mode == "processes":
         # What LocalCluster() picks by itself on a 2-core machine.
         kw = dict(n_workers=2, threads_per_worker=1, processes=True)
@@ -284,7 +294,9 @@ def main(argv):
     error = None
     try:
         t0 = time.perf_counter()
-        cluster = LocalCluster(host="127.0.0.1", dashboard_address=None,
+        # ":0": the scheduler's HTTP server starts even with None, on 8787;
+        # a random port cannot clash with anything else running.
+        cluster = LocalCluster(host="127.0.0.1", dashboard_address=":0",
                                silence_logs=logging.ERROR, **kw)
         client = Client(cluster)
         client.wait_for_workers(kw["n_workers"])

@@ -7,7 +7,7 @@
 //! pushed there and runs next on the same thread, while its input is still
 //! in cache. Jobs from outside the pool (a client's `submit`) go into one
 //! global [`Injector`]. A thread looks for work in this order: its own deque,
-//! a batch from the injector, then one job stolen FIFO (the oldest, so the
+//! one job from the injector, then one job stolen FIFO (the oldest, so the
 //! biggest pieces of work move) from another thread — the scheme of
 //! Blumofe & Leiserson's work stealing as crossbeam-deque implements it
 //! (Chase & Lev, "Dynamic circular work-stealing deque", SPAA 2005).
@@ -110,7 +110,10 @@ impl<J> Shared<J> {
         }
         loop {
             let mut retry = false;
-            match self.injector.steal_batch_and_pop(local) {
+            // One job at a time from the injector, not a batch: a batch
+            // would run LIFO from the local deque, reversing the priority
+            // order in which the scheduler released the jobs.
+            match self.injector.steal() {
                 Steal::Success(job) => return Some(job),
                 Steal::Retry => retry = true,
                 Steal::Empty => {}

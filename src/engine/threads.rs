@@ -162,11 +162,13 @@ impl ThreadsEngine {
         for job in effects.jobs {
             sink.push(job);
         }
+        // Free released results before waking clients, so a client that
+        // sees its tasks done also sees their inputs freed.
+        drop(effects.garbage);
+        drop(effects.forgotten);
         if effects.wake_clients {
             self.changed.notify_all();
         }
-        drop(effects.garbage);
-        drop(effects.forgotten);
     }
 
     /// Wait on the condition variable until `done` says so, registering

@@ -79,10 +79,11 @@ pub(super) struct Record {
     pub pos: u32,
     /// In `Processing`: where it runs. In `Memory`: who holds the result.
     pub worker: WorkerId,
-    /// Retries left for retryable failures.
-    pub retries: u32,
-    /// Workers that died while running this task.
-    pub deaths: u32,
+    /// Retries left for retryable failures (more than `u16::MAX` asked for
+    /// are `u16::MAX`: plenty, and two bytes fewer per task).
+    pub retries: u16,
+    /// Workers that died while running this task (saturating).
+    pub deaths: u16,
     /// `None` for a free slot.
     state: Option<TaskState>,
 }
@@ -125,7 +126,7 @@ pub(super) struct NewRecord {
     pub deps: Box<[TaskId]>,
     pub priority: Priority,
     pub client_refs: u32,
-    pub retries: u32,
+    pub retries: u16,
 }
 
 /// All records, by slot.

@@ -142,7 +142,7 @@ impl Scheduler {
                 deps,
                 priority: Priority { user: priority, generation, order: order[i] },
                 client_refs: u32::from(wanted),
-                retries,
+                retries: u16::try_from(retries).unwrap_or(u16::MAX),
             });
             for k in 0..self.tasks.at(id).deps.len() {
                 let d = self.tasks.at(id).deps[k];

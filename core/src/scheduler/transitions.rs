@@ -156,7 +156,7 @@ impl Scheduler {
             debug_assert_eq!(self.tasks.at(t).state(), TaskState::Processing);
             let r = self.tasks.at_mut(t);
             r.deaths = r.deaths.saturating_add(1);
-            let attempts = r.deaths;
+            let attempts = u32::from(r.deaths);
             if attempts >= self.config.max_worker_deaths.max(1) {
                 let failure = TaskFailure::KilledWorker { key: r.key, attempts };
                 self.fail(t, Arc::new(failure), out);

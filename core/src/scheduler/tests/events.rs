@@ -158,16 +158,17 @@ fn placement_without_locality_picks_the_least_loaded_then_the_lowest_id() {
 }
 
 #[test]
-fn placement_ignores_a_holder_without_a_free_slot() {
+fn placement_prefers_input_bytes_among_free_workers_only() {
     let mut h = H::new(0, 3);
     h.join(W0, 1);
-    let (ids, _) = h.submit(vec![node(0, &[], false), node(1, &[0], true), node(2, &[], true)]);
-    let [a, b, z] = ids[..] else { unreachable!() };
-    h.join(W1, 1); // takes `z`
-    assert_eq!(h.s.processing_on(z), Some(W1));
-    // `a` is on W0; `b` can only go to W0 once W0 is free — it is: a finished.
-    assert_eq!(h.finish(a, W0, 1_000), vec![run(b, W0)]);
-    let _ = z;
+    h.join(W1, 1);
+    let (ids, out) =
+        h.submit(vec![node(0, &[], false), node(1, &[], false), node(2, &[0, 1], true), node(3, &[], true)]);
+    let [a, c, b, z] = ids[..] else { unreachable!() };
+    assert_eq!(out, vec![run(a, W0), run(c, W1)]);
+    assert_eq!(h.finish(a, W0, 1_000), vec![run(z, W0)]);
+    // `b`'s big input is on W0, but W0 is full: W1, which holds the small one.
+    assert_eq!(h.finish(c, W1, 1), vec![run(b, W1)]);
 }
 
 #[test]
@@ -300,8 +301,12 @@ fn client_retained_adds_a_reference_and_restarts_a_released_task() {
 fn long_chains_do_not_recurse() {
     const N: u64 = 100_000;
     let mut h = H::one_slot();
-    let graph: Vec<NewTask> =
-        (0..N).map(|i| node(i, if i == 0 { &[] } else { &[i as usize - 1][..] }, i == N - 1)).collect();
+    let graph: Vec<NewTask> = (0..N)
+        .map(|i| {
+            let deps: &[usize] = if i == 0 { &[] } else { &[i as usize - 1] };
+            node(i, deps, i == N - 1)
+        })
+        .collect();
     let (ids, out) = h.submit(graph);
     let mut next = runs(&out);
     let mut ran = 0;

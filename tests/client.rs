@@ -1,0 +1,110 @@
+//! The client API in the threads mode: submit, map, gather, dependencies,
+//! pure keys, options, futures' lifecycle.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use shoal::prelude::*;
+
+#[shoal::task]
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+#[shoal::task]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[shoal::task]
+fn total(xs: Vec<u64>) -> u64 {
+    xs.iter().sum()
+}
+
+#[shoal::task]
+fn nothing() -> u64 {
+    42
+}
+
+static COUNTED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[shoal::task]
+fn counted(x: u64) -> u64 {
+    COUNTED_RUNS.fetch_add(1, Ordering::SeqCst);
+    x * 2
+}
+
+#[test]
+fn submit_with_a_future_argument_waits_for_it() {
+    let client = Client::threads(2).unwrap();
+    let a = client.submit(inc, 1).unwrap();
+    let b = client.submit(add, (&a, 10)).unwrap();
+    let c = client.submit(add, (a.clone(), b.clone())).unwrap();
+    assert_eq!(c.result().unwrap(), 2 + 12);
+    assert_eq!(b.result().unwrap(), 12);
+    assert!(a.done());
+    assert_eq!(a.status(), shoal::FutureStatus::Finished);
+}
+
+#[test]
+fn map_and_gather_keep_order() {
+    let client = Client::threads(2).unwrap();
+    let futures = client.map(inc, 0..10_000u64).unwrap();
+    let values = client.gather(&futures).unwrap();
+    assert_eq!(values, (1..=10_000).collect::<Vec<u64>>());
+    let pairs = client.map(add, (0..100u64).map(|i| (i, 1000))).unwrap();
+    assert_eq!(client.gather(&pairs).unwrap()[7], 1007);
+    let zero = client.submit(nothing, ()).unwrap();
+    assert_eq!(zero.result().unwrap(), 42);
+}
+
+#[test]
+fn a_vec_parameter_takes_a_list_of_futures() {
+    let client = Client::threads(2).unwrap();
+    let parts = client.map(inc, 0..100u64).unwrap();
+    let sum = client.submit(total, &parts).unwrap();
+    assert_eq!(sum.result().unwrap(), 5050);
+    // A plain Vec is a value, not a list of dependencies.
+    let direct = client.submit(total, vec![1, 2, 3]).unwrap();
+    assert_eq!(direct.result().unwrap(), 6);
+}
+
+#[test]
+fn pure_calls_share_a_key_and_run_once_impure_calls_do_not() {
+    let client = Client::threads(2).unwrap();
+    let before = COUNTED_RUNS.load(Ordering::SeqCst);
+    let a = client.submit(counted, 7_000_001).unwrap();
+    let b = client.submit(counted, 7_000_001).unwrap();
+    assert_eq!(a.key(), b.key());
+    assert_eq!((a.result().unwrap(), b.result().unwrap()), (14_000_002, 14_000_002));
+    assert_eq!(COUNTED_RUNS.load(Ordering::SeqCst) - before, 1, "one run for two equal pure calls");
+
+    let impure = SubmitOptions::default().pure(false);
+    let c = client.submit_with(counted, 7_000_001, &impure).unwrap();
+    let d = client.submit_with(counted, 7_000_001, &impure).unwrap();
+    assert_ne!(c.key(), d.key());
+    assert_ne!(c.key(), a.key());
+    client.gather(&[c, d]).unwrap();
+    assert_eq!(COUNTED_RUNS.load(Ordering::SeqCst) - before, 3);
+
+    let other = client.submit(counted, 7_000_002).unwrap();
+    assert_ne!(other.key(), a.key(), "different arguments, different keys");
+    assert!(a.key().to_string().starts_with("counted-"), "{}", a.key());
+}
+
+#[test]
+fn a_dropped_client_leaves_finished_futures_readable() {
+    let client = Client::threads(1).unwrap();
+    let f = client.submit(inc, 41).unwrap();
+    f.wait().unwrap();
+    drop(client);
+    assert_eq!(f.result().unwrap(), 42);
+}
+
+#[test]
+fn futures_from_another_client_are_refused() {
+    let one = Client::threads(1).unwrap();
+    let two = Client::threads(1).unwrap();
+    let f = one.submit(inc, 1).unwrap();
+    let err = two.submit(add, (&f, 1)).err().expect("must be refused");
+    assert!(err.to_string().contains("another Client"), "{err}");
+}
