@@ -26,7 +26,8 @@ use rkyv::util::AlignedVec;
 use shoal_core::Key;
 use shoal_core::object::{Assemble, Data, Obj, Value, assemble_list};
 use shoal_core::registry::TaskEntry;
-use xxhash_rust::xxh3::Xxh3;
+use shoal_core::scheduler::TaskId;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::future::{Future, FutureCore};
 use crate::lazy::{Lazy, LazyNode};
@@ -52,73 +53,83 @@ pub enum DepArg {
 }
 
 /// Hashes the arguments of a pure call into its key's token.
+///
+/// The bytes to hash (the task's name, each value's rkyv archive, each
+/// dependency's id) are appended to one buffer, reused across calls on this
+/// thread, and hashed at once with XXH3-128: cheaper than a streaming hasher
+/// for the small arguments most calls have.
 #[doc(hidden)]
 pub struct Tokenizer {
-    hasher: Option<Xxh3>,
+    /// `None` for an impure call.
+    buffer: Option<AlignedVec>,
+}
+
+thread_local! {
+    static BUFFER: RefCell<Option<AlignedVec>> = const { RefCell::new(None) };
 }
 
 impl Tokenizer {
     pub(crate) fn new(pure: bool, entry: &TaskEntry) -> Tokenizer {
-        let hasher = pure.then(|| {
-            let mut h = Xxh3::new();
-            h.update(entry.name().as_bytes());
-            h
+        let buffer = pure.then(|| {
+            let mut buf = BUFFER.with(|cell| cell.borrow_mut().take()).unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(entry.name().as_bytes());
+            buf
         });
-        Tokenizer { hasher }
+        Tokenizer { buffer }
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        if let Some(h) = &mut self.hasher {
-            h.update(bytes);
+        if let Some(buf) = &mut self.buffer {
+            buf.extend_from_slice(bytes);
         }
+    }
+
+    /// A dependency is named by its task id: unique among live tasks, and a
+    /// task is kept alive by every task that depends on it, so two live
+    /// calls can only share an id-derived key if they share the dependency.
+    fn task(&mut self, id: TaskId) {
+        self.update(&id.index.to_le_bytes());
+        self.update(&id.generation.to_le_bytes());
     }
 
     fn key(&mut self, key: &Key) {
-        if let Some(h) = &mut self.hasher {
-            h.update(&key.func.to_le_bytes());
-            h.update(&key.token[0].to_le_bytes());
-            h.update(&key.token[1].to_le_bytes());
-        }
+        self.update(&key.func.to_le_bytes());
+        self.update(&key.token[0].to_le_bytes());
+        self.update(&key.token[1].to_le_bytes());
     }
 
     fn value<A: Data>(&mut self, value: &A) {
-        if self.hasher.is_none() {
-            return;
-        }
-        thread_local! {
-            static BUFFER: RefCell<Option<AlignedVec>> = const { RefCell::new(None) };
-        }
-        let hashed = BUFFER.with(|cell| {
-            let mut buf = cell.borrow_mut().take().unwrap_or_default();
-            buf.clear();
-            match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf) {
-                Ok(buf) => {
-                    self.update(std::any::type_name::<A>().as_bytes());
-                    self.update(&buf);
-                    *cell.borrow_mut() = Some(buf);
-                    true
-                }
-                Err(_) => false,
-            }
-        });
-        if !hashed {
+        let Some(mut buf) = self.buffer.take() else { return };
+        buf.extend_from_slice(std::any::type_name::<A>().as_bytes());
+        // Appending keeps the hash a function of (prefix, value) only.
+        match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf) {
+            Ok(buf) => self.buffer = Some(buf),
             // A value that cannot be serialized cannot be compared either:
             // the call becomes impure rather than risk sharing a wrong key.
-            self.hasher = None;
+            Err(_) => self.buffer = None,
         }
     }
 
     /// The token: the hash for a pure call, a fresh unique number otherwise.
-    pub(crate) fn finish(self) -> [u64; 2] {
-        match self.hasher {
-            Some(h) => {
-                let t = h.digest128();
+    pub(crate) fn finish(mut self) -> [u64; 2] {
+        match self.buffer.take() {
+            Some(buf) => {
+                let t = xxh3_128(&buf);
+                // Keep a modest buffer for the next call on this thread.
+                if buf.capacity() <= MAX_KEPT_BUFFER {
+                    BUFFER.with(|cell| *cell.borrow_mut() = Some(buf));
+                }
                 [(t >> 64) as u64, t as u64]
             }
             None => unique_token(),
         }
     }
 }
+
+/// A token buffer larger than this (a call with a big argument) is freed
+/// rather than kept for the thread's next call.
+const MAX_KEPT_BUFFER: usize = 1 << 16;
 
 /// A token no other call of this process has: a counter in the high word,
 /// this process's random seed in the low word.
@@ -155,7 +166,7 @@ pub trait IntoDep<A> {
 
 impl<A: Data> IntoDep<A> for Future<A> {
     fn into_dep(self, tokens: &mut Tokenizer) -> DepArg {
-        tokens.key(&self.core.key);
+        tokens.task(self.core.id);
         DepArg::Future(self.core)
     }
 }

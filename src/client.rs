@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use shoal_core::Key;
 use shoal_core::object::Data;
-use shoal_core::scheduler::TaskId;
 
 use crate::args::{IntoArgs, Tokenizer};
 use crate::engine::threads::ThreadsEngine;
@@ -171,24 +170,14 @@ impl Client {
         self.submit_graph(graph, &wanted)
     }
 
-    /// Submit a built graph; one future per wanted node index.
+    /// Submit a built graph; one future per wanted node index. Each wanted
+    /// node carries one client reference, so a node must not be listed
+    /// twice (see [`compute_all`](Client::compute_all)).
     fn submit_graph<T>(&self, graph: GraphBuilder, wanted: &[usize]) -> Result<Vec<Future<T>>> {
         self.check_same_engine(&graph)?;
-        let keys: Vec<Key> = graph.nodes.iter().map(|n| n.key).collect();
         let ids = self.engine().submit(graph.nodes)?;
         drop(graph.futures);
-        Ok(self.futures_for(&ids, &keys, wanted))
-    }
-
-    /// One future per wanted node; each node's one client reference (taken
-    /// by `submit`) goes to the first future made for it, and any repeat of
-    /// the same node in `wanted` shares that future.
-    fn futures_for<T>(&self, ids: &[TaskId], keys: &[Key], wanted: &[usize]) -> Vec<Future<T>> {
-        let mut made: std::collections::HashMap<usize, Future<T>> = std::collections::HashMap::new();
-        wanted
-            .iter()
-            .map(|&i| made.entry(i).or_insert_with(|| Future::new(Arc::clone(self.engine()), ids[i], keys[i])).clone())
-            .collect()
+        Ok(wanted.iter().map(|&i| Future::new(Arc::clone(self.engine()), ids[i])).collect())
     }
 
     fn check_same_engine(&self, graph: &GraphBuilder) -> Result<()> {
@@ -239,8 +228,17 @@ impl Client {
     /// Submit several lazy values as one graph (shared parts computed once).
     pub fn compute_all<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<Vec<Future<T>>> {
         let mut graph = GraphBuilder::new();
-        let wanted: Vec<usize> = lazies.iter().map(|l| graph.add_lazy(&l.node, true)).collect();
-        self.submit_graph(graph, &wanted)
+        let nodes: Vec<usize> = lazies.iter().map(|l| graph.add_lazy(&l.node, true)).collect();
+        // Equal lazy values are one node with one client reference: make
+        // one future for it and clone it for the repeats.
+        let mut distinct = nodes.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let futures: Vec<Future<T>> = self.submit_graph(graph, &distinct)?;
+        Ok(nodes
+            .iter()
+            .map(|i| futures[distinct.partition_point(|d| d < i)].clone())
+            .collect())
     }
 
     /// Compute lazy values and return their values (like `dask.compute`),

@@ -29,7 +29,6 @@ pub struct Future<T> {
 pub struct FutureCore {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) id: TaskId,
-    pub(crate) key: Key,
 }
 
 impl Drop for FutureCore {
@@ -46,7 +45,7 @@ impl<T> Clone for Future<T> {
 
 impl<T> std::fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Future({}, {:?})", self.core.key, self.status())
+        write!(f, "Future({}, {:?})", self.key(), self.status())
     }
 }
 
@@ -60,13 +59,15 @@ pub enum FutureStatus {
 }
 
 impl<T> Future<T> {
-    pub(crate) fn new(engine: Arc<dyn Engine>, id: TaskId, key: Key) -> Future<T> {
-        Future { core: Arc::new(FutureCore { engine, id, key }), _type: PhantomData }
+    pub(crate) fn new(engine: Arc<dyn Engine>, id: TaskId) -> Future<T> {
+        Future { core: Arc::new(FutureCore { engine, id }), _type: PhantomData }
     }
 
     /// The task's key, e.g. `count_letters-3f1c…`.
     pub fn key(&self) -> Key {
-        self.core.key
+        // A future holds a client reference, so its task is never forgotten
+        // while it exists; the fallback is unreachable in practice.
+        self.core.engine.key(self.core.id).unwrap_or(Key { func: u32::MAX, token: [0; 2] })
     }
 
     /// Whether the task has finished (with a result, an error, or cancelled).

@@ -151,7 +151,8 @@ impl GraphBuilder {
                 continue;
             }
             let args = node.args.iter().map(|a| self.convert(a)).collect();
-            self.push(node.key, node.entry, args, &node.options, false);
+            let i = self.push(node.key, node.entry, args, &node.options, false);
+            self.seen.insert(node.key, i);
         }
         let i = self.seen[&root.key];
         if wanted {
@@ -163,7 +164,6 @@ impl GraphBuilder {
     fn push(&mut self, key: Key, entry: &'static TaskEntry, args: Vec<NodeArg>, options: &SubmitOptions, wanted: bool) -> usize {
         let i = self.nodes.len();
         self.nodes.push(GraphNode { key, entry, args, wanted, priority: options.priority, retries: options.retries });
-        self.seen.insert(key, i);
         i
     }
 

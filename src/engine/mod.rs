@@ -64,6 +64,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Cancel the task and what depends on it.
     fn cancel(&self, id: TaskId);
     fn status(&self, id: TaskId) -> Status;
+    /// The task's key (`None` once forgotten).
+    fn key(&self, id: TaskId) -> Option<Key>;
     /// Block until the task finished or the deadline passed; its status.
     fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status>;
     /// Block until one of the tasks finished or the deadline passed; the

@@ -30,7 +30,7 @@ use shoal_core::executor::{Local, Pool, Sink, Spawner};
 use shoal_core::object::{Assemble, Obj};
 use shoal_core::registry::{RunError, TaskEntry};
 use shoal_core::scheduler::{
-    Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId, WorkerId,
+    Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId,
 };
 
 use super::{Engine, GraphNode, NodeArg, Status};
@@ -65,13 +65,19 @@ enum Interest {
     Any,
 }
 
+/// What the engine keeps per live task besides the scheduler's record.
+/// Small on purpose: a million of them are held at once in the overhead
+/// benchmark. The key and the state are the scheduler's.
 struct Spec {
     generation: u32,
-    key: Key,
+    /// The client cancelled the task after it finished (its futures then
+    /// report "cancelled", as Dask's do).
+    cancelled: bool,
     entry: &'static TaskEntry,
+    /// Emptied once the task succeeded: the threads mode never loses a
+    /// result, so it never recomputes one and needs no lineage.
     args: Box<[SpecArg]>,
     result: Option<Obj>,
-    status: Status,
 }
 
 enum SpecArg {
@@ -145,7 +151,10 @@ impl ThreadsEngine {
                 Ok(obj) => {
                     let nbytes = obj.nbytes();
                     match st.spec_mut(id) {
-                        Some(spec) => spec.result = Some(obj),
+                        Some(spec) => {
+                            spec.result = Some(obj);
+                            spec.args = Box::default();
+                        }
                         None => effects.garbage.push(obj),
                     }
                     Event::TaskFinished { task: id, worker: WORKER, nbytes }
@@ -274,14 +283,15 @@ impl State {
                     }
                 }
                 Action::ReportDone { task } => {
-                    if let Some(spec) = self.spec_mut(task) {
-                        spec.status = Status::Finished;
-                    }
                     effects.wake_clients |= self.is_awaited(task);
                 }
-                Action::ReportFailed { task, failure } => {
-                    if let Some(spec) = self.spec_mut(task) {
-                        spec.status = Status::Failed(failure);
+                Action::ReportFailed { task, .. } => {
+                    // The failure itself stays in the scheduler's record,
+                    // except for a finished task being cancelled.
+                    if self.sched.state(task) == Some(TaskState::Memory)
+                        && let Some(spec) = self.spec_mut(task)
+                    {
+                        spec.cancelled = true;
                     }
                     effects.wake_clients |= self.is_awaited(task);
                 }
@@ -300,13 +310,31 @@ impl State {
         self.waiters.iter().any(|w| *w == Interest::Any || *w == Interest::Task(task))
     }
 
+    /// Where the task stands, as its futures see it.
+    fn status(&self, id: TaskId) -> Status {
+        match self.sched.state(id) {
+            Some(TaskState::Memory) => match self.spec(id) {
+                Some(spec) if spec.cancelled => Status::Failed(Arc::new(TaskFailure::Cancelled {
+                    key: self.sched.key(id).unwrap_or(Key { func: u32::MAX, token: [0; 2] }),
+                })),
+                _ => Status::Finished,
+            },
+            Some(TaskState::Erred) => match self.sched.failure(id) {
+                Some(failure) => Status::Failed(failure),
+                None => Status::Pending,
+            },
+            _ => Status::Pending,
+        }
+    }
+
     /// The job for a task the scheduler says can run now.
     fn job(&self, id: TaskId) -> Option<Job> {
         let spec = self.spec(id)?;
+        let key = self.sched.key(id)?;
         let result_of = |dep: TaskId| {
             self.spec(dep)
                 .and_then(|s| s.result.clone())
-                .ok_or_else(|| format!("internal error: an input of {} is not in memory", spec.key))
+                .ok_or_else(|| format!("internal error: an input of {key} is not in memory"))
         };
         let inputs = spec
             .args
@@ -321,7 +349,7 @@ impl State {
                     .map(|objs| JobInput::List(objs, *assemble)),
             })
             .collect();
-        Some(Job { id, key: spec.key, entry: spec.entry, inputs })
+        Some(Job { id, key, entry: spec.entry, inputs })
     }
 }
 
@@ -379,14 +407,8 @@ impl Engine for ThreadsEngine {
                 if st.specs.len() <= index {
                     st.specs.resize_with(index + 1, || None);
                 }
-                st.specs[index] = Some(Spec {
-                    generation: s.id.generation,
-                    key: node.key,
-                    entry: node.entry,
-                    args,
-                    result: None,
-                    status: Status::Pending,
-                });
+                st.specs[index] =
+                    Some(Spec { generation: s.id.generation, cancelled: false, entry: node.entry, args, result: None });
             }
             st.apply(&mut actions, &mut effects);
             st.actions = actions;
@@ -409,13 +431,15 @@ impl Engine for ThreadsEngine {
     }
 
     fn status(&self, id: TaskId) -> Status {
-        self.lock().spec(id).map(|s| s.status.clone()).unwrap_or(Status::Pending)
+        self.lock().status(id)
+    }
+
+    fn key(&self, id: TaskId) -> Option<Key> {
+        self.lock().sched.key(id)
     }
 
     fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status> {
-        let status = self.block_until(Interest::Task(id), deadline, |st| {
-            st.spec(id).map(|s| s.status.clone()).filter(Status::is_finished)
-        })?;
+        let status = self.block_until(Interest::Task(id), deadline, |st| Some(st.status(id)).filter(Status::is_finished))?;
         Ok(status.unwrap_or(Status::Pending))
     }
 
@@ -424,7 +448,7 @@ impl Engine for ThreadsEngine {
             let done: Vec<usize> = ids
                 .iter()
                 .enumerate()
-                .filter(|(_, id)| st.spec(**id).is_some_and(|s| s.status.is_finished()))
+                .filter(|(_, id)| st.status(**id).is_finished())
                 .map(|(i, _)| i)
                 .collect();
             (!done.is_empty() || ids.is_empty()).then_some(done)
@@ -434,14 +458,10 @@ impl Engine for ThreadsEngine {
 
     fn result(&self, id: TaskId) -> Result<Obj> {
         let st = self.lock();
-        let spec = st.spec(id).ok_or(Error::Closed)?;
-        match &spec.status {
-            Status::Failed(f) => Err(Error::Task(Arc::clone(f))),
-            Status::Finished => spec
-                .result
-                .clone()
-                .ok_or_else(|| Error::Start(format!("internal error: the result of {} was released", spec.key))),
-            Status::Pending => Err(Error::Start(format!("internal error: {} is not finished", spec.key))),
+        match st.status(id) {
+            Status::Failed(f) => Err(Error::Task(f)),
+            Status::Finished => st.spec(id).and_then(|s| s.result.clone()).ok_or(Error::Closed),
+            Status::Pending => Err(Error::Closed),
         }
     }
 

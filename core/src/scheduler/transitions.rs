@@ -94,7 +94,7 @@ impl Scheduler {
             return; // a run nobody waits for any more
         }
         if failure.is_retryable() && r.retries > 0 {
-            r.retries -= 1;
+            
             self.stop_processing(t);
             self.enqueue(t);
         } else {
