@@ -87,6 +87,9 @@ fn main() -> shoal::Result<()> {
         eprintln!("MISMATCH: sequential counted {sequential}, shoal {total}");
         std::process::exit(1);
     }
-    println!("speedup: {:.2}x (sequential {sequential_time:.3} s / shoal {shoal_time:.3} s)", sequential_time / shoal_time);
+    println!(
+        "speedup: {:.2}x (sequential {sequential_time:.3} s / shoal {shoal_time:.3} s)",
+        sequential_time / shoal_time
+    );
     Ok(())
 }

@@ -41,10 +41,7 @@ fn main() -> shoal::Result<()> {
     println!("summary over {} files: sum = {sum}, max = {max}", filenames.len());
 
     // The same check done directly, without shoal.
-    let direct: Vec<u64> = filenames
-        .iter()
-        .map(|n| n.bytes().cycle().take(1 << 16).map(u64::from).sum())
-        .collect();
+    let direct: Vec<u64> = filenames.iter().map(|n| n.bytes().cycle().take(1 << 16).map(u64::from).sum()).collect();
     assert_eq!((sum, max), (direct.iter().sum(), direct.iter().copied().max().unwrap_or(0)));
     println!("matches the direct computation");
     Ok(())

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use shoal_core::Key;
 use shoal_core::object::Data;
 
+use crate::Task;
 use crate::args::{IntoArgs, Tokenizer};
 use crate::engine::threads::ThreadsEngine;
 use crate::engine::{Engine, Status};
@@ -12,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::future::Future;
 use crate::lazy::{GraphBuilder, Lazy};
 use crate::progress::Progress;
-use crate::Task;
 
 /// Per-call options, like Dask's `submit(..., pure=, priority=, retries=)`.
 #[derive(Clone, Debug)]
@@ -235,10 +235,7 @@ impl Client {
         distinct.sort_unstable();
         distinct.dedup();
         let futures: Vec<Future<T>> = self.submit_graph(graph, &distinct)?;
-        Ok(nodes
-            .iter()
-            .map(|i| futures[distinct.partition_point(|d| d < i)].clone())
-            .collect())
+        Ok(nodes.iter().map(|i| futures[distinct.partition_point(|d| d < i)].clone()).collect())
     }
 
     /// Compute lazy values and return their values (like `dask.compute`),
@@ -248,4 +245,3 @@ impl Client {
         self.gather(&futures)
     }
 }
-

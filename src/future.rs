@@ -172,9 +172,10 @@ impl<T> Iterator for AsCompleted<T> {
                 Err(_) => on_engine,
             };
             if mixed {
-                take.extend((0..self.pending.len()).filter(|&i| {
-                    !Arc::ptr_eq(&self.pending[i].core.engine, &engine) && self.pending[i].done()
-                }));
+                take.extend(
+                    (0..self.pending.len())
+                        .filter(|&i| !Arc::ptr_eq(&self.pending[i].core.engine, &engine) && self.pending[i].done()),
+                );
                 take.sort_unstable();
             }
             for &i in take.iter().rev() {

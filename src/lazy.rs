@@ -19,12 +19,12 @@ use shoal_core::object::Data;
 use shoal_core::registry::TaskEntry;
 use shoal_core::scheduler::Dep;
 
+use crate::Task;
 use crate::args::{Arg, DepArg, IntoArgs, Tokenizer};
 use crate::client::{Client, SubmitOptions};
 use crate::engine::{GraphNode, NodeArg};
 use crate::error::Result;
 use crate::future::FutureCore;
-use crate::Task;
 
 /// A value that a task will compute when its graph is computed.
 pub struct Lazy<T> {
@@ -117,7 +117,14 @@ impl GraphBuilder {
     }
 
     /// Add one call (with its lazy inputs, first) and return its index.
-    pub fn add_call(&mut self, key: Key, entry: &'static TaskEntry, args: Vec<Arg>, options: &SubmitOptions, wanted: bool) -> usize {
+    pub fn add_call(
+        &mut self,
+        key: Key,
+        entry: &'static TaskEntry,
+        args: Vec<Arg>,
+        options: &SubmitOptions,
+        wanted: bool,
+    ) -> usize {
         let args = args.iter().map(|a| self.convert(a)).collect();
         self.push(key, entry, args, options, wanted)
     }
@@ -161,7 +168,14 @@ impl GraphBuilder {
         i
     }
 
-    fn push(&mut self, key: Key, entry: &'static TaskEntry, args: Vec<NodeArg>, options: &SubmitOptions, wanted: bool) -> usize {
+    fn push(
+        &mut self,
+        key: Key,
+        entry: &'static TaskEntry,
+        args: Vec<NodeArg>,
+        options: &SubmitOptions,
+        wanted: bool,
+    ) -> usize {
         let i = self.nodes.len();
         self.nodes.push(GraphNode { key, entry, args, wanted, priority: options.priority, retries: options.retries });
         i

@@ -29,8 +29,11 @@ struct Started {
 
 impl Progress {
     pub fn new(mode: ProgressBar, total: usize) -> Progress {
-        let enabled = (mode == ProgressBar::Auto && std::io::stderr().is_terminal())
-            .then(|| Started { total, start: Instant::now(), bar: None });
+        let enabled = (mode == ProgressBar::Auto && std::io::stderr().is_terminal()).then(|| Started {
+            total,
+            start: Instant::now(),
+            bar: None,
+        });
         Progress { enabled }
     }
 

@@ -105,6 +105,6 @@ fn futures_from_another_client_are_refused() {
     let one = Client::threads(1).unwrap();
     let two = Client::threads(1).unwrap();
     let f = one.submit(inc, 1).unwrap();
-    let err = two.submit(add, (&f, 1)).err().expect("must be refused");
+    let err = two.submit(add, (&f, 1)).expect_err("must be refused");
     assert!(err.to_string().contains("another Client"), "{err}");
 }

@@ -47,7 +47,7 @@ fn total(xs: Vec<u64>) -> u64 {
 fn an_error_fails_its_future_with_key_and_message() {
     let client = Client::threads(2).unwrap();
     let bad = client.submit(fallible, 13).unwrap();
-    let err = bad.result().err().expect("must fail");
+    let err = bad.result().expect_err("must fail");
     let msg = err.to_string();
     assert!(msg.contains(&bad.key().to_string()), "names the key: {msg}");
     assert!(msg.contains("unlucky number 13"), "carries the message: {msg}");
@@ -57,7 +57,7 @@ fn an_error_fails_its_future_with_key_and_message() {
     }
     assert!(matches!(bad.status(), FutureStatus::Error(_)));
     let io = client.submit(io_error, "/definitely/not/here".to_string()).unwrap();
-    let msg = io.result().err().expect("must fail").to_string();
+    let msg = io.result().expect_err("must fail").to_string();
     assert!(msg.contains("No such file"), "{msg}");
 }
 
@@ -71,7 +71,7 @@ fn dependents_fail_naming_the_root_cause_and_the_rest_goes_on() {
     let joined = client.submit(total, vec![mid.clone(), client.submit(inc, 1).unwrap()]).unwrap();
 
     for dependent in [&mid, &leaf, &joined] {
-        let err = dependent.result().err().expect("dependent must fail");
+        let err = dependent.result().expect_err("dependent must fail");
         match err.task_failure() {
             Some(TaskFailure::DependencyFailed { key, cause }) => {
                 assert_eq!(*key, dependent.key());
@@ -95,7 +95,7 @@ fn a_panic_fails_only_its_future_and_the_workers_survive() {
     let client = Client::threads(2).unwrap();
     let boom = client.map(explode, 1..=8u64).unwrap();
     for f in &boom {
-        let err = f.result().err().expect("must fail");
+        let err = f.result().expect_err("must fail");
         assert!(matches!(err.task_failure(), Some(TaskFailure::Panic { .. })), "{err}");
         assert!(err.to_string().contains("boom at"), "{err}");
     }
@@ -117,7 +117,7 @@ fn retries_rerun_a_failing_task_until_it_succeeds_or_they_run_out() {
     let start = FLAKY_CALLS.load(Ordering::SeqCst);
     let opts = SubmitOptions::default().retries(1).pure(false);
     let g = client.submit_with(flaky, start + 5, &opts).unwrap();
-    let err = g.result().err().expect("runs out of retries");
+    let err = g.result().expect_err("runs out of retries");
     assert!(err.to_string().contains(&format!("flaky failure {}", start + 1)), "{err}");
     assert_eq!(FLAKY_CALLS.load(Ordering::SeqCst) - start, 2, "one run plus one retry");
 }

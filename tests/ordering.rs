@@ -1,7 +1,7 @@
 //! Priorities, cancellation and completion order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal::prelude::*;
@@ -61,9 +61,9 @@ fn priority_orders_queued_tasks_and_cancel_stops_queued_ones() {
     assert!(pos(3) < pos(2) && pos(2) < pos(1), "high, then default, then low: {order:?}");
     assert!(!order.contains(&4), "a cancelled task does not run: {order:?}");
 
-    let err = doomed.result().err().expect("cancelled");
+    let err = doomed.result().expect_err("cancelled");
     assert!(matches!(err.task_failure(), Some(TaskFailure::Cancelled { .. })), "{err}");
-    let err = doomed_child.result().err().expect("dependent of a cancelled task fails");
+    let err = doomed_child.result().expect_err("dependent of a cancelled task fails");
     assert!(err.to_string().contains("cancelled"), "{err}");
 }
 

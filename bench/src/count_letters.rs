@@ -7,8 +7,8 @@ mod letters;
 use rayon::prelude::*;
 use shoal::prelude::*;
 
-use crate::table::{Samples, Table, secs, time, verdict};
 use crate::Opts;
+use crate::table::{Samples, Table, secs, time, verdict};
 
 #[shoal::task]
 fn count_letters(path: String) -> shoal::Result<u64> {
@@ -63,12 +63,23 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
     println!("\ncount-letters: {} files, {} threads, median of {} rounds", files.len(), client.nthreads(), opts.rounds);
     let mut t = Table::new(&["runner", "median", "min", "max", "speedup vs sequential"]);
     for (name, s) in [("sequential", &seq), ("rayon par_iter", &ray), ("shoal threads", &sho)] {
-        t.row(vec![name.into(), secs(s.median()), secs(s.min()), secs(s.max()), format!("{:.2}x", seq.median() / s.median())]);
+        t.row(vec![
+            name.into(),
+            secs(s.median()),
+            secs(s.min()),
+            secs(s.max()),
+            format!("{:.2}x", seq.median() / s.median()),
+        ]);
     }
     t.print();
     let ratio = sho.median() / ray.median();
     let mut r = Table::new(&["ratio", "value", "target", ""]);
-    r.row(vec!["shoal ÷ rayon".into(), format!("{ratio:.3}"), format!("≤ {TARGET_VS_RAYON}"), verdict(ratio <= TARGET_VS_RAYON)]);
+    r.row(vec![
+        "shoal ÷ rayon".into(),
+        format!("{ratio:.3}"),
+        format!("≤ {TARGET_VS_RAYON}"),
+        verdict(ratio <= TARGET_VS_RAYON),
+    ]);
     r.row(vec!["sequential ÷ shoal".into(), format!("{:.2}", seq.median() / sho.median()), "".into(), "".into()]);
     r.print();
     Ok(())

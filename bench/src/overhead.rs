@@ -37,7 +37,14 @@ pub struct Sizes {
 impl Sizes {
     pub fn new(quick: bool) -> Sizes {
         if quick {
-            Sizes { map: 20_000, tree_leaves: 1 << 12, chain: 2_000, round_trips: 200, million_leaves: 1 << 16, memory_tasks: 100_000 }
+            Sizes {
+                map: 20_000,
+                tree_leaves: 1 << 12,
+                chain: 2_000,
+                round_trips: 200,
+                million_leaves: 1 << 16,
+                memory_tasks: 100_000,
+            }
         } else {
             Sizes {
                 map: 100_000,
@@ -157,7 +164,12 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
     let hop = chain_s.median() / sz.chain as f64;
     let rt = median(&rt_medians);
     let million_tasks = 2 * sz.million_leaves - 1;
-    println!("\noverhead: {} threads, median of {} rounds{}", client.nthreads(), opts.rounds, if opts.quick { " (quick sizes)" } else { "" });
+    println!(
+        "\noverhead: {} threads, median of {} rounds{}",
+        client.nthreads(),
+        opts.rounds,
+        if opts.quick { " (quick sizes)" } else { "" }
+    );
     let mut t = Table::new(&["case", "size", "median", "min", "max", "per task", "figure", "target", ""]);
     t.row(vec![
         "map + gather".into(),

@@ -27,10 +27,7 @@ impl Key {
     /// The registered name of this key's function (`"?"` if out of range,
     /// which only a key from a different binary can be).
     pub fn func_name(&self) -> &'static str {
-        crate::registry::entries()
-            .get(self.func as usize)
-            .map(|e| e.name())
-            .unwrap_or("?")
+        crate::registry::entries().get(self.func as usize).map(|e| e.name()).unwrap_or("?")
     }
 }
 

@@ -110,10 +110,7 @@ impl<T: Data> Value<T> {
     fn archive_bytes(&self) -> Result<&[u8], InputError> {
         match &**self.archive.get_or_init(|| Box::new(make_archive(&self.value))) {
             Ok(bytes) => Ok(bytes.as_slice()),
-            Err(message) => Err(InputError(format!(
-                "could not archive a {}: {message}",
-                std::any::type_name::<T>()
-            ))),
+            Err(message) => Err(InputError(format!("could not archive a {}: {message}", std::any::type_name::<T>()))),
         }
     }
 }
@@ -227,10 +224,7 @@ pub mod glue {
     use super::*;
 
     fn input(inputs: &[Obj], i: usize) -> Result<&dyn Object, InputError> {
-        inputs
-            .get(i)
-            .map(|obj| &**obj)
-            .ok_or_else(|| InputError(format!("argument {i} is missing")))
+        inputs.get(i).map(|obj| &**obj).ok_or_else(|| InputError(format!("argument {i} is missing")))
     }
 
     /// A by-value parameter `T`.
@@ -247,10 +241,7 @@ pub mod glue {
 /// Make one `Vec<T>` object out of objects each holding a `T`: how a
 /// `Vec<Future<T>>` or `Vec<Lazy<T>>` argument feeds a `Vec<T>` parameter.
 pub fn assemble_list<T: Data>(items: &[Obj]) -> Result<Obj, InputError> {
-    let list = items
-        .iter()
-        .map(|obj| read_owned::<T>(&**obj))
-        .collect::<Result<Vec<T>, InputError>>()?;
+    let list = items.iter().map(|obj| read_owned::<T>(&**obj)).collect::<Result<Vec<T>, InputError>>()?;
     Ok(Value::shared(list))
 }
 

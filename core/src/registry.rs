@@ -64,12 +64,7 @@ impl TaskEntry {
     /// Made by `#[shoal::task]`: `name` is `module_path::fn_name`,
     /// `signature` the parameter and return types as written.
     #[doc(hidden)]
-    pub const fn new(
-        name: &'static str,
-        signature: &'static str,
-        location: &'static str,
-        invoke: Invoke,
-    ) -> TaskEntry {
+    pub const fn new(name: &'static str, signature: &'static str, location: &'static str, invoke: Invoke) -> TaskEntry {
         TaskEntry { name, signature, location, invoke, index: AtomicU32::new(UNINDEXED) }
     }
 
@@ -135,11 +130,7 @@ fn checked() -> &'static Result<Checked, RegistryError> {
 fn build(mut sorted: Vec<&'static TaskEntry>) -> Result<Checked, RegistryError> {
     sorted.sort_by(|a, b| a.name.cmp(b.name).then(a.location.cmp(b.location)));
     if let Some(w) = sorted.windows(2).find(|w| w[0].name == w[1].name) {
-        return Err(RegistryError::DuplicateName {
-            name: w[0].name,
-            first: w[0].location,
-            second: w[1].location,
-        });
+        return Err(RegistryError::DuplicateName { name: w[0].name, first: w[0].location, second: w[1].location });
     }
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for (i, entry) in sorted.iter().enumerate() {

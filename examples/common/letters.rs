@@ -23,10 +23,8 @@ pub fn ensure_files(dir: &Path, files: usize, size: u64) -> io::Result<Vec<Strin
         if !fresh {
             write_letters(&path, size, i as u64)?;
         }
-        let path = path
-            .into_os_string()
-            .into_string()
-            .map_err(|p| io::Error::other(format!("path is not UTF-8: {p:?}")))?;
+        let path =
+            path.into_os_string().into_string().map_err(|p| io::Error::other(format!("path is not UTF-8: {p:?}")))?;
         paths.push(path);
     }
     Ok(paths)

@@ -29,9 +29,7 @@ use shoal_core::TaskFailure;
 use shoal_core::executor::{Local, Pool, Sink, Spawner};
 use shoal_core::object::{Assemble, Obj};
 use shoal_core::registry::{RunError, TaskEntry};
-use shoal_core::scheduler::{
-    Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId,
-};
+use shoal_core::scheduler::{Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId};
 
 use super::{Engine, GraphNode, NodeArg, Status};
 use crate::error::{Error, Result};
@@ -224,7 +222,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Assemble the inputs and call the task, turning errors and panics into a
 /// [`TaskFailure`] that names the task.
-fn execute(key: Key, entry: &'static TaskEntry, inputs: std::result::Result<Vec<JobInput>, String>) -> std::result::Result<Obj, TaskFailure> {
+fn execute(
+    key: Key,
+    entry: &'static TaskEntry,
+    inputs: std::result::Result<Vec<JobInput>, String>,
+) -> std::result::Result<Obj, TaskFailure> {
     let error = |message: String| TaskFailure::Error { key, message };
     let inputs = inputs.map_err(error)?;
     let mut objs = Vec::with_capacity(inputs.len());
@@ -439,18 +441,15 @@ impl Engine for ThreadsEngine {
     }
 
     fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status> {
-        let status = self.block_until(Interest::Task(id), deadline, |st| Some(st.status(id)).filter(Status::is_finished))?;
+        let status =
+            self.block_until(Interest::Task(id), deadline, |st| Some(st.status(id)).filter(Status::is_finished))?;
         Ok(status.unwrap_or(Status::Pending))
     }
 
     fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>> {
         let found = self.block_until(Interest::Any, deadline, |st| {
-            let done: Vec<usize> = ids
-                .iter()
-                .enumerate()
-                .filter(|(_, id)| st.status(**id).is_finished())
-                .map(|(i, _)| i)
-                .collect();
+            let done: Vec<usize> =
+                ids.iter().enumerate().filter(|(_, id)| st.status(**id).is_finished()).map(|(i, _)| i).collect();
             (!done.is_empty() || ids.is_empty()).then_some(done)
         })?;
         Ok(found.unwrap_or_default())

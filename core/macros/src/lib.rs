@@ -134,7 +134,8 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
         };
         format!("({}) -> {}", tys.collect::<Vec<_>>().join(", "), ret)
     };
-    let doc = format!("The `{name_str}` task: pass it to `Client::submit`/`map`, or call `{name_str}::call(…)` directly.");
+    let doc =
+        format!("The `{name_str}` task: pass it to `Client::submit`/`map`, or call `{name_str}::call(…)` directly.");
     let span = Span::call_site();
     let arity_check = quote_spanned! {span=>
         if __inputs.len() != #arity {

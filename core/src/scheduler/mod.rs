@@ -114,19 +114,38 @@ pub struct Submitted {
 /// Everything that can happen to the scheduler, besides submission.
 #[derive(Clone, Debug)]
 pub enum Event {
-    WorkerJoined { worker: WorkerId, nthreads: u32 },
+    WorkerJoined {
+        worker: WorkerId,
+        nthreads: u32,
+    },
     /// The worker is gone with everything it held.
-    WorkerLost { worker: WorkerId },
+    WorkerLost {
+        worker: WorkerId,
+    },
     /// A run finished; `nbytes` is the result's size, for placement.
-    TaskFinished { task: TaskId, worker: WorkerId, nbytes: u64 },
+    TaskFinished {
+        task: TaskId,
+        worker: WorkerId,
+        nbytes: u64,
+    },
     /// A run failed with an error or a panic.
-    TaskFailed { task: TaskId, worker: WorkerId, failure: TaskFailure },
+    TaskFailed {
+        task: TaskId,
+        worker: WorkerId,
+        failure: TaskFailure,
+    },
     /// One client reference to the task is gone (a future dropped).
-    ClientReleased { task: TaskId },
+    ClientReleased {
+        task: TaskId,
+    },
     /// One more client reference (a future for an existing task).
-    ClientRetained { task: TaskId },
+    ClientRetained {
+        task: TaskId,
+    },
     /// The client cancels the task (and with it everything that needs it).
-    Cancel { task: TaskId },
+    Cancel {
+        task: TaskId,
+    },
 }
 
 /// What the driver must do.

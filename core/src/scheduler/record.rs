@@ -155,15 +155,11 @@ impl Slab {
 
     /// The live record for `id`, or `None` for a stale or unknown id.
     pub fn get(&self, id: TaskId) -> Option<&Record> {
-        self.records
-            .get(id.index as usize)
-            .filter(|r| r.generation == id.generation && r.state.is_some())
+        self.records.get(id.index as usize).filter(|r| r.generation == id.generation && r.state.is_some())
     }
 
     pub fn get_mut(&mut self, id: TaskId) -> Option<&mut Record> {
-        self.records
-            .get_mut(id.index as usize)
-            .filter(|r| r.generation == id.generation && r.state.is_some())
+        self.records.get_mut(id.index as usize).filter(|r| r.generation == id.generation && r.state.is_some())
     }
 
     pub fn is_live(&self, id: TaskId) -> bool {

@@ -262,10 +262,7 @@ impl Sim {
         self.refs.contains_key(&t)
             || self.dependents.get(&t).is_some_and(|ds| {
                 ds.iter().any(|&d| {
-                    matches!(
-                        self.sched.state(d),
-                        Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing)
-                    )
+                    matches!(self.sched.state(d), Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing))
                 })
             })
     }

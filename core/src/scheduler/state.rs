@@ -98,11 +98,7 @@ impl Scheduler {
     ///
     /// A new node that no wanted node needs (directly or through others) is
     /// forgotten at once: nothing would ever read its result.
-    pub fn submit(
-        &mut self,
-        graph: Vec<NewTask>,
-        out: &mut Vec<Action>,
-    ) -> Result<Vec<Submitted>, GraphError> {
+    pub fn submit(&mut self, graph: Vec<NewTask>, out: &mut Vec<Action>) -> Result<Vec<Submitted>, GraphError> {
         self.check_graph(&graph)?;
         self.submissions = self.submissions.wrapping_add(1);
         let generation = self.submissions;

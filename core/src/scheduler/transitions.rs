@@ -82,19 +82,12 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn task_failed(
-        &mut self,
-        t: TaskId,
-        w: WorkerId,
-        failure: TaskFailure,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn task_failed(&mut self, t: TaskId, w: WorkerId, failure: TaskFailure, out: &mut Vec<Action>) {
         let Some(r) = self.tasks.get_mut(t) else { return };
         if r.state() != TaskState::Processing || r.worker != w {
             return; // a run nobody waits for any more
         }
         if failure.is_retryable() && r.retries > 0 {
-            
             self.stop_processing(t);
             self.enqueue(t);
         } else {

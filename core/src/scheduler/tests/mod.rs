@@ -19,13 +19,7 @@ fn key(i: u64) -> Key {
 
 /// A node with inputs from the same submission.
 fn node(i: u64, deps: &[usize], wanted: bool) -> NewTask {
-    NewTask {
-        key: key(i),
-        deps: deps.iter().map(|&j| Dep::Node(j)).collect(),
-        wanted,
-        priority: 0,
-        retries: 0,
-    }
+    NewTask { key: key(i), deps: deps.iter().map(|&j| Dep::Node(j)).collect(), wanted, priority: 0, retries: 0 }
 }
 
 /// A node with inputs that are existing tasks.
