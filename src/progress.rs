@@ -63,3 +63,22 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_means_no_bar_and_no_wakeups() {
+        let mut p = Progress::new(ProgressBar::Never, 1000);
+        assert!(p.next_tick().is_none(), "a waiting gather must not be woken for a bar it will not draw");
+        p.update(10);
+        p.finish();
+    }
+
+    #[test]
+    fn auto_draws_only_on_a_terminal() {
+        let p = Progress::new(ProgressBar::Auto, 1000);
+        assert_eq!(p.next_tick().is_some(), std::io::stderr().is_terminal());
+    }
+}

@@ -234,3 +234,72 @@ fn output_type(output: &ReturnType) -> (TokenStream2, bool) {
     }
     (quote!(#ty), false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_str(src: &str) -> Result<String, String> {
+        let func: ItemFn = syn::parse_str(src).map_err(|e| e.to_string())?;
+        expand(func).map(|t| t.to_string()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn archived_references_read_in_place_and_values_are_owned() {
+        let ty: Type = syn::parse_str("&Archived<Vec<u8>>").unwrap();
+        assert!(matches!(param_kind(&ty), Ok(ParamKind::Archived(t)) if quote!(#t).to_string() == "Vec < u8 >"));
+        let ty: Type = syn::parse_str("&shoal::Archived<String>").unwrap();
+        assert!(matches!(param_kind(&ty), Ok(ParamKind::Archived(_))));
+        let ty: Type = syn::parse_str("Vec<u8>").unwrap();
+        assert!(matches!(param_kind(&ty), Ok(ParamKind::Owned(_))));
+    }
+
+    #[test]
+    fn other_references_are_refused_with_the_rule() {
+        for bad in ["&Vec<u8>", "&mut Archived<u8>", "&str"] {
+            let ty: Type = syn::parse_str(bad).unwrap();
+            let Err(e) = param_kind(&ty) else { panic!("{bad} must be refused") };
+            assert!(e.to_string().contains("&Archived<T>") || e.to_string().contains("&mut"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn result_returns_are_fallible_with_their_ok_type() {
+        let out = |s: &str| {
+            let f: ItemFn = syn::parse_str(&format!("fn f() -> {s} {{ todo!() }}")).unwrap();
+            let (ty, fallible) = output_type(&f.sig.output);
+            (ty.to_string(), fallible)
+        };
+        assert_eq!(out("shoal::Result<u64>"), ("u64".into(), true));
+        assert_eq!(out("Result<Vec<u8>, String>"), ("Vec < u8 >".into(), true));
+        assert_eq!(out("std::io::Result<()>"), ("()".into(), true));
+        assert_eq!(out("u64"), ("u64".into(), false));
+        let f: ItemFn = syn::parse_str("fn f() {}").unwrap();
+        assert_eq!(output_type(&f.sig.output).0.to_string(), "()");
+    }
+
+    #[test]
+    fn unsupported_functions_get_a_clear_error() {
+        let cases = [
+            ("async fn f(x: u64) -> u64 { x }", "async"),
+            ("fn f<T>(x: T) -> u64 { 0 }", "generic"),
+            ("fn f(&self) -> u64 { 0 }", "self"),
+            ("fn f((a, b): (u64, u64)) -> u64 { a + b }", "plain names"),
+            ("fn f(x: impl Into<u64>) -> u64 { 0 }", "impl Trait"),
+        ];
+        for (src, needle) in cases {
+            let err = expand_str(src).expect_err(src);
+            assert!(err.contains(needle), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn one_parameter_is_wrapped_several_make_a_tuple() {
+        let one = expand_str("fn f(x: u64) -> u64 { x }").unwrap();
+        assert!(one.contains("type Params = :: shoal :: __private :: One < u64 >"), "{one}");
+        let two = expand_str("fn f(x: u64, y: &Archived<String>) -> u64 { x }").unwrap();
+        assert!(two.contains("type Params = (u64 , String ,)"), "{two}");
+        let none = expand_str("fn f() -> u64 { 1 }").unwrap();
+        assert!(none.contains("type Params = ()"), "{none}");
+    }
+}
