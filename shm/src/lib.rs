@@ -1,0 +1,60 @@
+//! The shared-memory layer of shoal's processes mode: objects in sealed
+//! memfd segments, their descriptors passed between processes, and the
+//! frames that carry control messages beside them.
+//!
+//! # Pieces
+//!
+//! - [`segment`]: one object = one memfd, written once through a writable
+//!   mapping, then sealed against any change ([`SegmentWriter`] →
+//!   [`Segment`]) and mapped read-only by every reader.
+//! - [`fdpass`]: a frame plus up to [`MAX_FDS_PER_MESSAGE`] descriptors
+//!   over a Unix stream socket (`SCM_RIGHTS`).
+//! - [`frame`]: `u32` little-endian length + payload, bounded by
+//!   [`MAX_FRAME_LEN`], over any byte stream.
+//!
+//! # Invariants
+//!
+//! - A [`Segment`]'s bytes never change while any process can see them: the
+//!   kernel's seals guarantee it, and [`Segment::from_fd`] refuses a
+//!   descriptor without them.
+//! - Segments are freed by the kernel when the last descriptor and mapping
+//!   are gone; a process killed by SIGKILL cannot leak one.
+//! - Descriptors are owned ([`std::os::fd::OwnedFd`]) from the moment they
+//!   exist: every error path closes them.
+//! - Frames and messages are bounded before anything is allocated for them,
+//!   and no input makes this crate panic.
+//!
+//! Linux only (memfd, seals, `SCM_RIGHTS` with `MSG_CMSG_CLOEXEC`). The
+//! lifecycle and the plan for what comes next are in this crate's README.
+//!
+//! ```
+//! use std::os::unix::net::UnixStream;
+//! use shoal_shm::{Segment, SegmentWriter, fdpass};
+//!
+//! let mut writer = SegmentWriter::create(5, "example")?;
+//! writer.bytes_mut().copy_from_slice(b"hello");
+//! let segment = writer.seal()?;
+//!
+//! let (a, b) = UnixStream::pair()?;
+//! fdpass::send(&a, b"object 1", &[segment.as_fd()])?;
+//! let mut message = fdpass::recv(&b)?.expect("a message");
+//! let received = Segment::from_fd(message.fds.remove(0))?;
+//! assert_eq!(received.bytes(), b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod error;
+pub mod fdpass;
+pub mod frame;
+pub mod segment;
+#[cfg(test)]
+mod test_util;
+
+pub use error::ShmError;
+pub use fdpass::{FdMessage, MAX_FDS_PER_MESSAGE};
+pub use frame::MAX_FRAME_LEN;
+pub use segment::{Segment, SegmentWriter};
