@@ -110,7 +110,12 @@ impl Client {
     pub fn threads_with(n: usize, options: ClientOptions) -> Result<Client> {
         shoal_core::registry::check()?;
         let engine = ThreadsEngine::start(n)?;
-        Ok(Client { inner: Arc::new(ClientInner { engine, options }) })
+        Ok(Client::from_engine(engine, options))
+    }
+
+    /// A client over any engine (each mode's constructor ends here).
+    pub(crate) fn from_engine(engine: Arc<dyn Engine>, options: ClientOptions) -> Client {
+        Client { inner: Arc::new(ClientInner { engine, options }) }
     }
 
     /// How many tasks can run at once.

@@ -158,18 +158,15 @@ fn mismatch<T>(found: &dyn Object) -> InputError {
     ))
 }
 
-/// Read an object as an owned `T` (a clone, or a deserialization when the
-/// object exists only as an archive).
+/// Read an object as an owned `T`: a clone of a [`Value<T>`], or a
+/// deserialization of any other object's archive (validated first).
 pub fn read_owned<T: Data>(obj: &dyn Object) -> Result<T, InputError> {
     if let Some(v) = obj.as_any().downcast_ref::<Value<T>>() {
         return Ok(v.value.clone());
     }
-    if obj.as_any().downcast_ref::<RawArchive>().is_some() {
-        let archived = read_archived_raw::<T>(obj)?;
-        return rkyv::deserialize::<T, rancor::Error>(archived)
-            .map_err(|e| InputError(format!("could not deserialize a {}: {e}", std::any::type_name::<T>())));
-    }
-    Err(mismatch::<T>(obj))
+    let archived = read_foreign_archive::<T>(obj)?;
+    rkyv::deserialize::<T, rancor::Error>(archived)
+        .map_err(|e| InputError(format!("could not deserialize a {}: {e}", std::any::type_name::<T>())))
 }
 
 /// Read an object as `&Archived<T>` in place.
@@ -177,17 +174,24 @@ pub fn read_archived<T: Data>(obj: &dyn Object) -> Result<&Archived<T>, InputErr
     if let Some(v) = obj.as_any().downcast_ref::<Value<T>>() {
         return v.archived();
     }
-    if obj.as_any().downcast_ref::<RawArchive>().is_some() {
-        return read_archived_raw::<T>(obj);
-    }
-    Err(mismatch::<T>(obj))
+    read_foreign_archive::<T>(obj)
 }
 
-fn read_archived_raw<T: Data>(obj: &dyn Object) -> Result<&Archived<T>, InputError> {
+/// The archive of an object that is not a `Value<T>` of this process (an
+/// inline message or a shared-memory segment from another process): its
+/// bytes are validated as `Archived<T>` before use.
+fn read_foreign_archive<T: Data>(obj: &dyn Object) -> Result<&Archived<T>, InputError> {
+    if obj.type_name() != ARCHIVE_TYPE_NAME {
+        return Err(mismatch::<T>(obj));
+    }
     let bytes = obj.archived_bytes()?;
     rkyv::access::<Archived<T>, rancor::Error>(bytes)
         .map_err(|e| InputError(format!("invalid archive of a {}: {e}", std::any::type_name::<T>())))
 }
+
+/// The [`Object::type_name`] of objects that hold only an archive of an
+/// unknown type (they are validated on every typed read).
+pub const ARCHIVE_TYPE_NAME: &str = "archive";
 
 /// An object that exists only as archived bytes of an unknown type
 /// (received from another process); validated on every typed read.
@@ -207,7 +211,7 @@ impl Object for RawArchive {
     }
 
     fn type_name(&self) -> &'static str {
-        "archive"
+        ARCHIVE_TYPE_NAME
     }
 
     fn archived_bytes(&self) -> Result<&[u8], InputError> {
