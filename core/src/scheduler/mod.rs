@@ -18,6 +18,14 @@
 //! processing → memory`, or `erred`; a record is `forgotten` (removed, its id
 //! reusable under a new generation) once no client and no dependent needs it.
 //!
+//! A task is *needed* while a client holds a future on it or a dependent on
+//! its way (`waiting`, `ready`, `processing`) needs its result. A needed
+//! `released` task is started; a task that stops being needed is released
+//! (its result dropped, or its run abandoned); one that besides has no
+//! dependent left is forgotten, and so, in cascade, may be its inputs. A
+//! `released` task with live dependents is kept: that is the lineage a lost
+//! result is recomputed from.
+//!
 //! # Invariants
 //!
 //! 1. A task is `processing` on at most one worker, and only once all its
@@ -28,11 +36,41 @@
 //! 3. An erred task's failure reaches exactly its transitive dependents,
 //!    each as `DependencyFailed` naming the root failure.
 //! 4. `Report` is emitted once per transition into `memory` or `erred` of a
-//!    task that a client holds.
+//!    task that a client holds, and once more when `submit` merges a wanted
+//!    node into a task that is finished already (the new future would not
+//!    hear of it otherwise). A result recomputed after a loss is reported
+//!    again: drivers treat reports as idempotent.
 //! 5. Ids carry a generation: an event about a forgotten task (a stale id) is
 //!    ignored, never applied to the task that reused its slot.
+//!
+//! # What the driver must know
+//!
+//! - **Late results.** A run can end after the scheduler stopped waiting for
+//!   it (the task was cancelled, failed through an input, is no longer
+//!   needed, or was taken back after a loss). Its `TaskFinished` is ignored,
+//!   and `Release { task, worker }` tells the worker to drop the copy. If
+//!   the task was *forgotten* meanwhile, the id is stale and the scheduler
+//!   says nothing: a driver drops a result that arrives for an id it was
+//!   told to `Forget`.
+//! - **Abandoned runs free their slot at once**, so a worker may briefly run
+//!   more than its slots (the abandoned run cannot be stopped).
+//! - **Lost results.** On `WorkerLost`, what the worker ran is rescheduled
+//!   (its death count +1; `KilledWorker` once it reaches
+//!   `max_worker_deaths`, counted in a row: a good run resets it), and what
+//!   it held is recomputed if still needed. Dependents of a lost result
+//!   that were already running on *other* workers are taken back to
+//!   `waiting` too — they may not have fetched it — and their late results
+//!   are released as above.
+//! - **Cancel** fails a task that is not finished, and everything on its way
+//!   that depends on it; a finished task's result stays (its futures are told
+//!   `Cancelled`; references still go through `ClientReleased`).
+//! - **Unwanted nodes.** A submitted node that no wanted node needs is
+//!   forgotten at once: nothing could ever read its result.
 
+mod hash;
+mod keys;
 mod order;
+mod queue;
 mod record;
 #[cfg(test)]
 mod sim;
@@ -89,7 +127,8 @@ pub struct NewTask {
     pub wanted: bool,
     /// User priority: higher runs earlier (Dask's `priority=`).
     pub priority: i32,
-    /// How many times a failing run (error or panic) is retried.
+    /// How many times a failing run (error or panic) is retried (at most
+    /// `u16::MAX`: more are taken as that).
     pub retries: u32,
 }
 
@@ -172,7 +211,8 @@ pub struct SchedulerConfig {
     /// latency between a task finishing and the next one arriving.
     pub extra_slots_per_thread: u32,
     /// A task that was running on this many workers when they died is failed
-    /// with [`TaskFailure::KilledWorker`] (Dask's `allowed-failures` + 1).
+    /// with [`TaskFailure::KilledWorker`] (Dask's `allowed-failures` + 1;
+    /// 0 is taken as 1, and deaths are counted up to 255 only).
     pub max_worker_deaths: u32,
 }
 

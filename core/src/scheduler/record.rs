@@ -1,12 +1,17 @@
 //! Task records and the slab that holds them.
 //!
-//! A record is kept small (128 bytes on 64-bit targets, checked by a test):
+//! A record is kept small (96 bytes on 64-bit targets, checked by a test):
 //! the threads engine holds a million live tasks within a budget of 256
-//! bytes each for everything, the driver's share included. Inputs are a
-//! boxed slice (the graph never changes them), the few counters are `u32`,
-//! and a task has one worker field that means "runs there" while
-//! processing and "holds the result" while in memory — the scheduler has no
-//! replica action, so a result lives on the worker that computed it.
+//! bytes each for everything, the driver's share included. So: inputs are a
+//! boxed slice (the graph never changes them); dependents are inline when
+//! there are none or one (most tasks); the counters are `u32` or smaller;
+//! the key is stored split, so its 4-byte `func` packs with the counters;
+//! one field is the missing-input count while `Waiting` and the position in
+//! a worker's list while `Processing` or `Memory`; the failure, which few
+//! tasks have, lives in a side table; and a task has one worker field that
+//! means "runs there" while processing and "holds the result" while in
+//! memory — the scheduler has no replica action, so a result lives on the
+//! worker that computed it.
 //!
 //! Ids are `(slot, generation)`. Forgetting a task bumps its slot's
 //! generation and puts the slot on a free list; every id that arrives from
@@ -16,6 +21,9 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
+use super::hash::SeededState;
 use super::{TaskId, TaskState, WorkerId};
 use crate::failure::TaskFailure;
 use crate::key::Key;
@@ -48,7 +56,10 @@ impl PartialOrd for Priority {
 
 /// One task.
 pub(super) struct Record {
-    pub key: Key,
+    /// The key's token; see [`Record::key`].
+    key_token: [u64; 2],
+    /// The key's function index.
+    key_func: u32,
     /// Inputs, one entry per edge (a task listing an input twice has it
     /// twice; every count below is per edge, so that stays consistent).
     pub deps: Box<[TaskId]>,
@@ -56,14 +67,10 @@ pub(super) struct Record {
     /// go stale (their generation no longer matches) and are skipped;
     /// [`Slab::note_dependent_forgotten`] compacts the list once most of it
     /// is stale, so the cost stays amortised O(1) per dependent.
-    pub dependents: Vec<TaskId>,
-    /// Set in `Erred` only.
-    pub failure: Option<Arc<TaskFailure>>,
+    pub dependents: Dependents,
     /// Size of the result, for placement (meaningful in `Memory`).
     pub nbytes: u64,
     pub priority: Priority,
-    /// The slot's generation; the id of this record is `(slot, generation)`.
-    pub generation: u32,
     /// Futures the client holds on this task.
     pub client_refs: u32,
     /// Dependency edges from dependents that still need this result: those
@@ -72,23 +79,27 @@ pub(super) struct Record {
     /// Dependency edges from dependents not forgotten yet (whatever their
     /// state); while non-zero the record is kept, so lineage survives.
     pub live_dependents: u32,
-    /// In `Waiting`: dependency edges whose input is not in memory.
-    pub missing: u32,
-    /// In `Processing` / `Memory`: index in the worker's processing / held
-    /// list (so removal is O(1)).
-    pub pos: u32,
+    /// In `Waiting`: dependency edges whose input is not in memory. In
+    /// `Processing` / `Memory`: index in the worker's processing / held
+    /// list (so removal is O(1)). See [`Record::missing`], [`Record::pos`].
+    missing_or_pos: u32,
     /// In `Processing`: where it runs. In `Memory`: who holds the result.
     pub worker: WorkerId,
     /// Retries left for retryable failures (more than `u16::MAX` asked for
-    /// are `u16::MAX`: plenty, and two bytes fewer per task).
+    /// are `u16::MAX`).
     pub retries: u16,
-    /// Workers that died while running this task (saturating).
-    pub deaths: u16,
+    /// Workers that died in a row while running this task (saturating at
+    /// 255: a `max_worker_deaths` above that never fails a task).
+    pub deaths: u8,
     /// `None` for a free slot.
     state: Option<TaskState>,
 }
 
 impl Record {
+    pub fn key(&self) -> Key {
+        Key { func: self.key_func, token: self.key_token }
+    }
+
     pub fn state(&self) -> TaskState {
         // A live record always has a state: only free slots have none, and
         // `Slab::get` never hands those out.
@@ -99,6 +110,74 @@ impl Record {
     /// has not finished.
     pub fn is_needed(&self) -> bool {
         self.client_refs > 0 || self.needers > 0
+    }
+
+    /// Inputs not in memory (meaningful in `Waiting`).
+    pub fn missing(&mut self) -> &mut u32 {
+        &mut self.missing_or_pos
+    }
+
+    /// Index in the worker's list (meaningful in `Processing` / `Memory`).
+    pub fn pos(&self) -> usize {
+        self.missing_or_pos as usize
+    }
+
+    pub fn set_pos(&mut self, pos: usize) {
+        // A worker's lists are indexed by `u32` like the slots they name.
+        self.missing_or_pos = pos as u32;
+    }
+}
+
+/// A task's dependents: most tasks have none or one (maps, chains, trees),
+/// which are kept inline, so that they cost no allocation. More are a boxed
+/// `Vec` (one more indirection for those few, 8 bytes less for every task).
+#[derive(Default)]
+pub(super) enum Dependents {
+    #[default]
+    None,
+    One(TaskId),
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<TaskId>>),
+}
+
+impl Dependents {
+    pub fn push(&mut self, id: TaskId) {
+        match self {
+            Dependents::None => *self = Dependents::One(id),
+            Dependents::One(first) => *self = Dependents::Many(Box::new(vec![*first, id])),
+            Dependents::Many(ids) => ids.push(id),
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(TaskId) -> bool) {
+        match self {
+            Dependents::None => {}
+            Dependents::One(id) => {
+                if !keep(*id) {
+                    *self = Dependents::None;
+                }
+            }
+            Dependents::Many(ids) => {
+                ids.retain(|&id| keep(id));
+                match ids[..] {
+                    [] => *self = Dependents::None,
+                    [id] => *self = Dependents::One(id),
+                    _ => ids.shrink_to(2 * ids.len()),
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Dependents {
+    type Target = [TaskId];
+
+    fn deref(&self) -> &[TaskId] {
+        match self {
+            Dependents::None => &[],
+            Dependents::One(id) => std::slice::from_ref(id),
+            Dependents::Many(ids) => ids.as_slice(),
+        }
     }
 }
 
@@ -133,6 +212,15 @@ pub(super) struct NewRecord {
 #[derive(Default)]
 pub(super) struct Slab {
     records: Vec<Record>,
+    /// Each slot's generation: its record's id is `(slot, generation)`; a
+    /// free slot's is the one its next record will get, which no id has
+    /// yet. Kept apart from the records, densely, so that telling whether an
+    /// id is live reads 4 bytes, not a record's cache line (the key index
+    /// sweeps do that for every key).
+    generations: Vec<u32>,
+    /// Why each `Erred` task failed, by slot (few tasks fail: a side table
+    /// costs them, not every record).
+    failures: HashMap<u32, Arc<TaskFailure>, SeededState>,
     free: Vec<u32>,
     counts: [usize; STATES],
 }
@@ -153,31 +241,79 @@ impl Slab {
         self.counts[state_index(state)]
     }
 
+    /// Room for `more` records without reallocating.
+    pub fn reserve(&mut self, more: usize) {
+        let more = more.saturating_sub(self.free.len());
+        self.records.reserve(more);
+        self.generations.reserve(more);
+    }
+
+    /// Whether `id` names the slot's current generation. For an id this
+    /// scheduler issued, that means live (a free slot's generation was never
+    /// issued); an id from outside also needs [`Slab::get`]'s state check.
+    fn current(&self, id: TaskId) -> bool {
+        self.generations.get(id.index as usize) == Some(&id.generation)
+    }
+
     /// The live record for `id`, or `None` for a stale or unknown id.
     pub fn get(&self, id: TaskId) -> Option<&Record> {
-        self.records.get(id.index as usize).filter(|r| r.generation == id.generation && r.state.is_some())
+        if !self.current(id) {
+            return None;
+        }
+        self.records.get(id.index as usize).filter(|r| r.state.is_some())
     }
 
     pub fn get_mut(&mut self, id: TaskId) -> Option<&mut Record> {
-        self.records.get_mut(id.index as usize).filter(|r| r.generation == id.generation && r.state.is_some())
+        if !self.current(id) {
+            return None;
+        }
+        self.records.get_mut(id.index as usize).filter(|r| r.state.is_some())
     }
 
     pub fn is_live(&self, id: TaskId) -> bool {
         self.get(id).is_some()
     }
 
+    /// Whether `id`, issued by this scheduler, is live: the cheap check.
+    pub fn issued_id_is_live(&self, id: TaskId) -> bool {
+        debug_assert_eq!(self.current(id), self.is_live(id));
+        self.current(id)
+    }
+
+    /// The id of the live task in `slot` (one the scheduler itself holds).
+    pub fn id_in_slot(&self, slot: u32) -> TaskId {
+        TaskId { index: slot, generation: self.generations[slot as usize] }
+    }
+
+    /// The id of the `Ready` task in `slot` if it has `priority` (which no
+    /// other task ever had: see `workers::Queued`).
+    pub fn ready_in_slot(&self, slot: u32, priority: Priority) -> Option<TaskId> {
+        let r = self.records.get(slot as usize)?;
+        (r.state == Some(TaskState::Ready) && r.priority == priority)
+            .then(|| TaskId { index: slot, generation: self.generations[slot as usize] })
+    }
+
     /// The record of an id the scheduler itself holds and knows is live
     /// (never one taken from an event: those go through [`Slab::get`]).
     pub fn at(&self, id: TaskId) -> &Record {
-        let r = &self.records[id.index as usize];
-        debug_assert!(r.generation == id.generation && r.state.is_some(), "stale internal id {id:?}");
-        r
+        debug_assert!(self.is_live(id), "stale internal id {id:?}");
+        &self.records[id.index as usize]
     }
 
     pub fn at_mut(&mut self, id: TaskId) -> &mut Record {
-        let r = &mut self.records[id.index as usize];
-        debug_assert!(r.generation == id.generation && r.state.is_some(), "stale internal id {id:?}");
-        r
+        debug_assert!(self.is_live(id), "stale internal id {id:?}");
+        &mut self.records[id.index as usize]
+    }
+
+    /// Why `id` (an `Erred` task) failed.
+    pub fn failure(&self, id: TaskId) -> Option<&Arc<TaskFailure>> {
+        self.failures.get(&id.index)
+    }
+
+    /// Marks `id` `Erred` with `failure`.
+    pub fn set_erred(&mut self, id: TaskId, failure: Arc<TaskFailure>) {
+        self.set_state(id, TaskState::Erred);
+        self.failures.insert(id.index, failure);
     }
 
     pub fn set_state(&mut self, id: TaskId, state: TaskState) {
@@ -192,19 +328,17 @@ impl Slab {
     /// A new record in state `Released`.
     pub fn alloc(&mut self, new: NewRecord) -> TaskId {
         let NewRecord { key, deps, priority, client_refs, retries } = new;
-        let mut record = Record {
-            key,
+        let record = Record {
+            key_token: key.token,
+            key_func: key.func,
             deps,
-            dependents: Vec::new(),
-            failure: None,
+            dependents: Dependents::None,
             nbytes: 0,
             priority,
-            generation: 0,
             client_refs,
             needers: 0,
             live_dependents: 0,
-            missing: 0,
-            pos: 0,
+            missing_or_pos: 0,
             worker: WorkerId(0),
             retries,
             deaths: 0,
@@ -212,31 +346,32 @@ impl Slab {
         };
         self.counts[state_index(TaskState::Released)] += 1;
         if let Some(index) = self.free.pop() {
-            let slot = &mut self.records[index as usize];
-            let generation = slot.generation;
-            record.generation = generation;
-            *slot = record;
-            TaskId { index, generation }
+            self.records[index as usize] = record;
+            TaskId { index, generation: self.generations[index as usize] }
         } else {
             let index = self.records.len() as u32;
             debug_assert!(self.records.len() < MAX_SLOTS, "submit checks the slot limit");
             self.records.push(record);
+            self.generations.push(0);
             TaskId { index, generation: 0 }
         }
     }
 
     /// Drops the record; its slot's next occupant gets the next generation.
     pub fn free(&mut self, id: TaskId) {
+        debug_assert!(self.is_live(id));
+        let generation = &mut self.generations[id.index as usize];
+        *generation = generation.wrapping_add(1);
         let r = &mut self.records[id.index as usize];
-        debug_assert!(r.generation == id.generation && r.state.is_some());
         if let Some(old) = r.state.take() {
             self.counts[state_index(old)] -= 1;
+            if old == TaskState::Erred {
+                self.failures.remove(&id.index);
+            }
         }
-        r.generation = r.generation.wrapping_add(1);
         // Free the heap parts now, not when the slot is reused.
         r.deps = Box::default();
-        r.dependents = Vec::new();
-        r.failure = None;
+        r.dependents = Dependents::None;
         self.free.push(id.index);
     }
 
@@ -249,8 +384,7 @@ impl Slab {
         let live = r.live_dependents;
         if r.dependents.len() > 2 * live as usize + COMPACT_SLACK {
             let mut dependents = std::mem::take(&mut self.records[id.index as usize].dependents);
-            dependents.retain(|&d| self.is_live(d));
-            dependents.shrink_to(2 * dependents.len());
+            dependents.retain(|d| self.issued_id_is_live(d));
             self.records[id.index as usize].dependents = dependents;
         }
         live
@@ -262,9 +396,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dependents_inline_then_spill_then_shrink_back() {
+        let id = |index| TaskId { index, generation: 0 };
+        let mut ds = Dependents::default();
+        assert!(ds.is_empty());
+        ds.push(id(1));
+        assert!(matches!(ds, Dependents::One(_)));
+        ds.push(id(2));
+        ds.push(id(3));
+        assert_eq!(&ds[..], &[id(1), id(2), id(3)]);
+        ds.retain(|d| d.index != 2);
+        assert_eq!(&ds[..], &[id(1), id(3)]);
+        ds.retain(|d| d.index == 3);
+        assert!(matches!(ds, Dependents::One(d) if d == id(3)));
+        ds.retain(|_| false);
+        assert!(ds.is_empty());
+    }
+
+    #[test]
     fn record_stays_small() {
         // The threads engine's budget is 256 bytes per task for everything.
-        assert!(std::mem::size_of::<Record>() <= 128, "Record is {} bytes", std::mem::size_of::<Record>());
+        assert!(std::mem::size_of::<Record>() <= 96, "Record is {} bytes", std::mem::size_of::<Record>());
     }
 
     #[test]

@@ -334,7 +334,7 @@ impl Sim {
     pub fn check_empty(&self) {
         assert_eq!(self.sched.live_tasks(), 0, "{:?}", self.sched);
         assert!(self.held.is_empty(), "results never released: {:?}", self.held);
-        assert!(self.sched.keys.is_empty(), "keys left behind");
+        assert_eq!(self.sched.keys.len(), 0, "keys left behind");
         assert!(self.refs.is_empty());
     }
 }

@@ -4,12 +4,13 @@
 //! queue and placement in [`super::workers`], the records in
 //! [`super::record`].
 
-use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use super::keys::KeyIndex;
+use super::queue::RunQueue;
 use super::record::{MAX_SLOTS, NewRecord, Priority, Slab};
-use super::workers::{Queued, Workers};
+use super::workers::Workers;
 use super::{Action, Dep, Event, NewTask, SchedulerConfig, Submitted, TaskId, TaskState, WorkerId};
 use crate::failure::TaskFailure;
 use crate::key::Key;
@@ -43,9 +44,9 @@ pub struct Scheduler {
     pub(super) config: SchedulerConfig,
     pub(super) tasks: Slab,
     /// Live tasks by key: pure keys are shared, as in Dask.
-    pub(super) keys: HashMap<Key, TaskId>,
+    pub(super) keys: KeyIndex,
     pub(super) workers: Workers,
-    pub(super) queue: BinaryHeap<Queued>,
+    pub(super) queue: RunQueue,
     /// Submissions so far: the middle part of every task's priority, so
     /// earlier graphs run first.
     submissions: u32,
@@ -76,9 +77,9 @@ impl Scheduler {
         Scheduler {
             config,
             tasks: Slab::default(),
-            keys: HashMap::new(),
+            keys: KeyIndex::default(),
             workers: Workers::default(),
-            queue: BinaryHeap::new(),
+            queue: RunQueue::default(),
             submissions: 0,
             wake: Vec::new(),
             settle: Vec::new(),
@@ -105,24 +106,17 @@ impl Scheduler {
         let order = super::order::order(&graph);
 
         let mut submitted = Vec::with_capacity(graph.len());
+        // Grow once, not by doubling along the way.
+        self.keys.reserve(graph.len());
+        self.tasks.reserve(graph.len());
         // Pass 1: make the records and their edges. Nothing is forgotten in
         // this pass (references only grow), so every id stays valid.
         for (i, node) in graph.into_iter().enumerate() {
             let NewTask { key, deps, wanted, priority, retries } = node;
-            if let Some(&id) = self.keys.get(&key) {
+            if let Some(id) = self.keys.get(&key, &self.tasks) {
                 submitted.push(Submitted { id, new: false });
                 if wanted {
-                    self.client_retained(id);
-                    let r = self.tasks.at(id);
-                    match r.state() {
-                        TaskState::Memory => out.push(Action::ReportDone { task: id }),
-                        TaskState::Erred => {
-                            if let Some(failure) = &r.failure {
-                                out.push(Action::ReportFailed { task: id, failure: failure.clone() });
-                            }
-                        }
-                        _ => {}
-                    }
+                    self.add_future_on_merge(id, out);
                 }
                 continue;
             }
@@ -140,23 +134,46 @@ impl Scheduler {
                 client_refs: u32::from(wanted),
                 retries: u16::try_from(retries).unwrap_or(u16::MAX),
             });
+            self.keys.insert(&key, id);
             for k in 0..self.tasks.at(id).deps.len() {
                 let d = self.tasks.at(id).deps[k];
                 let dep = self.tasks.at_mut(d);
                 dep.dependents.push(id);
                 dep.live_dependents += 1;
             }
-            self.keys.insert(key, id);
             submitted.push(Submitted { id, new: true });
         }
         // Pass 2: start what is wanted (which starts what it needs), and
-        // forget what nothing needs.
-        for s in submitted.iter().filter(|s| s.new) {
+        // forget what nothing needs. `wake` is a stack: pushed last to
+        // first, the nodes start (and queue) first to last, so the run
+        // queue's batch arrives nearly sorted, which its sort detects.
+        for s in submitted.iter().rev().filter(|s| s.new) {
             self.wake.push(s.id);
+        }
+        for s in submitted.iter().filter(|s| s.new) {
             self.settle.push(s.id);
         }
+        // What becomes ready now is sorted once, not heaped one by one.
+        self.queue.begin_batch();
         self.settle_all(out);
         Ok(submitted)
+    }
+
+    /// A wanted node was merged into the live task `id`: one more client
+    /// reference, and the news if the task is finished already (the new
+    /// future would not hear of it otherwise).
+    fn add_future_on_merge(&mut self, id: TaskId, out: &mut Vec<Action>) {
+        self.client_retained(id);
+        let r = self.tasks.at(id);
+        match r.state() {
+            TaskState::Memory => out.push(Action::ReportDone { task: id }),
+            TaskState::Erred => {
+                if let Some(failure) = self.tasks.failure(id) {
+                    out.push(Action::ReportFailed { task: id, failure: failure.clone() });
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Validates a graph before anything of it is applied.
@@ -202,12 +219,12 @@ impl Scheduler {
     }
 
     pub fn key(&self, task: TaskId) -> Option<Key> {
-        self.tasks.get(task).map(|r| r.key)
+        self.tasks.get(task).map(|r| r.key())
     }
 
     /// Why the task failed, if it is `Erred`.
     pub fn failure(&self, task: TaskId) -> Option<Arc<TaskFailure>> {
-        self.tasks.get(task).and_then(|r| r.failure.clone())
+        self.tasks.get(task).and_then(|_| self.tasks.failure(task).cloned())
     }
 
     /// The workers holding the task's result (empty unless `Memory`).
@@ -230,7 +247,7 @@ impl Scheduler {
 
     /// The live task with this key.
     pub fn lookup(&self, key: &Key) -> Option<TaskId> {
-        self.keys.get(key).copied()
+        self.keys.get(key, &self.tasks)
     }
 
     /// Tasks not forgotten.

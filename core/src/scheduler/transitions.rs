@@ -23,6 +23,9 @@ use super::state::Scheduler;
 use super::{Action, TaskId, TaskState, WorkerId};
 use crate::failure::TaskFailure;
 
+/// Entries of capacity a worklist keeps between calls.
+const SCRATCH_KEEP: usize = 4096;
+
 /// The failure a dependent's `DependencyFailed` should carry: the root.
 fn root_of(failure: &Arc<TaskFailure>) -> Arc<TaskFailure> {
     match &**failure {
@@ -42,6 +45,13 @@ impl Scheduler {
         while let Some(t) = self.settle.pop() {
             self.stop_if_unneeded(t, out);
         }
+        // A big submission's worklists are not kept around.
+        for list in [&mut self.wake, &mut self.settle] {
+            if list.capacity() > SCRATCH_KEEP {
+                *list = Vec::new();
+            }
+        }
+        self.queue.end_batch();
         self.dispatch(out);
     }
 
@@ -64,7 +74,10 @@ impl Scheduler {
         }
         self.stop_processing(t);
         self.tasks.set_state(t, TaskState::Memory);
-        self.tasks.at_mut(t).nbytes = nbytes;
+        let r = self.tasks.at_mut(t);
+        r.nbytes = nbytes;
+        // `KilledWorker` counts deaths in a row: a good run ends the row.
+        r.deaths = 0;
         self.add_held(t, w);
         self.release_inputs(t);
         if self.tasks.at(t).client_refs > 0 {
@@ -74,8 +87,8 @@ impl Scheduler {
             let d = self.tasks.at(t).dependents[k];
             let Some(dep) = self.tasks.get_mut(d) else { continue };
             if dep.state() == TaskState::Waiting {
-                dep.missing -= 1;
-                if dep.missing == 0 {
+                *dep.missing() -= 1;
+                if *dep.missing() == 0 {
                     self.enqueue(d);
                 }
             }
@@ -88,6 +101,7 @@ impl Scheduler {
             return; // a run nobody waits for any more
         }
         if failure.is_retryable() && r.retries > 0 {
+            r.retries -= 1;
             self.stop_processing(t);
             self.enqueue(t);
         } else {
@@ -117,7 +131,7 @@ impl Scheduler {
 
     pub(super) fn cancel(&mut self, t: TaskId, out: &mut Vec<Action>) {
         let Some(r) = self.tasks.get(t) else { return };
-        let cancelled = TaskFailure::Cancelled { key: r.key };
+        let cancelled = TaskFailure::Cancelled { key: r.key() };
         match r.state() {
             // The result exists: the client's futures are marked cancelled,
             // the result stays for whoever else needs it; the references
@@ -151,7 +165,7 @@ impl Scheduler {
             r.deaths = r.deaths.saturating_add(1);
             let attempts = u32::from(r.deaths);
             if attempts >= self.config.max_worker_deaths.max(1) {
-                let failure = TaskFailure::KilledWorker { key: r.key, attempts };
+                let failure = TaskFailure::KilledWorker { key: r.key(), attempts };
                 self.fail(t, Arc::new(failure), out);
             } else {
                 self.replan(t);
@@ -171,16 +185,15 @@ impl Scheduler {
             let d = self.tasks.at(t).dependents[k];
             let Some(dep) = self.tasks.get_mut(d) else { continue };
             match dep.state() {
-                TaskState::Waiting => dep.missing += 1,
+                TaskState::Waiting => *dep.missing() += 1,
                 TaskState::Ready => {
-                    dep.missing = 1;
+                    *dep.missing() = 1;
                     self.tasks.set_state(d, TaskState::Waiting);
                 }
                 // Tasks running on `w` itself are rescheduled by the caller.
                 TaskState::Processing if dep.worker != w => {
                     self.stop_processing(d);
-                    let dep = self.tasks.at_mut(d);
-                    dep.missing = 1;
+                    *self.tasks.at_mut(d).missing() = 1;
                     self.tasks.set_state(d, TaskState::Waiting);
                 }
                 _ => {}
@@ -207,7 +220,7 @@ impl Scheduler {
         if missing == 0 {
             self.enqueue(t);
         } else {
-            self.tasks.at_mut(t).missing = missing;
+            *self.tasks.at_mut(t).missing() = missing;
             self.tasks.set_state(t, TaskState::Waiting);
         }
     }
@@ -221,10 +234,10 @@ impl Scheduler {
         }
         let erred_input = r.deps.iter().find_map(|&d| {
             let dep = self.tasks.at(d);
-            (dep.state() == TaskState::Erred).then(|| dep.failure.clone()).flatten()
+            (dep.state() == TaskState::Erred).then(|| self.tasks.failure(d).cloned()).flatten()
         });
         if let Some(input_failure) = erred_input {
-            let failure = TaskFailure::DependencyFailed { key: r.key, cause: root_of(&input_failure) };
+            let failure = TaskFailure::DependencyFailed { key: r.key(), cause: root_of(&input_failure) };
             self.fail(t, Arc::new(failure), out);
             return;
         }
@@ -281,16 +294,13 @@ impl Scheduler {
         let r = self.tasks.at(t);
         debug_assert!(!r.is_needed() && r.live_dependents == 0);
         debug_assert!(matches!(r.state(), TaskState::Released | TaskState::Erred));
-        let key = r.key;
-        if self.keys.get(&key) == Some(&t) {
-            self.keys.remove(&key);
-        }
         for k in 0..self.tasks.at(t).deps.len() {
             let d = self.tasks.at(t).deps[k];
             if self.tasks.note_dependent_forgotten(d) == 0 {
                 self.settle.push(d);
             }
         }
+        self.keys.remove(&self.tasks.at(t).key(), t);
         self.tasks.free(t);
         out.push(Action::Forget { task: t });
     }
@@ -308,7 +318,7 @@ impl Scheduler {
                 // Finished dependents keep their results; `Released` ones need
                 // nothing now and fail if they are ever started again.
                 if needs_inputs(dep.state()) {
-                    let failure = TaskFailure::DependencyFailed { key: dep.key, cause: root.clone() };
+                    let failure = TaskFailure::DependencyFailed { key: dep.key(), cause: root.clone() };
                     self.set_erred(d, Arc::new(failure), out);
                     stack.push(d);
                 }
@@ -325,12 +335,10 @@ impl Scheduler {
         if needs_inputs(state) {
             self.release_inputs(t);
         }
-        self.tasks.set_state(t, TaskState::Erred);
-        let r = self.tasks.at_mut(t);
-        if r.client_refs > 0 {
+        if self.tasks.at(t).client_refs > 0 {
             out.push(Action::ReportFailed { task: t, failure: failure.clone() });
         }
-        r.failure = Some(failure);
+        self.tasks.set_erred(t, failure);
         self.settle.push(t);
     }
 }

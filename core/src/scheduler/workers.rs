@@ -5,11 +5,12 @@
 //! queue (Dask's "queued" tasks), so a big graph never floods a worker and
 //! the order computed in [`super::order`] decides what runs next.
 //!
-//! The queue deletes lazily: a task that leaves `Ready` while queued (it
-//! erred, was lost, or is no longer needed) keeps its entry, and
-//! [`Scheduler::dispatch`] drops entries whose task is not `Ready` any more.
-//! A task that comes back to `Ready` is pushed again; its priority never
-//! changes, so whichever of its entries pops first is as good as any.
+//! The queue ([`super::queue`]) deletes lazily: a task that leaves `Ready`
+//! while queued (it erred, was lost, or is no longer needed) keeps its
+//! entry, and [`Scheduler::dispatch`] drops entries whose task is not
+//! `Ready` any more. A task that comes back to `Ready` is pushed again; its
+//! priority never changes, so whichever of its entries pops first is as
+//! good as any.
 //!
 //! Placement: among workers with a free slot, the one holding the most bytes
 //! of the task's inputs, then the one processing fewest tasks, then the
@@ -18,7 +19,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
-use super::record::Priority;
+use super::hash::SeededState;
+use super::queue::Queued;
 use super::state::Scheduler;
 use super::{Action, TaskId, TaskState, WorkerId};
 
@@ -45,7 +47,7 @@ impl Worker {
 
 #[derive(Default)]
 pub(super) struct Workers {
-    map: HashMap<WorkerId, Worker>,
+    map: HashMap<WorkerId, Worker, SeededState>,
     /// The workers with a free slot, as `(tasks processing, id)`: the first
     /// is the least loaded, lowest id.
     free: BTreeSet<(u32, WorkerId)>,
@@ -81,14 +83,6 @@ impl Workers {
     }
 }
 
-/// An entry of the run queue: `BinaryHeap` pops the greatest, which is the
-/// highest priority.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Queued {
-    priority: Priority,
-    task: TaskId,
-}
-
 /// Slots of a worker with `nthreads` threads.
 fn capacity(nthreads: u32, extra_slots_per_thread: u32) -> u32 {
     nthreads.saturating_mul(extra_slots_per_thread.saturating_add(1))
@@ -115,17 +109,17 @@ impl Scheduler {
     pub(super) fn enqueue(&mut self, t: TaskId) {
         self.tasks.set_state(t, TaskState::Ready);
         let priority = self.tasks.at(t).priority;
-        self.queue.push(Queued { priority, task: t });
+        self.queue.push(Queued { priority, slot: t.index });
     }
 
     /// Sends queued tasks, highest priority first, while a worker has a
     /// free slot.
     pub(super) fn dispatch(&mut self, out: &mut Vec<Action>) {
         while !self.workers.free.is_empty() {
-            let Some(Queued { task, .. }) = self.queue.pop() else { break };
-            if self.tasks.get(task).is_none_or(|r| r.state() != TaskState::Ready) {
+            let Some(Queued { priority, slot }) = self.queue.pop() else { break };
+            let Some(task) = self.tasks.ready_in_slot(slot, priority) else {
                 continue; // a stale entry (see the module docs)
-            }
+            };
             let w = self.choose_worker(task);
             self.tasks.set_state(task, TaskState::Processing);
             self.start_processing(task, w);
@@ -175,7 +169,7 @@ impl Scheduler {
         debug_assert!(pos.is_some(), "dispatch chose an unknown worker");
         let r = self.tasks.at_mut(t);
         r.worker = w;
-        r.pos = pos.unwrap_or(0) as u32;
+        r.set_pos(pos.unwrap_or(0));
     }
 
     /// Takes `t` (processing) off its worker's list, freeing the slot. The
@@ -183,7 +177,7 @@ impl Scheduler {
     pub(super) fn stop_processing(&mut self, t: TaskId) {
         let (w, pos) = {
             let r = self.tasks.at(t);
-            (r.worker, r.pos as usize)
+            (r.worker, r.pos())
         };
         let moved = self.workers.update(w, |worker| {
             debug_assert_eq!(worker.processing.get(pos), Some(&t));
@@ -191,7 +185,7 @@ impl Scheduler {
             worker.processing.get(pos).copied()
         });
         if let Some(Some(moved)) = moved {
-            self.tasks.at_mut(moved).pos = pos as u32;
+            self.tasks.at_mut(moved).set_pos(pos);
         }
     }
 
@@ -204,14 +198,14 @@ impl Scheduler {
         debug_assert!(pos.is_some(), "a result held by an unknown worker");
         let r = self.tasks.at_mut(t);
         r.worker = w;
-        r.pos = pos.unwrap_or(0) as u32;
+        r.set_pos(pos.unwrap_or(0));
     }
 
     /// Forgets that `t`'s holder holds it.
     pub(super) fn remove_held(&mut self, t: TaskId) {
         let (w, pos) = {
             let r = self.tasks.at(t);
-            (r.worker, r.pos as usize)
+            (r.worker, r.pos())
         };
         let moved = self.workers.map.get_mut(&w).and_then(|worker| {
             debug_assert_eq!(worker.held.get(pos), Some(&t));
@@ -219,7 +213,7 @@ impl Scheduler {
             worker.held.get(pos).copied()
         });
         if let Some(moved) = moved {
-            self.tasks.at_mut(moved).pos = pos as u32;
+            self.tasks.at_mut(moved).set_pos(pos);
         }
     }
 }

@@ -321,3 +321,25 @@ fn long_chains_do_not_recurse() {
     assert_eq!(out.len(), N as usize + 1);
     assert_eq!(h.s.live_tasks(), 0);
 }
+
+#[test]
+fn a_long_lived_input_forgets_its_dependents_as_they_come_and_go() {
+    let mut h = H::new(0, 3);
+    let (ids, _) = h.submit(vec![node(0, &[], true)]);
+    let x = ids[0];
+    let (ids, _) = h.submit(vec![node_on(999, &[x], true)]);
+    let z = ids[0];
+    // Many dependents, each dropped before it could run: forgotten, leaving
+    // stale entries in `x`'s dependents list, which must be compacted.
+    for i in 1..=200 {
+        let (ids, _) = h.submit(vec![node_on(i, &[x], true)]);
+        assert_eq!(h.drop_ref(ids[0]), vec![forget(ids[0])]);
+    }
+    assert!(h.s.tasks.at(x).dependents.len() < 30, "stale dependents pile up");
+    // A live dependent is still found when `x` finishes.
+    let (ids, _) = h.submit(vec![node_on(1_000, &[x], true)]);
+    let y = ids[0];
+    assert_eq!(runs(&h.join(W0, 1)), vec![x]);
+    assert_eq!(h.finish(x, W0, 1), vec![done(x), run(z, W0)]);
+    assert_eq!(h.finish(z, W0, 1), vec![done(z), run(y, W0)]);
+}

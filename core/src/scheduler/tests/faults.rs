@@ -228,3 +228,20 @@ fn a_task_that_kills_enough_workers_fails_with_killed_worker() {
         ]
     );
 }
+
+#[test]
+fn deaths_count_in_a_row_a_good_run_resets_them() {
+    let mut h = H::new(0, 2);
+    h.join(W0, 1);
+    let (ids, _) = h.submit(vec![node(0, &[], true)]);
+    let x = ids[0];
+    h.join(W1, 1);
+    assert_eq!(h.lose(W0), vec![run(x, W1)], "one death");
+    assert_eq!(h.finish(x, W1, 1), vec![done(x)]);
+    h.join(W2, 1);
+    // W1 dies holding the result: recomputed on W2, whose death is the first
+    // of a new row — rescheduled, not `KilledWorker`.
+    assert_eq!(h.lose(W1), vec![run(x, W2)]);
+    assert_eq!(h.lose(W2), vec![]);
+    assert_eq!(h.state(x), Some(TaskState::Ready));
+}

@@ -3,6 +3,7 @@
 
 mod events;
 mod faults;
+mod perf;
 mod props;
 
 use super::{Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, Submitted, TaskId, TaskState, WorkerId};
