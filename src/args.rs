@@ -29,7 +29,7 @@ use shoal_core::registry::TaskEntry;
 use shoal_core::scheduler::TaskId;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::future::{Future, FutureCore};
+use crate::future::{Future, FutureRef};
 use crate::lazy::{Lazy, LazyNode};
 
 /// The parameter list of a one-parameter task (tasks with several use a
@@ -48,7 +48,7 @@ pub enum Arg {
 /// An argument that is the result of another task.
 #[doc(hidden)]
 pub enum DepArg {
-    Future(Arc<FutureCore>),
+    Future(FutureRef),
     Lazy(Arc<LazyNode>),
 }
 

@@ -170,7 +170,7 @@ impl Client {
             let mut tokens = Tokenizer::new(options.pure, entry);
             let args = args.into_args(&mut tokens);
             let key = Key { func, token: tokens.finish() };
-            wanted.push(graph.add_call(key, entry, args, options, true));
+            wanted.push(graph.add_call(key, args, options, true));
         }
         self.submit_graph(graph, &wanted)
     }

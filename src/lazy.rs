@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use shoal_core::Key;
 use shoal_core::object::Data;
-use shoal_core::registry::TaskEntry;
 use shoal_core::scheduler::Dep;
 
 use crate::Task;
@@ -24,7 +23,7 @@ use crate::args::{Arg, DepArg, IntoArgs, Tokenizer};
 use crate::client::{Client, SubmitOptions};
 use crate::engine::{GraphNode, NodeArg};
 use crate::error::Result;
-use crate::future::FutureCore;
+use crate::future::FutureRef;
 
 /// A value that a task will compute when its graph is computed.
 pub struct Lazy<T> {
@@ -47,7 +46,6 @@ impl<T> std::fmt::Debug for Lazy<T> {
 #[doc(hidden)]
 pub struct LazyNode {
     pub(crate) key: Key,
-    pub(crate) entry: &'static TaskEntry,
     pub(crate) args: Vec<Arg>,
     pub(crate) options: SubmitOptions,
 }
@@ -85,7 +83,7 @@ impl<T: Data> Lazy<T> {
         let mut tokens = Tokenizer::new(options.pure, entry);
         let args = args.into_args(&mut tokens);
         let key = Key { func, token: tokens.finish() };
-        let node = LazyNode { key, entry, args, options: options.clone() };
+        let node = LazyNode { key, args, options: options.clone() };
         Ok(Lazy { node: Arc::new(node), _type: PhantomData })
     }
 
@@ -108,7 +106,7 @@ pub(crate) struct GraphBuilder {
     /// Lazy nodes already added, by key (equal calls are one node).
     seen: HashMap<Key, usize>,
     /// Futures named by the graph, kept alive until it is submitted.
-    pub futures: Vec<Arc<FutureCore>>,
+    pub futures: Vec<FutureRef>,
 }
 
 impl GraphBuilder {
@@ -120,13 +118,35 @@ impl GraphBuilder {
     pub fn add_call(
         &mut self,
         key: Key,
-        entry: &'static TaskEntry,
         args: Vec<Arg>,
         options: &SubmitOptions,
         wanted: bool,
     ) -> usize {
-        let args = args.iter().map(|a| self.convert(a)).collect();
-        self.push(key, entry, args, options, wanted)
+        let args = args.into_iter().map(|a| self.convert_owned(a)).collect();
+        self.push(key, args, options, wanted)
+    }
+
+    /// [`convert`](Self::convert) for an argument we own: its futures move
+    /// into `self.futures` instead of being cloned.
+    fn convert_owned(&mut self, arg: Arg) -> NodeArg {
+        match arg {
+            Arg::Value(obj) => NodeArg::Value(obj),
+            Arg::Dep(dep) => NodeArg::Dep(self.dep_owned(dep)),
+            Arg::List(deps, assemble) => {
+                NodeArg::List(deps.into_iter().map(|d| self.dep_owned(d)).collect(), assemble)
+            }
+        }
+    }
+
+    fn dep_owned(&mut self, dep: DepArg) -> Dep {
+        match dep {
+            DepArg::Future(core) => {
+                let id = core.id;
+                self.futures.push(core);
+                Dep::Task(id)
+            }
+            DepArg::Lazy(node) => self.dep(&DepArg::Lazy(node)),
+        }
     }
 
     /// Add a lazy node and everything it needs; iterative post-order so
@@ -158,7 +178,7 @@ impl GraphBuilder {
                 continue;
             }
             let args = node.args.iter().map(|a| self.convert(a)).collect();
-            let i = self.push(node.key, node.entry, args, &node.options, false);
+            let i = self.push(node.key, args, &node.options, false);
             self.seen.insert(node.key, i);
         }
         let i = self.seen[&root.key];
@@ -171,13 +191,12 @@ impl GraphBuilder {
     fn push(
         &mut self,
         key: Key,
-        entry: &'static TaskEntry,
         args: Vec<NodeArg>,
         options: &SubmitOptions,
         wanted: bool,
     ) -> usize {
         let i = self.nodes.len();
-        self.nodes.push(GraphNode { key, entry, args, wanted, priority: options.priority, retries: options.retries });
+        self.nodes.push(GraphNode { key, args, wanted, priority: options.priority, retries: options.retries });
         i
     }
 
@@ -193,7 +212,7 @@ impl GraphBuilder {
     fn dep(&mut self, dep: &DepArg) -> Dep {
         match dep {
             DepArg::Future(core) => {
-                self.futures.push(Arc::clone(core));
+                self.futures.push(core.clone());
                 Dep::Task(core.id)
             }
             DepArg::Lazy(node) => match self.seen.get(&node.key) {

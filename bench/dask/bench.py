@@ -5,8 +5,8 @@
 
 The last line of stdout is one JSON object (see README.md); everything else,
 including the workers' output, goes to stderr.  Exit status: 0 on success,
-1 if the case failed, 2 if the watchdog fired -- the JSON line is printed in
-every case, with an "error" field when something went wrong.
+1 if the case failed, 2 on bad arguments, 3 if the watchdog fired -- the JSON
+line is printed in every case, with an "error" field when something went wrong.
 """
 import argparse
 import json
@@ -19,8 +19,8 @@ import time
 
 
 # --- task bodies --------------------------------------------------------------
-# Module level so the spawned worker processes can unpickle them; kept trivial
-# so that what is measured is the runtime's overhead, not the work.
+# Kept trivial so that what is measured is the runtime's overhead, not the
+# work.  They live in __main__, so cloudpickle ships them to workers by value.
 
 def noop(x):
     return x
@@ -194,7 +194,14 @@ class Reporter:
             self.done = True
             if error is not None:
                 self.result["error"] = error
-            self.out.write(json.dumps(self.result, allow_nan=False) + "\n")
+            try:
+                line = json.dumps(self.result, allow_nan=False)
+            except (RuntimeError, ValueError):
+                # The watchdog raced the main thread mid-update: keep the essentials.
+                line = json.dumps({k: self.result[k] for k in
+                                   ("system", "case", "mode", "n", "error")
+                                   if k in self.result} | {"samples_s": [], "extra": {}})
+            self.out.write(line + "\n")
             self.out.flush()
             return True
 
@@ -207,6 +214,16 @@ def settle(client, timeout=60.0):
         if client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0:
             return
         time.sleep(0.02)
+
+
+def describe(e):
+    """The exception and its causes, innermost last: dask wraps the useful
+    part (e.g. why a cluster failed to start) in generic RuntimeErrors."""
+    parts = []
+    while e is not None and len(parts) < 5:
+        parts.append("%s: %s" % (type(e).__name__, e))
+        e = e.__cause__ or e.__context__
+    return " <- ".join(parts)
 
 
 def kill_children():
@@ -229,6 +246,8 @@ def parse_args(argv):
     p.add_argument("--saturation", type=float, default=None,
                    help="distributed.scheduler.worker-saturation (Dask's default "
                         "1.1 queues tasks on the scheduler; inf sends them all at once)")
+    p.add_argument("--memory-limit", default="auto",
+                   help="per worker, e.g. 2GiB (default: Dask's, RAM / workers)")
     p.add_argument("--dir", help="count_letters: folder of part-NNNNN.txt")
     p.add_argument("--files", type=int, help="count_letters: how many (default: all)")
     p.add_argument("--n", type=int, help="map_noop/chain/roundtrip: tasks or calls")
@@ -249,7 +268,14 @@ def parse_args(argv):
 
 
 def main(argv):
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:
+        if e.code:  # bad arguments (argparse told why on stderr): still one JSON line
+            case = argv[0] if argv and not argv[0].startswith("-") else None
+            print(json.dumps({"system": "dask", "case": case, "mode": None, "samples_s": [],
+                              "n": None, "extra": {}, "error": "bad arguments, see stderr"}))
+        raise
     # Keep fd 1 for the JSON line only: point it at stderr so that anything
     # else printed -- by dask, or by the workers, which inherit it -- lands there.
     out = os.fdopen(os.dup(1), "w")
@@ -271,7 +297,7 @@ def main(argv):
     def watchdog():
         if rep.emit("timeout: case did not finish within %gs" % args.timeout):
             kill_children()
-            os._exit(2)
+            os._exit(3)
     timer = threading.Timer(args.timeout, watchdog)
     timer.daemon = True
     timer.start()
@@ -288,7 +314,10 @@ def main(argv):
         kw = dict(n_workers=2, threads_per_worker=1, processes=True)
     else:
         kw = dict(n_workers=1, threads_per_worker=2, processes=False)
+    kw["memory_limit"] = args.memory_limit
     extra.update(kw)
+    if args.mode == "processes":
+        kw["host"] = "127.0.0.1"  # TCP on loopback only; threads mode uses inproc://
 
     client = cluster = None
     error = None
@@ -296,7 +325,8 @@ def main(argv):
         t0 = time.perf_counter()
         # ":0": the scheduler's HTTP server starts even with None, on 8787;
         # a random port cannot clash with anything else running.
-        cluster = LocalCluster(host="127.0.0.1", dashboard_address=":0",
+        extra["phase"] = "setup"
+        cluster = LocalCluster(dashboard_address=":0",
                                silence_logs=logging.ERROR, **kw)
         client = Client(cluster)
         client.wait_for_workers(kw["n_workers"])
@@ -318,9 +348,11 @@ def main(argv):
             extra["samples_are"] = "per_call"
             extra["round_s"], extra["round_median_call_s"] = [], []
 
+        extra["phase"] = "warmup"
         extra["warmup_s"] = run()[0]
         settle(client)
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
+            extra["phase"] = "round %d" % (i + 1)
             dt, info = run()
             if args.case == "roundtrip":
                 result["samples_s"].extend(info["per_call_s"])
@@ -334,8 +366,9 @@ def main(argv):
                 extra["total_count"] = info["total_count"]
             settle(client)
         extra["median_s"] = statistics.median(result["samples_s"])
+        del extra["phase"]  # kept only when the case did not finish
     except BaseException as e:  # incl. KeyboardInterrupt: still report
-        error = "%s: %s" % (type(e).__name__, e)
+        error = describe(e)
     finally:
         t1 = time.perf_counter()
         for closer in (client, cluster):

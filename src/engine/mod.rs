@@ -13,15 +13,14 @@ use std::time::Instant;
 use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::object::{Assemble, Obj};
-use shoal_core::registry::TaskEntry;
 use shoal_core::scheduler::{Dep, TaskId};
 
 use crate::error::Result;
 
 /// One task of a graph being submitted.
 pub(crate) struct GraphNode {
+    /// The key; its `func` is the task's index in the registry.
     pub key: Key,
-    pub entry: &'static TaskEntry,
     pub args: Vec<NodeArg>,
     pub wanted: bool,
     pub priority: i32,
@@ -61,6 +60,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn submit(&self, nodes: Vec<GraphNode>) -> Result<Vec<TaskId>>;
     /// One client reference to the task is gone.
     fn release(&self, id: TaskId);
+    /// One more client reference to the task (a future was cloned).
+    fn retain(&self, id: TaskId);
     /// Cancel the task and what depends on it.
     fn cancel(&self, id: TaskId);
     fn status(&self, id: TaskId) -> Status;

@@ -28,7 +28,7 @@ use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::executor::{Local, Pool, Sink, Spawner};
 use shoal_core::object::{Assemble, Obj};
-use shoal_core::registry::{RunError, TaskEntry};
+use shoal_core::registry::{self, RunError, TaskEntry};
 use shoal_core::scheduler::{Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId};
 
 use super::{Engine, GraphNode, NodeArg, Status};
@@ -71,11 +71,26 @@ struct Spec {
     /// The client cancelled the task after it finished (its futures then
     /// report "cancelled", as Dask's do).
     cancelled: bool,
-    entry: &'static TaskEntry,
-    /// Emptied once the task succeeded: the threads mode never loses a
-    /// result, so it never recomputes one and needs no lineage.
-    args: Box<[SpecArg]>,
-    result: Option<Obj>,
+    body: Body,
+}
+
+/// A task's arguments until it succeeds, then its result. The threads mode
+/// never loses a result, so it never recomputes one and needs no lineage:
+/// the arguments are dropped as soon as the result exists. (The function
+/// is found from the key's registry index.)
+enum Body {
+    Args(Box<[SpecArg]>),
+    Result(Obj),
+    Released,
+}
+
+impl Spec {
+    fn result(&self) -> Option<&Obj> {
+        match &self.body {
+            Body::Result(obj) => Some(obj),
+            _ => None,
+        }
+    }
 }
 
 enum SpecArg {
@@ -88,7 +103,8 @@ enum SpecArg {
 pub(crate) struct Job {
     id: TaskId,
     key: Key,
-    entry: &'static TaskEntry,
+    /// `None` only with an `inputs` error explaining why.
+    entry: Option<&'static TaskEntry>,
     inputs: std::result::Result<Vec<JobInput>, String>,
 }
 
@@ -149,10 +165,7 @@ impl ThreadsEngine {
                 Ok(obj) => {
                     let nbytes = obj.nbytes();
                     match st.spec_mut(id) {
-                        Some(spec) => {
-                            spec.result = Some(obj);
-                            spec.args = Box::default();
-                        }
+                        Some(spec) => spec.body = Body::Result(obj),
                         None => effects.garbage.push(obj),
                     }
                     Event::TaskFinished { task: id, worker: WORKER, nbytes }
@@ -224,11 +237,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// [`TaskFailure`] that names the task.
 fn execute(
     key: Key,
-    entry: &'static TaskEntry,
+    entry: Option<&'static TaskEntry>,
     inputs: std::result::Result<Vec<JobInput>, String>,
 ) -> std::result::Result<Obj, TaskFailure> {
     let error = |message: String| TaskFailure::Error { key, message };
     let inputs = inputs.map_err(error)?;
+    let entry = entry.ok_or_else(|| error("internal error: no task function".into()))?;
     let mut objs = Vec::with_capacity(inputs.len());
     for input in inputs {
         objs.push(match input {
@@ -280,7 +294,9 @@ impl State {
                     }
                 }
                 Action::Release { task, .. } => {
-                    if let Some(obj) = self.spec_mut(task).and_then(|s| s.result.take()) {
+                    if let Some(spec) = self.spec_mut(task)
+                        && let Body::Result(obj) = std::mem::replace(&mut spec.body, Body::Released)
+                    {
                         effects.garbage.push(obj);
                     }
                 }
@@ -335,11 +351,14 @@ impl State {
         let key = self.sched.key(id)?;
         let result_of = |dep: TaskId| {
             self.spec(dep)
-                .and_then(|s| s.result.clone())
+                .and_then(|s| s.result().cloned())
                 .ok_or_else(|| format!("internal error: an input of {key} is not in memory"))
         };
-        let inputs = spec
-            .args
+        let Body::Args(args) = &spec.body else {
+            // Run twice without a retry in between: a scheduler bug.
+            return Some(Job { id, key, entry: None, inputs: Err(format!("internal error: {key} ran twice")) });
+        };
+        let inputs = args
             .iter()
             .map(|arg| match arg {
                 SpecArg::Value(obj) => Ok(JobInput::One(Arc::clone(obj))),
@@ -351,7 +370,10 @@ impl State {
                     .map(|objs| JobInput::List(objs, *assemble)),
             })
             .collect();
-        Some(Job { id, key, entry: spec.entry, inputs })
+        let Some(entry) = registry::entries().get(key.func as usize).copied() else {
+            return Some(Job { id, key, entry: None, inputs: Err(format!("{key} names no registered task")) });
+        };
+        Some(Job { id, key, entry: Some(entry), inputs })
     }
 }
 
@@ -410,7 +432,7 @@ impl Engine for ThreadsEngine {
                     st.specs.resize_with(index + 1, || None);
                 }
                 st.specs[index] =
-                    Some(Spec { generation: s.id.generation, cancelled: false, entry: node.entry, args, result: None });
+                    Some(Spec { generation: s.id.generation, cancelled: false, body: Body::Args(args) });
             }
             st.apply(&mut actions, &mut effects);
             st.actions = actions;
@@ -423,6 +445,12 @@ impl Engine for ThreadsEngine {
     fn release(&self, id: TaskId) {
         let mut effects = Effects::default();
         self.lock().handle(Event::ClientReleased { task: id }, &mut effects);
+        self.finish(effects, &Sink::Global(&self.spawner));
+    }
+
+    fn retain(&self, id: TaskId) {
+        let mut effects = Effects::default();
+        self.lock().handle(Event::ClientRetained { task: id }, &mut effects);
         self.finish(effects, &Sink::Global(&self.spawner));
     }
 
@@ -459,7 +487,7 @@ impl Engine for ThreadsEngine {
         let st = self.lock();
         match st.status(id) {
             Status::Failed(f) => Err(Error::Task(f)),
-            Status::Finished => st.spec(id).and_then(|s| s.result.clone()).ok_or(Error::Closed),
+            Status::Finished => st.spec(id).and_then(|s| s.result().cloned()).ok_or(Error::Closed),
             Status::Pending => Err(Error::Closed),
         }
     }
