@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use shoal_core::Key;
-use shoal_core::object::Data;
+use shoal_core::object::{Data, read_owned};
+use shoal_core::scheduler::TaskId;
 
 use crate::Task;
 use crate::args::{IntoArgs, Tokenizer};
 use crate::engine::threads::ThreadsEngine;
-use crate::engine::{Engine, Status};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::future::Future;
 use crate::lazy::{GraphBuilder, Lazy};
@@ -91,6 +92,9 @@ impl Drop for ClientInner {
     }
 }
 
+/// Calls of one `map` submitted together (see [`Client::map_with`]).
+const MAP_CHUNK: usize = 8192;
+
 /// Threads in the threads mode when the number of cores is unknown.
 const FALLBACK_THREADS: usize = 4;
 
@@ -164,15 +168,23 @@ impl Client {
     ) -> Result<Vec<Future<K::Output>>> {
         let entry = task.entry();
         let func = entry.index()?;
-        let mut graph = GraphBuilder::new();
-        let mut wanted = Vec::new();
-        for args in items {
-            let mut tokens = Tokenizer::new(options.pure, entry);
-            let args = args.into_args(&mut tokens);
-            let key = Key { func, token: tokens.finish() };
-            wanted.push(graph.add_call(key, args, options, true));
+        let mut futures = Vec::new();
+        let mut items = items.into_iter().peekable();
+        // Submitted in chunks: workers start on the first chunk while the
+        // next is built, and the transient graph stays small however long
+        // the map is.
+        while items.peek().is_some() {
+            let mut graph = GraphBuilder::new();
+            let mut wanted = Vec::new();
+            for args in items.by_ref().take(MAP_CHUNK) {
+                let mut tokens = Tokenizer::new(options.pure, entry);
+                let args = args.into_args(&mut tokens);
+                let key = Key { func, token: tokens.finish() };
+                wanted.push(graph.add_call(key, args, options, true));
+            }
+            futures.extend(self.submit_graph(graph, &wanted)?);
         }
-        self.submit_graph(graph, &wanted)
+        Ok(futures)
     }
 
     /// Submit a built graph; one future per wanted node index. Each wanted
@@ -199,29 +211,35 @@ impl Client {
     /// Wait for all the futures and return their results in order; the
     /// first failure is returned as the error (Dask's `errors="raise"`).
     pub fn gather<T: Data>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
-        self.wait_all(futures)?;
-        futures.iter().map(Future::take_result).collect()
+        let ours = Arc::as_ptr(self.engine()) as *const ();
+        if futures.iter().any(|f| Arc::as_ptr(&f.core.engine) as *const () != ours) {
+            // Futures of other clients: one at a time, through their own engines.
+            return futures.iter().map(Future::result).collect();
+        }
+        let ids: Vec<TaskId> = futures.iter().map(|f| f.core.id).collect();
+        self.wait_all(&ids)?;
+        let objs = self.engine().results(&ids)?;
+        objs.iter().map(|obj| Ok(read_owned::<T>(&**obj)?)).collect()
     }
 
-    /// Block until every future finished, with a progress bar if enabled;
+    /// Block until every task finished, with a progress bar if enabled;
     /// stop at the first failure.
-    fn wait_all<T>(&self, futures: &[Future<T>]) -> Result<()> {
-        let mut progress = Progress::new(self.inner.options.progress, futures.len());
-        for (i, f) in futures.iter().enumerate() {
-            loop {
-                let deadline = progress.next_tick();
-                match f.core.engine.wait(f.core.id, deadline)? {
-                    Status::Failed(failure) => {
-                        progress.finish();
-                        return Err(Error::Task(failure));
-                    }
-                    Status::Finished => break,
-                    Status::Pending => progress.update(i),
+    fn wait_all(&self, ids: &[TaskId]) -> Result<()> {
+        let mut progress = Progress::new(self.inner.options.progress, ids.len());
+        let mut done = 0;
+        let outcome = loop {
+            match self.engine().wait_prefix(ids, done, progress.next_tick()) {
+                Ok((_, Some(failure))) => break Err(Error::Task(failure)),
+                Ok((n, None)) if n == ids.len() => break Ok(()),
+                Ok((n, None)) => {
+                    done = n;
+                    progress.update(done);
                 }
+                Err(e) => break Err(e),
             }
-        }
+        };
         progress.finish();
-        Ok(())
+        outcome
     }
 
     /// Submit the lazy graph that ends at `lazy`; a future for its value.

@@ -74,6 +74,29 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>>;
     /// The result of a finished task.
     fn result(&self, id: TaskId) -> Result<Obj>;
+    /// Block until `ids[from..]` finished in order, one failed, or the
+    /// deadline passed: how many of `ids` are finished from the start, and
+    /// the failure that stopped the scan, if any. (An engine overrides this
+    /// to look at many tasks per lock.)
+    fn wait_prefix(
+        &self,
+        ids: &[TaskId],
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, Option<Arc<TaskFailure>>)> {
+        for (i, &id) in ids.iter().enumerate().skip(from) {
+            match self.wait(id, deadline)? {
+                Status::Pending => return Ok((i, None)),
+                Status::Failed(f) => return Ok((i, Some(f))),
+                Status::Finished => {}
+            }
+        }
+        Ok((ids.len(), None))
+    }
+    /// The results of finished tasks, in order.
+    fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>> {
+        ids.iter().map(|&id| self.result(id)).collect()
+    }
     /// Worker threads (for display).
     fn nthreads(&self) -> usize;
     /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).

@@ -199,11 +199,23 @@ impl ThreadsEngine {
         deadline: Option<Instant>,
         mut done: impl FnMut(&State) -> Option<T>,
     ) -> Result<Option<T>> {
+        self.block_until_with(deadline, |st| done(st).ok_or(interest))
+    }
+
+    /// Wait until `check` answers `Ok`; while it answers `Err(interest)`,
+    /// sleep until something matching `interest` is reported (or the
+    /// deadline passes: `Ok(None)`).
+    fn block_until_with<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut check: impl FnMut(&State) -> std::result::Result<T, Interest>,
+    ) -> Result<Option<T>> {
         let mut st = self.lock();
         loop {
-            if let Some(answer) = done(&st) {
-                return Ok(Some(answer));
-            }
+            let interest = match check(&st) {
+                Ok(answer) => return Ok(Some(answer)),
+                Err(interest) => interest,
+            };
             if st.closed {
                 return Err(Error::Closed);
             }
@@ -481,6 +493,37 @@ impl Engine for ThreadsEngine {
             (!done.is_empty() || ids.is_empty()).then_some(done)
         })?;
         Ok(found.unwrap_or_default())
+    }
+
+    fn wait_prefix(
+        &self,
+        ids: &[TaskId],
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, Option<Arc<TaskFailure>>)> {
+        let mut cursor = from;
+        let answer = self.block_until_with(deadline, |st| {
+            while let Some(&id) = ids.get(cursor) {
+                match st.status(id) {
+                    Status::Finished => cursor += 1,
+                    Status::Failed(f) => return Ok((cursor, Some(f))),
+                    Status::Pending => return Err(Interest::Task(id)),
+                }
+            }
+            Ok((cursor, None))
+        })?;
+        Ok(answer.unwrap_or((cursor, None)))
+    }
+
+    fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>> {
+        let st = self.lock();
+        ids.iter()
+            .map(|&id| match st.status(id) {
+                Status::Failed(f) => Err(Error::Task(f)),
+                Status::Finished => st.spec(id).and_then(|s| s.result().cloned()).ok_or(Error::Closed),
+                Status::Pending => Err(Error::Closed),
+            })
+            .collect()
     }
 
     fn result(&self, id: TaskId) -> Result<Obj> {
