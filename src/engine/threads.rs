@@ -34,6 +34,10 @@ use shoal_core::scheduler::{Action, Dep, Event, NewTask, Scheduler, SchedulerCon
 use super::{Engine, GraphNode, NodeArg, Status};
 use crate::error::{Error, Result};
 
+/// How many times a waiting client looks again (yielding in between)
+/// before it sleeps.
+const CLIENT_SPINS: u32 = 32;
+
 /// The only worker of this engine.
 const WORKER: WorkerId = WorkerId(0);
 
@@ -211,6 +215,7 @@ impl ThreadsEngine {
         mut check: impl FnMut(&State) -> std::result::Result<T, Interest>,
     ) -> Result<Option<T>> {
         let mut st = self.lock();
+        let mut spins = 0;
         loop {
             let interest = match check(&st) {
                 Ok(answer) => return Ok(Some(answer)),
@@ -218,6 +223,16 @@ impl ThreadsEngine {
             };
             if st.closed {
                 return Err(Error::Closed);
+            }
+            // A short task finishes within microseconds: look again a few
+            // times (letting the workers run) before paying for a sleep and
+            // a wake-up, which cost more than the task itself.
+            if spins < CLIENT_SPINS {
+                spins += 1;
+                drop(st);
+                std::thread::yield_now();
+                st = self.lock();
+                continue;
             }
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
