@@ -8,8 +8,8 @@ use shoal_core::scheduler::TaskId;
 
 use crate::Task;
 use crate::args::{IntoArgs, Tokenizer};
-use crate::engine::threads::ThreadsEngine;
 use crate::engine::Engine;
+use crate::engine::threads::ThreadsEngine;
 use crate::error::{Error, Result};
 use crate::future::Future;
 use crate::lazy::{GraphBuilder, Lazy};
@@ -127,7 +127,7 @@ impl Client {
         self.inner.engine.nthreads()
     }
 
-    fn engine(&self) -> &Arc<dyn Engine> {
+    pub(crate) fn engine(&self) -> &Arc<dyn Engine> {
         &self.inner.engine
     }
 

@@ -115,13 +115,7 @@ impl GraphBuilder {
     }
 
     /// Add one call (with its lazy inputs, first) and return its index.
-    pub fn add_call(
-        &mut self,
-        key: Key,
-        args: Vec<Arg>,
-        options: &SubmitOptions,
-        wanted: bool,
-    ) -> usize {
+    pub fn add_call(&mut self, key: Key, args: Vec<Arg>, options: &SubmitOptions, wanted: bool) -> usize {
         let args = args.into_iter().map(|a| self.convert_owned(a)).collect();
         self.push(key, args, options, wanted)
     }
@@ -132,9 +126,7 @@ impl GraphBuilder {
         match arg {
             Arg::Value(obj) => NodeArg::Value(obj),
             Arg::Dep(dep) => NodeArg::Dep(self.dep_owned(dep)),
-            Arg::List(deps, assemble) => {
-                NodeArg::List(deps.into_iter().map(|d| self.dep_owned(d)).collect(), assemble)
-            }
+            Arg::List(deps, assemble) => NodeArg::List(deps.into_iter().map(|d| self.dep_owned(d)).collect(), assemble),
         }
     }
 
@@ -188,13 +180,7 @@ impl GraphBuilder {
         i
     }
 
-    fn push(
-        &mut self,
-        key: Key,
-        args: Vec<NodeArg>,
-        options: &SubmitOptions,
-        wanted: bool,
-    ) -> usize {
+    fn push(&mut self, key: Key, args: Vec<NodeArg>, options: &SubmitOptions, wanted: bool) -> usize {
         let i = self.nodes.len();
         self.nodes.push(GraphNode { key, args, wanted, priority: options.priority, retries: options.retries });
         i

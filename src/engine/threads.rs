@@ -458,8 +458,7 @@ impl Engine for ThreadsEngine {
                 if st.specs.len() <= index {
                     st.specs.resize_with(index + 1, || None);
                 }
-                st.specs[index] =
-                    Some(Spec { generation: s.id.generation, cancelled: false, body: Body::Args(args) });
+                st.specs[index] = Some(Spec { generation: s.id.generation, cancelled: false, body: Body::Args(args) });
             }
             st.apply(&mut actions, &mut effects);
             st.actions = actions;
