@@ -2,7 +2,7 @@
 //! counted, one task per file — the original Dask demonstration.
 //!
 //! ```text
-//! cargo run --release --example count_letters -- [--files N] [--size BYTES] [--dir PATH] [--threads N]
+//! cargo run --release --example count_letters -- [--files N] [--size BYTES] [--dir PATH] [--threads N | --processes P]
 //! ```
 //!
 //! It makes the files if they are not there yet (default 100 files of
@@ -27,12 +27,13 @@ struct Options {
     size: u64,
     dir: Option<String>,
     threads: Option<usize>,
+    processes: Option<usize>,
 }
 
-const USAGE: &str = "usage: count_letters [--files N] [--size BYTES] [--dir PATH] [--threads N]";
+const USAGE: &str = "usage: count_letters [--files N] [--size BYTES] [--dir PATH] [--threads N | --processes P]";
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options { files: 100, size: 10_000_000, dir: None, threads: None };
+    let mut o = Options { files: 100, size: 10_000_000, dir: None, threads: None, processes: None };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -42,6 +43,7 @@ fn parse_args() -> Result<Options, String> {
             "--size" => o.size = number(value()?)?,
             "--dir" => o.dir = Some(value()?),
             "--threads" => o.threads = Some(number(value()?)? as usize),
+            "--processes" => o.processes = Some(number(value()?)? as usize),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -64,9 +66,10 @@ fn main() -> shoal::Result<()> {
     let files = letters::ensure_files(&dir, o.files, o.size)?;
     println!("data ready in {:.2} s", started.elapsed().as_secs_f64());
 
-    let client = match o.threads {
-        Some(n) => Client::threads(n)?,
-        None => Client::local()?,
+    let (client, mode) = match (o.processes, o.threads) {
+        (Some(p), _) => (Client::processes(p)?, "processes"),
+        (None, Some(n)) => (Client::threads(n)?, "threads"),
+        (None, None) => (Client::local()?, "threads"),
     };
 
     let started = Instant::now();
@@ -81,7 +84,7 @@ fn main() -> shoal::Result<()> {
     let counts = client.map(count_letters, files.iter().cloned())?;
     let total: u64 = client.gather(&counts)?.into_iter().sum();
     let shoal_time = started.elapsed().as_secs_f64();
-    println!("shoal ({} threads): {total} letters in {shoal_time:.3} s", client.nthreads());
+    println!("shoal ({mode}, {} threads): {total} letters in {shoal_time:.3} s", client.nthreads());
 
     if total != sequential {
         eprintln!("MISMATCH: sequential counted {sequential}, shoal {total}");

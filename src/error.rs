@@ -35,6 +35,13 @@ pub enum Error {
     /// different binary on the other side).
     #[error("bad task input: {0}")]
     Input(#[from] shoal_core::registry::InputError),
+    /// A worker process runs a different binary (its task registry differs
+    /// from the client's), so tasks cannot be exchanged with it by index.
+    #[error(
+        "worker runs a different binary: registry fingerprint {worker:032x} ≠ {client:032x}; \
+         run the same build everywhere"
+    )]
+    FingerprintMismatch { worker: u128, client: u128 },
     /// A message from user code in a task: `Err(shoal::Error::msg("…"))`.
     #[error("{0}")]
     Message(String),

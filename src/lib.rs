@@ -55,6 +55,7 @@
 
 mod args;
 mod client;
+mod client_processes;
 mod engine;
 mod error;
 mod future;
@@ -63,6 +64,7 @@ mod progress;
 
 pub use args::{IntoArg, IntoArgs, One};
 pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
+pub use client_processes::ProcessesOptions;
 pub use engine::Status;
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
@@ -97,11 +99,17 @@ pub trait Task: Copy + Send + Sync + 'static {
 
 /// Take the role this process was started for.
 ///
-/// Call it first in `main`. In a program started by a user it returns at
-/// once. The multi-process and cluster modes start worker processes from
-/// the same binary; there `init` runs the worker and never returns. (The
-/// threads mode starts no process, so today it always returns.)
-pub fn init() {}
+/// Call it first in `main`, before any thread is started. In a program
+/// started by a user it returns at once. The processes mode starts worker
+/// processes from the same binary; there `init` runs the worker and never
+/// returns. On Linux a hook that runs before `main` does the same, so
+/// binaries whose `main` is not yours (integration tests, benchmarks) can
+/// be workers too; `init` is the explicit form, and harmless.
+pub fn init() {
+    #[cfg(target_os = "linux")]
+    std::hint::black_box(&engine::processes::WORKER_HOOK);
+    engine::processes::worker::take_role();
+}
 
 /// The registry fingerprint of this binary: processes exchange tasks only
 /// when theirs are equal.

@@ -11,6 +11,8 @@
 //!   over a Unix stream socket (`SCM_RIGHTS`).
 //! - [`frame`]: `u32` little-endian length + payload, bounded by
 //!   [`MAX_FRAME_LEN`], over any byte stream.
+//! - [`object`]: a sealed segment holding an rkyv archive, as a shoal
+//!   object ([`SegmentObject`]) that tasks read in place.
 //!
 //! # Invariants
 //!
@@ -50,6 +52,7 @@
 mod error;
 pub mod fdpass;
 pub mod frame;
+pub mod object;
 pub mod segment;
 #[cfg(test)]
 mod test_util;
@@ -57,4 +60,5 @@ mod test_util;
 pub use error::ShmError;
 pub use fdpass::{FdMessage, MAX_FDS_PER_MESSAGE};
 pub use frame::MAX_FRAME_LEN;
+pub use object::SegmentObject;
 pub use segment::{Segment, SegmentWriter};

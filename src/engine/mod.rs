@@ -5,6 +5,7 @@
 //! ([`shoal_core::scheduler`]); they differ in where tasks run and how
 //! results are stored and moved.
 
+pub(crate) mod processes;
 pub(crate) mod threads;
 
 use std::sync::Arc;
@@ -99,6 +100,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     }
     /// Worker threads (for display).
     fn nthreads(&self) -> usize;
+    /// Process ids of the worker processes (none unless the mode has them).
+    fn worker_pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
     /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn shutdown(&self);
 }

@@ -84,10 +84,21 @@ pub(crate) enum FailKind {
 pub(crate) enum ToClient {
     /// The first message of a worker: its registry fingerprint (as two
     /// words, high first) and its process id.
-    Hello { fingerprint: [u64; 2], pid: u32 },
+    Hello {
+        fingerprint: [u64; 2],
+        pid: u32,
+    },
     /// A run succeeded; `nbytes` is the archive's length.
-    Done { task: WireTask, result: WireObject, nbytes: u64 },
-    Failed { task: WireTask, kind: FailKind, message: String },
+    Done {
+        task: WireTask,
+        result: WireObject,
+        nbytes: u64,
+    },
+    Failed {
+        task: WireTask,
+        kind: FailKind,
+        message: String,
+    },
 }
 
 /// A message that breaks the protocol; the connection it came on is closed.
@@ -120,7 +131,9 @@ pub(crate) fn split_fingerprint(f: u128) -> [u64; 2] {
 /// The payload of a message.
 pub(crate) fn encode<M>(message: &M) -> Result<AlignedVec, ProtocolError>
 where
-    M: for<'a> Serialize<rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>>,
+    M: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>,
+    >,
 {
     rkyv::to_bytes::<rancor::Error>(message).map_err(|e| ProtocolError(format!("could not encode a message: {e}")))
 }

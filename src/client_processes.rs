@@ -1,0 +1,76 @@
+//! The processes mode's constructors: `Client::processes(p)` and
+//! `Client::processes_with(..)`.
+
+use crate::client::{Client, ClientOptions};
+use crate::engine::processes::{Config, ProcessesEngine, WORKER_HOOK};
+use crate::error::Result;
+
+/// Settings of the processes mode.
+///
+/// ```no_run
+/// use shoal::{Client, ClientOptions, ProcessesOptions};
+///
+/// let client = Client::processes_with(
+///     ProcessesOptions { workers: 4, threads_per_worker: 2, ..ProcessesOptions::default() },
+///     ClientOptions::default(),
+/// )?;
+/// # Ok::<(), shoal::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProcessesOptions {
+    /// Worker processes (default: one per core).
+    pub workers: usize,
+    /// Threads per worker process (default 1: the isolation is per process).
+    pub threads_per_worker: usize,
+    /// Extra environment variables for the worker processes (for example
+    /// `OMP_NUM_THREADS=1`). They inherit this process's environment besides.
+    /// (shoal's own tests set `SHOAL_TEST_FINGERPRINT_OVERRIDE=<decimal>`
+    /// here: workers then announce that registry fingerprint, and are
+    /// refused.)
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ProcessesOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        ProcessesOptions { workers: cores, threads_per_worker: 1, env: Vec::new() }
+    }
+}
+
+impl Client {
+    /// `p` worker processes on this machine, each one thread: the user's
+    /// own binary, started again as workers. Results live in shared memory
+    /// and are read in place by the tasks that take them as `&Archived<T>`.
+    ///
+    /// A worker that dies (crash, abort, SIGKILL, out of memory) loses only
+    /// its results: they are recomputed, and the worker is replaced. Workers
+    /// die with this process. Call [`shoal::init()`](crate::init) first in
+    /// `main` (binaries whose `main` is not yours — tests, benchmarks — work
+    /// without it on Linux).
+    pub fn processes(p: usize) -> Result<Client> {
+        Client::processes_with(ProcessesOptions { workers: p, ..ProcessesOptions::default() }, ClientOptions::default())
+    }
+
+    /// [`processes`](Client::processes) with options. Fails with
+    /// [`Error::FingerprintMismatch`](crate::Error::FingerprintMismatch) if
+    /// a worker runs a different registry of tasks.
+    pub fn processes_with(processes: ProcessesOptions, options: ClientOptions) -> Result<Client> {
+        // Keep the worker hook linked into every binary that can start
+        // workers: an unreferenced static could be left out by the linker.
+        #[cfg(target_os = "linux")]
+        std::hint::black_box(&WORKER_HOOK);
+        let engine = ProcessesEngine::start(Config {
+            workers: processes.workers,
+            threads_per_worker: processes.threads_per_worker,
+            env: processes.env,
+        })?;
+        Ok(Client::from_engine(engine, options))
+    }
+
+    /// The process ids of the live worker processes (empty in the threads
+    /// mode). A replaced worker has a new pid. Meant for monitoring and
+    /// tests (e.g. to kill one and watch the job recover).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.engine().worker_pids()
+    }
+}

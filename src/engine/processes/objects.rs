@@ -1,0 +1,115 @@
+//! Objects on their way between processes: inline archives or segments.
+//!
+//! # Rules
+//!
+//! - An archive shorter than [`INLINE_MAX`] bytes travels inside the
+//!   control message (copied: it is small); a longer one lives in a sealed
+//!   memfd segment ([`SegmentObject`]) and travels as its descriptor, never
+//!   copied between processes.
+//! - A producer archives a value once ([`Object::archived_bytes`]
+//!   serializes and validates it: the "validate at publish" of the design)
+//!   and, if it is large, copies it once into a new segment.
+//! - An object that is a segment already is passed on as its descriptor:
+//!   every process that reads it maps the producer's pages.
+//!
+//! [`Object::archived_bytes`]: shoal_core::object::Object::archived_bytes
+
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use rkyv::util::AlignedVec;
+use shoal_core::object::Obj;
+use shoal_shm::SegmentObject;
+
+use super::protocol::{ProtocolError, WireObject};
+
+/// Archives shorter than this travel inline in control messages; longer
+/// ones in shared-memory segments (64 KiB: below it, a segment's syscalls
+/// and page faults cost more than copying the bytes).
+pub(crate) const INLINE_MAX: usize = 64 << 10;
+
+/// A message ready to send: its payload and the segments whose descriptors
+/// ride with it (kept alive until it is sent).
+pub(crate) struct Outgoing {
+    pub payload: AlignedVec,
+    pub segments: Vec<Obj>,
+}
+
+impl Outgoing {
+    /// The descriptors to attach, in the order the payload numbers them.
+    pub fn fds(&self) -> Result<Vec<BorrowedFd<'_>>, ProtocolError> {
+        self.segments
+            .iter()
+            .map(|obj| {
+                obj.as_any()
+                    .downcast_ref::<SegmentObject>()
+                    .map(|s| s.segment().as_fd())
+                    .ok_or_else(|| ProtocolError("internal error: a descriptor for a non-segment object".into()))
+            })
+            .collect()
+    }
+}
+
+/// How `obj` travels: inline, or as a descriptor appended to `segments`.
+/// A large object that is not a segment yet is published into a new one
+/// called `name()`.
+pub(crate) fn wire(obj: &Obj, name: impl FnOnce() -> String, segments: &mut Vec<Obj>) -> Result<WireObject, String> {
+    if obj.as_any().downcast_ref::<SegmentObject>().is_none() {
+        let bytes = obj.archived_bytes().map_err(|e| e.to_string())?;
+        if bytes.len() < INLINE_MAX {
+            return Ok(WireObject::Inline(bytes.to_vec()));
+        }
+    }
+    let obj = publish(obj, name)?;
+    let n = u32::try_from(segments.len()).map_err(|_| "too many segments in one message".to_string())?;
+    segments.push(obj);
+    Ok(WireObject::Fd(n))
+}
+
+/// `obj` as a segment if its archive is large (a new one called `name()`
+/// unless it is one already), else `obj` itself.
+pub(crate) fn publish(obj: &Obj, name: impl FnOnce() -> String) -> Result<Obj, String> {
+    if obj.as_any().downcast_ref::<SegmentObject>().is_some() {
+        return Ok(Arc::clone(obj));
+    }
+    let bytes = obj.archived_bytes().map_err(|e| e.to_string())?;
+    if bytes.len() < INLINE_MAX {
+        return Ok(Arc::clone(obj));
+    }
+    let segment = SegmentObject::copy_of(bytes, &name()).map_err(|e| format!("could not publish an object: {e}"))?;
+    Ok(Arc::new(segment))
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::object::{Value, read_owned};
+
+    use super::*;
+
+    fn name() -> String {
+        "shoal-test-objects".into()
+    }
+
+    #[test]
+    fn small_archives_go_inline_large_ones_in_segments() {
+        let mut segments = Vec::new();
+        let small: Obj = Value::shared(vec![1u8; 100]);
+        assert!(matches!(wire(&small, name, &mut segments), Ok(WireObject::Inline(b)) if b.len() < INLINE_MAX));
+        assert!(segments.is_empty());
+        let large: Obj = Value::shared(vec![2u8; INLINE_MAX]);
+        assert!(matches!(wire(&large, name, &mut segments), Ok(WireObject::Fd(0))));
+        assert_eq!(segments.len(), 1);
+        assert_eq!(read_owned::<Vec<u8>>(&*segments[0]).unwrap(), vec![2u8; INLINE_MAX]);
+    }
+
+    #[test]
+    fn a_segment_is_passed_on_not_copied() {
+        let large: Obj = Value::shared(vec![3u8; INLINE_MAX * 2]);
+        let published = publish(&large, name).unwrap();
+        assert!(published.as_any().downcast_ref::<SegmentObject>().is_some());
+        let mut segments = Vec::new();
+        assert!(matches!(wire(&published, || unreachable!("no new segment"), &mut segments), Ok(WireObject::Fd(0))));
+        assert!(Arc::ptr_eq(&segments[0], &published), "the same segment object, not a copy");
+        assert_eq!(Outgoing { payload: AlignedVec::new(), segments }.fds().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,424 @@
+//! Starting, replacing, stopping and reaping worker processes; reading
+//! their connections.
+//!
+//! # Why one thread starts every worker
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the worker exits,
+//! not the process. So every worker is forked by the supervisor thread,
+//! which lives until all workers are reaped: a worker then dies exactly when
+//! its client process dies (or shuts it down). Client threads ask the
+//! supervisor for workers through a channel.
+//!
+//! # Spawning
+//!
+//! A worker is `/proc/self/exe` — this very binary, even if the file was
+//! replaced since — started with `--shoal-worker` and the worker variables
+//! in its environment (see [`super::worker`]). Its end of a
+//! `UnixStream::pair()` is inherited: the descriptor is close-on-exec in
+//! this process (so no other child inherits it) and made inheritable only in
+//! the forked child, between fork and exec (`pre_exec`, one `fcntl`).
+//!
+//! # Connections
+//!
+//! After the hello, each worker's connection is read by a thread of its
+//! own, which turns messages into scheduler events. When the connection
+//! ends — the worker died, or sent something malformed — the reader closes
+//! it, reports the worker lost to the engine, and asks the supervisor to
+//! reap the process (SIGKILL if it still runs, then `wait`) and to start a
+//! replacement, so the pool keeps its size.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Weak};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::{Errno, FdFlags};
+use shoal_core::scheduler::WorkerId;
+use shoal_shm::fdpass;
+
+use super::ProcessesEngine;
+use super::protocol::{self, ClientMsg};
+use super::worker::{ENV_FD, ENV_PARENT, ENV_THREADS, WORKER_ARG};
+use super::workers::Conn;
+use crate::error::{Error, Result};
+
+/// How long a new worker has to say hello (a cold start of a large binary
+/// on a busy machine can take a while).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutting down waits for workers to exit before killing them.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+/// Attempts at starting a replacement before giving up on it.
+const REPLACE_ATTEMPTS: u32 = 3;
+
+/// How each worker is started.
+#[derive(Clone, Debug)]
+pub(crate) struct SpawnConfig {
+    pub threads: usize,
+    pub env: Vec<(String, String)>,
+}
+
+/// The client's handle to the supervisor thread.
+pub(crate) struct Supervisor {
+    tx: Sender<Request>,
+    stopping: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+enum Request {
+    /// Start `count` workers; reply when all said hello, or at the first error.
+    Start { count: usize, reply: Sender<Result<()>> },
+    /// A worker's connection ended: reap it and start a replacement.
+    Lost { worker: WorkerId, reason: String },
+    /// Stop every worker and reap it; join the readers except `except` (the
+    /// thread asking, which may be one of them).
+    Stop { except: ThreadId },
+}
+
+impl Supervisor {
+    pub(crate) fn start(engine: Weak<ProcessesEngine>, config: SpawnConfig) -> Result<Supervisor> {
+        let (tx, rx) = mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut state = Running {
+            engine,
+            config,
+            tx: tx.clone(),
+            stopping: Arc::clone(&stopping),
+            children: HashMap::new(),
+            readers: HashMap::new(),
+            next_id: 0,
+            exe_name: std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "shoal-worker".into()),
+        };
+        let thread = std::thread::Builder::new()
+            .name("shoal-supervisor".into())
+            .spawn(move || state.run(rx))
+            .map_err(|e| Error::Start(format!("could not start the supervisor thread: {e}")))?;
+        Ok(Supervisor { tx, stopping, thread })
+    }
+
+    /// Starts `count` workers and waits until each said hello.
+    pub(crate) fn start_workers(&self, count: usize) -> Result<()> {
+        let (reply, answer) = mpsc::channel();
+        self.tx.send(Request::Start { count, reply }).map_err(|_| Error::Closed)?;
+        answer.recv().unwrap_or(Err(Error::Start("the supervisor thread stopped".into())))
+    }
+
+    /// Stops and reaps every worker; returns once they are all gone (unless
+    /// called on the supervisor thread itself, which then stops next).
+    pub(crate) fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let me = std::thread::current().id();
+        let _ = self.tx.send(Request::Stop { except: me });
+        if self.thread.thread().id() != me {
+            // The supervisor catches nothing that could panic; if it did,
+            // its workers still die with this process (PDEATHSIG).
+            let _ = self.thread.join();
+        }
+    }
+}
+
+/// The supervisor thread's state.
+struct Running {
+    engine: Weak<ProcessesEngine>,
+    config: SpawnConfig,
+    /// For reader threads to report lost workers.
+    tx: Sender<Request>,
+    stopping: Arc<AtomicBool>,
+    children: HashMap<WorkerId, Child>,
+    readers: HashMap<WorkerId, JoinHandle<()>>,
+    next_id: u32,
+    exe_name: OsString,
+}
+
+/// A started worker that has not said hello yet.
+struct Pending {
+    id: WorkerId,
+    pid: u32,
+    socket: UnixStream,
+}
+
+impl Running {
+    fn run(&mut self, rx: Receiver<Request>) {
+        while let Ok(request) = rx.recv() {
+            match request {
+                Request::Start { count, reply } => {
+                    let _ = reply.send(self.start_workers(count));
+                }
+                Request::Lost { worker, reason } => {
+                    let status = self.reap(worker);
+                    if self.stopping.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    eprintln!(
+                        "shoal: worker {} was lost: {reason} ({status}). The tasks it was running go back to the \
+                         queue, the results it held are recomputed if still needed, and a replacement is started.",
+                        worker.0
+                    );
+                    self.replace();
+                }
+                Request::Stop { except } => {
+                    self.stop_all(except);
+                    return;
+                }
+            }
+        }
+        // Every sender is gone (the engine was dropped without a stop).
+        self.stop_all(std::thread::current().id());
+    }
+
+    fn start_workers(&mut self, count: usize) -> Result<()> {
+        let mut pending = Vec::with_capacity(count);
+        for _ in 0..count {
+            pending.push(self.spawn()?);
+        }
+        for p in pending {
+            self.join(p)?;
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self) {
+        let mut last = String::new();
+        for attempt in 1..=REPLACE_ATTEMPTS {
+            match self.spawn().and_then(|p| self.join(p)) {
+                Ok(()) => return,
+                Err(Error::Closed) => return,
+                Err(e) => {
+                    eprintln!("shoal: could not start a replacement worker (attempt {attempt}): {e}");
+                    last = e.to_string();
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
+                }
+            }
+        }
+        if let Some(engine) = self.engine.upgrade() {
+            engine.break_down(format!("every worker process was lost and none could be started again: {last}"));
+        }
+    }
+
+    /// Forks and executes a worker.
+    fn spawn(&mut self) -> Result<Pending> {
+        let failed = |e: std::io::Error| Error::Start(format!("could not start a worker process: {e}"));
+        let (ours, theirs) = UnixStream::pair().map_err(failed)?;
+        // Descriptors 0-2 are replaced in the child by its standard streams:
+        // keep the socket above them (possible if this process closed one).
+        let theirs: OwnedFd = if theirs.as_raw_fd() < 3 {
+            rustix::io::fcntl_dupfd_cloexec(&theirs, 3).map_err(|e| failed(e.into()))?
+        } else {
+            theirs.into()
+        };
+        let raw = theirs.as_raw_fd();
+        let id = WorkerId(self.next_id);
+        self.next_id += 1;
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg0(&self.exe_name)
+            .arg(WORKER_ARG)
+            .env(ENV_FD, raw.to_string())
+            .env(ENV_PARENT, std::process::id().to_string())
+            .env(ENV_THREADS, self.config.threads.to_string())
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        // SAFETY: the closure runs in the forked child before exec, where
+        // only async-signal-safe calls are allowed: it makes one fcntl
+        // syscall (rustix calls the kernel directly: no allocation, no lock)
+        // and converts an errno into an `io::Error` (a plain integer, no
+        // allocation). `raw` is open in the child: fork copied the
+        // descriptor table while `theirs`, which owns it here, is alive
+        // (dropped only after `spawn` returns).
+        unsafe {
+            command.pre_exec(move || {
+                let fd = BorrowedFd::borrow_raw(raw);
+                rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn().map_err(failed)?;
+        drop(theirs);
+        let pid = child.id();
+        self.children.insert(id, child);
+        Ok(Pending { id, pid, socket: ours })
+    }
+
+    /// Waits for the worker's hello, checks it, and hands the worker to the
+    /// engine; on error the worker is killed and reaped.
+    fn join(&mut self, p: Pending) -> Result<()> {
+        let id = p.id;
+        let result = self.handshake(&p).and_then(|()| self.register(p));
+        if result.is_err() {
+            self.reap(id);
+        }
+        result
+    }
+
+    fn handshake(&mut self, p: &Pending) -> Result<()> {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            let mut fds = [PollFd::new(&p.socket, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 50_000_000 })) {
+                Ok(n) if n > 0 => break,
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::Start(format!("waiting for worker process {}: {e}", p.pid))),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Start(format!(
+                    "worker process {} did not answer within {} s",
+                    p.pid,
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )));
+            }
+        }
+        let message = match fdpass::recv(&p.socket) {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                let status = self.children.get_mut(&p.id).map(|c| describe(c.wait())).unwrap_or_default();
+                return Err(Error::Start(format!(
+                    "worker process {} exited before its handshake ({status}); a binary whose main is its own \
+                     must call shoal::init() first",
+                    p.pid
+                )));
+            }
+            Err(e) => return Err(Error::Start(format!("handshake with worker process {}: {e}", p.pid))),
+        };
+        match protocol::decode_to_client(message) {
+            Ok(ClientMsg::Hello { fingerprint, pid }) => {
+                let ours = shoal_core::registry::fingerprint()?;
+                if fingerprint != ours {
+                    return Err(Error::FingerprintMismatch { worker: fingerprint, client: ours });
+                }
+                if pid != p.pid {
+                    return Err(Error::Start(format!("worker process {} introduced itself as pid {pid}", p.pid)));
+                }
+                Ok(())
+            }
+            Ok(_) => Err(Error::Start(format!("worker process {} did not start with a hello", p.pid))),
+            Err(e) => Err(Error::Start(format!("worker process {} sent a malformed hello: {e}", p.pid))),
+        }
+    }
+
+    /// Hands a worker that said hello to the engine and starts its reader.
+    fn register(&mut self, p: Pending) -> Result<()> {
+        let conn = Arc::new(Conn::new(p.id, p.pid, p.socket));
+        let engine = self.engine.upgrade().ok_or(Error::Closed)?;
+        if !engine.add_worker(Arc::clone(&conn), self.config.threads) {
+            return Err(Error::Closed);
+        }
+        let (weak, tx, reader_conn) = (Arc::downgrade(&engine), self.tx.clone(), Arc::clone(&conn));
+        drop(engine);
+        let reader = std::thread::Builder::new()
+            .name(format!("shoal-conn-{}", p.id.0))
+            .spawn(move || read_connection(&weak, &reader_conn, &tx));
+        match reader {
+            Ok(handle) => {
+                self.readers.insert(p.id, handle);
+                Ok(())
+            }
+            Err(e) => {
+                conn.close();
+                if let Some(engine) = self.engine.upgrade() {
+                    engine.lose_worker(p.id);
+                }
+                Err(Error::Start(format!("could not start a thread to read worker {}: {e}", p.id.0)))
+            }
+        }
+    }
+
+    /// Kills (if it still runs) and reaps a worker, and joins its reader;
+    /// how it ended.
+    fn reap(&mut self, worker: WorkerId) -> String {
+        let status = match self.children.remove(&worker) {
+            Some(mut child) => {
+                let _ = child.kill();
+                format!("pid {}, {}", child.id(), describe(child.wait()))
+            }
+            None => "no such process".into(),
+        };
+        if let Some(reader) = self.readers.remove(&worker) {
+            // Reporting the loss was the reader's last act.
+            let _ = reader.join();
+        }
+        status
+    }
+
+    /// Gives every worker a moment to exit (the engine told them to), then
+    /// kills and reaps the rest; joins the readers.
+    fn stop_all(&mut self, except: ThreadId) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + EXIT_GRACE;
+        for (_, mut child) in self.children.drain() {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        for (_, reader) in self.readers.drain() {
+            if reader.thread().id() != except {
+                let _ = reader.join();
+            }
+        }
+    }
+}
+
+/// Reads one worker's messages until its connection ends, then reports the
+/// worker lost (see the module docs).
+fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender<Request>) {
+    let reason = loop {
+        let message = match fdpass::recv(&conn.socket) {
+            Ok(Some(message)) => message,
+            Ok(None) => break "its connection closed (the process exited or was killed)".to_string(),
+            Err(e) => break format!("its connection failed: {e}"),
+        };
+        let message = match protocol::decode_to_client(message) {
+            Ok(message) => message,
+            Err(e) => break format!("it sent a malformed message ({e}), so its connection was closed"),
+        };
+        let Some(engine) = engine.upgrade() else { return };
+        if let Err(e) = engine.on_message(conn.id, message) {
+            break format!("it broke the protocol ({e}), so its connection was closed");
+        }
+    };
+    conn.close();
+    if engine.upgrade().is_some_and(|e| e.lose_worker(conn.id)) {
+        let _ = tx.send(Request::Lost { worker: conn.id, reason });
+    }
+}
+
+/// How a process ended, for the log.
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}{}", signal_name(signal)),
+            _ => format!("{s}"),
+        },
+        Err(e) => format!("status unknown: {e}"),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        4 => " (SIGILL)",
+        6 => " (SIGABRT: the process aborted)",
+        7 => " (SIGBUS)",
+        8 => " (SIGFPE)",
+        9 => " (SIGKILL: killed, or out of memory)",
+        11 => " (SIGSEGV: invalid memory access)",
+        15 => " (SIGTERM)",
+        _ => "",
+    }
+}

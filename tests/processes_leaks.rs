@@ -1,0 +1,174 @@
+//! Nothing outlives a client in the processes mode: no shared-memory
+//! segment, no worker process — whether the client is dropped or killed.
+//!
+//! A binary of its own, so that no other test's client holds segments while
+//! these count what is left in this process; the tests take [`SERIAL`].
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use shoal::prelude::*;
+use shoal::{ClientOptions, ProcessesOptions};
+
+/// Above the inline limit: every result is a segment.
+#[shoal::task]
+fn make(i: u64) -> Vec<u8> {
+    vec![i as u8; 1 << 20]
+}
+
+#[shoal::task]
+fn length(data: &Archived<Vec<u8>>) -> u64 {
+    data.len() as u64
+}
+
+#[shoal::task]
+fn owned_length(data: Vec<u8>) -> u64 {
+    data.len() as u64
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn processes(n: usize) -> Client {
+    Client::processes_with(
+        ProcessesOptions { workers: n, ..ProcessesOptions::default() },
+        ClientOptions { progress: shoal::ProgressBar::Never },
+    )
+    .expect("processes client")
+}
+
+/// Descriptors and mappings of process `pid` that are shoal segments whose
+/// name contains `needle`.
+fn segments_of(pid: &str, needle: &str) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.to_string_lossy().contains("memfd:shoal") && t.to_string_lossy().contains(needle))
+                .count()
+        })
+        .unwrap_or(0);
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|text| text.lines().filter(|l| l.contains("memfd:shoal") && l.contains(needle)).count())
+        .unwrap_or(0);
+    fds + maps
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet: a dead
+/// process holds no memory).
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn eventually(condition: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while !condition() {
+        if started.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn dropping_the_client_leaves_no_segment_and_no_worker() {
+    let _serial = serial();
+    let client = processes(2);
+    let pids = client.worker_pids();
+    assert_eq!(pids.len(), 2);
+    let data = client.map(make, 0..4u64).unwrap();
+    let lengths: Vec<Future<u64>> = data.iter().map(|d| client.submit(length, d).unwrap()).collect();
+    let literal = client.submit(owned_length, vec![7u8; 300_000]).unwrap();
+    assert_eq!(client.gather(&lengths).unwrap(), vec![1 << 20; 4]);
+    assert_eq!(literal.result().unwrap(), 300_000);
+    // The check below can fail: results and the literal are segments now.
+    assert!(segments_of("self", "") >= 5, "results and the big literal live in segments");
+    drop((data, lengths, literal));
+    drop(client);
+    assert_eq!(segments_of("self", ""), 0, "no segment descriptor or mapping left in the client");
+    for pid in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} was reaped");
+    }
+}
+
+#[test]
+fn released_results_are_freed_at_once() {
+    let _serial = serial();
+    let client = processes(1);
+    let data = client.submit(make, 9).unwrap();
+    data.wait().unwrap();
+    assert_eq!(segments_of("self", ""), 2, "one descriptor and one mapping");
+    drop(data);
+    assert!(eventually(|| segments_of("self", "") == 0), "a released result's segment is freed");
+    assert_eq!(client.submit(make, 3).unwrap().result().unwrap().len(), 1 << 20);
+}
+
+/// Role of this binary when run by the test below: a client that is killed.
+const CHILD_ENV: &str = "SHOAL_LEAKS_TEST_CHILD_CLIENT";
+
+/// A client that holds results in segments, prints its workers' pids and
+/// waits to be killed. A no-op in a normal test run.
+#[test]
+fn child_client() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let client = processes(2);
+    let data = client.map(make, 0..3u64).unwrap();
+    client.gather(&data).unwrap();
+    let pids: Vec<String> = client.worker_pids().iter().map(u32::to_string).collect();
+    println!("PIDS {}", pids.join(" "));
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn workers_and_segments_die_with_a_client_killed_by_sigkill() {
+    let _serial = serial();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_client", "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("PIDS ").map(|(_, pids)| pids.to_owned()))
+        .expect("the child client reports its workers");
+    let workers: Vec<u32> = line.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(workers.len(), 2);
+    for &w in &workers {
+        assert!(!is_dead(w), "worker {w} is alive");
+    }
+    let client_pid = child.id().to_string();
+    assert!(segments_of(&client_pid, "shoal-w") > 0, "the client holds its results in segments");
+    child.kill().unwrap(); // SIGKILL: no code of the client runs
+    child.wait().unwrap();
+    for &w in &workers {
+        assert!(
+            eventually(|| is_dead(w)),
+            "worker {w} died with its client (PR_SET_PDEATHSIG, or the end of its socket)"
+        );
+    }
+    // No process on the machine holds a segment written by those workers.
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    for w in workers {
+        let needle = format!("shoal-w{w}-");
+        let holders: Vec<&String> = procs.iter().filter(|p| segments_of(p, &needle) > 0).collect();
+        assert!(holders.is_empty(), "processes {holders:?} still hold segments of worker {w}");
+    }
+}
