@@ -11,7 +11,7 @@ use crate::args::{IntoArgs, Tokenizer};
 use crate::engine::Engine;
 use crate::engine::threads::ThreadsEngine;
 use crate::error::{Error, Result};
-use crate::future::Future;
+use crate::future::{EngineHandle, EngineRef, Future};
 use crate::lazy::{GraphBuilder, Lazy};
 use crate::progress::Progress;
 
@@ -83,6 +83,8 @@ pub struct Client {
 
 struct ClientInner {
     engine: Arc<dyn Engine>,
+    /// The same engine, as the futures of this client hold it.
+    handle: EngineRef,
     options: ClientOptions,
 }
 
@@ -119,7 +121,8 @@ impl Client {
 
     /// A client over any engine (each mode's constructor ends here).
     pub(crate) fn from_engine(engine: Arc<dyn Engine>, options: ClientOptions) -> Client {
-        Client { inner: Arc::new(ClientInner { engine, options }) }
+        let handle = Arc::new(EngineHandle(Arc::clone(&engine)));
+        Client { inner: Arc::new(ClientInner { engine, handle, options }) }
     }
 
     /// How many tasks can run at once.
@@ -194,12 +197,11 @@ impl Client {
         self.check_same_engine(&graph)?;
         let ids = self.engine().submit(graph.nodes)?;
         drop(graph.futures);
-        Ok(wanted.iter().map(|&i| Future::new(Arc::clone(self.engine()), ids[i])).collect())
+        Ok(wanted.iter().map(|&i| Future::new(Arc::clone(&self.inner.handle), ids[i])).collect())
     }
 
     fn check_same_engine(&self, graph: &GraphBuilder) -> Result<()> {
-        let ours = Arc::as_ptr(self.engine()) as *const ();
-        if graph.futures.iter().any(|f| Arc::as_ptr(&f.engine) as *const () != ours) {
+        if graph.futures.iter().any(|f| !Arc::ptr_eq(&f.engine, &self.inner.handle)) {
             return Err(Error::msg(
                 "a Future from another Client was passed as an argument; \
                  futures can only be used with the client that made them (gather it and pass the value)",
@@ -211,8 +213,7 @@ impl Client {
     /// Wait for all the futures and return their results in order; the
     /// first failure is returned as the error (Dask's `errors="raise"`).
     pub fn gather<T: Data>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
-        let ours = Arc::as_ptr(self.engine()) as *const ();
-        if futures.iter().any(|f| Arc::as_ptr(&f.core.engine) as *const () != ours) {
+        if futures.iter().any(|f| !Arc::ptr_eq(&f.core.engine, &self.inner.handle)) {
             // Futures of other clients: one at a time, through their own engines.
             return futures.iter().map(Future::result).collect();
         }
