@@ -1,7 +1,12 @@
 //! The processes mode's constructors: `Client::processes(p)` and
-//! `Client::processes_with(..)`.
+//! `Client::processes_with(..)`; its options and store figures.
+
+use std::path::PathBuf;
+
+use shoal_shm::{SpillBackend, SpillIo};
 
 use crate::client::{Client, ClientOptions};
+use crate::engine::processes::store::{StoreConfig, default_memory_limit};
 use crate::engine::processes::{Config, ProcessesEngine, WORKER_HOOK};
 use crate::error::Result;
 
@@ -28,13 +33,73 @@ pub struct ProcessesOptions {
     /// here: workers then announce that registry fingerprint, and are
     /// refused.)
     pub env: Vec<(String, String)>,
+    /// Bytes of results the client's store keeps in shared memory; past
+    /// it, the least recently used results spill to `spill_dir` and are
+    /// read back when needed. Counted: results in segments (64 KiB and
+    /// over); small results travel inline and are not counted.
+    ///
+    /// `None` (the default): half of the machine's memory (`MemTotal` in
+    /// `/proc/meminfo`), or of the memory cgroup's limit if lower — like
+    /// Dask, which bounds workers by the machine's memory and spills well
+    /// before it. `Some(u64::MAX)` turns spilling off.
+    pub memory_limit: Option<u64>,
+    /// Where spill files go: shoal makes its own directory inside,
+    /// `shoal-spill-<pid>-<n>`, removes it at shutdown, and at start removes
+    /// those of clients that died (killed, crashed) without doing so.
+    /// `None` (the default): the system's temporary directory
+    /// (`std::env::temp_dir()`, so `TMPDIR` if set). Choose a local disk:
+    /// spilling to tmpfs frees no memory.
+    pub spill_dir: Option<PathBuf>,
+    /// Spill I/O: io_uring where the kernel allows it, detected at start
+    /// (`Auto`, the default), or positioned I/O (`pwrite`/`pread`) always.
+    /// [`StoreStats::spill_io`] says which is in use.
+    pub spill_io: SpillIo,
 }
 
 impl Default for ProcessesOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        ProcessesOptions { workers: cores, threads_per_worker: 1, env: Vec::new() }
+        ProcessesOptions {
+            workers: cores,
+            threads_per_worker: 1,
+            env: Vec::new(),
+            memory_limit: None,
+            spill_dir: None,
+            spill_io: SpillIo::Auto,
+        }
     }
+}
+
+/// What the client's store holds (processes mode): see
+/// [`Client::store_stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// The memory limit in bytes.
+    pub memory_limit: u64,
+    /// Bytes of results in shared memory (including those being written to
+    /// or read back from disk). Over the limit only while inputs of running
+    /// tasks, the newest result, or results that failed to spill need it.
+    pub memory_bytes: u64,
+    /// Results in shared memory.
+    pub memory_objects: usize,
+    /// Bytes of results in spill files now.
+    pub spilled_bytes: u64,
+    /// Results in spill files now.
+    pub spilled_objects: usize,
+    /// The most bytes in spill files at any one time so far.
+    pub peak_spilled_bytes: u64,
+    /// Results written to disk so far.
+    pub spills: u64,
+    /// Results read back from disk so far.
+    pub unspills: u64,
+    /// Spills that failed (disk full, I/O error); those results stayed in
+    /// memory. The first failure is logged.
+    pub spill_failures: u64,
+    /// The spill I/O in use.
+    pub spill_io: SpillBackend,
+    /// The client's own spill directory (removed at shutdown).
+    pub spill_dir: PathBuf,
 }
 
 impl Client {
@@ -63,6 +128,11 @@ impl Client {
             workers: processes.workers,
             threads_per_worker: processes.threads_per_worker,
             env: processes.env,
+            store: StoreConfig {
+                memory_limit: processes.memory_limit.unwrap_or_else(default_memory_limit),
+                spill_parent: processes.spill_dir.unwrap_or_else(std::env::temp_dir),
+                spill_io: processes.spill_io,
+            },
         })?;
         Ok(Client::from_engine(engine, options))
     }
@@ -72,5 +142,11 @@ impl Client {
     /// tests (e.g. to kill one and watch the job recover).
     pub fn worker_pids(&self) -> Vec<u32> {
         self.engine().worker_pids()
+    }
+
+    /// The result store's memory and spill figures (processes mode; `None`
+    /// in the threads mode, which keeps results as values and has no limit).
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.engine().store_stats()
     }
 }

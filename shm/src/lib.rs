@@ -13,6 +13,9 @@
 //!   [`MAX_FRAME_LEN`], over any byte stream.
 //! - [`object`]: a sealed segment holding an rkyv archive, as a shoal
 //!   object ([`SegmentObject`]) that tasks read in place.
+//! - [`spill`]: sealed segments written to local disk and read back into
+//!   new segments ([`SpillDir`], [`SpillFile`]), through io_uring where the
+//!   kernel allows it and positioned I/O otherwise.
 //!
 //! # Invariants
 //!
@@ -54,11 +57,14 @@ pub mod fdpass;
 pub mod frame;
 pub mod object;
 pub mod segment;
+pub mod spill;
 #[cfg(test)]
 mod test_util;
+mod uring;
 
 pub use error::ShmError;
 pub use fdpass::{FdMessage, MAX_FDS_PER_MESSAGE};
 pub use frame::MAX_FRAME_LEN;
 pub use object::SegmentObject;
 pub use segment::{Segment, SegmentWriter};
+pub use spill::{SpillBackend, SpillDir, SpillError, SpillFile, SpillIo};

@@ -104,6 +104,11 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn worker_pids(&self) -> Vec<u32> {
         Vec::new()
     }
+    /// The result store's memory and spill figures (none unless the mode
+    /// has a store with a memory limit).
+    fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
+        None
+    }
     /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn shutdown(&self);
 }

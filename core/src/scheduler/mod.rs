@@ -66,6 +66,16 @@
 //!   `Cancelled`; references still go through `ClientReleased`).
 //! - **Unwanted nodes.** A submitted node that no wanted node needs is
 //!   forgotten at once: nothing could ever read its result.
+//! - **Stealing.** A driver whose workers queue runs of their own (more
+//!   runs than threads) may take back a run that its worker has *not
+//!   started* and guarantees it never will: `TaskStolen { task, from, to }`
+//!   moves the task straight to worker `to` (a `Run` for it) if `to` is live
+//!   with a free slot, else back to the queue. The stolen run is not a
+//!   death: nothing is counted against the task. A steal of a run the
+//!   scheduler no longer waits for is ignored, like a late result. Which
+//!   worker to rob is the driver's choice ([`Scheduler::load`] and
+//!   `count(TaskState::Ready)` say who has too much and whether anything is
+//!   queued); the scheduler only keeps invariant 1 true.
 
 mod hash;
 mod keys;
@@ -184,6 +194,20 @@ pub enum Event {
     /// The client cancels the task (and with it everything that needs it).
     Cancel {
         task: TaskId,
+    },
+    /// From now on a worker takes `nthreads * (1 + extra_slots_per_thread)`
+    /// runs (see [`SchedulerConfig`]): a driver that learns how long tasks
+    /// take can queue more of them on its workers when they are short.
+    Saturation {
+        extra_slots_per_thread: u32,
+    },
+    /// The run of `task` sent to `from` was given back before it started,
+    /// and will never start there: run it on `to` if that is a live worker
+    /// with a free slot, else queue it again (see "Stealing" above).
+    TaskStolen {
+        task: TaskId,
+        from: WorkerId,
+        to: Option<WorkerId>,
     },
 }
 

@@ -61,6 +61,9 @@ pub(crate) struct Sim {
     pub rng: Rng,
     pub faults: Faults,
     pub alive: BTreeSet<WorkerId>,
+    /// Chance (in %) that [`Sim::run`] lets a worker give back a run before
+    /// each step (see [`Sim::steal_one`]).
+    pub steal_percent: u64,
     nthreads: u32,
     next_worker: u32,
     /// Runs sent and not completed, with the key the task had then.
@@ -85,6 +88,7 @@ impl Sim {
             rng: Rng::new(seed),
             faults: Faults::default(),
             alive: BTreeSet::new(),
+            steal_percent: 0,
             nthreads,
             next_worker: 0,
             running: Vec::new(),
@@ -148,6 +152,24 @@ impl Sim {
         self.join();
     }
 
+    /// A worker gives back a run in flight, chosen at random (the simulated
+    /// workers start a run only when they complete it, so any run in flight
+    /// is one not started), naming a random live thief or none, as a driver
+    /// that steals does. That run never executes. False if none is in flight.
+    pub fn steal_one(&mut self) -> bool {
+        if self.running.is_empty() {
+            return false;
+        }
+        let (t, from, _) = self.running.swap_remove(self.rng.below(self.running.len()));
+        *self.runs.get_mut(&t).expect("a run in flight was counted") -= 1;
+        let to = match self.rng.below(4) {
+            0 => None,
+            _ => self.alive.iter().nth(self.rng.below(self.alive.len())).copied(),
+        };
+        self.event(Event::TaskStolen { task: t, from, to });
+        true
+    }
+
     /// The client drops one future on `t`.
     pub fn release(&mut self, t: TaskId) {
         let refs = self.refs.get_mut(&t).expect("a future to release");
@@ -208,6 +230,9 @@ impl Sim {
             if kills < max_kills && !self.running.is_empty() && self.rng.chance(kill_percent) {
                 kills += 1;
                 self.kill_one();
+                self.check();
+            }
+            if self.steal_percent > 0 && self.rng.chance(self.steal_percent) && self.steal_one() {
                 self.check();
             }
             if !self.step() {

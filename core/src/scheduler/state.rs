@@ -209,6 +209,8 @@ impl Scheduler {
             Event::ClientReleased { task } => self.client_released(task),
             Event::ClientRetained { task } => self.client_retained(task),
             Event::Cancel { task } => self.cancel(task, out),
+            Event::TaskStolen { task, from, to } => self.task_stolen(task, from, to, out),
+            Event::Saturation { extra_slots_per_thread } => self.set_saturation(extra_slots_per_thread),
         }
         self.settle_all(out);
     }
@@ -238,6 +240,12 @@ impl Scheduler {
     /// The worker running the task, if it is `Processing`.
     pub fn processing_on(&self, task: TaskId) -> Option<WorkerId> {
         self.tasks.get(task).filter(|r| r.state() == TaskState::Processing).map(|r| r.worker)
+    }
+
+    /// Tasks sent to the worker and not finished (running, queued on it, or
+    /// on their way back); `None` for an unknown worker.
+    pub fn load(&self, worker: WorkerId) -> Option<usize> {
+        self.workers.processing(worker).map(<[TaskId]>::len)
     }
 
     /// The task's inputs, one entry per edge, in the order submitted.

@@ -12,6 +12,10 @@
 //! priority never changes, so whichever of its entries pops first is as
 //! good as any.
 //!
+//! A run that a worker gives back before starting it (`TaskStolen`) moves
+//! straight to the thief the driver names, if it has a free slot, or goes
+//! back to the queue.
+//!
 //! Placement: among workers with a free slot, the one holding the most bytes
 //! of the task's inputs, then the one processing fewest tasks, then the
 //! lowest id — deterministic, so the simulator's runs are reproducible.
@@ -25,6 +29,7 @@ use super::state::Scheduler;
 use super::{Action, TaskId, TaskState, WorkerId};
 
 pub(super) struct Worker {
+    nthreads: u32,
     capacity: u32,
     /// Tasks sent to it and not finished; a task's `pos` is its index here.
     pub processing: Vec<TaskId>,
@@ -56,6 +61,15 @@ pub(super) struct Workers {
 impl Workers {
     pub fn contains(&self, w: WorkerId) -> bool {
         self.map.contains_key(&w)
+    }
+
+    /// What `w` is processing.
+    pub fn processing(&self, w: WorkerId) -> Option<&[TaskId]> {
+        self.map.get(&w).map(|worker| worker.processing.as_slice())
+    }
+
+    fn has_free_slot(&self, w: WorkerId) -> bool {
+        self.map.get(&w).is_some_and(Worker::has_free_slot)
     }
 
     /// Takes `w` out, with everything it was running and holding.
@@ -94,14 +108,31 @@ impl Scheduler {
         let capacity = capacity(nthreads, self.config.extra_slots_per_thread);
         match self.workers.map.entry(w) {
             Entry::Occupied(_) => {
-                self.workers.update(w, |worker| worker.capacity = capacity);
+                self.workers.update(w, |worker| {
+                    worker.nthreads = nthreads;
+                    worker.capacity = capacity;
+                });
             }
             Entry::Vacant(slot) => {
-                slot.insert(Worker { capacity, processing: Vec::new(), held: Vec::new() });
+                slot.insert(Worker { nthreads, capacity, processing: Vec::new(), held: Vec::new() });
                 if capacity > 0 {
                     self.workers.free.insert((0, w));
                 }
             }
+        }
+    }
+
+    /// Every worker's slots follow a new `extra_slots_per_thread`. A worker
+    /// that now runs more than its slots gets nothing more until it is below
+    /// them again.
+    pub(super) fn set_saturation(&mut self, extra_slots_per_thread: u32) {
+        if extra_slots_per_thread == self.config.extra_slots_per_thread {
+            return;
+        }
+        self.config.extra_slots_per_thread = extra_slots_per_thread;
+        let ids: Vec<WorkerId> = self.workers.map.keys().copied().collect();
+        for w in ids {
+            self.workers.update(w, |worker| worker.capacity = capacity(worker.nthreads, extra_slots_per_thread));
         }
     }
 
@@ -159,6 +190,24 @@ impl Scheduler {
         // Without any input bytes on a free worker, the least loaded wins;
         // the caller made sure the free set is not empty.
         local.or_else(|| self.workers.free.first().map(|&(_, w)| w)).unwrap_or(WorkerId(0))
+    }
+
+    /// `t`'s run on `from` was taken back before it started (see
+    /// "Stealing" in the module docs): it goes to `to` if that worker is
+    /// live with a free slot, else back to the queue.
+    pub(super) fn task_stolen(&mut self, t: TaskId, from: WorkerId, to: Option<WorkerId>, out: &mut Vec<Action>) {
+        let Some(r) = self.tasks.get(t) else { return };
+        if r.state() != TaskState::Processing || r.worker != from {
+            return; // a run nobody waits for any more
+        }
+        self.stop_processing(t);
+        match to.filter(|&w| w != from && self.workers.has_free_slot(w)) {
+            Some(w) => {
+                self.start_processing(t, w);
+                out.push(Action::Run { task: t, worker: w });
+            }
+            None => self.enqueue(t),
+        }
     }
 
     fn start_processing(&mut self, t: TaskId, w: WorkerId) {

@@ -8,7 +8,10 @@
 //!   the [`Engine`] implementation;
 //! - [`state`]: what the engine keeps under its lock (scheduler, task specs,
 //!   the client's store of results) and how scheduler actions are applied;
-//! - [`workers`]: worker connections, their messages, the runs sent to them;
+//! - [`store`]: the store of results under the memory limit — which are in
+//!   shared memory, which are spilled to disk, and the moves between;
+//! - [`workers`]: worker connections, their messages, the runs sent to
+//!   them, the steals between them;
 //! - [`supervisor`]: starts, replaces, stops and reaps worker processes, and
 //!   runs one reader thread per worker connection;
 //! - [`worker`]: the worker process (and the hook that makes a re-executed
@@ -24,13 +27,53 @@
 //!                                        ◄───  Hello { fingerprint, pid }
 //!   fingerprint ≠ ours: refuse (kill)
 //!   else WorkerJoined { W, threads }
-//!   scheduler: Run { T, W }
-//!   Run { T, func, inputs: inline | fd } ───►  pool thread: invoke(T)
-//!                                        ◄───  Done { T, inline | fd, nbytes } | Failed { T, kind, message }
+//!   scheduler: Run { T, W }, … (one pass)
+//!   Runs [{ T, func, inputs: inline | fd }, …]
+//!                                        ───►  reader: queue each run, its claim QUEUED
+//!                                              pool thread: claim QUEUED → STARTED, invoke(T)
+//!                                        ◄───  Results [Done { T, inline | fd, nbytes } | Failed { T, kind, message }, …]
 //!   TaskFinished / TaskFailed
+//!   nothing queued, W has a thread idle,
+//!   V has more runs than threads:
+//!   Steal { count }                      ───►  V's reader: claim QUEUED → STOLEN on up to
+//!                                              `count` runs not started, newest first
+//!                                        ◄───  Stolen [T, …] (after the results V had ready)
+//!   TaskStolen { T, from: V, to: W } → Run { T, W }
 //!   Shutdown (client dropped)            ───►  exit
 //!   EOF / bad frame on W's socket: WorkerLost { W }, kill and reap W, start a replacement
 //! ```
+//!
+//! # Batches, and who wakes whom
+//!
+//! A message costs a `sendmsg`, a `recvmsg` and, above all, the wake-up of
+//! the thread that reads it; so messages carry everything there is to send
+//! at the moment they are sent, and nothing waits for a timer:
+//!
+//! - **Runs.** One pass over the scheduler's actions (a submission, or the
+//!   messages of one reader pass) sends each worker all its runs in one
+//!   `Runs` frame — cut into several only when its descriptors exceed
+//!   `MAX_FDS_PER_MESSAGE` or its bytes [`protocol::FRAME_BUDGET`] — right
+//!   after the engine lock is released.
+//! - **Client readers.** A reader woken by one frame takes every complete
+//!   frame already there, then handles them all under one lock: their
+//!   results, one scheduler pass, one batch of runs per worker.
+//! - **Worker replies.** A pool thread that finishes a run while other runs
+//!   are queued in its worker leaves the result in an outbox (and wakes the
+//!   worker's sender thread, which sends whatever the outbox holds when it
+//!   runs); the one that finishes the last queued run sends the outbox
+//!   itself. So a batch of short runs goes back in a frame or two, and a
+//!   result never waits for another task to finish.
+//! - **Pacing.** How many runs a worker holds bounds how many travel in
+//!   one batch, so the client sets the scheduler's saturation (`extra`
+//!   slots per thread, `Event::Saturation`) from how long runs take, as
+//!   workers measure it ([`workers::Pacing`]): about a millisecond of work
+//!   per thread, between 1 and 64 runs beyond the running one
+//!   ([`EXTRA_SLOTS_PER_THREAD`] until the first results). Short tasks then
+//!   go to a worker by the dozen; long ones one or two at a time, so the
+//!   scheduler's priorities and stealing keep their say.
+//! - Readers wait in `poll` rather than in `recvmsg` (see
+//!   [`protocol::wait_readable`]): a Unix socket wakes a `recvmsg` sleeper
+//!   each time its peer reads, for nothing.
 //!
 //! # Who owns a task, and when it runs
 //!
@@ -38,21 +81,57 @@
 //! each other and never decide what to run. A task `T` is owned
 //!
 //! - by the scheduler until it emits `Run { T, W }`;
-//! - by worker `W` from the moment the `Run` is sent until `W`'s `Done` or
-//!   `Failed` for it is read, or until `W` is lost (its connection ends);
-//! - by the scheduler again after that: a lost worker's runs are taken back
-//!   (`WorkerLost`) and rescheduled, or failed with `KilledWorker` after
+//! - by worker `W` from the moment the `Run` is sent until the client reads
+//!   `W`'s `Done` or `Failed` for it, or a `Stolen` of `W`'s that lists it,
+//!   or `W` is lost (its connection ends). Inside `W` the run is first
+//!   *queued*, its claim `QUEUED`; then exactly one of two things happens to
+//!   it, each a compare-and-swap on that claim: a pool thread claims it
+//!   `STARTED` (then `W` runs it and answers `Done` or `Failed`, never
+//!   `Stolen`), or the reader, answering a `Steal`, claims it `STOLEN` (then
+//!   `W` lists it in its `Stolen` answer and never starts it);
+//! - by the scheduler again after that: a stolen run goes straight to the
+//!   worker it was stolen for (`TaskStolen { T, from, to }`), or back to the
+//!   queue if that worker is gone or full; a lost worker's runs are taken
+//!   back (`WorkerLost`) and rescheduled, or failed with `KilledWorker` after
 //!   `max_worker_deaths` deaths in a row.
 //!
-//! A run never moves between workers (there is no stealing between
-//! processes yet): the scheduler's slots per worker (threads plus slack)
-//! bound what waits in a worker's queue.
+//! # Stealing between workers
+//!
+//! The scheduler gives a worker up to its threads × (1 + extra) runs, so
+//! that it always has the next ones at hand and batches stay large; when the
+//! scheduler's queue runs dry, some workers may then sit idle while others
+//! still have runs waiting behind a long task. After every reader pass, and
+//! when a worker joins or is lost, the client pairs workers with a thread
+//! idle (fewer runs than threads) with workers holding more runs than
+//! threads, if nothing is queued in the scheduler, and sends each chosen
+//! victim `Steal { count }`: half the difference of the two loads, at least
+//! one, at most the victim's runs beyond its threads. The victim gives back
+//! those it has not started, newest first (listed oldest first, the order
+//! the thief should run them), after the results it had ready, so the
+//! client sees its load right; the thief gets them by `TaskStolen`.
+//!
+//! - At most one steal is on its way per victim and per thief.
+//! - A victim whose answer was empty (its runs had all started, or their
+//!   results were on their way) is not asked again until it reports a
+//!   result: no steal loops on a stale view of the loads.
+//! - A stolen run was never started (the claim), and its inputs are not
+//!   pinned for the victim any more; the thief's run pins them again.
+//!
+//! Why through the client rather than a queue in shared memory that other
+//! workers pop: a run's inputs are descriptors that the client holds and
+//! sends with the run, workers have no connection to each other, and the
+//! client is the one place that knows where every task is (a scheduler
+//! invariant). A steal costs one round trip (tens of microseconds), which
+//! is small against any run that waits long enough to be worth stealing.
 //!
 //! So a task runs twice only when it is recomputed: its worker died while
 //! running it, its result was held by a worker that died and is needed
 //! again, an input of it was lost while it ran (the scheduler takes it
-//! back), or it failed and has `retries` left. A result that arrives for a
-//! run the scheduler no longer waits for is dropped.
+//! back), or it failed and has `retries` left. A stolen run is not a second
+//! run: it never started. (A run the scheduler abandoned — the task was no
+//! longer needed while it was on its way — cannot be recalled and may still
+//! run; its result is dropped.) A result that arrives for a run the
+//! scheduler no longer waits for is dropped.
 //!
 //! # Objects
 //!
@@ -70,10 +149,35 @@
 //! client dropping its object, and a segment is freed by the kernel when the
 //! last process holding it lets go.
 //!
+//! # Memory limit and spill
+//!
+//! The client's store keeps at most `memory_limit` bytes of result segments
+//! in shared memory (see [`store`] for the policy and the states an object
+//! goes through). Past it, the least recently used segments that no run in
+//! flight takes as input are written to files in the client's spill
+//! directory (io_uring, or positioned I/O: `shoal_shm::spill`) and dropped;
+//! a spilled result comes back into a fresh sealed segment when a run needs
+//! it (read back while the run is sent, outside the lock) or the client
+//! reads it. An object is always in exactly one place — its segment, its
+//! spill file, or moving between them with the older copy still authoritative
+//! — so nothing is lost to a spill; a failed spill leaves it in memory.
+//! Spilling the client's copy of a segment a worker already received would be
+//! safe (the worker maps the pages itself), but would free nothing until the
+//! run ends: inputs of runs in flight are pinned instead.
+//!
 //! # Invariants
 //!
 //! - The engine lock is never held while task code runs (it runs in other
-//!   processes), nor while a message is sent or received.
+//!   processes), nor while a message is sent or received, nor during spill
+//!   I/O.
+//! - A run is in exactly one place at a time: the scheduler's queue, or one
+//!   worker (sent, queued there, running, or its answer on its way); a
+//!   worker answers every run it was sent exactly once — `Done`, `Failed`
+//!   or listed in `Stolen` — unless it is lost.
+//! - A worker's reader never sends (its steal answers go through the
+//!   outbox) nor runs a task, so it always drains what the client sends: a
+//!   client thread blocked sending runs to a worker whose results fill the
+//!   other direction always gets through, and cannot deadlock with it.
 //! - The client holds a task's result exactly while the scheduler counts it
 //!   in memory on a live worker: it is dropped on `Release` for its holder,
 //!   on `Forget`, and when its holder is lost (the scheduler then recomputes
@@ -87,6 +191,7 @@
 pub(crate) mod objects;
 pub(crate) mod protocol;
 mod state;
+pub(crate) mod store;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
 mod workers;
@@ -103,6 +208,7 @@ use shoal_core::scheduler::{Dep, Event, NewTask, Scheduler, SchedulerConfig, Tas
 use self::objects::Outgoing;
 use self::protocol::ToWorker;
 use self::state::{Effects, Interest, Spec, SpecArg, State};
+use self::store::{Store, StoreConfig};
 use self::supervisor::{SpawnConfig, Supervisor};
 use self::workers::Conn;
 use super::{Engine, GraphNode, NodeArg, Status};
@@ -110,12 +216,24 @@ use crate::error::{Error, Result};
 
 pub(crate) use self::worker::WORKER_HOOK;
 
+/// Runs a worker may hold beyond its threads, per thread, until the first
+/// results say how long runs take (then [`workers::Pacing`] decides): the
+/// next runs are at hand when one ends, and runs and results travel in
+/// batches of about this size (each batch costs a frame and a wake-up on
+/// each side). Stealing evens out what this lets pile up on one worker.
+const EXTRA_SLOTS_PER_THREAD: u32 = 8;
+
+/// How many times a waiting client looks again (yielding in between)
+/// before it sleeps.
+const CLIENT_SPINS: u32 = 32;
+
 /// How the engine is set up.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub workers: usize,
     pub threads_per_worker: usize,
     pub env: Vec<(String, String)>,
+    pub store: StoreConfig,
 }
 
 pub(crate) struct ProcessesEngine {
@@ -123,6 +241,9 @@ pub(crate) struct ProcessesEngine {
     /// Signalled when a task some client thread waits for finishes.
     changed: Condvar,
     supervisor: Mutex<Option<Supervisor>>,
+    /// How many runs the workers queue, from how long runs take (taken
+    /// under the engine lock).
+    pacing: Mutex<workers::Pacing>,
     nthreads: usize,
     /// Prefix of the segments this client creates (for literal arguments).
     segment_prefix: String,
@@ -146,21 +267,27 @@ impl ProcessesEngine {
             ));
         }
         shoal_core::registry::check()?;
+        let store = Store::new(&config.store).map_err(|e| Error::Start(e.to_string()))?;
         let workers = config.workers.max(1);
         let threads = config.threads_per_worker.max(1);
         static ENGINES: AtomicU64 = AtomicU64::new(0);
         let engine = Arc::new(ProcessesEngine {
             state: Mutex::new(State {
-                sched: Scheduler::new(SchedulerConfig::default()),
+                sched: Scheduler::new(SchedulerConfig {
+                    extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
+                    ..SchedulerConfig::default()
+                }),
                 specs: Vec::new(),
                 waiters: Vec::new(),
                 closed: false,
                 broken: None,
                 actions: Vec::new(),
                 workers: HashMap::new(),
+                store,
             }),
             changed: Condvar::new(),
             supervisor: Mutex::new(None),
+            pacing: Mutex::new(workers::Pacing::new(EXTRA_SLOTS_PER_THREAD)),
             nthreads: workers * threads,
             segment_prefix: format!("shoal-c{}.{}", std::process::id(), ENGINES.fetch_add(1, Ordering::Relaxed)),
             next_segment: AtomicU64::new(0),
@@ -195,16 +322,39 @@ impl ProcessesEngine {
         deadline: Option<Instant>,
         mut done: impl FnMut(&State) -> Option<T>,
     ) -> Result<Option<T>> {
+        self.block_until_with(deadline, |st| done(st).ok_or(interest))
+    }
+
+    /// Wait until `check` answers `Ok`; while it answers `Err(interest)`,
+    /// sleep until something matching `interest` is reported (or the
+    /// deadline passes: `Ok(None)`).
+    fn block_until_with<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut check: impl FnMut(&State) -> std::result::Result<T, Interest>,
+    ) -> Result<Option<T>> {
         let mut st = self.lock();
+        let mut spins = 0;
         loop {
-            if let Some(answer) = done(&st) {
-                return Ok(Some(answer));
-            }
+            let interest = match check(&st) {
+                Ok(answer) => return Ok(Some(answer)),
+                Err(interest) => interest,
+            };
             if st.closed {
                 return Err(Error::Closed);
             }
             if let Some(reason) = &st.broken {
                 return Err(Error::Start(reason.clone()));
+            }
+            // A short task's result is back within tens of microseconds:
+            // look again a few times (letting the readers run) before paying
+            // for a sleep and a wake-up.
+            if spins < CLIENT_SPINS {
+                spins += 1;
+                drop(st);
+                std::thread::yield_now();
+                st = self.lock();
+                continue;
             }
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -360,6 +510,26 @@ impl Engine for ProcessesEngine {
         Ok(status.unwrap_or(Status::Pending))
     }
 
+    fn wait_prefix(
+        &self,
+        ids: &[TaskId],
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, Option<Arc<shoal_core::TaskFailure>>)> {
+        let mut cursor = from;
+        let answer = self.block_until_with(deadline, |st| {
+            while let Some(&id) = ids.get(cursor) {
+                match st.status(id) {
+                    Status::Finished => cursor += 1,
+                    Status::Failed(f) => return Ok((cursor, Some(f))),
+                    Status::Pending => return Err(Interest::Task(id)),
+                }
+            }
+            Ok((cursor, None))
+        })?;
+        Ok(answer.unwrap_or((cursor, None)))
+    }
+
     fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>> {
         let found = self.block_until(Interest::Any, deadline, |st| {
             let done: Vec<usize> =
@@ -370,12 +540,50 @@ impl Engine for ProcessesEngine {
     }
 
     fn result(&self, id: TaskId) -> Result<Obj> {
-        self.lock().result(id)
+        let mut effects = Effects::default();
+        let fetched = self.lock().result(id, &mut effects);
+        self.finish(effects);
+        self.resolve(fetched?).map_err(spill_error)
     }
 
+    /// Results in memory are taken under one lock per pass; a spilled one
+    /// ends the pass and is read back outside the lock (one at a time, so
+    /// that reading many back spills as few others as it can).
     fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>> {
-        let st = self.lock();
-        ids.iter().map(|&id| st.result(id)).collect()
+        let mut out = Vec::with_capacity(ids.len());
+        while out.len() < ids.len() {
+            let mut effects = Effects::default();
+            let mut load = None;
+            let mut failed = None;
+            {
+                let mut st = self.lock();
+                for &id in &ids[out.len()..] {
+                    match st.result(id, &mut effects) {
+                        Ok(store::Fetched::Ready(obj)) => out.push(obj),
+                        Ok(fetched) => {
+                            load = Some(fetched);
+                            break;
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            self.finish(effects);
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if let Some(fetched) = load {
+                out.push(self.resolve(fetched).map_err(spill_error)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
+        Some(self.lock().store.stats())
     }
 
     fn nthreads(&self) -> usize {
@@ -390,14 +598,14 @@ impl Engine for ProcessesEngine {
     /// moment for them, kills those left, and reaps them all. Stored results
     /// and arguments are dropped: their segments are freed.
     fn shutdown(&self) {
-        let (conns, specs) = {
+        let (conns, specs, store) = {
             let mut st = self.lock();
             if st.closed {
                 return;
             }
             st.closed = true;
             let conns: Vec<Arc<Conn>> = st.workers.drain().map(|(_, c)| c).collect();
-            (conns, std::mem::take(&mut st.specs))
+            (conns, std::mem::take(&mut st.specs), st.store.close())
         };
         self.changed.notify_all();
         if let Ok(payload) = protocol::encode(&ToWorker::Shutdown) {
@@ -415,7 +623,15 @@ impl Engine for ProcessesEngine {
             supervisor.stop();
         }
         drop(specs);
+        // Segments freed, spill files deleted, the spill directory removed
+        // (or, if a spill is being written right now, once it ends).
+        drop(store);
     }
+}
+
+/// A result that could not be read back from its spill file.
+fn spill_error(message: String) -> Error {
+    Error::Io(std::io::Error::other(message))
 }
 
 /// A task that names the same input twice depends on it once.

@@ -11,6 +11,15 @@
 //! bytes) or the index of one of the frame's descriptors, a sealed memfd
 //! segment holding the archive.
 //!
+//! # Batches
+//!
+//! Runs and results travel in batches ([`ToWorker::Runs`],
+//! [`ToClient::Results`]): one frame, one `sendmsg` and at most one wake-up
+//! of the reader for everything a pass produced. [`Batcher`] cuts a batch
+//! into frames so that none carries more than `MAX_FDS_PER_MESSAGE`
+//! descriptors nor much more than [`FRAME_BUDGET`] bytes of inline objects;
+//! descriptor indices are per frame.
+//!
 //! # Checks on receipt
 //!
 //! Every payload is validated with `rkyv::access` (never
@@ -29,7 +38,13 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use shoal_core::object::{Obj, RawArchive};
 use shoal_core::scheduler::TaskId;
-use shoal_shm::{FdMessage, Segment, SegmentObject};
+use shoal_shm::{FdMessage, MAX_FDS_PER_MESSAGE, Segment, SegmentObject};
+
+/// About how many payload bytes a frame of a batch carries at most (a
+/// single item may exceed it): a larger batch goes as several frames, far
+/// below the frame limit, and a reader starts on the first while the rest
+/// is written.
+pub(crate) const FRAME_BUDGET: usize = 1 << 20;
 
 /// A task run, named as the client's scheduler names it.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +73,23 @@ pub(crate) enum WireObject {
     Fd(u32),
 }
 
+/// One run: registered task number `func` (index in the sorted registry)
+/// on these inputs, one per parameter.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub(crate) struct WireRun {
+    pub task: WireTask,
+    pub func: u32,
+    pub inputs: Vec<WireObject>,
+}
+
 /// From the client to a worker.
 #[derive(Archive, Serialize, Deserialize, Debug)]
 pub(crate) enum ToWorker {
-    /// Run registered task number `func` (index in the sorted registry) on
-    /// these inputs, one per parameter.
-    Run { task: WireTask, func: u32, inputs: Vec<WireObject> },
+    /// Queue these runs, in this order (the scheduler's).
+    Runs { runs: Vec<WireRun> },
+    /// Give back up to `count` runs not started yet, newest first, and
+    /// never start them: answered by one [`ToClient::Stolen`].
+    Steal { count: u32 },
     /// Exit now, whatever is running.
     Shutdown,
 }
@@ -79,26 +105,158 @@ pub(crate) enum FailKind {
     Input,
 }
 
-/// From a worker to the client.
+/// How one run ended; `micros` is how long it took in the worker (inputs
+/// read, task called, result stored), rounded up.
 #[derive(Archive, Serialize, Deserialize, Debug)]
-pub(crate) enum ToClient {
-    /// The first message of a worker: its registry fingerprint (as two
-    /// words, high first) and its process id.
-    Hello {
-        fingerprint: [u64; 2],
-        pid: u32,
-    },
-    /// A run succeeded; `nbytes` is the archive's length.
+pub(crate) enum WireResult {
+    /// The run succeeded; `nbytes` is the archive's length.
     Done {
         task: WireTask,
         result: WireObject,
         nbytes: u64,
+        micros: u32,
     },
     Failed {
         task: WireTask,
         kind: FailKind,
         message: String,
+        micros: u32,
     },
+}
+
+/// From a worker to the client.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub(crate) enum ToClient {
+    /// The first message of a worker: its registry fingerprint (as two
+    /// words, high first) and its process id.
+    Hello { fingerprint: [u64; 2], pid: u32 },
+    /// Runs that ended, in the order they ended.
+    Results { results: Vec<WireResult> },
+    /// The answer to one [`ToWorker::Steal`]: the runs given back (maybe
+    /// none), which this worker never started and never will.
+    Stolen { tasks: Vec<WireTask> },
+}
+
+/// An element of a batch: it names its descriptors by index.
+pub(crate) trait BatchItem {
+    /// Adds `by` to every descriptor index it holds.
+    fn shift_fds(&mut self, by: u32);
+    /// About how many payload bytes it takes.
+    fn wire_len(&self) -> usize;
+}
+
+fn shift(object: &mut WireObject, by: u32) {
+    if let WireObject::Fd(n) = object {
+        *n += by;
+    }
+}
+
+fn wire_len(object: &WireObject) -> usize {
+    match object {
+        WireObject::Inline(bytes) => bytes.len() + 16,
+        WireObject::Fd(_) => 16,
+    }
+}
+
+impl BatchItem for WireRun {
+    fn shift_fds(&mut self, by: u32) {
+        self.inputs.iter_mut().for_each(|o| shift(o, by));
+    }
+
+    fn wire_len(&self) -> usize {
+        32 + self.inputs.iter().map(wire_len).sum::<usize>()
+    }
+}
+
+impl BatchItem for WireResult {
+    fn shift_fds(&mut self, by: u32) {
+        if let WireResult::Done { result, .. } = self {
+            shift(result, by);
+        }
+    }
+
+    fn wire_len(&self) -> usize {
+        match self {
+            WireResult::Done { result, .. } => 32 + wire_len(result),
+            WireResult::Failed { message, .. } => 32 + message.len(),
+        }
+    }
+}
+
+/// Cuts a batch into frames: each item comes with its own segments
+/// (numbered from 0 in the item); a frame gets at most
+/// `MAX_FDS_PER_MESSAGE` descriptors and, unless one item alone is larger,
+/// at most [`FRAME_BUDGET`] bytes. Items keep their order.
+pub(crate) struct Batcher<T> {
+    frames: Vec<(Vec<T>, Vec<Obj>)>,
+    items: Vec<T>,
+    segments: Vec<Obj>,
+    bytes: usize,
+}
+
+impl<T: BatchItem> Batcher<T> {
+    pub(crate) fn new() -> Batcher<T> {
+        Batcher { frames: Vec::new(), items: Vec::new(), segments: Vec::new(), bytes: 0 }
+    }
+
+    /// Adds an item and its segments; `Err` (and nothing added) if it has
+    /// more segments than one frame may carry.
+    pub(crate) fn push(&mut self, mut item: T, segments: Vec<Obj>) -> Result<(), String> {
+        if segments.len() > MAX_FDS_PER_MESSAGE {
+            return Err(format!(
+                "it has {} inputs in shared memory, more than the {MAX_FDS_PER_MESSAGE} one message can carry",
+                segments.len()
+            ));
+        }
+        let len = item.wire_len();
+        if !self.items.is_empty()
+            && (self.segments.len() + segments.len() > MAX_FDS_PER_MESSAGE || self.bytes + len > FRAME_BUDGET)
+        {
+            self.cut();
+        }
+        // At most MAX_FDS_PER_MESSAGE: fits.
+        item.shift_fds(self.segments.len() as u32);
+        self.segments.extend(segments);
+        self.items.push(item);
+        self.bytes += len;
+        Ok(())
+    }
+
+    fn cut(&mut self) {
+        self.frames.push((std::mem::take(&mut self.items), std::mem::take(&mut self.segments)));
+        self.bytes = 0;
+    }
+
+    /// The frames, in order: each one's items and the segments they name.
+    pub(crate) fn finish(mut self) -> Vec<(Vec<T>, Vec<Obj>)> {
+        if !self.items.is_empty() {
+            self.cut();
+        }
+        self.frames
+    }
+}
+
+/// Waits until reading `socket` would not block (data, end of stream or an
+/// error), or only looks if `block` is false; whether it is readable.
+///
+/// Readers wait here, not inside `recvmsg`: a thread blocked in `recvmsg` on
+/// a Unix stream socket sleeps on the socket's one wait queue, which the
+/// kernel also wakes each time the *peer* consumes bytes this end sent
+/// ("write space"), so every frame read by one side would wake the other
+/// side's reader for nothing. `poll` for `POLLIN` sleeps on the same queue
+/// but ignores wake-ups for other events.
+pub(crate) fn wait_readable(socket: &std::os::unix::net::UnixStream, block: bool) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+    loop {
+        let mut fds = [PollFd::new(socket, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, if block { None } else { Some(&zero) }) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            // Let the read that follows report it.
+            Err(_) => return true,
+        }
+    }
 }
 
 /// A message that breaks the protocol; the connection it came on is closed.
@@ -111,17 +269,31 @@ impl std::fmt::Display for ProtocolError {
     }
 }
 
+/// A [`WireRun`], checked, with its inputs in hand.
+pub(crate) struct Run {
+    pub task: TaskId,
+    pub func: u32,
+    pub inputs: Vec<Obj>,
+}
+
 /// A [`ToWorker`], checked, with its objects in hand.
 pub(crate) enum WorkerMsg {
-    Run { task: TaskId, func: u32, inputs: Vec<Obj> },
+    Runs(Vec<Run>),
+    Steal { count: u32 },
     Shutdown,
+}
+
+/// A [`WireResult`], checked, with its object in hand.
+pub(crate) enum RunResult {
+    Done { task: TaskId, result: Obj, nbytes: u64, micros: u32 },
+    Failed { task: TaskId, kind: FailKind, message: String, micros: u32 },
 }
 
 /// A [`ToClient`], checked, with its objects in hand.
 pub(crate) enum ClientMsg {
     Hello { fingerprint: u128, pid: u32 },
-    Done { task: TaskId, result: Obj, nbytes: u64 },
-    Failed { task: TaskId, kind: FailKind, message: String },
+    Results(Vec<RunResult>),
+    Stolen(Vec<TaskId>),
 }
 
 pub(crate) fn split_fingerprint(f: u128) -> [u64; 2] {
@@ -144,10 +316,15 @@ pub(crate) fn decode_to_worker(message: FdMessage) -> Result<WorkerMsg, Protocol
     let archived = rkyv::access::<ArchivedToWorker, rancor::Error>(&payload)
         .map_err(|e| ProtocolError(format!("invalid message: {e}")))?;
     let msg = match archived {
-        ArchivedToWorker::Run { task, func, inputs } => {
-            let inputs = inputs.iter().map(|o| object(o, &mut fds)).collect::<Result<Vec<Obj>, ProtocolError>>()?;
-            WorkerMsg::Run { task: task.into(), func: func.to_native(), inputs }
-        }
+        ArchivedToWorker::Runs { runs } => WorkerMsg::Runs(
+            runs.iter()
+                .map(|run| {
+                    let inputs = run.inputs.iter().map(|o| object(o, &mut fds)).collect::<Result<Vec<Obj>, _>>()?;
+                    Ok(Run { task: (&run.task).into(), func: run.func.to_native(), inputs })
+                })
+                .collect::<Result<Vec<Run>, ProtocolError>>()?,
+        ),
+        ArchivedToWorker::Steal { count } => WorkerMsg::Steal { count: count.to_native() },
         ArchivedToWorker::Shutdown => WorkerMsg::Shutdown,
     };
     all_used(&fds)?;
@@ -164,17 +341,33 @@ pub(crate) fn decode_to_client(message: FdMessage) -> Result<ClientMsg, Protocol
             fingerprint: (u128::from(fingerprint[0].to_native()) << 64) | u128::from(fingerprint[1].to_native()),
             pid: pid.to_native(),
         },
-        ArchivedToClient::Done { task, result, nbytes } => {
-            ClientMsg::Done { task: task.into(), result: object(result, &mut fds)?, nbytes: nbytes.to_native() }
-        }
-        ArchivedToClient::Failed { task, kind, message } => {
-            let kind = match kind {
-                ArchivedFailKind::Error => FailKind::Error,
-                ArchivedFailKind::Panic => FailKind::Panic,
-                ArchivedFailKind::Input => FailKind::Input,
-            };
-            ClientMsg::Failed { task: task.into(), kind, message: message.as_str().to_owned() }
-        }
+        ArchivedToClient::Results { results } => ClientMsg::Results(
+            results
+                .iter()
+                .map(|r| match r {
+                    ArchivedWireResult::Done { task, result, nbytes, micros } => Ok(RunResult::Done {
+                        task: task.into(),
+                        result: object(result, &mut fds)?,
+                        nbytes: nbytes.to_native(),
+                        micros: micros.to_native(),
+                    }),
+                    ArchivedWireResult::Failed { task, kind, message, micros } => {
+                        let kind = match kind {
+                            ArchivedFailKind::Error => FailKind::Error,
+                            ArchivedFailKind::Panic => FailKind::Panic,
+                            ArchivedFailKind::Input => FailKind::Input,
+                        };
+                        Ok(RunResult::Failed {
+                            task: task.into(),
+                            kind,
+                            message: message.as_str().to_owned(),
+                            micros: micros.to_native(),
+                        })
+                    }
+                })
+                .collect::<Result<Vec<RunResult>, ProtocolError>>()?,
+        ),
+        ArchivedToClient::Stolen { tasks } => ClientMsg::Stolen(tasks.iter().map(TaskId::from).collect()),
     };
     all_used(&fds)?;
     Ok(msg)
@@ -235,77 +428,139 @@ mod tests {
         SegmentObject::copy_of(bytes, "shoal-test-protocol").unwrap().segment().try_clone_fd().unwrap()
     }
 
+    fn done(index: u32, result: WireObject) -> WireResult {
+        WireResult::Done { task: WireTask { index, generation: 0 }, result, nbytes: 1, micros: 3 }
+    }
+
+    fn results(results: Vec<WireResult>) -> AlignedVec {
+        encode(&ToClient::Results { results }).unwrap()
+    }
+
     #[test]
     fn messages_round_trip() {
         let archive = rkyv::to_bytes::<rancor::Error>(&41u64).unwrap();
-        let run = ToWorker::Run {
-            task: WireTask { index: 3, generation: 9 },
-            func: 2,
-            inputs: vec![WireObject::Inline(archive.to_vec()), WireObject::Fd(0)],
+        let runs = ToWorker::Runs {
+            runs: vec![
+                WireRun {
+                    task: WireTask { index: 3, generation: 9 },
+                    func: 2,
+                    inputs: vec![WireObject::Inline(archive.to_vec()), WireObject::Fd(1)],
+                },
+                WireRun { task: WireTask { index: 4, generation: 1 }, func: 0, inputs: vec![WireObject::Fd(0)] },
+            ],
         };
-        let payload = encode(&run).unwrap();
-        let fd = segment_fd(&rkyv::to_bytes::<rancor::Error>(&String::from("in a segment")).unwrap());
-        match decode_to_worker(message(&payload, vec![fd])).unwrap() {
-            WorkerMsg::Run { task, func, inputs } => {
-                assert_eq!(task, TaskId { index: 3, generation: 9 });
-                assert_eq!(func, 2);
-                assert_eq!(read_owned::<u64>(&*inputs[0]).unwrap(), 41);
-                assert_eq!(read_owned::<String>(&*inputs[1]).unwrap(), "in a segment");
-            }
-            WorkerMsg::Shutdown => panic!("decoded the wrong message"),
-        }
+        let payload = encode(&runs).unwrap();
+        let fds = vec![
+            segment_fd(&rkyv::to_bytes::<rancor::Error>(&String::from("second")).unwrap()),
+            segment_fd(&rkyv::to_bytes::<rancor::Error>(&String::from("first")).unwrap()),
+        ];
+        let Ok(WorkerMsg::Runs(runs)) = decode_to_worker(message(&payload, fds)) else { panic!("not runs") };
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].task, runs[0].func), (TaskId { index: 3, generation: 9 }, 2));
+        assert_eq!(read_owned::<u64>(&*runs[0].inputs[0]).unwrap(), 41);
+        assert_eq!(read_owned::<String>(&*runs[0].inputs[1]).unwrap(), "first");
+        assert_eq!(read_owned::<String>(&*runs[1].inputs[0]).unwrap(), "second");
+        let steal = encode(&ToWorker::Steal { count: 7 }).unwrap();
+        assert!(matches!(decode_to_worker(message(&steal, vec![])), Ok(WorkerMsg::Steal { count: 7 })));
+
         let hello = encode(&ToClient::Hello { fingerprint: split_fingerprint(u128::MAX - 5), pid: 77 }).unwrap();
         assert!(matches!(
             decode_to_client(message(&hello, vec![])).unwrap(),
             ClientMsg::Hello { fingerprint, pid: 77 } if fingerprint == u128::MAX - 5
         ));
-        let failed = encode(&ToClient::Failed {
-            task: WireTask { index: 1, generation: 1 },
-            kind: FailKind::Panic,
-            message: "boom".into(),
-        })
-        .unwrap();
+        let batch = results(vec![
+            WireResult::Failed {
+                task: WireTask { index: 1, generation: 1 },
+                kind: FailKind::Panic,
+                message: "boom".into(),
+                micros: 7,
+            },
+            done(2, WireObject::Inline(archive.to_vec())),
+        ]);
+        let Ok(ClientMsg::Results(got)) = decode_to_client(message(&batch, vec![])) else { panic!("not results") };
+        assert!(
+            matches!(&got[0], RunResult::Failed { kind: FailKind::Panic, message, micros: 7, .. } if message == "boom")
+        );
+        assert!(matches!(&got[1], RunResult::Done { task, result, nbytes: 1, micros: 3 }
+            if task.index == 2 && read_owned::<u64>(&**result).unwrap() == 41));
+        let stolen = encode(&ToClient::Stolen { tasks: vec![WireTask { index: 5, generation: 2 }] }).unwrap();
         assert!(matches!(
-            decode_to_client(message(&failed, vec![])).unwrap(),
-            ClientMsg::Failed { kind: FailKind::Panic, message, .. } if message == "boom"
+            decode_to_client(message(&stolen, vec![])),
+            Ok(ClientMsg::Stolen(tasks)) if tasks == [TaskId { index: 5, generation: 2 }]
         ));
     }
 
     #[test]
     fn descriptor_indices_are_checked() {
-        let done = |n| {
-            encode(&ToClient::Done { task: WireTask { index: 0, generation: 0 }, result: WireObject::Fd(n), nbytes: 1 })
-                .unwrap()
-        };
         let archive = rkyv::to_bytes::<rancor::Error>(&1u8).unwrap();
+        let one = |n| results(vec![done(0, WireObject::Fd(n))]);
         // Missing descriptor.
-        assert!(decode_to_client(message(&done(0), vec![])).is_err());
+        assert!(decode_to_client(message(&one(0), vec![])).is_err());
         // Index out of range.
-        assert!(decode_to_client(message(&done(1), vec![segment_fd(&archive)])).is_err());
+        assert!(decode_to_client(message(&one(1), vec![segment_fd(&archive)])).is_err());
         // A descriptor nobody names.
         let extra = vec![segment_fd(&archive), segment_fd(&archive)];
-        assert!(decode_to_client(message(&done(0), extra)).is_err());
+        assert!(decode_to_client(message(&one(0), extra)).is_err());
         // A descriptor that is not a sealed memfd.
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let err = decode_to_client(message(&done(0), vec![a.as_fd().try_clone_to_owned().unwrap()])).err();
+        let err = decode_to_client(message(&one(0), vec![a.as_fd().try_clone_to_owned().unwrap()])).err();
         assert!(err.is_some_and(|e| e.0.contains("descriptor 0")));
-        // The same index twice.
-        let run = ToWorker::Run {
-            task: WireTask { index: 0, generation: 0 },
-            func: 0,
-            inputs: vec![WireObject::Fd(0), WireObject::Fd(0)],
+        // The same index twice, in one run or in two results of a batch.
+        let run = ToWorker::Runs {
+            runs: vec![WireRun {
+                task: WireTask { index: 0, generation: 0 },
+                func: 0,
+                inputs: vec![WireObject::Fd(0), WireObject::Fd(0)],
+            }],
         };
         assert!(decode_to_worker(message(&encode(&run).unwrap(), vec![segment_fd(&archive)])).is_err());
+        let twice = results(vec![done(0, WireObject::Fd(0)), done(1, WireObject::Fd(0))]);
+        assert!(decode_to_client(message(&twice, vec![segment_fd(&archive)])).is_err());
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_the_descriptor_limit_and_the_byte_budget() {
+        let archive = rkyv::to_bytes::<rancor::Error>(&7u32).unwrap();
+        let seg = || -> Obj { Arc::new(SegmentObject::copy_of(&archive, "shoal-test-batch").unwrap()) };
+        // Runs of 3 segments each: 10 of them fit a frame of 32, the 11th
+        // starts the next one, with its descriptors numbered from 0 again.
+        let mut batcher = Batcher::new();
+        for i in 0..12 {
+            let inputs = vec![WireObject::Fd(0), WireObject::Inline(vec![1]), WireObject::Fd(1), WireObject::Fd(2)];
+            batcher
+                .push(
+                    WireRun { task: WireTask { index: i, generation: 0 }, func: 0, inputs },
+                    vec![seg(), seg(), seg()],
+                )
+                .unwrap();
+        }
+        let too_many = vec![seg(); MAX_FDS_PER_MESSAGE + 1];
+        let task = WireTask { index: 99, generation: 0 };
+        assert!(batcher.push(WireRun { task, func: 0, inputs: vec![] }, too_many).is_err(), "refused, not cut");
+        let frames = batcher.finish();
+        assert_eq!(frames.iter().map(|(runs, segs)| (runs.len(), segs.len())).collect::<Vec<_>>(), [(10, 30), (2, 6)]);
+        for (runs, segments) in frames {
+            let fds: Vec<OwnedFd> = segments
+                .iter()
+                .map(|o| o.as_any().downcast_ref::<SegmentObject>().unwrap().segment().try_clone_fd().unwrap())
+                .collect();
+            let payload = encode(&ToWorker::Runs { runs }).unwrap();
+            let Ok(WorkerMsg::Runs(runs)) = decode_to_worker(message(&payload, fds)) else { panic!("not runs") };
+            assert!(runs.iter().all(|r| r.inputs.len() == 4), "every descriptor found, each used once");
+        }
+        // Inline bytes: a frame stops near the budget; one big item still goes.
+        let mut batcher = Batcher::new();
+        for i in 0..5 {
+            batcher.push(done(i, WireObject::Inline(vec![0; FRAME_BUDGET / 2 - 100])), vec![]).unwrap();
+        }
+        batcher.push(done(5, WireObject::Inline(vec![0; FRAME_BUDGET * 2])), vec![]).unwrap();
+        let sizes: Vec<usize> = batcher.finish().iter().map(|(items, _)| items.len()).collect();
+        assert_eq!(sizes, [2, 2, 1, 1]);
     }
 
     #[test]
     fn truncated_and_empty_payloads_are_errors() {
-        let done = encode(&ToClient::Done {
-            task: WireTask { index: 5, generation: 1 },
-            result: WireObject::Inline(vec![1, 2, 3]),
-            nbytes: 3,
-        })
-        .unwrap();
+        let done = results(vec![done(5, WireObject::Inline(vec![1, 2, 3]))]);
         for len in 0..done.len() {
             let _ = decode_to_client(message(&done[..len], vec![]));
         }
@@ -329,22 +584,24 @@ mod tests {
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
             payload in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
-            let mut bytes = encode(&ToClient::Failed {
+            let mut bytes = results(vec![WireResult::Failed {
                 task: WireTask { index: 7, generation: 2 },
                 kind: FailKind::Error,
                 message: String::from_utf8_lossy(&payload).into_owned(),
-            })
-            .unwrap()
+                micros: 1,
+            }])
             .to_vec();
             for (at, x) in flips {
                 let n = bytes.len();
                 bytes[at % n] ^= x;
             }
             let _ = decode_to_client(message(&bytes, vec![]));
-            let run = encode(&ToWorker::Run {
-                task: WireTask { index: 1, generation: 1 },
-                func: 0,
-                inputs: vec![WireObject::Inline(payload)],
+            let run = encode(&ToWorker::Runs {
+                runs: vec![WireRun {
+                    task: WireTask { index: 1, generation: 1 },
+                    func: 0,
+                    inputs: vec![WireObject::Inline(payload)],
+                }],
             })
             .unwrap();
             let _ = decode_to_worker(message(&run, vec![]));

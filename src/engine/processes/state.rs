@@ -3,7 +3,8 @@
 //! scheduler's actions are carried out.
 //!
 //! Nothing here does I/O: actions become [`Effects`] (runs to send, objects
-//! to drop, clients to wake), carried out after the lock is released.
+//! to drop, spills to write, clients to wake), carried out after the lock is
+//! released. Results live in the [`Store`], which enforces the memory limit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use shoal_core::TaskFailure;
 use shoal_core::object::{Assemble, Obj};
 use shoal_core::scheduler::{Action, Event, Scheduler, TaskId, TaskState, WorkerId};
 
+use super::store::{Fetched, Slot, SpillJob, Store};
 use super::workers::Conn;
 use crate::engine::Status;
 use crate::error::{Error, Result};
@@ -30,6 +32,8 @@ pub(super) struct State {
     pub(super) actions: Vec<Action>,
     /// Live workers' connections.
     pub(super) workers: HashMap<WorkerId, Arc<Conn>>,
+    /// The results: in shared memory or spilled, under the memory limit.
+    pub(super) store: Store,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -53,7 +57,7 @@ pub(super) struct Spec {
 /// A result in the client's store, and the worker the scheduler counts as
 /// holding it.
 pub(super) struct Held {
-    pub(super) obj: Obj,
+    pub(super) slot: Slot,
     pub(super) worker: WorkerId,
 }
 
@@ -70,12 +74,18 @@ pub(super) struct Job {
     pub(super) func: u32,
     pub(super) worker: WorkerId,
     pub(super) conn: Arc<Conn>,
-    pub(super) inputs: std::result::Result<Vec<JobInput>, String>,
+    /// Every input fetched; all are resolved when the run is sent, even
+    /// if it then fails.
+    pub(super) inputs: Vec<JobInput>,
+    /// Why the run cannot be sent, if it cannot.
+    pub(super) error: Option<String>,
 }
 
+/// An input of a run: in hand, or to be read back from a spill file when
+/// the run is sent.
 pub(super) enum JobInput {
-    One(Obj),
-    List(Vec<Obj>, Assemble),
+    One(Fetched),
+    List(Vec<Fetched>, Assemble),
 }
 
 /// What a pass over the scheduler's actions leaves to do after unlocking.
@@ -84,6 +94,10 @@ pub(super) struct Effects {
     pub(super) jobs: Vec<Job>,
     pub(super) garbage: Vec<Obj>,
     pub(super) forgotten: Vec<Spec>,
+    /// Segments to write to spill files.
+    pub(super) spills: Vec<SpillJob>,
+    /// Spill files to delete (by dropping them).
+    pub(super) files: Vec<Arc<shoal_shm::SpillFile>>,
     pub(super) wake_clients: bool,
 }
 
@@ -108,7 +122,7 @@ impl State {
         for action in actions.drain(..) {
             match action {
                 Action::Run { task, worker } => {
-                    if let Some(job) = self.job(task, worker) {
+                    if let Some(job) = self.job(task, worker, effects) {
                         effects.jobs.push(job);
                     }
                 }
@@ -117,7 +131,7 @@ impl State {
                         && spec.result.as_ref().is_some_and(|h| h.worker == worker)
                         && let Some(held) = spec.result.take()
                     {
-                        effects.garbage.push(held.obj);
+                        self.store.release(held.slot, effects);
                     }
                 }
                 Action::ReportDone { task } => {
@@ -133,8 +147,11 @@ impl State {
                 }
                 Action::Forget { task } => {
                     if self.spec(task).is_some()
-                        && let Some(spec) = self.specs[task.index as usize].take()
+                        && let Some(mut spec) = self.specs[task.index as usize].take()
                     {
+                        if let Some(held) = spec.result.take() {
+                            self.store.release(held.slot, effects);
+                        }
                         effects.forgotten.push(spec);
                     }
                 }
@@ -163,40 +180,89 @@ impl State {
         }
     }
 
-    pub(super) fn result(&self, id: TaskId) -> Result<Obj> {
+    /// The result of a finished task, in hand or to be read back (marked
+    /// used either way).
+    pub(super) fn result(&mut self, id: TaskId, effects: &mut Effects) -> Result<Fetched> {
         match self.status(id) {
             Status::Failed(f) => Err(Error::Task(f)),
             Status::Finished => {
-                self.spec(id).and_then(|s| s.result.as_ref()).map(|h| Arc::clone(&h.obj)).ok_or(Error::Closed)
+                let slot =
+                    self.spec(id).and_then(|s| s.result.as_ref()).map(|h| h.slot.clone()).ok_or(Error::Closed)?;
+                self.store.fetch(&slot, effects).map_err(Error::Message)
             }
             Status::Pending => Err(Error::Closed),
         }
     }
 
-    /// The run of a task the scheduler sends to `worker` now.
-    pub(super) fn job(&self, id: TaskId, worker: WorkerId) -> Option<Job> {
+    /// The run of a task the scheduler sends to `worker` now. Its stored
+    /// inputs are pinned until the run ends, then fetched (spilled ones are
+    /// read back when the run is sent).
+    pub(super) fn job(&mut self, id: TaskId, worker: WorkerId, effects: &mut Effects) -> Option<Job> {
+        enum Want {
+            Value(Obj),
+            One(Slot),
+            List(Vec<Slot>, Assemble),
+        }
         let spec = self.spec(id)?;
         let key = self.sched.key(id)?;
         let conn = Arc::clone(self.workers.get(&worker)?);
-        let result_of = |dep: TaskId| {
+        let func = spec.func;
+        // Every input's slot first: a missing one fails the run before
+        // anything is fetched or pinned.
+        let slot_of = |dep: TaskId| {
             self.spec(dep)
                 .and_then(|s| s.result.as_ref())
-                .map(|h| Arc::clone(&h.obj))
+                .map(|h| h.slot.clone())
                 .ok_or_else(|| format!("internal error: an input of {key} is not in memory"))
         };
-        let inputs = spec
+        let wants: std::result::Result<Vec<Want>, String> = spec
             .args
             .iter()
             .map(|arg| match arg {
-                SpecArg::Value(obj) => Ok(JobInput::One(Arc::clone(obj))),
-                SpecArg::Dep(dep) => result_of(*dep).map(JobInput::One),
+                SpecArg::Value(obj) => Ok(Want::Value(Arc::clone(obj))),
+                SpecArg::Dep(dep) => slot_of(*dep).map(Want::One),
                 SpecArg::List(deps, assemble) => deps
                     .iter()
-                    .map(|d| result_of(*d))
-                    .collect::<std::result::Result<Vec<Obj>, String>>()
-                    .map(|objs| JobInput::List(objs, *assemble)),
+                    .map(|d| slot_of(*d))
+                    .collect::<std::result::Result<_, _>>()
+                    .map(|s| Want::List(s, *assemble)),
             })
             .collect();
-        Some(Job { id, key, func: spec.func, worker, conn, inputs })
+        let wants = match wants {
+            Ok(wants) => wants,
+            Err(message) => return Some(Job { id, key, func, worker, conn, inputs: Vec::new(), error: Some(message) }),
+        };
+        let stored = |slot: &Slot| match slot {
+            Slot::Stored(serial) => Some(*serial),
+            Slot::Inline(_) => None,
+        };
+        let pinned = wants
+            .iter()
+            .flat_map(|want| match want {
+                Want::Value(_) => Vec::new(),
+                Want::One(slot) => stored(slot).into_iter().collect(),
+                Want::List(slots, _) => slots.iter().filter_map(stored).collect(),
+            })
+            .collect();
+        self.store.run_started(id, worker, pinned);
+        let mut inputs = Vec::with_capacity(wants.len());
+        let mut error = None;
+        for want in wants {
+            let mut fetch = |slot: &Slot| match self.store.fetch(slot, effects) {
+                Ok(fetched) => Some(fetched),
+                Err(e) => {
+                    error.get_or_insert(e);
+                    None
+                }
+            };
+            match want {
+                Want::Value(obj) => inputs.push(JobInput::One(Fetched::Ready(obj))),
+                Want::One(slot) => inputs.extend(fetch(&slot).map(JobInput::One)),
+                Want::List(slots, assemble) => {
+                    inputs.push(JobInput::List(slots.iter().filter_map(&mut fetch).collect(), assemble))
+                }
+            }
+        }
+        Some(Job { id, key, func, worker, conn, inputs, error })
     }
 }

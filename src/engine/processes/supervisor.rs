@@ -21,11 +21,13 @@
 //! # Connections
 //!
 //! After the hello, each worker's connection is read by a thread of its
-//! own, which turns messages into scheduler events. When the connection
-//! ends — the worker died, or sent something malformed — the reader closes
-//! it, reports the worker lost to the engine, and asks the supervisor to
-//! reap the process (SIGKILL if it still runs, then `wait`) and to start a
-//! replacement, so the pool keeps its size.
+//! own, which turns messages into scheduler events: each time it wakes it
+//! takes every frame already there and hands them to the engine under one
+//! lock (one scheduler pass, one batch of runs per worker). When the
+//! connection ends — the worker died, or sent something malformed — the
+//! reader closes it, reports the worker lost to the engine, and asks the
+//! supervisor to reap the process (SIGKILL if it still runs, then `wait`)
+//! and to start a replacement, so the pool keeps its size.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -306,7 +308,8 @@ impl Running {
 
     /// Hands a worker that said hello to the engine and starts its reader.
     fn register(&mut self, p: Pending) -> Result<()> {
-        let conn = Arc::new(Conn::new(p.id, p.pid, p.socket));
+        let nthreads = u32::try_from(self.config.threads).unwrap_or(u32::MAX);
+        let conn = Arc::new(Conn::new(p.id, p.pid, p.socket, nthreads));
         let engine = self.engine.upgrade().ok_or(Error::Closed)?;
         if !engine.add_worker(Arc::clone(&conn), self.config.threads) {
             return Err(Error::Closed);
@@ -374,21 +377,34 @@ impl Running {
     }
 }
 
+/// Messages one pass of a reader takes at most before handling them.
+const MESSAGES_PER_PASS: usize = 256;
+
 /// Reads one worker's messages until its connection ends, then reports the
-/// worker lost (see the module docs).
+/// worker lost (see the module docs). Each pass blocks for one message,
+/// takes every other complete one already there, and hands them all to the
+/// engine under one lock: a reader woken once handles all that arrived.
 fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender<Request>) {
-    let reason = loop {
-        let message = match fdpass::recv(&conn.socket) {
-            Ok(Some(message)) => message,
-            Ok(None) => break "its connection closed (the process exited or was killed)".to_string(),
-            Err(e) => break format!("its connection failed: {e}"),
-        };
-        let message = match protocol::decode_to_client(message) {
-            Ok(message) => message,
-            Err(e) => break format!("it sent a malformed message ({e}), so its connection was closed"),
-        };
+    let mut messages = Vec::new();
+    let reason = 'read: loop {
+        // See `protocol::wait_readable` for why not block in `recv`.
+        protocol::wait_readable(&conn.socket, true);
+        loop {
+            let message = match fdpass::recv(&conn.socket) {
+                Ok(Some(message)) => message,
+                Ok(None) => break 'read "its connection closed (the process exited or was killed)".to_string(),
+                Err(e) => break 'read format!("its connection failed: {e}"),
+            };
+            match protocol::decode_to_client(message) {
+                Ok(message) => messages.push(message),
+                Err(e) => break 'read format!("it sent a malformed message ({e}), so its connection was closed"),
+            }
+            if messages.len() >= MESSAGES_PER_PASS || !protocol::wait_readable(&conn.socket, false) {
+                break;
+            }
+        }
         let Some(engine) = engine.upgrade() else { return };
-        if let Err(e) = engine.on_message(conn.id, message) {
+        if let Err(e) = engine.on_messages(conn, std::mem::take(&mut messages)) {
             break format!("it broke the protocol ({e}), so its connection was closed");
         }
     };

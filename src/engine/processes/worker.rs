@@ -20,22 +20,49 @@
 //!    become a worker).
 //! 4. **Handshake.** It sends `Hello { fingerprint, pid }`; the client
 //!    refuses a different registry.
-//! 5. **Serve.** The main thread reads `Run`s and queues them on a
-//!    work-stealing pool of `threads` threads; each job reads its inputs
-//!    (inline archives, or segments mapped read-only), calls the task under
-//!    `catch_unwind`, archives the result once (validated there) and sends
-//!    `Done` — inline, or as a new sealed segment's descriptor — or
-//!    `Failed`. The worker keeps nothing after replying: the client holds
-//!    every result.
+//! 5. **Serve.** The main thread (the reader) reads batches of runs and
+//!    queues them on a work-stealing pool of `threads` threads; each job
+//!    reads its inputs (inline archives, or segments mapped read-only),
+//!    calls the task under `catch_unwind`, archives the result once
+//!    (validated there) and posts `Done` — inline, or as a new sealed
+//!    segment's descriptor — or `Failed` to the outbox. The worker keeps
+//!    nothing after replying: the client holds every result.
 //! 6. **Exit** on `Shutdown`, at the end of the stream (the client closed
 //!    it or died), or on a malformed message (with its reason on stderr).
 //!    Running tasks are not waited for.
+//!
+//! # Claims: a run starts here or is given back, never both
+//!
+//! Each queued run carries a claim, `QUEUED` when it arrives. A pool thread
+//! that pops it swaps `QUEUED → STARTED` before touching it; the reader,
+//! answering `Steal { count }`, swaps `QUEUED → STOLEN` on up to `count`
+//! runs, newest first, and lists exactly those in its `Stolen` answer. Both
+//! are one compare-and-swap on the same atomic, so exactly one side wins: a
+//! stolen run is never started here (the pool drops it when it pops it), and
+//! a started run is never listed as stolen.
+//!
+//! # Replies: batched without waiting
+//!
+//! Results go through an outbox. A pool thread that finishes a run while
+//! no other run is queued here (it is about to go idle, or this was the last
+//! of a batch) sends everything in the outbox itself, in one frame. One that
+//! has more runs to go only leaves its result in the outbox and wakes the
+//! sender thread, which sends everything there by the time it runs — so a
+//! result waits for no other task, and a batch of short tasks goes back in
+//! a frame or two instead of one per task. A `Stolen` answer is sent after
+//! the results the outbox held, so the client sees those first. The reader
+//! leaves it in the outbox too: the reader never blocks on sending, so it
+//! always drains the socket, and a client blocked sending it runs (while
+//! its own socket is full of this worker's results) cannot deadlock with it.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use rustix::fs::FileType;
 use rustix::io::FdFlags;
@@ -47,7 +74,7 @@ use shoal_core::scheduler::TaskId;
 use shoal_shm::fdpass;
 
 use super::objects::{self, Outgoing};
-use super::protocol::{self, FailKind, ToClient, WireObject, WorkerMsg};
+use super::protocol::{self, Batcher, FailKind, Run, ToClient, WireObject, WireResult, WireTask, WorkerMsg};
 use crate::engine::threads::panic_message;
 
 /// The descriptor number of the worker's end of its socket: the worker role.
@@ -128,11 +155,22 @@ fn serve(fd: OsString) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let conn = Arc::new(Conn { socket: setup.socket, send_lock: Mutex::new(()) });
+    let conn = Arc::new(Conn {
+        socket: setup.socket,
+        send_lock: Mutex::new(()),
+        outbox: Mutex::new(Outbox { results: Vec::new(), stolen: Vec::new(), sender_asleep: false }),
+        outbox_filled: Condvar::new(),
+        queued: AtomicUsize::new(0),
+    });
     let hello =
         ToClient::Hello { fingerprint: protocol::split_fingerprint(setup.fingerprint), pid: std::process::id() };
-    if !conn.send(&hello, &[]) {
+    if !conn.send(&hello, Vec::new()) {
         return 0;
+    }
+    let for_sender = Arc::clone(&conn);
+    if let Err(e) = std::thread::Builder::new().name("shoal-worker-send".into()).spawn(move || for_sender.sender()) {
+        eprintln!("shoal worker {}: cannot start its sender thread: {e}", std::process::id());
+        return EXIT_SETUP;
     }
     let mut pool = Pool::<Job>::new(setup.threads);
     let spawner = pool.spawner().clone();
@@ -141,7 +179,13 @@ fn serve(fd: OsString) -> i32 {
         eprintln!("shoal worker {}: cannot start {} threads: {e}", std::process::id(), setup.threads);
         return EXIT_SETUP;
     }
+    // The runs queued here, oldest first, with their claims (see the module
+    // docs); entries whose run started are dropped as they are met. Only
+    // this thread touches it.
+    let mut queue: VecDeque<(TaskId, Arc<AtomicU8>)> = VecDeque::new();
     let code = loop {
+        // See `protocol::wait_readable` for why not block in `recv`.
+        protocol::wait_readable(&conn.socket, true);
         let message = match fdpass::recv(&conn.socket) {
             Ok(Some(message)) => message,
             Ok(None) => break 0,
@@ -151,10 +195,38 @@ fn serve(fd: OsString) -> i32 {
             }
         };
         match protocol::decode_to_worker(message) {
-            // An unknown task number is answered from the pool too: this
-            // thread never blocks on sending, so it always drains the socket.
-            Ok(WorkerMsg::Run { task, func, inputs }) => {
-                spawner.push(Job { task, func, entry: registry::entries().get(func as usize).copied(), inputs })
+            // This thread never runs a task (an unknown task number is
+            // answered from the pool too) and never blocks on sending, so
+            // it always drains the socket — the client may be blocked
+            // sending to it — and claims stolen runs while tasks run.
+            Ok(WorkerMsg::Runs(runs)) => {
+                while queue.front().is_some_and(|(_, claim)| claim.load(Ordering::Acquire) != QUEUED) {
+                    queue.pop_front();
+                }
+                // All counted before the pool sees the first: a pool thread
+                // that finishes one of them knows more are coming, and leaves
+                // its result to be sent with theirs.
+                conn.queued.fetch_add(runs.len(), Ordering::AcqRel);
+                for Run { task, func, inputs } in runs {
+                    let claim = Arc::new(AtomicU8::new(QUEUED));
+                    queue.push_back((task, Arc::clone(&claim)));
+                    let entry = registry::entries().get(func as usize).copied();
+                    spawner.push(Job { task, func, entry, inputs, claim });
+                }
+            }
+            Ok(WorkerMsg::Steal { count }) => {
+                let mut stolen = Vec::new();
+                while stolen.len() < count as usize {
+                    let Some((task, claim)) = queue.pop_back() else { break };
+                    if claim.compare_exchange(QUEUED, STOLEN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                        conn.queued.fetch_sub(1, Ordering::AcqRel);
+                        stolen.push(WireTask::from(task));
+                    }
+                }
+                // Oldest first: the thief runs them in the order they were
+                // sent here (the scheduler's priority order).
+                stolen.reverse();
+                conn.post_stolen(stolen);
             }
             Ok(WorkerMsg::Shutdown) => break 0,
             Err(e) => {
@@ -228,6 +300,11 @@ fn adopt_socket(raw: RawFd) -> Result<UnixStream, String> {
     Ok(UnixStream::from(owned))
 }
 
+/// A run's claim (see the module docs).
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const STOLEN: u8 = 2;
+
 /// A task to run, with its inputs.
 struct Job {
     task: TaskId,
@@ -235,27 +312,54 @@ struct Job {
     /// `None` if this binary has no task number `func`.
     entry: Option<&'static TaskEntry>,
     inputs: Vec<Obj>,
+    claim: Arc<AtomicU8>,
 }
 
 /// The worker's end of the connection. Replies come from every pool
-/// thread, so sending takes a lock (a message is one `sendmsg` sequence).
+/// thread, the sender thread and the reader, so sending takes a lock (a
+/// message is one `sendmsg` sequence).
 struct Conn {
     socket: UnixStream,
     send_lock: Mutex<()>,
+    outbox: Mutex<Outbox>,
+    /// Signalled when the outbox gets results for the sender thread.
+    outbox_filled: Condvar,
+    /// Runs received and neither started nor stolen.
+    queued: AtomicUsize,
+}
+
+/// Results not sent yet, each with the segments it names.
+/// Messages not sent yet: results, each with the segments it names, and
+/// answers to steals (sent after the results that were there with them).
+struct Outbox {
+    results: Vec<(WireResult, Vec<Obj>)>,
+    stolen: Vec<Vec<WireTask>>,
+    sender_asleep: bool,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.results.is_empty() && self.stolen.is_empty()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Conn {
-    /// Sends a message; `false` if the client is gone (the worker then exits).
-    fn send(&self, message: &ToClient, segments: &[Obj]) -> bool {
+    /// Sends a message; `false` if it could not be encoded (logged). A
+    /// worker whose client is gone has nothing left to do: it exits.
+    fn send(&self, message: &ToClient, segments: Vec<Obj>) -> bool {
         let outgoing = match protocol::encode(message) {
-            Ok(payload) => Outgoing { payload, segments: segments.to_vec() },
+            Ok(payload) => Outgoing { payload, segments },
             Err(e) => {
                 eprintln!("shoal worker {}: {e}", std::process::id());
                 return true;
             }
         };
         let sent = outgoing.fds().map_err(|e| e.to_string()).and_then(|fds| {
-            let _guard = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _guard = lock(&self.send_lock);
             fdpass::send(&self.socket, &outgoing.payload, &fds).map_err(|e| e.to_string())
         });
         match sent {
@@ -269,31 +373,113 @@ impl Conn {
         }
     }
 
-    /// Runs one job on a pool thread and replies.
+    /// Sends these results, as few frames as the descriptor limit allows.
+    fn send_results(&self, results: Vec<(WireResult, Vec<Obj>)>) {
+        let mut batcher = Batcher::new();
+        for (result, segments) in results {
+            // A result names at most one segment: always fits.
+            if let Err(e) = batcher.push(result, segments) {
+                eprintln!("shoal worker {}: internal error: {e}", std::process::id());
+            }
+        }
+        for (results, segments) in batcher.finish() {
+            self.send(&ToClient::Results { results }, segments);
+        }
+    }
+
+    /// Sends what `outbox` holds (unlocking it first): the results, then
+    /// the steal answers.
+    fn send_outbox(&self, mut outbox: MutexGuard<'_, Outbox>) {
+        let results = std::mem::take(&mut outbox.results);
+        let stolen = std::mem::take(&mut outbox.stolen);
+        drop(outbox);
+        if !results.is_empty() {
+            self.send_results(results);
+        }
+        for tasks in stolen {
+            self.send(&ToClient::Stolen { tasks }, Vec::new());
+        }
+    }
+
+    /// Wakes the sender thread if it sleeps; called with the outbox locked,
+    /// after adding to it.
+    fn wake_sender(&self, outbox: &mut Outbox) {
+        if outbox.sender_asleep {
+            outbox.sender_asleep = false;
+            self.outbox_filled.notify_one();
+        }
+    }
+
+    /// The sender thread: sends what the pool threads and the reader leave
+    /// in the outbox.
+    fn sender(&self) {
+        let mut outbox = lock(&self.outbox);
+        loop {
+            if outbox.is_empty() {
+                outbox.sender_asleep = true;
+                outbox = self.outbox_filled.wait(outbox).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            self.send_outbox(outbox);
+            outbox = lock(&self.outbox);
+        }
+    }
+
+    /// The reader's answer to a steal, left to the sender thread: the reader
+    /// never blocks on sending (see the module docs).
+    fn post_stolen(&self, tasks: Vec<WireTask>) {
+        let mut outbox = lock(&self.outbox);
+        outbox.stolen.push(tasks);
+        self.wake_sender(&mut outbox);
+    }
+
+    /// A pool thread's result: sent now if this worker has nothing else
+    /// queued, else left to the sender thread (see the module docs).
+    fn post(&self, result: WireResult, segments: Vec<Obj>) {
+        let more = self.queued.load(Ordering::Acquire) > 0;
+        let mut outbox = lock(&self.outbox);
+        outbox.results.push((result, segments));
+        if more {
+            self.wake_sender(&mut outbox);
+            return;
+        }
+        self.send_outbox(outbox);
+    }
+
+    /// Runs one job on a pool thread, unless it was stolen, and posts its
+    /// result.
     fn run(&self, job: Job) {
-        let Job { task, func, entry, inputs } = job;
+        let Job { task, func, entry, inputs, claim } = job;
+        if claim.compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return; // given back to the client: it runs elsewhere
+        }
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let started = Instant::now();
         let mut segments = Vec::new();
-        let reply = match entry {
+        let mut result = match entry {
             None => failed(task, FailKind::Input, format!("this worker has no task number {func}")),
-            Some(entry) => match catch_unwind(AssertUnwindSafe(|| result_message(task, entry, &inputs, &mut segments)))
-            {
-                Ok(reply) => reply,
+            Some(entry) => match catch_unwind(AssertUnwindSafe(|| run_task(task, entry, &inputs, &mut segments))) {
+                Ok(result) => result,
                 Err(payload) => failed(task, FailKind::Panic, panic_message(&*payload)),
             },
         };
         // The inputs are unmapped before the reply: once the client sees a
         // task done, the task holds nothing of its inputs any more.
         drop(inputs);
-        self.send(&reply, &segments);
+        let took = u32::try_from(started.elapsed().as_micros() + 1).unwrap_or(u32::MAX);
+        match &mut result {
+            WireResult::Done { micros, .. } | WireResult::Failed { micros, .. } => *micros = took,
+        }
+        self.post(result, segments);
     }
 }
 
-fn failed(task: TaskId, kind: FailKind, message: String) -> ToClient {
-    ToClient::Failed { task: task.into(), kind, message }
+fn failed(task: TaskId, kind: FailKind, message: String) -> WireResult {
+    WireResult::Failed { task: task.into(), kind, message, micros: 0 }
 }
 
-/// Calls the task and turns what it returned into the reply.
-fn result_message(task: TaskId, entry: &TaskEntry, inputs: &[Obj], segments: &mut Vec<Obj>) -> ToClient {
+/// Calls the task and turns what it returned into its result.
+fn run_task(task: TaskId, entry: &TaskEntry, inputs: &[Obj], segments: &mut Vec<Obj>) -> WireResult {
     let obj = match catch_unwind(AssertUnwindSafe(|| entry.invoke(inputs))) {
         Ok(Ok(obj)) => obj,
         Ok(Err(RunError::Returned(message))) => return failed(task, FailKind::Error, message),
@@ -307,7 +493,7 @@ fn result_message(task: TaskId, entry: &TaskEntry, inputs: &[Obj], segments: &mu
                 WireObject::Inline(bytes) => bytes.len() as u64,
                 WireObject::Fd(_) => obj.archived_bytes().map(|b| b.len() as u64).unwrap_or(0),
             };
-            ToClient::Done { task: task.into(), result, nbytes }
+            WireResult::Done { task: task.into(), result, nbytes, micros: 0 }
         }
         // E.g. an archive over rkyv's 2 GiB limit, or no memory for a segment.
         Err(e) => failed(task, FailKind::Error, format!("its result could not be stored: {e}")),

@@ -343,3 +343,73 @@ fn a_long_lived_input_forgets_its_dependents_as_they_come_and_go() {
     assert_eq!(h.finish(x, W0, 1), vec![done(x), run(z, W0)]);
     assert_eq!(h.finish(z, W0, 1), vec![done(z), run(y, W0)]);
 }
+
+#[test]
+fn a_stolen_run_moves_to_the_thief_or_back_to_the_queue() {
+    let stolen = |task, from, to| Event::TaskStolen { task, from, to };
+    let mut h = H::new(3, 3);
+    h.join(W0, 1);
+    let (ids, out) = h.submit((0..4).map(|i| node(i, &[], true)).collect());
+    assert_eq!(runs(&out), ids, "one worker with 4 slots takes all 4");
+    assert_eq!(h.join(W1, 1), vec![], "nothing is queued for the newcomer");
+    assert_eq!((h.s.load(W0), h.s.load(W1), h.s.load(W2)), (Some(4), Some(0), None));
+
+    // W0 gave back the run of ids[3]: it goes straight to the thief.
+    assert_eq!(h.ev(stolen(ids[3], W0, Some(W1))), vec![run(ids[3], W1)]);
+    assert_eq!(h.s.processing_on(ids[3]), Some(W1));
+    assert_eq!((h.s.load(W0), h.s.load(W1)), (Some(3), Some(1)));
+    // A second answer for the same run (or any run not on `from`) is ignored.
+    assert_eq!(h.ev(stolen(ids[3], W0, Some(W1))), vec![]);
+    assert_eq!(h.ev(stolen(ids[3], W0, None)), vec![]);
+    assert_eq!(h.s.processing_on(ids[3]), Some(W1));
+
+    // No thief named: back to the queue, and placement picks the least
+    // loaded worker (W1, with 1 against W0's 2).
+    assert_eq!(h.ev(stolen(ids[2], W0, None)), vec![run(ids[2], W1)]);
+    // A thief that is unknown (lost meanwhile) or is the victim itself: the
+    // queue too; now W0 (1) is the least loaded, so the run goes back there.
+    assert_eq!(h.ev(stolen(ids[1], W0, Some(W2))), vec![run(ids[1], W0)]);
+    assert_eq!(h.ev(stolen(ids[1], W0, Some(W0))), vec![run(ids[1], W0)]);
+    assert_eq!((h.s.load(W0), h.s.load(W1)), (Some(2), Some(2)));
+
+    // A full thief does not take it: fill both workers' 4 slots.
+    let (more, out) = h.submit((4..8).map(|i| node(i, &[], true)).collect());
+    assert_eq!(out, vec![run(more[0], W0), run(more[1], W1), run(more[2], W0), run(more[3], W1)]);
+    assert_eq!(h.finish(more[0], W0, 0), vec![done(more[0])]);
+    assert_eq!((h.s.load(W0), h.s.load(W1)), (Some(3), Some(4)));
+    // W1 is full: the stolen run is queued, and W0 (free) takes it back.
+    assert_eq!(h.ev(stolen(ids[0], W0, Some(W1))), vec![run(ids[0], W0)]);
+
+    // Stolen runs finish where they went, and count no death.
+    assert_eq!(h.finish(ids[3], W1, 1), vec![done(ids[3])]);
+    assert_eq!(h.finish(ids[2], W1, 1), vec![done(ids[2])]);
+    assert_eq!(h.state(ids[3]), Some(TaskState::Memory));
+}
+
+#[test]
+fn saturation_changes_every_worker_s_slots() {
+    let saturation = |extra_slots_per_thread| Event::Saturation { extra_slots_per_thread };
+    let mut h = H::new(0, 3);
+    h.join(W0, 2);
+    h.join(W1, 1);
+    let (ids, out) = h.submit((0..12).map(|i| node(i, &[], true)).collect());
+    assert_eq!(runs(&out).len(), 3, "one slot per thread");
+    assert_eq!((h.s.load(W0), h.s.load(W1)), (Some(2), Some(1)));
+    // Three slots per thread: W0 takes 4 more, W1 2 more.
+    let out = h.ev(saturation(2));
+    assert_eq!(runs(&out).len(), 6);
+    assert_eq!((h.s.load(W0), h.s.load(W1)), (Some(6), Some(3)));
+    assert_eq!(h.ev(saturation(2)), vec![], "no change, nothing to do");
+    // Back to one slot per thread: nothing is taken back, nothing more sent
+    // until a worker is below its slots again.
+    assert_eq!(h.ev(saturation(0)), vec![]);
+    let running: Vec<TaskId> = ids.iter().copied().filter(|&t| h.s.processing_on(t) == Some(W1)).collect();
+    assert_eq!(h.finish(running[0], W1, 0), vec![done(running[0])]);
+    assert_eq!(h.finish(running[1], W1, 0), vec![done(running[1])]);
+    let out = h.finish(running[2], W1, 0);
+    assert_eq!((out[0].clone(), runs(&out).len()), (done(running[2]), 1), "below its one slot: one more run");
+    // A worker joining now gets the new slots.
+    h.join(W2, 1);
+    assert_eq!(h.s.load(W2), Some(1));
+    assert_eq!(h.s.count(TaskState::Ready), 12 - 9 - 1 - 1);
+}

@@ -77,8 +77,8 @@ proptest! {
     #![proptest_config(cases(192))]
 
     /// Without faults every needed node runs exactly once (others never),
-    /// every wanted node is reported done once, and once the client lets
-    /// go nothing is left.
+    /// however many runs workers give back (steals), every wanted node is
+    /// reported done once, and once the client lets go nothing is left.
     #[test]
     fn without_faults_every_needed_task_runs_once(
         spec in dag(),
@@ -86,8 +86,10 @@ proptest! {
         workers in 1..=3u32,
         nthreads in 1..=2u32,
         extra in 0..=1u32,
+        steal_percent in prop_oneof![Just(0u64), 1..=50u64],
     ) {
         let mut sim = Sim::new(config(extra, 3), workers, nthreads, seed);
+        sim.steal_percent = steal_percent;
         let ids: Vec<TaskId> = sim.submit(graph(&spec, 0)).iter().map(|s| s.id).collect();
         sim.check();
         sim.run(0, 0);
@@ -294,7 +296,12 @@ proptest! {
                     *sim.refs.get_mut(&t).unwrap() += 1;
                     sim.event(Event::ClientRetained { task: t });
                 }
-            } else if roll < 16 && !submitted_second {
+            } else if roll < 14 {
+                sim.steal_one();
+            } else if roll < 15 {
+                let extra = sim.rng.below(3) as u32;
+                sim.event(Event::Saturation { extra_slots_per_thread: extra });
+            } else if roll < 17 && !submitted_second {
                 submitted_second = true;
                 let graph = second_graph(&mut sim, &second, spec.len());
                 sim.submit(graph);
