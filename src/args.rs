@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use shoal_core::Key;
-use shoal_core::object::{Assemble, Data, Obj, Value, assemble_list};
+use shoal_core::object::{ArchiveWriter, Assemble, Data, Obj, Value, assemble_list};
 use shoal_core::registry::TaskEntry;
 use shoal_core::scheduler::TaskId;
 use xxhash_rust::xxh3::xxh3_128;
@@ -103,10 +103,11 @@ impl Tokenizer {
         let Some(mut buf) = self.buffer.take() else { return };
         buf.extend_from_slice(std::any::type_name::<A>().as_bytes());
         // Appending keeps the hash a function of (prefix, value) only.
-        match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf) {
-            Ok(buf) => self.buffer = Some(buf),
-            // A value that cannot be serialized cannot be compared either:
-            // the call becomes impure rather than risk sharing a wrong key.
+        match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, ArchiveWriter::new(buf)) {
+            Ok(writer) => self.buffer = Some(writer.into_inner()),
+            // A value that cannot be serialized (e.g. one over rkyv's 2 GiB
+            // limit) cannot be compared either: the call becomes impure
+            // rather than risk sharing a wrong key.
             Err(_) => self.buffer = None,
         }
     }

@@ -1,5 +1,6 @@
 //! Nothing outlives a client in the processes mode: no shared-memory
-//! segment, no worker process — whether the client is dropped or killed.
+//! segment, no worker process — whether the client is dropped or killed,
+//! or one of its workers is killed.
 //!
 //! A binary of its own, so that no other test's client holds segments while
 //! these count what is left in this process; the tests take [`SERIAL`].
@@ -26,6 +27,29 @@ fn length(data: &Archived<Vec<u8>>) -> u64 {
 #[shoal::task]
 fn owned_length(data: Vec<u8>) -> u64 {
     data.len() as u64
+}
+
+/// A segment, slowly enough that a job of them is still running when a
+/// worker is killed.
+#[shoal::task]
+fn slow_make(i: u64) -> Vec<u8> {
+    std::thread::sleep(Duration::from_millis(20));
+    vec![i as u8; 1 << 20]
+}
+
+/// Reads two results in place, slowly: while it runs, its worker maps
+/// segments that the other worker may have written. Their sum, from one
+/// byte of each (every byte of a `slow_make` result is the same; summing
+/// 2 MiB byte by byte takes tens of milliseconds in a debug build).
+#[shoal::task]
+fn pair_sum(a: &Archived<Vec<u8>>, b: &Archived<Vec<u8>>) -> u64 {
+    std::thread::sleep(Duration::from_millis(20));
+    u64::from(a[a.len() - 1]) * a.len() as u64 + u64::from(b[b.len() - 1]) * b.len() as u64
+}
+
+#[shoal::task]
+fn total(xs: Vec<u64>) -> u64 {
+    xs.iter().sum()
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -57,6 +81,22 @@ fn segments_of(pid: &str, needle: &str) -> usize {
         .map(|text| text.lines().filter(|l| l.contains("memfd:shoal") && l.contains(needle)).count())
         .unwrap_or(0);
     fds + maps
+}
+
+/// The processes on the machine (their pids, as in `/proc`) that hold a
+/// descriptor or a mapping of a shoal segment whose name contains `needle`.
+fn holders_of(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| segments_of(pid, needle) > 0)
+        .collect()
+}
+
+/// The part of a segment's name that says which worker wrote it.
+fn written_by(worker: u32) -> String {
+    format!("shoal-w{worker}-")
 }
 
 /// Whether process `pid` is gone (or a zombie nobody reaped yet: a dead
@@ -161,14 +201,59 @@ fn workers_and_segments_die_with_a_client_killed_by_sigkill() {
         );
     }
     // No process on the machine holds a segment written by those workers.
-    let procs: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        .collect();
     for w in workers {
-        let needle = format!("shoal-w{w}-");
-        let holders: Vec<&String> = procs.iter().filter(|p| segments_of(p, &needle) > 0).collect();
+        let holders = holders_of(&written_by(w));
         assert!(holders.is_empty(), "processes {holders:?} still hold segments of worker {w}");
+    }
+}
+
+#[test]
+fn a_worker_killed_by_sigkill_mid_job_leaves_no_segment_behind() {
+    let _serial = serial();
+    const N: u64 = 24;
+    let client = processes(2);
+    let mut workers = client.worker_pids();
+    let (victim, other) = (workers[0], workers[1]);
+    let data = client.map(slow_make, 0..N).unwrap();
+    let sums: Vec<Future<u64>> = data.windows(2).map(|ab| client.submit(pair_sum, (&ab[0], &ab[1])).unwrap()).collect();
+    let all = client.submit(total, &sums).unwrap();
+    // Kill it while its segments are in flight: held by the client, and
+    // mapped by the other worker, which is reading them.
+    assert!(
+        eventually(
+            || segments_of("self", &written_by(victim)) > 0 && segments_of(&other.to_string(), &written_by(victim)) > 0
+        ),
+        "worker {other} reads segments written by worker {victim}"
+    );
+    assert!(!all.done(), "the job is still running");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(victim as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // The job finishes, right: what the victim ran or held is recomputed.
+    assert!(all.wait_timeout(Duration::from_secs(30)).unwrap(), "the job finished");
+    let expected: Vec<u64> = (1..N).map(|i| u64::from((i - 1) as u8 + i as u8) << 20).collect();
+    assert_eq!(all.result().unwrap(), expected.iter().sum::<u64>());
+    assert_eq!(client.gather(&sums).unwrap(), expected);
+    assert!(eventually(|| is_dead(victim)), "worker {victim} is dead");
+    workers.extend(client.worker_pids());
+    assert!(!client.worker_pids().contains(&victim), "the dead worker is no longer the client's");
+    // Released results are freed while the client lives on: the victim's
+    // segments are not kept past its death — by the client or by the worker
+    // that read them — nor anyone else's past their use.
+    drop((data, sums, all));
+    assert!(eventually(|| segments_of("self", "") == 0), "no segment left in the client, which is still running");
+    assert!(eventually(|| holders_of(&written_by(victim)).is_empty()), "no live worker holds the victim's segments");
+    drop(client);
+    assert_eq!(segments_of("self", ""), 0, "no segment descriptor or mapping left in the client");
+    for &w in &workers {
+        assert!(eventually(|| is_dead(w)), "worker {w} is gone");
+    }
+    // No process on the machine holds a segment that a worker of this
+    // client wrote — the killed one first of all.
+    for w in workers {
+        let holders = holders_of(&written_by(w));
+        assert!(holders.is_empty(), "processes {holders:?} still hold segments of worker {w} (victim: {victim})");
     }
 }

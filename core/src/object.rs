@@ -15,6 +15,17 @@
 //! A parameter written `&Archived<T>` reads the producer's bytes in place in
 //! every mode. A parameter written `T` gets its own `T`: a clone in the
 //! threads mode, a deserialization where only an archive exists.
+//!
+//! # Size limit
+//!
+//! An archive is at most [`MAX_ARCHIVE_LEN`] bytes (2 GiB less 64 KiB): rkyv,
+//! built with its default 32-bit relative pointers, cannot address more, and
+//! *panics* when an offset does not fit. Every archive shoal makes goes
+//! through an [`ArchiveWriter`], which refuses the write that would cross the
+//! limit, so a larger value fails with [`ArchiveTooLarge`] — a clear error,
+//! early (before its big bytes are copied), never a panic. In the threads
+//! mode that fails only the consumers that ask for `&Archived<T>`; by-value
+//! consumers never need the archive.
 
 use std::any::Any;
 use std::fmt;
@@ -22,8 +33,10 @@ use std::sync::{Arc, OnceLock};
 
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
+use rkyv::primitive::FixedIsize;
+use rkyv::rancor::{self, Source};
 use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Archived, Deserialize, Serialize};
 
@@ -33,12 +46,13 @@ use crate::registry::InputError;
 /// validatable, deserializable) that can be cloned and shared across threads.
 ///
 /// Implemented for every such type; derive `Archive, Serialize, Deserialize`
-/// (and `Clone`) on your own types.
+/// (and `Clone`) on your own types. (Serialization goes through an
+/// [`ArchiveWriter`], which derived impls accept like any writer.)
 pub trait Data:
     Archive<
         Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
                       + Deserialize<Self, HighDeserializer<rancor::Error>>,
-    > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+    > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, rancor::Error>>
     + Clone
     + Send
     + Sync
@@ -50,13 +64,102 @@ impl<T> Data for T where
     T: Archive<
             Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
                           + Deserialize<T, HighDeserializer<rancor::Error>>,
-        > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, rancor::Error>>
         + Clone
         + Send
         + Sync
         + 'static
 {
 }
+
+/// The most bytes an rkyv relative pointer can span: `i32::MAX` with rkyv's
+/// default 32-bit pointers (`FixedIsize`), far more with `pointer_width_64`.
+const POINTER_SPAN: usize = FixedIsize::MAX as usize;
+
+/// Room left under [`POINTER_SPAN`] for the one kind of write whose offsets
+/// are computed before it is checked: an archived struct's own bytes. rkyv
+/// resolves a struct's pointers at the position it is about to write it at,
+/// then writes it; every earlier write was checked, so the struct starts at or
+/// below the limit, and a pointer in its first 64 KiB still fits. (Only a
+/// struct whose archived form has a pointer beyond its first 64 KiB, right at
+/// the limit, could still hit rkyv's panic: in task code, the task then fails
+/// as for any panic.)
+const HEADROOM: usize = 64 << 10;
+
+const _: () = assert!(POINTER_SPAN > 2 * HEADROOM);
+
+/// The largest archive shoal makes, in bytes: 2 GiB less 64 KiB with rkyv's
+/// 32-bit relative pointers (see the module docs).
+pub const MAX_ARCHIVE_LEN: usize = POINTER_SPAN - HEADROOM;
+
+/// The writer every archive is made with: an [`AlignedVec`] that refuses to
+/// grow past [`MAX_ARCHIVE_LEN`], so that a value too large for rkyv's
+/// relative pointers fails with [`ArchiveTooLarge`] instead of panicking in
+/// rkyv, and before its bytes are copied (a `Vec<u8>` is written in one go).
+pub struct ArchiveWriter {
+    bytes: AlignedVec,
+    limit: usize,
+}
+
+impl ArchiveWriter {
+    /// A writer that appends to `bytes` (which may hold a prefix: its length
+    /// counts against the limit, as rkyv's positions do).
+    pub fn new(bytes: AlignedVec) -> ArchiveWriter {
+        ArchiveWriter::with_limit(bytes, MAX_ARCHIVE_LEN)
+    }
+
+    fn with_limit(bytes: AlignedVec, limit: usize) -> ArchiveWriter {
+        ArchiveWriter { bytes, limit }
+    }
+
+    /// The bytes written.
+    pub fn into_inner(self) -> AlignedVec {
+        self.bytes
+    }
+}
+
+impl Positional for ArchiveWriter {
+    fn pos(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl<E: Source> Writer<E> for ArchiveWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        let len = self.bytes.len();
+        if bytes.len() > self.limit.saturating_sub(len) {
+            return Err(E::new(ArchiveTooLarge { at_least: len.saturating_add(bytes.len()), limit: self.limit }));
+        }
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// A value whose archive would exceed [`MAX_ARCHIVE_LEN`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveTooLarge {
+    /// Bytes the archive needs at least (serialization stops at the first
+    /// write past the limit).
+    pub at_least: usize,
+    /// The limit it crossed.
+    pub limit: usize,
+}
+
+impl fmt::Display for ArchiveTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gib = (POINTER_SPAN as u128 + 1) >> 30;
+        let bits = FixedIsize::BITS;
+        write!(
+            f,
+            "values over {gib} GiB cannot be archived: this one needs at least {} bytes, over the limit of {} bytes \
+             set by rkyv's {bits}-bit relative pointers; split it into chunks under {gib} GiB \
+             (one task result or argument each)",
+            self.at_least, self.limit
+        )
+    }
+}
+
+impl std::error::Error for ArchiveTooLarge {}
 
 /// A stored argument or result, of any kind.
 pub trait Object: Any + Send + Sync {
@@ -116,9 +219,15 @@ impl<T: Data> Value<T> {
 }
 
 /// Serialize and validate once: the validated bytes can then be read with
-/// `access_unchecked` for as long as they live.
+/// `access_unchecked` for as long as they live. A value over
+/// [`MAX_ARCHIVE_LEN`] fails early with [`ArchiveTooLarge`]'s message.
 fn make_archive<T: Data>(value: &T) -> Result<AlignedVec, String> {
-    let bytes = rkyv::to_bytes::<rancor::Error>(value).map_err(|e| e.to_string())?;
+    make_archive_in(value, ArchiveWriter::new(AlignedVec::new()))
+}
+
+fn make_archive_in<T: Data>(value: &T, writer: ArchiveWriter) -> Result<AlignedVec, String> {
+    let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer).map_err(|e| e.to_string())?;
+    let bytes = bytes.into_inner();
     rkyv::access::<Archived<T>, rancor::Error>(&bytes).map_err(|e| e.to_string())?;
     Ok(bytes)
 }
@@ -251,3 +360,80 @@ pub fn assemble_list<T: Data>(items: &[Obj]) -> Result<Obj, InputError> {
 
 /// The type-erased form of [`assemble_list`].
 pub type Assemble = fn(&[Obj]) -> Result<Obj, InputError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive_with_limit<T: Data>(value: &T, limit: usize) -> Result<AlignedVec, String> {
+        make_archive_in(value, ArchiveWriter::with_limit(AlignedVec::new(), limit))
+    }
+
+    #[test]
+    fn an_archive_may_fill_the_limit_exactly_and_not_one_byte_more() {
+        // An `ArchivedVec<u8>` is the bytes, padded to 4, then an 8-byte
+        // header (a 32-bit relative pointer and a 32-bit length).
+        let fits = archive_with_limit(&vec![7u8; 992], 1000).unwrap();
+        assert_eq!(fits.len(), 1000);
+        let err = archive_with_limit(&vec![7u8; 993], 1000).unwrap_err();
+        assert!(err.contains("cannot be archived") && err.contains("at least 1004 bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_write_that_would_cross_the_limit_is_refused_before_it_is_copied() {
+        let mut writer = ArchiveWriter::with_limit(AlignedVec::new(), 100);
+        Writer::<rancor::Error>::write(&mut writer, &[1; 60]).unwrap();
+        let err = Writer::<rancor::Error>::write(&mut writer, &[2; 1 << 20]).unwrap_err();
+        assert!(err.to_string().contains(&format!("at least {} bytes", 60 + (1 << 20))), "{err}");
+        assert_eq!(writer.pos(), 60, "nothing of the refused write was copied");
+        // A prefix already in the buffer counts, as it does in rkyv's positions.
+        let mut prefixed = AlignedVec::new();
+        prefixed.extend_from_slice(&[0; 90]);
+        assert!(Writer::<rancor::Error>::write(&mut ArchiveWriter::with_limit(prefixed, 100), &[1; 11]).is_err());
+    }
+
+    #[test]
+    fn nested_values_near_the_limit_fail_cleanly_or_round_trip() {
+        // Every length around the limit, for a value with pointers at two
+        // levels (strings over 8 bytes are out of line): an error or a valid
+        // archive, never a panic.
+        let (mut fit, mut refused) = (0, 0);
+        for n in 0..40u8 {
+            let value: Vec<String> = (0..n).map(|i| "x".repeat(usize::from(i % 5) * 4)).collect();
+            match archive_with_limit(&value, 400) {
+                Ok(bytes) => {
+                    assert!(bytes.len() <= 400);
+                    assert_eq!(rkyv::from_bytes::<Vec<String>, rancor::Error>(&bytes).unwrap(), value);
+                    fit += 1;
+                }
+                Err(e) => {
+                    assert!(e.contains("cannot be archived"), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(fit > 5 && refused > 5, "both sides of the limit: {fit} fit, {refused} refused");
+    }
+
+    #[test]
+    fn the_real_limit_is_2_gib_less_the_headroom_and_the_error_says_what_to_do() {
+        assert_eq!(MAX_ARCHIVE_LEN, i32::MAX as usize - (64 << 10));
+        let message = ArchiveTooLarge { at_least: 3 << 30, limit: MAX_ARCHIVE_LEN }.to_string();
+        for needle in ["over 2 GiB cannot be archived", "32-bit relative pointers", "split it into chunks under 2 GiB"]
+        {
+            assert!(message.contains(needle), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_value_too_large_to_archive_fails_its_archived_readers_every_time() {
+        // The error is kept: a second reader does not serialize again.
+        let value = Value::new(vec![1u8; 100]);
+        assert!(value.archive.set(Box::new(archive_with_limit(&value.value, 50))).is_ok());
+        for _ in 0..2 {
+            let err = read_archived::<Vec<u8>>(&value).unwrap_err();
+            assert!(err.0.contains("could not archive") && err.0.contains("cannot be archived"), "{err}");
+        }
+        assert_eq!(read_owned::<Vec<u8>>(&value).unwrap(), vec![1u8; 100], "by value needs no archive");
+    }
+}
