@@ -123,7 +123,7 @@ fn steals_never_start_a_run_twice() {
 /// both ways while runs are stolen.
 #[shoal::task]
 fn echo_big(data: Vec<u8>) -> Vec<u8> {
-    std::thread::sleep(Duration::from_micros(if data[0] % 5 == 0 { 3_000 } else { 100 }));
+    std::thread::sleep(Duration::from_micros(if data[0].is_multiple_of(5) { 3_000 } else { 100 }));
     data.into_iter().rev().collect()
 }
 

@@ -240,7 +240,12 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("case", choices=sorted(CASES))
     p.add_argument("--mode", choices=["processes", "threads"], default="processes")
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed warm-up rounds before the timed ones (0: none)")
+    p.add_argument("--warmup-size", type=int, default=None,
+                   help="cap the warm-up rounds' size (tasks, leaves, MiB or files) "
+                        "at this; default: the timed size")
     p.add_argument("--timeout", type=float, default=600, help="whole-run watchdog, seconds")
     p.add_argument("--quick", action="store_true", help="small default sizes")
     p.add_argument("--saturation", type=float, default=None,
@@ -264,6 +269,8 @@ def parse_args(argv):
         p.error("count_letters needs --dir")
     if a.rounds < 1 or (a.n is not None and a.n < 1) or a.leaves < 1 or a.mb < 1:
         p.error("sizes and --rounds must be >= 1")
+    if a.warmup < 0 or (a.warmup_size is not None and a.warmup_size < 1):
+        p.error("--warmup must be >= 0 and --warmup-size >= 1")
     return a
 
 
@@ -349,7 +356,21 @@ def main(argv):
             extra["round_s"], extra["round_median_call_s"] = [], []
 
         extra["phase"] = "warmup"
-        extra["warmup_s"] = run()[0]
+        extra["warmup_rounds"] = args.warmup
+        warm = run
+        if args.warmup and args.warmup_size is not None:
+            # A smaller round of the same case: it starts the same code paths
+            # (functions shipped, connections opened, task durations learnt)
+            # without costing a whole round of a big case.
+            wargs = argparse.Namespace(**vars(args))
+            for field in ("n", "leaves", "mb", "files"):
+                if getattr(wargs, field) is not None:
+                    setattr(wargs, field, min(getattr(wargs, field), args.warmup_size))
+            if args.case == "count_letters" and wargs.files is None:
+                wargs.files = args.warmup_size
+            warm = CASES[args.case](client, wargs)
+            extra["warmup_size"] = args.warmup_size
+        extra["warmup_s"] = sum(warm()[0] for _ in range(args.warmup))
         settle(client)
         for i in range(args.rounds):
             extra["phase"] = "round %d" % (i + 1)

@@ -3,17 +3,28 @@
 //! Each prints a table of medians over several rounds and the ratios that
 //! the targets are stated in, all measured in the same run.
 
+mod chart;
+mod compare;
 mod count_letters;
 mod overhead;
+mod processes;
 mod table;
 
 const USAGE: &str = "\
-usage: shoal-bench <benchmark> [--rounds N] [--quick]
+usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P]
 
 benchmarks:
   count-letters   sequential vs rayon vs shoal threads on the count_letters job
   overhead        per-task cost: map, tree reduction, chain, round trip, million tasks, memory
-  all             every benchmark above";
+                  (--processes P: in the processes mode, on P worker processes)
+  processes       the processes mode: count-letters and count-letters-pipeline vs threads and
+                  rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
+  all             every benchmark above
+  compare         shoal vs Dask side by side (same work, alternated rounds); writes
+                  bench/RESULTS.md and bench/results/speedup.svg. Default 3 rounds
+                  (--quick: 2, small sizes, under two minutes); --no-dask: shoal only.
+                  Creates the Python venv bench/.venv with the pinned Dask if missing
+                  (SHOAL_BENCH_VENV=DIR puts it elsewhere).";
 
 /// Options shared by every benchmark.
 pub struct Opts {
@@ -28,21 +39,32 @@ fn main() {
         eprintln!("{USAGE}");
         std::process::exit(2);
     };
-    let mut opts = Opts { rounds: 5, quick: false };
+    let (mut rounds, mut quick, mut dask, mut processes) = (None, false, true, None);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--quick" => opts.quick = true,
+            "--quick" => quick = true,
+            "--no-dask" if name == "compare" => dask = false,
+            "--processes" if name == "overhead" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(p) if p > 0 => processes = Some(p),
+                _ => fail("--processes needs a positive number"),
+            },
             "--rounds" => match args.next().and_then(|v| v.parse().ok()) {
-                Some(n) if n > 0 => opts.rounds = n,
+                Some(n) if n > 0 => rounds = Some(n),
                 _ => fail("--rounds needs a positive number"),
             },
             other => fail(&format!("unknown option {other}")),
         }
     }
+    let opts = Opts { rounds: rounds.unwrap_or(5), quick };
     let result = match name.as_str() {
+        "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask }),
         "count-letters" => count_letters::run(&opts),
-        "overhead" => overhead::run(&opts),
-        "all" => count_letters::run(&opts).and_then(|_| overhead::run(&opts)),
+        "overhead" => overhead::run(&opts, processes),
+        "processes" => processes::run(&opts),
+        "all" => count_letters::run(&opts)
+            .and_then(|_| overhead::run(&opts, None))
+            .and_then(|_| overhead::run(&opts, Some(2)))
+            .and_then(|_| processes::run(&opts)),
         "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

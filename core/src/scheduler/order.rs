@@ -55,11 +55,11 @@ pub(super) fn order(graph: &[NewTask]) -> Vec<u32> {
             let deps = &graph[node].deps;
             if k < deps.len() {
                 top.1 += 1;
-                if let Dep::Node(j) = deps[k] {
-                    if order[j] == UNSEEN {
-                        order[j] = ON_STACK;
-                        stack.push((j, 0));
-                    }
+                if let Dep::Node(j) = deps[k]
+                    && order[j] == UNSEEN
+                {
+                    order[j] = ON_STACK;
+                    stack.push((j, 0));
                 }
             } else {
                 order[node] = next;
