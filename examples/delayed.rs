@@ -2,8 +2,11 @@
 //! summarize the list — built in a plain loop, computed at once.
 //!
 //! ```text
-//! cargo run --release --example delayed
+//! cargo run --release --example delayed [-- --processes P | --threads N]
 //! ```
+
+#[path = "common/mode.rs"]
+mod mode;
 
 use shoal::prelude::*;
 
@@ -26,7 +29,7 @@ fn summarize(results: Vec<u64>) -> (u64, u64) {
 
 fn main() -> shoal::Result<()> {
     shoal::init();
-    let client = Client::local()?;
+    let client = mode::client_from_args()?;
 
     let filenames: Vec<String> = (0..32).map(|i| format!("file-{i:02}.dat")).collect();
     let mut results = Vec::new();

@@ -2,10 +2,11 @@
 //! errors that name their task, and `as_completed`.
 //!
 //! ```text
-//! cargo run --release --example futures
+//! cargo run --release --example futures [-- --processes P | --threads N]
 //! ```
 
-use shoal::prelude::*;
+#[path = "common/mode.rs"]
+mod mode;
 
 #[shoal::task]
 fn inc(x: i64) -> i64 {
@@ -29,7 +30,7 @@ fn checked_sqrt(x: i64) -> Result<f64, String> {
 
 fn main() -> shoal::Result<()> {
     shoal::init();
-    let client = Client::local()?;
+    let client = mode::client_from_args()?;
 
     // One task, then one that depends on it: pass the future as the argument.
     let x = client.submit(inc, 10)?;
