@@ -14,7 +14,7 @@ use std::time::Instant;
 use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::object::{Assemble, Obj};
-use shoal_core::scheduler::{Dep, TaskId};
+use shoal_core::scheduler::{Dep, NewTask, TaskId};
 
 use crate::error::Result;
 
@@ -111,4 +111,51 @@ pub(crate) trait Engine: Send + Sync + 'static {
     }
     /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn shutdown(&self);
+}
+
+/// A stored argument of a task: a value, or the id of a task whose result
+/// it takes (one, or a list assembled into a `Vec`).
+pub(crate) enum SpecArg {
+    Value(Obj),
+    Dep(TaskId),
+    List(Box<[TaskId]>, Assemble),
+}
+
+/// The scheduler's view of a graph: each node's key, options and inputs (a
+/// task that names the same input twice depends on it once).
+pub(crate) fn new_tasks(nodes: &[GraphNode]) -> Vec<NewTask> {
+    nodes
+        .iter()
+        .map(|n| {
+            let mut deps: Vec<Dep> = Vec::new();
+            for arg in &n.args {
+                match arg {
+                    NodeArg::Value(_) => {}
+                    NodeArg::Dep(d) => deps.push(*d),
+                    NodeArg::List(ds, _) => deps.extend_from_slice(ds),
+                }
+            }
+            if deps.len() > 1 {
+                let mut seen = std::collections::HashSet::with_capacity(deps.len());
+                deps.retain(|d| seen.insert(*d));
+            }
+            NewTask { key: n.key, deps, wanted: n.wanted, priority: n.priority, retries: n.retries }
+        })
+        .collect()
+}
+
+/// A node's arguments as stored, with its graph-relative inputs resolved to
+/// the ids `submit` gave the graph's nodes.
+pub(crate) fn spec_args(args: Vec<NodeArg>, ids: &[TaskId]) -> Box<[SpecArg]> {
+    let resolve = |d: &Dep| match *d {
+        Dep::Node(i) => ids[i],
+        Dep::Task(id) => id,
+    };
+    args.into_iter()
+        .map(|arg| match arg {
+            NodeArg::Value(obj) => SpecArg::Value(obj),
+            NodeArg::Dep(d) => SpecArg::Dep(resolve(&d)),
+            NodeArg::List(ds, assemble) => SpecArg::List(ds.iter().map(resolve).collect(), assemble),
+        })
+        .collect()
 }

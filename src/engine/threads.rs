@@ -29,9 +29,9 @@ use shoal_core::TaskFailure;
 use shoal_core::executor::{Local, Pool, Sink, Spawner};
 use shoal_core::object::{Assemble, Obj};
 use shoal_core::registry::{self, RunError, TaskEntry};
-use shoal_core::scheduler::{Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId};
+use shoal_core::scheduler::{Action, Event, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId};
 
-use super::{Engine, GraphNode, NodeArg, Status};
+use super::{Engine, GraphNode, SpecArg, Status, new_tasks, spec_args};
 use crate::error::{Error, Result};
 
 /// How many times a waiting client looks again (yielding in between)
@@ -95,12 +95,6 @@ impl Spec {
             _ => None,
         }
     }
-}
-
-enum SpecArg {
-    Value(Obj),
-    Dep(TaskId),
-    List(Box<[TaskId]>, Assemble),
 }
 
 /// A task ready to run, with its inputs in hand.
@@ -412,21 +406,7 @@ impl Engine for ThreadsEngine {
             if st.closed {
                 return Err(Error::Closed);
             }
-            let tasks = nodes
-                .iter()
-                .map(|n| {
-                    let mut deps: Vec<Dep> = Vec::new();
-                    for arg in &n.args {
-                        match arg {
-                            NodeArg::Value(_) => {}
-                            NodeArg::Dep(d) => deps.push(*d),
-                            NodeArg::List(ds, _) => deps.extend_from_slice(ds),
-                        }
-                    }
-                    dedup_deps(&mut deps);
-                    NewTask { key: n.key, deps, wanted: n.wanted, priority: n.priority, retries: n.retries }
-                })
-                .collect();
+            let tasks = new_tasks(&nodes);
             let mut actions = std::mem::take(&mut st.actions);
             let submitted = st.sched.submit(tasks, &mut actions);
             let submitted = match submitted {
@@ -437,23 +417,11 @@ impl Engine for ThreadsEngine {
                 }
             };
             let ids: Vec<TaskId> = submitted.iter().map(|s| s.id).collect();
-            let resolve = |d: &Dep| match *d {
-                Dep::Node(i) => ids[i],
-                Dep::Task(id) => id,
-            };
             for (node, s) in nodes.into_iter().zip(&submitted) {
                 if !s.new {
                     continue;
                 }
-                let args = node
-                    .args
-                    .into_iter()
-                    .map(|arg| match arg {
-                        NodeArg::Value(obj) => SpecArg::Value(obj),
-                        NodeArg::Dep(d) => SpecArg::Dep(resolve(&d)),
-                        NodeArg::List(ds, assemble) => SpecArg::List(ds.iter().map(resolve).collect(), assemble),
-                    })
-                    .collect();
+                let args = spec_args(node.args, &ids);
                 let index = s.id.index as usize;
                 if st.specs.len() <= index {
                     st.specs.resize_with(index + 1, || None);
@@ -558,13 +526,5 @@ impl Engine for ThreadsEngine {
         self.changed.notify_all();
         let pool = lock(&self.pool).take();
         drop(pool);
-    }
-}
-
-/// A task that names the same input twice depends on it once.
-fn dedup_deps(deps: &mut Vec<Dep>) {
-    if deps.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity(deps.len());
-        deps.retain(|d| seen.insert(*d));
     }
 }

@@ -203,15 +203,15 @@ use std::time::Instant;
 
 use shoal_core::Key;
 use shoal_core::object::Obj;
-use shoal_core::scheduler::{Dep, Event, NewTask, Scheduler, SchedulerConfig, TaskId};
+use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId};
 
 use self::objects::Outgoing;
 use self::protocol::ToWorker;
-use self::state::{Effects, Interest, Spec, SpecArg, State};
+use self::state::{Effects, Interest, Spec, State};
 use self::store::{Store, StoreConfig};
 use self::supervisor::{SpawnConfig, Supervisor};
 use self::workers::Conn;
-use super::{Engine, GraphNode, NodeArg, Status};
+use super::{Engine, GraphNode, NodeArg, Status, new_tasks, spec_args};
 use crate::error::{Error, Result};
 
 pub(crate) use self::worker::WORKER_HOOK;
@@ -399,21 +399,7 @@ impl Engine for ProcessesEngine {
             if st.closed {
                 return Err(Error::Closed);
             }
-            let tasks = nodes
-                .iter()
-                .map(|n| {
-                    let mut deps: Vec<Dep> = Vec::new();
-                    for arg in &n.args {
-                        match arg {
-                            NodeArg::Value(_) => {}
-                            NodeArg::Dep(d) => deps.push(*d),
-                            NodeArg::List(ds, _) => deps.extend_from_slice(ds),
-                        }
-                    }
-                    dedup_deps(&mut deps);
-                    NewTask { key: n.key, deps, wanted: n.wanted, priority: n.priority, retries: n.retries }
-                })
-                .collect();
+            let tasks = new_tasks(&nodes);
             let mut actions = std::mem::take(&mut st.actions);
             let submitted = match st.sched.submit(tasks, &mut actions) {
                 Ok(s) => s,
@@ -423,23 +409,11 @@ impl Engine for ProcessesEngine {
                 }
             };
             let ids: Vec<TaskId> = submitted.iter().map(|s| s.id).collect();
-            let resolve = |d: &Dep| match *d {
-                Dep::Node(i) => ids[i],
-                Dep::Task(id) => id,
-            };
             for (node, s) in nodes.into_iter().zip(&submitted) {
                 if !s.new {
                     continue;
                 }
-                let args = node
-                    .args
-                    .into_iter()
-                    .map(|arg| match arg {
-                        NodeArg::Value(obj) => SpecArg::Value(obj),
-                        NodeArg::Dep(d) => SpecArg::Dep(resolve(&d)),
-                        NodeArg::List(ds, assemble) => SpecArg::List(ds.iter().map(resolve).collect(), assemble),
-                    })
-                    .collect();
+                let args = spec_args(node.args, &ids);
                 let index = s.id.index as usize;
                 if st.specs.len() <= index {
                     st.specs.resize_with(index + 1, || None);
@@ -632,12 +606,4 @@ impl Engine for ProcessesEngine {
 /// A result that could not be read back from its spill file.
 fn spill_error(message: String) -> Error {
     Error::Io(std::io::Error::other(message))
-}
-
-/// A task that names the same input twice depends on it once.
-fn dedup_deps(deps: &mut Vec<Dep>) {
-    if deps.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity(deps.len());
-        deps.retain(|d| seen.insert(*d));
-    }
 }

@@ -16,7 +16,7 @@ use shoal_core::scheduler::{Action, Event, Scheduler, TaskId, TaskState, WorkerI
 
 use super::store::{Fetched, Slot, SpillJob, Store};
 use super::workers::Conn;
-use crate::engine::Status;
+use crate::engine::{SpecArg, Status};
 use crate::error::{Error, Result};
 
 pub(super) struct State {
@@ -59,12 +59,6 @@ pub(super) struct Spec {
 pub(super) struct Held {
     pub(super) slot: Slot,
     pub(super) worker: WorkerId,
-}
-
-pub(super) enum SpecArg {
-    Value(Obj),
-    Dep(TaskId),
-    List(Box<[TaskId]>, Assemble),
 }
 
 /// A `Run` to send, with its inputs in hand.
