@@ -7,6 +7,7 @@
 
 pub(crate) mod processes;
 pub(crate) mod threads;
+pub(crate) mod wait;
 
 use std::sync::Arc;
 use std::time::Instant;

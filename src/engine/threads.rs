@@ -31,12 +31,9 @@ use shoal_core::object::{Assemble, Obj};
 use shoal_core::registry::{self, RunError, TaskEntry};
 use shoal_core::scheduler::{Action, Event, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId};
 
+use super::wait::{Interest, Waitable, Waiters, block_until, block_until_with, lock};
 use super::{Engine, GraphNode, SpecArg, Status, new_tasks, spec_args};
 use crate::error::{Error, Result};
-
-/// How many times a waiting client looks again (yielding in between)
-/// before it sleeps.
-const CLIENT_SPINS: u32 = 32;
 
 /// The only worker of this engine.
 const WORKER: WorkerId = WorkerId(0);
@@ -55,16 +52,10 @@ struct State {
     /// What to run for each live task, by `TaskId::index`.
     specs: Vec<Option<Spec>>,
     /// What blocked client threads wait for.
-    waiters: Vec<Interest>,
+    waiters: Waiters,
     closed: bool,
     /// Reused buffer for the scheduler's actions.
     actions: Vec<Action>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Interest {
-    Task(TaskId),
-    Any,
 }
 
 /// What the engine keeps per live task besides the scheduler's record.
@@ -128,7 +119,7 @@ impl ThreadsEngine {
         sched.handle(Event::WorkerJoined { worker: WORKER, nthreads: nthreads as u32 }, &mut actions);
         let pool = Pool::new(nthreads);
         let engine = Arc::new(ThreadsEngine {
-            state: Mutex::new(State { sched, specs: Vec::new(), waiters: Vec::new(), closed: false, actions }),
+            state: Mutex::new(State { sched, specs: Vec::new(), waiters: Waiters::default(), closed: false, actions }),
             changed: Condvar::new(),
             spawner: pool.spawner().clone(),
             pool: Mutex::new(None),
@@ -188,70 +179,6 @@ impl ThreadsEngine {
             self.changed.notify_all();
         }
     }
-
-    /// Wait on the condition variable until `done` says so, registering
-    /// `interest` meanwhile.
-    fn block_until<T>(
-        &self,
-        interest: Interest,
-        deadline: Option<Instant>,
-        mut done: impl FnMut(&State) -> Option<T>,
-    ) -> Result<Option<T>> {
-        self.block_until_with(deadline, |st| done(st).ok_or(interest))
-    }
-
-    /// Wait until `check` answers `Ok`; while it answers `Err(interest)`,
-    /// sleep until something matching `interest` is reported (or the
-    /// deadline passes: `Ok(None)`).
-    fn block_until_with<T>(
-        &self,
-        deadline: Option<Instant>,
-        mut check: impl FnMut(&State) -> std::result::Result<T, Interest>,
-    ) -> Result<Option<T>> {
-        let mut st = self.lock();
-        let mut spins = 0;
-        loop {
-            let interest = match check(&st) {
-                Ok(answer) => return Ok(Some(answer)),
-                Err(interest) => interest,
-            };
-            if st.closed {
-                return Err(Error::Closed);
-            }
-            // A short task finishes within microseconds: look again a few
-            // times (letting the workers run) before paying for a sleep and
-            // a wake-up, which cost more than the task itself.
-            if spins < CLIENT_SPINS {
-                spins += 1;
-                drop(st);
-                std::thread::yield_now();
-                st = self.lock();
-                continue;
-            }
-            let timeout = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(t) if !t.is_zero() => Some(t),
-                    _ => return Ok(None),
-                },
-                None => None,
-            };
-            st.waiters.push(interest);
-            st = match timeout {
-                Some(t) => self.changed.wait_timeout(st, t).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0),
-                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
-            };
-            if let Some(pos) = st.waiters.iter().position(|w| *w == interest) {
-                st.waiters.swap_remove(pos);
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock can only come from a bug in shoal
-    // itself (task code never runs under it); the state is still the last
-    // consistent one, so carry on rather than poison every later call.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Assemble the inputs and call the task, turning errors and panics into a
@@ -286,6 +213,16 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "a panic with a non-string payload".to_string()
+    }
+}
+
+impl Waitable for State {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn stopped(&self) -> Option<Error> {
+        self.closed.then_some(Error::Closed)
     }
 }
 
@@ -346,7 +283,7 @@ impl State {
     }
 
     fn is_awaited(&self, task: TaskId) -> bool {
-        self.waiters.iter().any(|w| *w == Interest::Any || *w == Interest::Task(task))
+        self.waiters.awaits(task)
     }
 
     /// Where the task stands, as its futures see it.
@@ -463,13 +400,14 @@ impl Engine for ThreadsEngine {
     }
 
     fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status> {
-        let status =
-            self.block_until(Interest::Task(id), deadline, |st| Some(st.status(id)).filter(Status::is_finished))?;
+        let status = block_until(&self.state, &self.changed, Interest::Task(id), deadline, |st| {
+            Some(st.status(id)).filter(Status::is_finished)
+        })?;
         Ok(status.unwrap_or(Status::Pending))
     }
 
     fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>> {
-        let found = self.block_until(Interest::Any, deadline, |st| {
+        let found = block_until(&self.state, &self.changed, Interest::Any, deadline, |st| {
             let done: Vec<usize> =
                 ids.iter().enumerate().filter(|(_, id)| st.status(**id).is_finished()).map(|(i, _)| i).collect();
             (!done.is_empty() || ids.is_empty()).then_some(done)
@@ -484,7 +422,7 @@ impl Engine for ThreadsEngine {
         deadline: Option<Instant>,
     ) -> Result<(usize, Option<Arc<TaskFailure>>)> {
         let mut cursor = from;
-        let answer = self.block_until_with(deadline, |st| {
+        let answer = block_until_with(&self.state, &self.changed, deadline, |st| {
             while let Some(&id) = ids.get(cursor) {
                 match st.status(id) {
                     Status::Finished => cursor += 1,

@@ -207,10 +207,11 @@ use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId};
 
 use self::objects::Outgoing;
 use self::protocol::ToWorker;
-use self::state::{Effects, Interest, Spec, State};
+use self::state::{Effects, Spec, State};
 use self::store::{Store, StoreConfig};
 use self::supervisor::{SpawnConfig, Supervisor};
 use self::workers::Conn;
+use super::wait::{Interest, block_until, block_until_with, lock};
 use super::{Engine, GraphNode, NodeArg, Status, new_tasks, spec_args};
 use crate::error::{Error, Result};
 
@@ -222,10 +223,6 @@ pub(crate) use self::worker::WORKER_HOOK;
 /// batches of about this size (each batch costs a frame and a wake-up on
 /// each side). Stealing evens out what this lets pile up on one worker.
 const EXTRA_SLOTS_PER_THREAD: u32 = 8;
-
-/// How many times a waiting client looks again (yielding in between)
-/// before it sleeps.
-const CLIENT_SPINS: u32 = 32;
 
 /// How the engine is set up.
 #[derive(Clone, Debug)]
@@ -250,12 +247,6 @@ pub(crate) struct ProcessesEngine {
     next_segment: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Task code never runs under these locks; a panic under one can only be
-    // a bug in shoal, and the state is the last consistent one: carry on.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl ProcessesEngine {
     /// Starts the workers and waits until all of them said hello.
     pub(crate) fn start(config: Config) -> Result<Arc<ProcessesEngine>> {
@@ -278,7 +269,7 @@ impl ProcessesEngine {
                     ..SchedulerConfig::default()
                 }),
                 specs: Vec::new(),
-                waiters: Vec::new(),
+                waiters: Default::default(),
                 closed: false,
                 broken: None,
                 actions: Vec::new(),
@@ -312,66 +303,6 @@ impl ProcessesEngine {
         let mut pids: Vec<u32> = self.lock().workers.values().map(|c| c.pid).collect();
         pids.sort_unstable();
         pids
-    }
-
-    /// Wait on the condition variable until `done` says so, registering
-    /// `interest` meanwhile.
-    fn block_until<T>(
-        &self,
-        interest: Interest,
-        deadline: Option<Instant>,
-        mut done: impl FnMut(&State) -> Option<T>,
-    ) -> Result<Option<T>> {
-        self.block_until_with(deadline, |st| done(st).ok_or(interest))
-    }
-
-    /// Wait until `check` answers `Ok`; while it answers `Err(interest)`,
-    /// sleep until something matching `interest` is reported (or the
-    /// deadline passes: `Ok(None)`).
-    fn block_until_with<T>(
-        &self,
-        deadline: Option<Instant>,
-        mut check: impl FnMut(&State) -> std::result::Result<T, Interest>,
-    ) -> Result<Option<T>> {
-        let mut st = self.lock();
-        let mut spins = 0;
-        loop {
-            let interest = match check(&st) {
-                Ok(answer) => return Ok(Some(answer)),
-                Err(interest) => interest,
-            };
-            if st.closed {
-                return Err(Error::Closed);
-            }
-            if let Some(reason) = &st.broken {
-                return Err(Error::Start(reason.clone()));
-            }
-            // A short task's result is back within tens of microseconds:
-            // look again a few times (letting the readers run) before paying
-            // for a sleep and a wake-up.
-            if spins < CLIENT_SPINS {
-                spins += 1;
-                drop(st);
-                std::thread::yield_now();
-                st = self.lock();
-                continue;
-            }
-            let timeout = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(t) if !t.is_zero() => Some(t),
-                    _ => return Ok(None),
-                },
-                None => None,
-            };
-            st.waiters.push(interest);
-            st = match timeout {
-                Some(t) => self.changed.wait_timeout(st, t).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0),
-                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
-            };
-            if let Some(pos) = st.waiters.iter().position(|w| *w == interest) {
-                st.waiters.swap_remove(pos);
-            }
-        }
     }
 }
 
@@ -479,8 +410,9 @@ impl Engine for ProcessesEngine {
     }
 
     fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status> {
-        let status =
-            self.block_until(Interest::Task(id), deadline, |st| Some(st.status(id)).filter(Status::is_finished))?;
+        let status = block_until(&self.state, &self.changed, Interest::Task(id), deadline, |st| {
+            Some(st.status(id)).filter(Status::is_finished)
+        })?;
         Ok(status.unwrap_or(Status::Pending))
     }
 
@@ -491,7 +423,7 @@ impl Engine for ProcessesEngine {
         deadline: Option<Instant>,
     ) -> Result<(usize, Option<Arc<shoal_core::TaskFailure>>)> {
         let mut cursor = from;
-        let answer = self.block_until_with(deadline, |st| {
+        let answer = block_until_with(&self.state, &self.changed, deadline, |st| {
             while let Some(&id) = ids.get(cursor) {
                 match st.status(id) {
                     Status::Finished => cursor += 1,
@@ -505,7 +437,7 @@ impl Engine for ProcessesEngine {
     }
 
     fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>> {
-        let found = self.block_until(Interest::Any, deadline, |st| {
+        let found = block_until(&self.state, &self.changed, Interest::Any, deadline, |st| {
             let done: Vec<usize> =
                 ids.iter().enumerate().filter(|(_, id)| st.status(**id).is_finished()).map(|(i, _)| i).collect();
             (!done.is_empty() || ids.is_empty()).then_some(done)

@@ -16,6 +16,7 @@ use shoal_core::scheduler::{Action, Event, Scheduler, TaskId, TaskState, WorkerI
 
 use super::store::{Fetched, Slot, SpillJob, Store};
 use super::workers::Conn;
+use crate::engine::wait::{Waitable, Waiters};
 use crate::engine::{SpecArg, Status};
 use crate::error::{Error, Result};
 
@@ -24,7 +25,7 @@ pub(super) struct State {
     /// What to run for each live task, by `TaskId::index`.
     pub(super) specs: Vec<Option<Spec>>,
     /// What blocked client threads wait for.
-    pub(super) waiters: Vec<Interest>,
+    pub(super) waiters: Waiters,
     pub(super) closed: bool,
     /// Why no worker can run anything any more (replacements failed).
     pub(super) broken: Option<String>,
@@ -34,12 +35,6 @@ pub(super) struct State {
     pub(super) workers: HashMap<WorkerId, Arc<Conn>>,
     /// The results: in shared memory or spilled, under the memory limit.
     pub(super) store: Store,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Interest {
-    Task(TaskId),
-    Any,
 }
 
 /// What the engine keeps per live task besides the scheduler's record.
@@ -93,6 +88,19 @@ pub(super) struct Effects {
     /// Spill files to delete (by dropping them).
     pub(super) files: Vec<Arc<shoal_shm::SpillFile>>,
     pub(super) wake_clients: bool,
+}
+
+impl Waitable for State {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn stopped(&self) -> Option<Error> {
+        if self.closed {
+            return Some(Error::Closed);
+        }
+        self.broken.as_ref().map(|reason| Error::Start(reason.clone()))
+    }
 }
 
 impl State {
@@ -154,7 +162,7 @@ impl State {
     }
 
     pub(super) fn is_awaited(&self, task: TaskId) -> bool {
-        self.waiters.iter().any(|w| *w == Interest::Any || *w == Interest::Task(task))
+        self.waiters.awaits(task)
     }
 
     /// Where the task stands, as its futures see it.
