@@ -92,6 +92,20 @@ fn pure_calls_share_a_key_and_run_once_impure_calls_do_not() {
 }
 
 #[test]
+fn a_released_result_asked_for_again_is_recomputed() {
+    let client = Client::threads(2).unwrap();
+    let x = client.submit(inc, 900).unwrap();
+    let y = client.submit(add, (&x, 1)).unwrap();
+    assert_eq!(y.result().unwrap(), 902);
+    // x's result is released now (nothing needs it), but its record stays
+    // while y lives: an equal pure call must recompute it.
+    drop(x);
+    let again = client.submit(inc, 900).unwrap();
+    assert_eq!(again.result().unwrap(), 901);
+    assert_eq!(client.submit(add, (&again, 1)).unwrap().result().unwrap(), 902);
+}
+
+#[test]
 fn a_dropped_client_leaves_finished_futures_readable() {
     let client = Client::threads(1).unwrap();
     let f = client.submit(inc, 41).unwrap();

@@ -70,9 +70,11 @@ struct Spec {
 }
 
 /// A task's arguments until it succeeds, then its result. The threads mode
-/// never loses a result, so it never recomputes one and needs no lineage:
-/// the arguments are dropped as soon as the result exists. (The function
-/// is found from the key's registry index.)
+/// never loses a result, so the only recomputation is of a released result
+/// that an equal pure call asks for again — and that call brings the same
+/// arguments. So the arguments are dropped as soon as the result exists and
+/// restored from the new call (see `submit`). (The function is found from
+/// the key's registry index.)
 enum Body {
     Args(Box<[SpecArg]>),
     Result(Obj),
@@ -356,6 +358,15 @@ impl Engine for ThreadsEngine {
             let ids: Vec<TaskId> = submitted.iter().map(|s| s.id).collect();
             for (node, s) in nodes.into_iter().zip(&submitted) {
                 if !s.new {
+                    // A pure call merged into a live task whose result was
+                    // released (its record kept for a dependent): the
+                    // scheduler recomputes it, and this engine dropped its
+                    // arguments on success — take them from this call.
+                    if let Some(spec) = st.spec_mut(s.id)
+                        && matches!(spec.body, Body::Released)
+                    {
+                        spec.body = Body::Args(spec_args(node.args, &ids));
+                    }
                     continue;
                 }
                 let args = spec_args(node.args, &ids);
