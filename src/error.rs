@@ -61,3 +61,15 @@ impl Error {
         }
     }
 }
+
+impl From<shoal_core::driver::DriverError> for Error {
+    fn from(e: shoal_core::driver::DriverError) -> Self {
+        use shoal_core::driver::DriverError;
+        match e {
+            DriverError::Closed => Error::Closed,
+            DriverError::Broken(reason) => Error::Start(reason),
+            DriverError::Graph(g) => Error::Graph(g),
+            DriverError::Task(f) => Error::Task(f),
+        }
+    }
+}

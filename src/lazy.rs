@@ -21,9 +21,9 @@ use shoal_core::scheduler::Dep;
 use crate::Task;
 use crate::args::{Arg, DepArg, IntoArgs, Tokenizer};
 use crate::client::{Client, SubmitOptions};
-use crate::engine::{GraphNode, NodeArg};
 use crate::error::Result;
 use crate::future::FutureRef;
+use shoal_core::driver::{GraphNode, NodeArg};
 
 /// A value that a task will compute when its graph is computed.
 pub struct Lazy<T> {

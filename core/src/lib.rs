@@ -5,10 +5,13 @@
 //! - [`object`]: how a task's arguments and results are held (values shared
 //!   by reference, archived once on first need);
 //! - [`scheduler`]: the pure state machine every mode drives;
+//! - [`driver`]: the scheduler with what every mode keeps beside it (task
+//!   specs, waiting clients), one driver for every mode;
 //! - [`executor`]: the in-process work-stealing thread pool.
 //!
 //! Users depend on the `shoal` facade, not on this crate directly.
 
+pub mod driver;
 pub mod executor;
 pub mod failure;
 pub mod key;

@@ -1,58 +1,26 @@
 //! Engines: what runs a submitted graph. One per mode; the client API talks
 //! to all of them through [`Engine`].
 //!
-//! Every engine drives the same scheduler state machine
-//! ([`shoal_core::scheduler`]); they differ in where tasks run and how
-//! results are stored and moved.
+//! Every engine is the same [`Driver`] (the scheduler state machine with task
+//! specs and waiting clients, in `shoal-core`) with a [`Backend`] that says
+//! where tasks run. An engine here only picks the backend and carries out
+//! what each driver pass leaves to do ([`Mode`]); the API calls are the same
+//! for every mode (the blanket `impl Engine for M: Mode` below).
 
 pub(crate) mod processes;
 pub(crate) mod threads;
-pub(crate) mod wait;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use shoal_core::Key;
 use shoal_core::TaskFailure;
-use shoal_core::object::{Assemble, Obj};
-use shoal_core::scheduler::{Dep, NewTask, TaskId};
+pub use shoal_core::driver::Status;
+use shoal_core::driver::{Backend, Driver, GraphNode};
+use shoal_core::object::Obj;
+use shoal_core::scheduler::{Event, TaskId};
 
 use crate::error::Result;
-
-/// One task of a graph being submitted.
-pub(crate) struct GraphNode {
-    /// The key; its `func` is the task's index in the registry.
-    pub key: Key,
-    pub args: Vec<NodeArg>,
-    pub wanted: bool,
-    pub priority: i32,
-    pub retries: u32,
-}
-
-/// One argument of a [`GraphNode`].
-pub(crate) enum NodeArg {
-    Value(Obj),
-    Dep(Dep),
-    /// A `Vec` parameter made of several dependencies' results.
-    List(Vec<Dep>, Assemble),
-}
-
-/// Where a task stands, as its futures see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// Not finished yet.
-    Pending,
-    /// The result is in memory.
-    Finished,
-    /// It failed (or was cancelled); why.
-    Failed(Arc<TaskFailure>),
-}
-
-impl Status {
-    pub fn is_finished(&self) -> bool {
-        !matches!(self, Status::Pending)
-    }
-}
 
 /// What the client API needs from a mode.
 pub(crate) trait Engine: Send + Sync + 'static {
@@ -78,85 +46,118 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn result(&self, id: TaskId) -> Result<Obj>;
     /// Block until `ids[from..]` finished in order, one failed, or the
     /// deadline passed: how many of `ids` are finished from the start, and
-    /// the failure that stopped the scan, if any. (An engine overrides this
-    /// to look at many tasks per lock.)
+    /// the failure that stopped the scan, if any.
+    fn wait_prefix(
+        &self,
+        ids: &[TaskId],
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, Option<Arc<TaskFailure>>)>;
+    /// The results of finished tasks, in order.
+    fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>>;
+    /// Worker threads (for display).
+    fn nthreads(&self) -> usize;
+    /// Process ids of the worker processes (none unless the mode has them).
+    fn worker_pids(&self) -> Vec<u32>;
+    /// The result store's memory and spill figures (none unless the mode
+    /// has a store with a memory limit).
+    fn store_stats(&self) -> Option<crate::client_processes::StoreStats>;
+    /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
+    fn shutdown(&self);
+}
+
+/// A mode: a driver with its backend, and what is particular to the mode.
+pub(crate) trait Mode: Send + Sync + 'static {
+    type Backend: Backend;
+
+    fn driver(&self) -> &Driver<Self::Backend>;
+    /// Carries out what a driver pass left to do (on a client thread, after
+    /// unlocking).
+    fn finish(&self, fx: <Self::Backend as Backend>::Effects);
+    /// Readies a graph before it is submitted (outside the lock).
+    fn prepare(&self, nodes: &mut [GraphNode]) -> Result<()> {
+        let _ = nodes;
+        Ok(())
+    }
+    /// The results of finished tasks, in order.
+    fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>>;
+    fn nthreads(&self) -> usize;
+    fn worker_pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
+        None
+    }
+    fn shutdown(&self);
+}
+
+impl<M: Mode> Engine for M {
+    fn submit(&self, mut nodes: Vec<GraphNode>) -> Result<Vec<TaskId>> {
+        self.prepare(&mut nodes)?;
+        let (ids, fx) = self.driver().submit(nodes)?;
+        self.finish(fx);
+        Ok(ids)
+    }
+
+    fn release(&self, id: TaskId) {
+        self.finish(self.driver().handle(Event::ClientReleased { task: id }));
+    }
+
+    fn retain(&self, id: TaskId) {
+        self.finish(self.driver().handle(Event::ClientRetained { task: id }));
+    }
+
+    fn cancel(&self, id: TaskId) {
+        self.finish(self.driver().handle(Event::Cancel { task: id }));
+    }
+
+    fn status(&self, id: TaskId) -> Status {
+        self.driver().status(id)
+    }
+
+    fn key(&self, id: TaskId) -> Option<Key> {
+        self.driver().key(id)
+    }
+
+    fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status> {
+        Ok(self.driver().wait(id, deadline)?)
+    }
+
+    fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>> {
+        Ok(self.driver().wait_any(ids, deadline)?)
+    }
+
+    fn result(&self, id: TaskId) -> Result<Obj> {
+        let mut objs = Mode::results(self, &[id])?;
+        objs.pop().ok_or(crate::Error::Closed)
+    }
+
     fn wait_prefix(
         &self,
         ids: &[TaskId],
         from: usize,
         deadline: Option<Instant>,
     ) -> Result<(usize, Option<Arc<TaskFailure>>)> {
-        for (i, &id) in ids.iter().enumerate().skip(from) {
-            match self.wait(id, deadline)? {
-                Status::Pending => return Ok((i, None)),
-                Status::Failed(f) => return Ok((i, Some(f))),
-                Status::Finished => {}
-            }
-        }
-        Ok((ids.len(), None))
+        Ok(self.driver().wait_prefix(ids, from, deadline)?)
     }
-    /// The results of finished tasks, in order.
+
     fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>> {
-        ids.iter().map(|&id| self.result(id)).collect()
+        Mode::results(self, ids)
     }
-    /// Worker threads (for display).
-    fn nthreads(&self) -> usize;
-    /// Process ids of the worker processes (none unless the mode has them).
+
+    fn nthreads(&self) -> usize {
+        Mode::nthreads(self)
+    }
+
     fn worker_pids(&self) -> Vec<u32> {
-        Vec::new()
+        Mode::worker_pids(self)
     }
-    /// The result store's memory and spill figures (none unless the mode
-    /// has a store with a memory limit).
+
     fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
-        None
+        Mode::store_stats(self)
     }
-    /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
-    fn shutdown(&self);
-}
 
-/// A stored argument of a task: a value, or the id of a task whose result
-/// it takes (one, or a list assembled into a `Vec`).
-pub(crate) enum SpecArg {
-    Value(Obj),
-    Dep(TaskId),
-    List(Box<[TaskId]>, Assemble),
-}
-
-/// The scheduler's view of a graph: each node's key, options and inputs (a
-/// task that names the same input twice depends on it once).
-pub(crate) fn new_tasks(nodes: &[GraphNode]) -> Vec<NewTask> {
-    nodes
-        .iter()
-        .map(|n| {
-            let mut deps: Vec<Dep> = Vec::new();
-            for arg in &n.args {
-                match arg {
-                    NodeArg::Value(_) => {}
-                    NodeArg::Dep(d) => deps.push(*d),
-                    NodeArg::List(ds, _) => deps.extend_from_slice(ds),
-                }
-            }
-            if deps.len() > 1 {
-                let mut seen = std::collections::HashSet::with_capacity(deps.len());
-                deps.retain(|d| seen.insert(*d));
-            }
-            NewTask { key: n.key, deps, wanted: n.wanted, priority: n.priority, retries: n.retries }
-        })
-        .collect()
-}
-
-/// A node's arguments as stored, with its graph-relative inputs resolved to
-/// the ids `submit` gave the graph's nodes.
-pub(crate) fn spec_args(args: Vec<NodeArg>, ids: &[TaskId]) -> Box<[SpecArg]> {
-    let resolve = |d: &Dep| match *d {
-        Dep::Node(i) => ids[i],
-        Dep::Task(id) => id,
-    };
-    args.into_iter()
-        .map(|arg| match arg {
-            NodeArg::Value(obj) => SpecArg::Value(obj),
-            NodeArg::Dep(d) => SpecArg::Dep(resolve(&d)),
-            NodeArg::List(ds, assemble) => SpecArg::List(ds.iter().map(resolve).collect(), assemble),
-        })
-        .collect()
+    fn shutdown(&self) {
+        Mode::shutdown(self)
+    }
 }

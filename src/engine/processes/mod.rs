@@ -190,7 +190,7 @@
 
 pub(crate) mod objects;
 pub(crate) mod protocol;
-mod state;
+pub(crate) mod state;
 pub(crate) mod store;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
@@ -198,21 +198,20 @@ mod workers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use shoal_core::Key;
+use shoal_core::driver::wait::lock;
+use shoal_core::driver::{Driver, GraphNode, NodeArg};
 use shoal_core::object::Obj;
-use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId};
+use shoal_core::scheduler::{Scheduler, SchedulerConfig, TaskId};
 
 use self::objects::Outgoing;
 use self::protocol::ToWorker;
-use self::state::{Effects, Spec, State};
+use self::state::{Effects, Procs, State};
 use self::store::{Store, StoreConfig};
 use self::supervisor::{SpawnConfig, Supervisor};
 use self::workers::Conn;
-use super::wait::{Interest, block_until, block_until_with, lock};
-use super::{Engine, GraphNode, NodeArg, Status, new_tasks, spec_args};
+use super::Mode;
 use crate::error::{Error, Result};
 
 pub(crate) use self::worker::WORKER_HOOK;
@@ -234,9 +233,7 @@ pub(crate) struct Config {
 }
 
 pub(crate) struct ProcessesEngine {
-    state: Mutex<State>,
-    /// Signalled when a task some client thread waits for finishes.
-    changed: Condvar,
+    driver: Driver<Procs>,
     supervisor: Mutex<Option<Supervisor>>,
     /// How many runs the workers queue, from how long runs take (taken
     /// under the engine lock).
@@ -262,21 +259,12 @@ impl ProcessesEngine {
         let workers = config.workers.max(1);
         let threads = config.threads_per_worker.max(1);
         static ENGINES: AtomicU64 = AtomicU64::new(0);
+        let sched = Scheduler::new(SchedulerConfig {
+            extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
+            ..SchedulerConfig::default()
+        });
         let engine = Arc::new(ProcessesEngine {
-            state: Mutex::new(State {
-                sched: Scheduler::new(SchedulerConfig {
-                    extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
-                    ..SchedulerConfig::default()
-                }),
-                specs: Vec::new(),
-                waiters: Default::default(),
-                closed: false,
-                broken: None,
-                actions: Vec::new(),
-                workers: HashMap::new(),
-                store,
-            }),
-            changed: Condvar::new(),
+            driver: Driver::new(sched, Procs { workers: HashMap::new(), store }),
             supervisor: Mutex::new(None),
             pacing: Mutex::new(workers::Pacing::new(EXTRA_SLOTS_PER_THREAD)),
             nthreads: workers * threads,
@@ -288,19 +276,19 @@ impl ProcessesEngine {
         let ready = supervisor.start_workers(workers);
         *lock(&engine.supervisor) = Some(supervisor);
         if let Err(e) = ready {
-            engine.shutdown();
+            Mode::shutdown(&*engine);
             return Err(e);
         }
         Ok(engine)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        self.driver.lock()
     }
 
     /// Pids of the live worker processes.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.lock().workers.values().map(|c| c.pid).collect();
+        let mut pids: Vec<u32> = self.lock().backend.workers.values().map(|c| c.pid).collect();
         pids.sort_unstable();
         pids
     }
@@ -308,148 +296,32 @@ impl ProcessesEngine {
 
 impl Drop for ProcessesEngine {
     fn drop(&mut self) {
-        self.shutdown();
+        Mode::shutdown(self);
     }
 }
 
-impl Engine for ProcessesEngine {
-    fn submit(&self, nodes: Vec<GraphNode>) -> Result<Vec<TaskId>> {
-        // Archive literal arguments before locking (once; large ones into
-        // segments of their own), so that sending a run copies no big value.
-        let mut nodes = nodes;
-        for node in &mut nodes {
+impl Mode for ProcessesEngine {
+    type Backend = Procs;
+
+    fn driver(&self) -> &Driver<Procs> {
+        &self.driver
+    }
+
+    fn finish(&self, fx: Effects) {
+        self.carry_out(fx);
+    }
+
+    /// Archives literal arguments before locking (once; large ones into
+    /// segments of their own), so that sending a run copies no big value.
+    fn prepare(&self, nodes: &mut [GraphNode]) -> Result<()> {
+        for node in nodes {
             for arg in &mut node.args {
                 if let NodeArg::Value(obj) = arg {
                     *obj = objects::publish(obj, || self.segment_name("arg")).map_err(Error::Message)?;
                 }
             }
         }
-        let mut effects = Effects::default();
-        let ids = {
-            let mut st = self.lock();
-            if st.closed {
-                return Err(Error::Closed);
-            }
-            let tasks = new_tasks(&nodes);
-            let mut actions = std::mem::take(&mut st.actions);
-            let submitted = match st.sched.submit(tasks, &mut actions) {
-                Ok(s) => s,
-                Err(e) => {
-                    st.actions = actions;
-                    return Err(e.into());
-                }
-            };
-            let ids: Vec<TaskId> = submitted.iter().map(|s| s.id).collect();
-            for (node, s) in nodes.into_iter().zip(&submitted) {
-                if !s.new {
-                    continue;
-                }
-                let args = spec_args(node.args, &ids);
-                let index = s.id.index as usize;
-                if st.specs.len() <= index {
-                    st.specs.resize_with(index + 1, || None);
-                }
-                st.specs[index] = Some(Spec {
-                    generation: s.id.generation,
-                    cancelled: false,
-                    func: node.key.func,
-                    args,
-                    result: None,
-                });
-            }
-            st.apply(&mut actions, &mut effects);
-            st.actions = actions;
-            ids
-        };
-        self.finish(effects);
-        Ok(ids)
-    }
-
-    fn release(&self, id: TaskId) {
-        let mut effects = Effects::default();
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return;
-            }
-            st.handle(Event::ClientReleased { task: id }, &mut effects);
-        }
-        self.finish(effects);
-    }
-
-    fn retain(&self, id: TaskId) {
-        let mut effects = Effects::default();
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return;
-            }
-            st.handle(Event::ClientRetained { task: id }, &mut effects);
-        }
-        self.finish(effects);
-    }
-
-    fn cancel(&self, id: TaskId) {
-        let mut effects = Effects::default();
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return;
-            }
-            st.handle(Event::Cancel { task: id }, &mut effects);
-        }
-        self.finish(effects);
-    }
-
-    fn status(&self, id: TaskId) -> Status {
-        self.lock().status(id)
-    }
-
-    fn key(&self, id: TaskId) -> Option<Key> {
-        self.lock().sched.key(id)
-    }
-
-    fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status> {
-        let status = block_until(&self.state, &self.changed, Interest::Task(id), deadline, |st| {
-            Some(st.status(id)).filter(Status::is_finished)
-        })?;
-        Ok(status.unwrap_or(Status::Pending))
-    }
-
-    fn wait_prefix(
-        &self,
-        ids: &[TaskId],
-        from: usize,
-        deadline: Option<Instant>,
-    ) -> Result<(usize, Option<Arc<shoal_core::TaskFailure>>)> {
-        let mut cursor = from;
-        let answer = block_until_with(&self.state, &self.changed, deadline, |st| {
-            while let Some(&id) = ids.get(cursor) {
-                match st.status(id) {
-                    Status::Finished => cursor += 1,
-                    Status::Failed(f) => return Ok((cursor, Some(f))),
-                    Status::Pending => return Err(Interest::Task(id)),
-                }
-            }
-            Ok((cursor, None))
-        })?;
-        Ok(answer.unwrap_or((cursor, None)))
-    }
-
-    fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>> {
-        let found = block_until(&self.state, &self.changed, Interest::Any, deadline, |st| {
-            let done: Vec<usize> =
-                ids.iter().enumerate().filter(|(_, id)| st.status(**id).is_finished()).map(|(i, _)| i).collect();
-            (!done.is_empty() || ids.is_empty()).then_some(done)
-        })?;
-        Ok(found.unwrap_or_default())
-    }
-
-    fn result(&self, id: TaskId) -> Result<Obj> {
-        let mut effects = Effects::default();
-        let fetched = self.lock().result(id, &mut effects);
-        self.finish(effects);
-        self.resolve(fetched?).map_err(spill_error)
+        Ok(())
     }
 
     /// Results in memory are taken under one lock per pass; a spilled one
@@ -464,7 +336,7 @@ impl Engine for ProcessesEngine {
             {
                 let mut st = self.lock();
                 for &id in &ids[out.len()..] {
-                    match st.result(id, &mut effects) {
+                    match state::result(&mut st, id, &mut effects) {
                         Ok(store::Fetched::Ready(obj)) => out.push(obj),
                         Ok(fetched) => {
                             load = Some(fetched);
@@ -477,7 +349,7 @@ impl Engine for ProcessesEngine {
                     }
                 }
             }
-            self.finish(effects);
+            self.carry_out(effects);
             if let Some(e) = failed {
                 return Err(e);
             }
@@ -489,7 +361,7 @@ impl Engine for ProcessesEngine {
     }
 
     fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
-        Some(self.lock().store.stats())
+        Some(self.lock().backend.store.stats())
     }
 
     fn nthreads(&self) -> usize {
@@ -510,10 +382,11 @@ impl Engine for ProcessesEngine {
                 return;
             }
             st.closed = true;
-            let conns: Vec<Arc<Conn>> = st.workers.drain().map(|(_, c)| c).collect();
-            (conns, std::mem::take(&mut st.specs), st.store.close())
+            let conns: Vec<Arc<Conn>> = st.backend.workers.drain().map(|(_, c)| c).collect();
+            let specs = st.take_specs();
+            (conns, specs, st.backend.store.close())
         };
-        self.changed.notify_all();
+        self.driver.wake_clients();
         if let Ok(payload) = protocol::encode(&ToWorker::Shutdown) {
             let outgoing = Outgoing { payload, segments: Vec::new() };
             for conn in &conns {

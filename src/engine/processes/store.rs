@@ -85,9 +85,10 @@ use shoal_core::object::Obj;
 use shoal_core::scheduler::{TaskId, WorkerId};
 use shoal_shm::{SegmentObject, SpillDir, SpillError, SpillFile, SpillIo};
 
+use super::ProcessesEngine;
 use super::state::Effects;
-use super::{ProcessesEngine, lock};
 use crate::client_processes::StoreStats;
+use shoal_core::driver::wait::lock;
 
 /// How the store is set up.
 #[derive(Clone, Debug)]
@@ -122,7 +123,7 @@ pub(crate) fn default_memory_limit() -> u64 {
 
 /// Where a task's result is, as its spec records it.
 #[derive(Clone)]
-pub(super) enum Slot {
+pub(crate) enum Slot {
     /// A small result, on the client's heap; not counted, never spilled.
     Inline(Obj),
     /// A segment result, in the store under this serial number.
@@ -130,7 +131,7 @@ pub(super) enum Slot {
 }
 
 /// A result fetched for a run or for the client.
-pub(super) enum Fetched {
+pub(crate) enum Fetched {
     Ready(Obj),
     /// Spilled: to be read back (or waited for) outside the lock, by
     /// [`ProcessesEngine::resolve`]. Dropping it unresolved is harmless: the
@@ -140,7 +141,7 @@ pub(super) enum Fetched {
 
 /// One read-back of a spilled object. The first thread to resolve it reads
 /// the file (the *leader*, claiming it); others wait for its answer.
-pub(super) struct LoadCell {
+pub(crate) struct LoadCell {
     serial: u64,
     file: Arc<SpillFile>,
     claim: Mutex<Claim>,
@@ -177,7 +178,7 @@ impl LoadCell {
 }
 
 /// A spill to carry out after unlocking: write `obj`'s segment to a file.
-pub(super) struct SpillJob {
+pub(crate) struct SpillJob {
     serial: u64,
     obj: Obj,
     dir: Arc<SpillDir>,
@@ -204,7 +205,7 @@ struct Entry {
 }
 
 /// The store (see the module docs).
-pub(super) struct Store {
+pub(crate) struct Store {
     limit: u64,
     /// `None` once the engine is shut down.
     dir: Option<Arc<SpillDir>>,
@@ -234,7 +235,7 @@ pub(super) struct Store {
 impl Store {
     /// Makes the spill directory (sweeping those of dead clients) and sets
     /// up its I/O.
-    pub(super) fn new(config: &StoreConfig) -> Result<Store, SpillError> {
+    pub(crate) fn new(config: &StoreConfig) -> Result<Store, SpillError> {
         let dir = SpillDir::create(&config.spill_parent, config.spill_io)?;
         Ok(Store {
             limit: config.memory_limit,
@@ -264,7 +265,7 @@ impl Store {
 
     /// Keeps a task's result: segments in the store (which may spill others
     /// to make room), small results inline.
-    pub(super) fn hold(&mut self, obj: Obj, effects: &mut Effects) -> Slot {
+    pub(crate) fn hold(&mut self, obj: Obj, effects: &mut Effects) -> Slot {
         let Some(segment) = obj.as_any().downcast_ref::<SegmentObject>() else { return Slot::Inline(obj) };
         let len = segment.segment().len() as u64;
         let serial = self.next_serial;
@@ -278,7 +279,7 @@ impl Store {
     }
 
     /// A result is no longer kept: its segment or file goes (after unlocking).
-    pub(super) fn release(&mut self, slot: Slot, effects: &mut Effects) {
+    pub(crate) fn release(&mut self, slot: Slot, effects: &mut Effects) {
         let serial = match slot {
             Slot::Inline(obj) => return effects.garbage.push(obj),
             Slot::Stored(serial) => serial,
@@ -318,7 +319,7 @@ impl Store {
 
     /// A result for a run or the client: in hand if in memory, else a ticket
     /// to read it back. Marks it used.
-    pub(super) fn fetch(&mut self, slot: &Slot, effects: &mut Effects) -> Result<Fetched, String> {
+    pub(crate) fn fetch(&mut self, slot: &Slot, effects: &mut Effects) -> Result<Fetched, String> {
         let serial = match slot {
             Slot::Inline(obj) => return Ok(Fetched::Ready(Arc::clone(obj))),
             Slot::Stored(serial) => *serial,
@@ -449,7 +450,7 @@ impl Store {
 
     /// A run was sent to `worker` with these inputs: they are pinned until
     /// it ends.
-    pub(super) fn run_started(&mut self, task: TaskId, worker: WorkerId, inputs: Vec<u64>) {
+    pub(crate) fn run_started(&mut self, task: TaskId, worker: WorkerId, inputs: Vec<u64>) {
         if inputs.is_empty() && self.runs.is_empty() {
             return; // the common case of small tasks: no hashing at all
         }
@@ -465,7 +466,7 @@ impl Store {
 
     /// A run ended (done, failed, or not sent): its inputs are unpinned, and
     /// may now make room.
-    pub(super) fn run_ended(&mut self, task: TaskId, worker: WorkerId, effects: &mut Effects) {
+    pub(crate) fn run_ended(&mut self, task: TaskId, worker: WorkerId, effects: &mut Effects) {
         if self.runs.is_empty() {
             return;
         }
@@ -476,7 +477,7 @@ impl Store {
     }
 
     /// Every run on a lost worker ended.
-    pub(super) fn worker_lost(&mut self, worker: WorkerId, effects: &mut Effects) {
+    pub(crate) fn worker_lost(&mut self, worker: WorkerId, effects: &mut Effects) {
         let ended: Vec<(TaskId, WorkerId)> = self.runs.keys().filter(|(_, w)| *w == worker).copied().collect();
         for key in ended {
             if let Some(inputs) = self.runs.remove(&key) {
@@ -495,7 +496,7 @@ impl Store {
     }
 
     /// What the store holds, for `Client::store_stats`.
-    pub(super) fn stats(&self) -> StoreStats {
+    pub(crate) fn stats(&self) -> StoreStats {
         let in_memory = self.entries.values().filter(|e| !matches!(e.place, Place::Spilled(_))).count();
         StoreStats {
             memory_limit: self.limit,
@@ -515,7 +516,7 @@ impl Store {
     /// Shutting down: everything the store holds, to drop after unlocking
     /// (segments freed, files deleted, and the directory removed once no
     /// spill in flight holds it any more).
-    pub(super) fn close(&mut self) -> Closed {
+    pub(crate) fn close(&mut self) -> Closed {
         self.lru.clear();
         self.runs.clear();
         Closed { _entries: std::mem::take(&mut self.entries), _dir: self.dir.take() }
@@ -523,7 +524,7 @@ impl Store {
 }
 
 /// What a closed store held; dropping it frees and deletes everything.
-pub(super) struct Closed {
+pub(crate) struct Closed {
     _entries: HashMap<u64, Entry>,
     _dir: Option<Arc<SpillDir>>,
 }
@@ -531,7 +532,7 @@ pub(super) struct Closed {
 impl ProcessesEngine {
     /// Writes each object to a spill file, outside the lock, then records
     /// the outcome under it.
-    pub(super) fn run_spills(&self, jobs: Vec<SpillJob>) {
+    pub(crate) fn run_spills(&self, jobs: Vec<SpillJob>) {
         for SpillJob { serial, obj, dir } in jobs {
             let result = match obj.as_any().downcast_ref::<SegmentObject>() {
                 // Straight from the sealed mapping: no copy.
@@ -542,7 +543,7 @@ impl ProcessesEngine {
             let mut effects = Effects::default();
             let failure = {
                 let mut st = self.lock();
-                st.store.spill_done(serial, obj, result, &mut effects)
+                st.backend.store.spill_done(serial, obj, result, &mut effects)
             };
             if let Some(e) = failure {
                 static WARNED: std::sync::Once = std::sync::Once::new();
@@ -560,7 +561,7 @@ impl ProcessesEngine {
     /// The object behind a fetch: read back from its spill file (and
     /// installed in the store again), or waited for if another thread is
     /// doing that.
-    pub(super) fn resolve(&self, fetched: Fetched) -> Result<Obj, String> {
+    pub(crate) fn resolve(&self, fetched: Fetched) -> Result<Obj, String> {
         let cell = match fetched {
             Fetched::Ready(obj) => return Ok(obj),
             Fetched::Load(cell) => cell,
@@ -577,10 +578,10 @@ impl ProcessesEngine {
             .map(|segment| Arc::new(SegmentObject::new(segment)) as Obj)
             .map_err(|e| e.to_string());
         let mut effects = Effects::default();
-        self.lock().store.loaded(&cell, &result, &mut effects);
+        self.lock().backend.store.loaded(&cell, &result, &mut effects);
         cell.set(Claim::Done(result.clone()));
         std::mem::forget(guard);
-        self.finish(effects);
+        self.carry_out(effects);
         result
     }
 }

@@ -28,10 +28,12 @@ use shoal_core::object::{Assemble, Obj};
 use shoal_core::scheduler::{Event, TaskId, TaskState, WorkerId};
 use shoal_shm::fdpass;
 
+use super::ProcessesEngine;
 use super::objects::{self, Outgoing};
 use super::protocol::{self, Batcher, ClientMsg, FailKind, RunResult, ToWorker, WireRun};
 use super::state::{Effects, Held, Job, JobInput, State};
-use super::{ProcessesEngine, lock};
+use super::store::Slot;
+use shoal_core::driver::wait::lock;
 
 /// A run's input in hand.
 enum Input {
@@ -117,7 +119,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn send(&self, outgoing: &Outgoing) -> std::result::Result<(), String> {
+    pub(crate) fn send(&self, outgoing: &Outgoing) -> std::result::Result<(), String> {
         let fds = outgoing.fds().map_err(|e| e.to_string())?;
         let _guard = lock(&self.send_lock);
         fdpass::send(&self.socket, &outgoing.payload, &fds).map_err(|e| e.to_string())
@@ -142,12 +144,12 @@ impl ProcessesEngine {
                 return false;
             }
             let worker = conn.id;
-            st.workers.insert(worker, conn);
+            st.backend.workers.insert(worker, conn);
             st.broken = None;
             st.handle(Event::WorkerJoined { worker, nthreads: nthreads as u32 }, &mut effects);
             steals = plan_steals(&st);
         }
-        self.finish(effects);
+        self.carry_out(effects);
         self.send_steals(steals);
         true
     }
@@ -163,34 +165,30 @@ impl ProcessesEngine {
             if st.closed {
                 return false;
             }
-            st.workers.remove(&worker);
-            let mut actions = std::mem::take(&mut st.actions);
-            st.sched.handle(Event::WorkerLost { worker }, &mut actions);
-            let State { specs, store, .. } = &mut *st;
-            for spec in specs.iter_mut().flatten() {
-                if spec.result.as_ref().is_some_and(|h| h.worker == worker)
-                    && let Some(held) = spec.result.take()
-                {
-                    store.release(held.slot, &mut effects);
-                }
+            st.backend.workers.remove(&worker);
+            let lost: Vec<Slot> = st
+                .specs_mut()
+                .filter(|spec| spec.task.result.as_ref().is_some_and(|h| h.worker == worker))
+                .filter_map(|spec| spec.task.result.take().map(|held| held.slot))
+                .collect();
+            for slot in lost {
+                st.backend.store.release(slot, &mut effects);
             }
-            store.worker_lost(worker, &mut effects);
-            st.apply(&mut actions, &mut effects);
-            st.actions = actions;
+            st.backend.store.worker_lost(worker, &mut effects);
+            st.handle(Event::WorkerLost { worker }, &mut effects);
             steals = plan_steals(&st);
         }
-        self.finish(effects);
+        self.carry_out(effects);
         self.send_steals(steals);
         true
     }
 
     /// No worker is left and none can be started: fail every wait.
     pub(crate) fn break_down(&self, reason: String) {
-        let mut st = self.lock();
-        if st.workers.is_empty() && !st.closed {
-            st.broken = Some(reason);
+        let st = self.lock();
+        if st.backend.workers.is_empty() && !st.closed {
             drop(st);
-            self.changed.notify_all();
+            self.driver.break_down(reason);
         }
     }
 
@@ -239,7 +237,7 @@ impl ProcessesEngine {
                             // That run ended without running: its inputs are
                             // no longer pinned for it (the thief's run pins
                             // them again).
-                            st.store.run_ended(task, worker, &mut effects);
+                            st.backend.store.run_ended(task, worker, &mut effects);
                             st.handle(
                                 Event::TaskStolen { task, from: worker, to: Some(WorkerId(thief)) },
                                 &mut effects,
@@ -250,14 +248,14 @@ impl ProcessesEngine {
             }
             steals = plan_steals(&st);
         }
-        self.finish(effects);
+        self.carry_out(effects);
         self.send_steals(steals);
         Ok(())
     }
 
     /// Everything done after unlocking: drop, wake clients, send runs,
     /// write spills.
-    pub(super) fn finish(&self, mut effects: Effects) {
+    pub(crate) fn carry_out(&self, mut effects: Effects) {
         loop {
             let jobs = std::mem::take(&mut effects.jobs);
             // Free released results before waking clients, so a client that
@@ -266,7 +264,7 @@ impl ProcessesEngine {
             drop(std::mem::take(&mut effects.forgotten));
             drop(std::mem::take(&mut effects.files));
             if effects.wake_clients {
-                self.changed.notify_all();
+                self.driver.wake_clients();
             }
             let failures = self.send_jobs(jobs);
             self.run_spills(std::mem::take(&mut effects.spills));
@@ -278,7 +276,7 @@ impl ProcessesEngine {
             for event in failures {
                 if let Event::TaskFailed { task, worker, .. } = &event {
                     // A run not sent ended: its inputs are unpinned.
-                    st.store.run_ended(*task, *worker, &mut effects);
+                    st.backend.store.run_ended(*task, *worker, &mut effects);
                 }
                 st.handle(event, &mut effects);
             }
@@ -398,7 +396,7 @@ impl ProcessesEngine {
         Ok((WireRun { task: id.into(), func, inputs: wire }, segments))
     }
 
-    pub(super) fn segment_name(&self, what: &str) -> String {
+    pub(crate) fn segment_name(&self, what: &str) -> String {
         format!("{}-{what}{}", self.segment_prefix, self.next_segment.fetch_add(1, Ordering::Relaxed))
     }
 }
@@ -410,7 +408,7 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
         RunResult::Done { task, .. } | RunResult::Failed { task, .. } => *task,
     };
     // The run ended: its inputs are no longer pinned for it.
-    st.store.run_ended(task, worker, effects);
+    st.backend.store.run_ended(task, worker, effects);
     Some(match result {
         RunResult::Done { task, result, nbytes, .. } => {
             // Keep the result only if the scheduler takes this run's result
@@ -420,10 +418,10 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
                 && st.sched.processing_on(task) == Some(worker)
                 && st.spec(task).is_some();
             if accepted {
-                let slot = st.store.hold(result, effects);
-                let old = st.spec_mut(task).and_then(|spec| spec.result.replace(Held { slot, worker }));
+                let slot = st.backend.store.hold(result, effects);
+                let old = st.spec_mut(task).and_then(|spec| spec.task.result.replace(Held { slot, worker }));
                 if let Some(old) = old {
-                    st.store.release(old.slot, effects);
+                    st.backend.store.release(old.slot, effects);
                 }
             } else {
                 effects.garbage.push(result);
@@ -451,15 +449,15 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
 /// loads (at least one, at most the victim's excess), so that, with the
 /// scheduler sending the stolen runs to the thief, the two end up even.
 fn plan_steals(st: &State) -> Vec<(Arc<Conn>, u32)> {
-    if st.workers.len() < 2 || st.sched.count(TaskState::Ready) > 0 {
+    if st.backend.workers.len() < 2 || st.sched.count(TaskState::Ready) > 0 {
         return Vec::new();
     }
     // Thieves a steal is on its way for already.
     let awaited: Vec<u32> =
-        st.workers.values().map(|c| c.thief.load(Ordering::Relaxed)).filter(|&t| t != NO_THIEF).collect();
+        st.backend.workers.values().map(|c| c.thief.load(Ordering::Relaxed)).filter(|&t| t != NO_THIEF).collect();
     let mut thieves: Vec<(usize, WorkerId)> = Vec::new();
     let mut victims: Vec<(usize, usize, &Arc<Conn>)> = Vec::new();
-    for conn in st.workers.values() {
+    for conn in st.backend.workers.values() {
         let Some(load) = st.sched.load(conn.id) else { continue };
         let threads = conn.nthreads as usize;
         if load < threads {

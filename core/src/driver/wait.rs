@@ -1,10 +1,10 @@
-//! How a client thread waits for tasks, the same in every engine.
+//! How a client thread waits for tasks, the same in every mode.
 //!
-//! The engine's state sits behind one mutex; a client thread checks its
+//! The driver's state sits behind one mutex; a client thread checks its
 //! condition under it. If the answer is not there yet, it looks again a few
 //! times ([`CLIENT_SPINS`], yielding in between: a short task is done within
 //! microseconds), then registers what it waits for (an [`Interest`]) and
-//! sleeps on the engine's condition variable. An engine that reports a task
+//! sleeps on the driver's condition variable. A driver that reports a task
 //! wakes the sleepers only if one of them is interested in it
 //! ([`Waiters::awaits`]), so a client waiting on one task is not woken by
 //! every other.
@@ -12,55 +12,57 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use shoal_core::scheduler::TaskId;
+use crate::scheduler::TaskId;
 
-use crate::error::{Error, Result};
+use super::DriverError;
 
 /// How many times a waiting client looks again (yielding in between)
 /// before it sleeps.
-pub(crate) const CLIENT_SPINS: u32 = 32;
+pub const CLIENT_SPINS: u32 = 32;
 
 /// What a sleeping client thread waits for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Interest {
+pub enum Interest {
+    /// This task finishing.
     Task(TaskId),
+    /// Any task finishing.
     Any,
 }
 
 /// The interests of the client threads sleeping right now.
 #[derive(Default)]
-pub(crate) struct Waiters(Vec<Interest>);
+pub struct Waiters(Vec<Interest>);
 
 impl Waiters {
     /// Whether a sleeper must be woken when `task` is reported.
-    pub(crate) fn awaits(&self, task: TaskId) -> bool {
+    pub fn awaits(&self, task: TaskId) -> bool {
         self.0.iter().any(|w| *w == Interest::Any || *w == Interest::Task(task))
     }
 }
 
-/// An engine state a client can wait on.
-pub(crate) trait Waitable {
+/// A driver state a client can wait on.
+pub trait Waitable {
     fn waiters(&mut self) -> &mut Waiters;
-    /// Why no wait on this engine can succeed any more (shut down, broken).
-    fn stopped(&self) -> Option<Error>;
+    /// Why no wait on this driver can succeed any more (shut down, broken).
+    fn stopped(&self) -> Option<DriverError>;
 }
 
-/// Lock a mutex of an engine. Task code never runs under these locks, so a
+/// Lock a mutex of the driver (or of a mode). Task code never runs under these locks, so a
 /// panic under one can only be a bug in shoal, and the state is the last
 /// consistent one: carry on rather than poison every later call.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Wait until `check` answers `Ok`; while it answers `Err(interest)`, sleep
 /// until something matching `interest` is reported (or the deadline passes:
 /// `Ok(None)`).
-pub(crate) fn block_until_with<S: Waitable, T>(
+pub fn block_until_with<S: Waitable, T>(
     state: &Mutex<S>,
     changed: &Condvar,
     deadline: Option<Instant>,
     mut check: impl FnMut(&S) -> std::result::Result<T, Interest>,
-) -> Result<Option<T>> {
+) -> Result<Option<T>, DriverError> {
     let mut st = lock(state);
     let mut spins = 0;
     loop {
@@ -98,12 +100,12 @@ pub(crate) fn block_until_with<S: Waitable, T>(
 }
 
 /// [`block_until_with`] for a condition with one fixed interest.
-pub(crate) fn block_until<S: Waitable, T>(
+pub fn block_until<S: Waitable, T>(
     state: &Mutex<S>,
     changed: &Condvar,
     interest: Interest,
     deadline: Option<Instant>,
     mut done: impl FnMut(&S) -> Option<T>,
-) -> Result<Option<T>> {
+) -> Result<Option<T>, DriverError> {
     block_until_with(state, changed, deadline, |st| done(st).ok_or(interest))
 }

@@ -1,0 +1,476 @@
+//! The driver: one scheduler state machine and what every mode keeps beside
+//! it, under one lock — the same code for the threads and the processes
+//! modes (and, next, the cluster's scheduler).
+//!
+//! # What it owns, and what it leaves to its mode
+//!
+//! The driver keeps the [`Scheduler`], one [`Spec`] per live task (the
+//! task's arguments, and whatever the mode keeps of its result), the client
+//! threads waiting for tasks ([`wait`]), and whether the mode is shut down
+//! or broken. It does everything that does not depend on where tasks run:
+//! submission, client references, cancel, status, waiting, and turning the
+//! scheduler's actions into work. Where tasks run is a [`Backend`]'s
+//! business: it decides what a `Run` becomes (a job on a local pool, a
+//! message to a worker process), what happens to a released result, and
+//! what a task's stored data is.
+//!
+//! # Protocol
+//!
+//! Every call locks the driver once, feeds the scheduler, and applies its
+//! actions with the backend, which records what is left to do in its
+//! [`Backend::Effects`]; the caller carries those out *after* unlocking
+//! (queue jobs, send messages, drop results, wake clients). So the lock is
+//! never held while task code runs, a message is sent, or a result is
+//! freed.
+//!
+//! ```text
+//! client thread / pool thread / connection reader
+//!   lock ─► scheduler.handle(event) ─► actions ─► Backend::{run, release, forget}
+//!        ─► effects ─► unlock ─► the mode carries the effects out
+//! ```
+//!
+//! # Invariants
+//!
+//! - A spec exists exactly for the live ids the scheduler gave out; its
+//!   generation is the id's, so a stale id finds nothing.
+//! - Client threads sleep only on the driver's condition variable, and a
+//!   report wakes them only if one of them waits for that task
+//!   ([`wait::Waiters::awaits`]).
+//! - Nothing here knows a socket, a process or a `Client`.
+
+pub mod wait;
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::Key;
+use crate::TaskFailure;
+use crate::object::{Assemble, Obj};
+use crate::scheduler::{Action, Dep, Event, GraphError, NewTask, Scheduler, TaskId, TaskState, WorkerId};
+
+use self::wait::{Interest, Waitable, Waiters, block_until, block_until_with, lock};
+
+/// Why a driver call could not be answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DriverError {
+    /// The mode was shut down.
+    #[error("the shoal client was shut down; make a new Client to run more work")]
+    Closed,
+    /// No worker can run anything any more; why.
+    #[error("{0}")]
+    Broken(String),
+    /// The submitted graph was malformed.
+    #[error("invalid task graph: {0}")]
+    Graph(#[from] GraphError),
+    /// The task failed (or was cancelled).
+    #[error("{0}")]
+    Task(Arc<TaskFailure>),
+}
+
+/// One task of a graph being submitted.
+pub struct GraphNode {
+    /// The key; its `func` is the task's index in the registry.
+    pub key: Key,
+    /// One per parameter.
+    pub args: Vec<NodeArg>,
+    /// The client holds a future on it.
+    pub wanted: bool,
+    /// User priority: higher runs earlier.
+    pub priority: i32,
+    /// Retries of a failing run.
+    pub retries: u32,
+}
+
+/// One argument of a [`GraphNode`].
+pub enum NodeArg {
+    /// A literal value.
+    Value(Obj),
+    /// Another task's result.
+    Dep(Dep),
+    /// A `Vec` parameter made of several dependencies' results.
+    List(Vec<Dep>, Assemble),
+}
+
+/// A stored argument of a task: a value, or the id of a task whose result
+/// it takes (one, or a list assembled into a `Vec`).
+pub enum SpecArg {
+    /// A literal value.
+    Value(Obj),
+    /// Another task's result.
+    Dep(TaskId),
+    /// Several tasks' results, as one `Vec` parameter.
+    List(Box<[TaskId]>, Assemble),
+}
+
+/// Where a task stands, as its futures see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Not finished yet.
+    Pending,
+    /// The result is in memory.
+    Finished,
+    /// It failed (or was cancelled); why.
+    Failed(Arc<TaskFailure>),
+}
+
+impl Status {
+    /// Finished one way or the other.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, Status::Pending)
+    }
+}
+
+/// What the driver keeps per live task besides the scheduler's record.
+pub struct Spec<T> {
+    /// The generation of the id it belongs to.
+    pub generation: u32,
+    /// The client cancelled the task after it finished (its futures then
+    /// report "cancelled", as Dask's do).
+    pub cancelled: bool,
+    /// The mode's data: arguments, result.
+    pub task: T,
+}
+
+/// What a pass leaves to do after unlocking; the driver only asks for
+/// client threads to be woken.
+pub trait Effects: Default {
+    /// Wake the client threads sleeping on the driver.
+    fn wake_clients(&mut self);
+}
+
+/// Where tasks run: what the scheduler's actions become in one mode.
+///
+/// The functions that carry out actions take the whole [`State`]: building
+/// a run needs the task's spec, its inputs' specs and the backend's own
+/// state (a store, worker connections) at once.
+pub trait Backend: Sized + Send + 'static {
+    /// What the mode keeps per task (arguments, result).
+    type Task: Send;
+    /// What a pass leaves to do after unlocking.
+    type Effects: Effects;
+
+    /// The data of a newly submitted task.
+    fn new_task(&mut self, func: u32, args: Box<[SpecArg]>) -> Self::Task;
+    /// A pure call was merged into the live task `task` and brings its
+    /// arguments again (a mode that drops arguments once a result exists
+    /// takes them back here, in case the result was released).
+    fn merged(task: &mut Self::Task, args: Box<[SpecArg]>) {
+        let _ = (task, args);
+    }
+    /// `Action::Run`: all inputs of `task` are in memory.
+    fn run(st: &mut State<Self>, task: TaskId, worker: WorkerId, fx: &mut Self::Effects);
+    /// `Action::Release`: `worker` may drop its copy of `task`'s result.
+    fn release(st: &mut State<Self>, task: TaskId, worker: WorkerId, fx: &mut Self::Effects);
+    /// `Action::Forget`: the spec is gone; drop what it holds (after
+    /// unlocking, through `fx`).
+    fn forget(&mut self, spec: Spec<Self::Task>, fx: &mut Self::Effects);
+}
+
+/// The driver's state under its lock.
+pub struct State<B: Backend> {
+    /// The scheduler state machine.
+    pub sched: Scheduler,
+    /// What to run for each live task, by `TaskId::index`.
+    specs: Vec<Option<Spec<B::Task>>>,
+    /// What blocked client threads wait for.
+    pub waiters: Waiters,
+    /// Shut down: every call fails with [`DriverError::Closed`].
+    pub closed: bool,
+    /// Why no worker can run anything any more.
+    pub broken: Option<String>,
+    /// Reused buffer for the scheduler's actions.
+    actions: Vec<Action>,
+    /// The mode's own state.
+    pub backend: B,
+}
+
+impl<B: Backend> Waitable for State<B> {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn stopped(&self) -> Option<DriverError> {
+        if self.closed {
+            return Some(DriverError::Closed);
+        }
+        self.broken.as_ref().map(|reason| DriverError::Broken(reason.clone()))
+    }
+}
+
+impl<B: Backend> State<B> {
+    /// The spec of a live task (`None` for a stale id).
+    pub fn spec(&self, id: TaskId) -> Option<&Spec<B::Task>> {
+        self.specs.get(id.index as usize)?.as_ref().filter(|s| s.generation == id.generation)
+    }
+
+    /// The spec of a live task, to change it.
+    pub fn spec_mut(&mut self, id: TaskId) -> Option<&mut Spec<B::Task>> {
+        self.specs.get_mut(id.index as usize)?.as_mut().filter(|s| s.generation == id.generation)
+    }
+
+    /// Every live spec, to change them (a lost worker's results).
+    pub fn specs_mut(&mut self) -> impl Iterator<Item = &mut Spec<B::Task>> {
+        self.specs.iter_mut().flatten()
+    }
+
+    /// Every spec, taken out (at shutdown).
+    pub fn take_specs(&mut self) -> Vec<Option<Spec<B::Task>>> {
+        std::mem::take(&mut self.specs)
+    }
+
+    /// Feed one event to the scheduler and carry out its actions.
+    pub fn handle(&mut self, event: Event, fx: &mut B::Effects) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.sched.handle(event, &mut actions);
+        self.apply(&mut actions, fx);
+        self.actions = actions;
+    }
+
+    /// Carry out the scheduler's actions (draining `actions`).
+    pub fn apply(&mut self, actions: &mut Vec<Action>, fx: &mut B::Effects) {
+        for action in actions.drain(..) {
+            match action {
+                Action::Run { task, worker } => B::run(self, task, worker, fx),
+                Action::Release { task, worker } => B::release(self, task, worker, fx),
+                Action::ReportDone { task } => {
+                    if self.waiters.awaits(task) {
+                        fx.wake_clients();
+                    }
+                }
+                Action::ReportFailed { task, .. } => {
+                    // The failure itself stays in the scheduler's record,
+                    // except for a finished task being cancelled.
+                    if self.sched.state(task) == Some(TaskState::Memory)
+                        && let Some(spec) = self.spec_mut(task)
+                    {
+                        spec.cancelled = true;
+                    }
+                    if self.waiters.awaits(task) {
+                        fx.wake_clients();
+                    }
+                }
+                Action::Forget { task } => {
+                    if self.spec(task).is_some()
+                        && let Some(spec) = self.specs[task.index as usize].take()
+                    {
+                        self.backend.forget(spec, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where the task stands, as its futures see it.
+    pub fn status(&self, id: TaskId) -> Status {
+        match self.sched.state(id) {
+            Some(TaskState::Memory) => match self.spec(id) {
+                Some(spec) if spec.cancelled => Status::Failed(Arc::new(TaskFailure::Cancelled {
+                    key: self.sched.key(id).unwrap_or(Key { func: u32::MAX, token: [0; 2] }),
+                })),
+                _ => Status::Finished,
+            },
+            Some(TaskState::Erred) => match self.sched.failure(id) {
+                Some(failure) => Status::Failed(failure),
+                None => Status::Pending,
+            },
+            _ => Status::Pending,
+        }
+    }
+
+    /// The spec of a task whose result the client asks for: its failure if
+    /// it failed, [`DriverError::Closed`] if it is not finished (a client
+    /// asks only after waiting, so only a shutdown gets here).
+    pub fn finished(&self, id: TaskId) -> Result<&Spec<B::Task>, DriverError> {
+        match self.status(id) {
+            Status::Failed(f) => Err(DriverError::Task(f)),
+            Status::Finished => self.spec(id).ok_or(DriverError::Closed),
+            Status::Pending => Err(DriverError::Closed),
+        }
+    }
+
+    /// Submits a graph (topologically ordered): one id per node.
+    fn submit(&mut self, nodes: Vec<GraphNode>, fx: &mut B::Effects) -> Result<Vec<TaskId>, DriverError> {
+        if let Some(e) = self.stopped() {
+            return Err(e);
+        }
+        let tasks = new_tasks(&nodes);
+        let mut actions = std::mem::take(&mut self.actions);
+        let submitted = match self.sched.submit(tasks, &mut actions) {
+            Ok(s) => s,
+            Err(e) => {
+                self.actions = actions;
+                return Err(e.into());
+            }
+        };
+        let ids: Vec<TaskId> = submitted.iter().map(|s| s.id).collect();
+        for (node, s) in nodes.into_iter().zip(&submitted) {
+            if !s.new {
+                if let Some(spec) = self.spec_mut(s.id) {
+                    B::merged(&mut spec.task, spec_args(node.args, &ids));
+                }
+                continue;
+            }
+            let task = self.backend.new_task(node.key.func, spec_args(node.args, &ids));
+            let index = s.id.index as usize;
+            if self.specs.len() <= index {
+                self.specs.resize_with(index + 1, || None);
+            }
+            self.specs[index] = Some(Spec { generation: s.id.generation, cancelled: false, task });
+        }
+        self.apply(&mut actions, fx);
+        self.actions = actions;
+        Ok(ids)
+    }
+}
+
+/// The driver: its state under one lock, and the condition variable client
+/// threads wait on.
+pub struct Driver<B: Backend> {
+    state: Mutex<State<B>>,
+    /// Signalled when a task some client thread waits for finishes.
+    changed: Condvar,
+}
+
+impl<B: Backend> Driver<B> {
+    /// A driver around `sched` and the mode's `backend`.
+    pub fn new(sched: Scheduler, backend: B) -> Driver<B> {
+        Driver {
+            state: Mutex::new(State {
+                sched,
+                specs: Vec::new(),
+                waiters: Waiters::default(),
+                closed: false,
+                broken: None,
+                actions: Vec::new(),
+                backend,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Locks the state (see the module docs for what may happen under it).
+    pub fn lock(&self) -> MutexGuard<'_, State<B>> {
+        lock(&self.state)
+    }
+
+    /// Wakes every sleeping client thread (they look again).
+    pub fn wake_clients(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Submits a graph: the ids of its nodes (each wanted one carries one
+    /// client reference), and what is left to do.
+    pub fn submit(&self, nodes: Vec<GraphNode>) -> Result<(Vec<TaskId>, B::Effects), DriverError> {
+        let mut fx = B::Effects::default();
+        let ids = self.lock().submit(nodes, &mut fx)?;
+        Ok((ids, fx))
+    }
+
+    /// Feeds one event (unless shut down); what is left to do.
+    pub fn handle(&self, event: Event) -> B::Effects {
+        let mut fx = B::Effects::default();
+        let mut st = self.lock();
+        if !st.closed {
+            st.handle(event, &mut fx);
+        }
+        fx
+    }
+
+    /// Where the task stands.
+    pub fn status(&self, id: TaskId) -> Status {
+        self.lock().status(id)
+    }
+
+    /// The task's key (`None` once forgotten).
+    pub fn key(&self, id: TaskId) -> Option<Key> {
+        self.lock().sched.key(id)
+    }
+
+    /// Blocks until the task finished or the deadline passed; its status.
+    pub fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status, DriverError> {
+        let status = block_until(&self.state, &self.changed, Interest::Task(id), deadline, |st| {
+            Some(st.status(id)).filter(Status::is_finished)
+        })?;
+        Ok(status.unwrap_or(Status::Pending))
+    }
+
+    /// Blocks until one of the tasks finished or the deadline passed; the
+    /// indices of all finished ones.
+    pub fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>, DriverError> {
+        let found = block_until(&self.state, &self.changed, Interest::Any, deadline, |st| {
+            let done: Vec<usize> =
+                ids.iter().enumerate().filter(|(_, id)| st.status(**id).is_finished()).map(|(i, _)| i).collect();
+            (!done.is_empty() || ids.is_empty()).then_some(done)
+        })?;
+        Ok(found.unwrap_or_default())
+    }
+
+    /// Blocks until `ids[from..]` finished in order, one failed, or the
+    /// deadline passed: how many of `ids` are finished from the start, and
+    /// the failure that stopped the scan, if any. Many tasks per lock.
+    pub fn wait_prefix(
+        &self,
+        ids: &[TaskId],
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, Option<Arc<TaskFailure>>), DriverError> {
+        let mut cursor = from;
+        let answer = block_until_with(&self.state, &self.changed, deadline, |st| {
+            while let Some(&id) = ids.get(cursor) {
+                match st.status(id) {
+                    Status::Finished => cursor += 1,
+                    Status::Failed(f) => return Ok((cursor, Some(f))),
+                    Status::Pending => return Err(Interest::Task(id)),
+                }
+            }
+            Ok((cursor, None))
+        })?;
+        Ok(answer.unwrap_or((cursor, None)))
+    }
+
+    /// No worker is left and none can be started: every wait fails with
+    /// `reason` (until a worker joins and `broken` is cleared).
+    pub fn break_down(&self, reason: String) {
+        self.lock().broken = Some(reason);
+        self.changed.notify_all();
+    }
+}
+
+/// The scheduler's view of a graph: each node's key, options and inputs (a
+/// task that names the same input twice depends on it once).
+pub fn new_tasks(nodes: &[GraphNode]) -> Vec<NewTask> {
+    nodes
+        .iter()
+        .map(|n| {
+            let mut deps: Vec<Dep> = Vec::new();
+            for arg in &n.args {
+                match arg {
+                    NodeArg::Value(_) => {}
+                    NodeArg::Dep(d) => deps.push(*d),
+                    NodeArg::List(ds, _) => deps.extend_from_slice(ds),
+                }
+            }
+            if deps.len() > 1 {
+                let mut seen = std::collections::HashSet::with_capacity(deps.len());
+                deps.retain(|d| seen.insert(*d));
+            }
+            NewTask { key: n.key, deps, wanted: n.wanted, priority: n.priority, retries: n.retries }
+        })
+        .collect()
+}
+
+/// A node's arguments as stored, with its graph-relative inputs resolved to
+/// the ids `submit` gave the graph's nodes.
+pub fn spec_args(args: Vec<NodeArg>, ids: &[TaskId]) -> Box<[SpecArg]> {
+    let resolve = |d: &Dep| match *d {
+        Dep::Node(i) => ids[i],
+        Dep::Task(id) => id,
+    };
+    args.into_iter()
+        .map(|arg| match arg {
+            NodeArg::Value(obj) => SpecArg::Value(obj),
+            NodeArg::Dep(d) => SpecArg::Dep(resolve(&d)),
+            NodeArg::List(ds, assemble) => SpecArg::List(ds.iter().map(resolve).collect(), assemble),
+        })
+        .collect()
+}
