@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use shoal_core::Key;
-use shoal_core::object::{ArchiveWriter, Assemble, Data, Obj, Value, assemble_list};
+use shoal_core::object::{ArchiveWriter, Data, Obj, Value};
 use shoal_core::registry::TaskEntry;
 use shoal_core::scheduler::TaskId;
 use xxhash_rust::xxh3::xxh3_128;
@@ -42,7 +42,7 @@ pub enum Arg {
     Value(Obj),
     Dep(DepArg),
     /// Several dependencies feeding one `Vec` parameter.
-    List(Vec<DepArg>, Assemble),
+    List(Vec<DepArg>),
 }
 
 /// An argument that is the result of another task.
@@ -206,7 +206,7 @@ dep_args!(Future<A>, &Future<A>, Lazy<A>, &Lazy<A>);
 fn list<A: Data, X: IntoDep<A>>(items: impl ExactSizeIterator<Item = X>, tokens: &mut Tokenizer) -> Arg {
     tokens.update(&(items.len() as u64).to_le_bytes());
     let deps = items.map(|x| x.into_dep(tokens)).collect();
-    Arg::List(deps, assemble_list::<A>)
+    Arg::List(deps)
 }
 
 macro_rules! list_args {

@@ -58,7 +58,7 @@ impl Drop for LazyNode {
         while let Some(arg) = stack.pop() {
             let deps = match arg {
                 Arg::Dep(dep) => vec![dep],
-                Arg::List(deps, _) => deps,
+                Arg::List(deps) => deps,
                 Arg::Value(_) => continue,
             };
             for dep in deps {
@@ -126,7 +126,7 @@ impl GraphBuilder {
         match arg {
             Arg::Value(obj) => NodeArg::Value(obj),
             Arg::Dep(dep) => NodeArg::Dep(self.dep_owned(dep)),
-            Arg::List(deps, assemble) => NodeArg::List(deps.into_iter().map(|d| self.dep_owned(d)).collect(), assemble),
+            Arg::List(deps) => NodeArg::List(deps.into_iter().map(|d| self.dep_owned(d)).collect()),
         }
     }
 
@@ -191,7 +191,7 @@ impl GraphBuilder {
         match arg {
             Arg::Value(obj) => NodeArg::Value(Arc::clone(obj)),
             Arg::Dep(dep) => NodeArg::Dep(self.dep(dep)),
-            Arg::List(deps, assemble) => NodeArg::List(deps.iter().map(|d| self.dep(d)).collect(), *assemble),
+            Arg::List(deps) => NodeArg::List(deps.iter().map(|d| self.dep(d)).collect()),
         }
     }
 
@@ -217,7 +217,7 @@ fn collect_lazy<'a>(arg: &'a Arg, out: &mut Vec<&'a Arc<LazyNode>>) {
     };
     match arg {
         Arg::Dep(dep) => push(dep),
-        Arg::List(deps, _) => deps.iter().for_each(push),
+        Arg::List(deps) => deps.iter().for_each(push),
         Arg::Value(_) => {}
     }
 }

@@ -127,7 +127,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::args::One;
-    pub use shoal_core::object::{Obj, Value, glue};
+    pub use shoal_core::object::{Input, Obj, Value, glue};
     pub use shoal_core::registry::{InputError, RunError, TASKS, TaskEntry, linkme};
 
     /// Wrap a task's plain return value.

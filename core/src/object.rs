@@ -332,34 +332,150 @@ impl Object for RawArchive {
     }
 }
 
+/// One input of a task run, one per parameter: an object, or the objects
+/// of a list argument (a `Vec<Future<T>>` or `Vec<Lazy<T>>` for a `Vec<T>`
+/// parameter), which the task's glue assembles where the task runs — no
+/// function pointer crosses the driver, so a process without user code can
+/// drive any graph.
+#[derive(Clone)]
+pub enum Input {
+    /// The parameter's value.
+    One(Obj),
+    /// The items of a `Vec` parameter, in order.
+    List(Vec<Obj>),
+}
+
+impl Input {
+    /// Every object this input names.
+    pub fn objects(&self) -> &[Obj] {
+        match self {
+            Input::One(obj) => std::slice::from_ref(obj),
+            Input::List(items) => items,
+        }
+    }
+}
+
 /// Glue used by `#[shoal::task]` to read the `i`-th input for a parameter.
+///
+/// A parameter of type `Vec<A>` may receive a list input, assembled here;
+/// any other type receives one object. Which read applies is decided at
+/// compile time by method resolution on a [`Param`] (the "autoref
+/// specialization" pattern): [`ReadList`] is implemented for `Param<Vec<A>>`
+/// and found first; [`ReadOne`] is implemented for `&Param<T>`, one
+/// auto-reference further, for every other `T`. Type aliases of `Vec` work,
+/// since the compiler sees through them.
 pub mod glue {
+    use std::marker::PhantomData;
+
     use super::*;
 
-    fn input(inputs: &[Obj], i: usize) -> Result<&dyn Object, InputError> {
-        inputs.get(i).map(|obj| &**obj).ok_or_else(|| InputError(format!("argument {i} is missing")))
+    fn input(inputs: &[Input], i: usize) -> Result<&Input, InputError> {
+        inputs.get(i).ok_or_else(|| InputError(format!("argument {i} is missing")))
     }
 
-    /// A by-value parameter `T`.
-    pub fn owned<T: Data>(inputs: &[Obj], i: usize) -> Result<T, InputError> {
-        read_owned::<T>(input(inputs, i)?)
+    /// The type of one parameter, for choosing its read.
+    pub struct Param<T>(PhantomData<fn() -> T>);
+
+    impl<T> Param<T> {
+        /// The read for a parameter of type `T`.
+        pub const fn new() -> Param<T> {
+            Param(PhantomData)
+        }
     }
 
-    /// A `&Archived<T>` parameter.
-    pub fn archived<T: Data>(inputs: &[Obj], i: usize) -> Result<&Archived<T>, InputError> {
-        read_archived::<T>(input(inputs, i)?)
+    impl<T> Default for Param<T> {
+        fn default() -> Self {
+            Param::new()
+        }
+    }
+
+    /// An object to read an archived parameter from: an input's own, or a
+    /// list assembled for it.
+    pub enum Held<'a> {
+        /// The input's object, read in place.
+        Borrowed(&'a dyn Object),
+        /// A `Vec` assembled from a list input.
+        Assembled(Obj),
+    }
+
+    impl Held<'_> {
+        /// The object.
+        pub fn object(&self) -> &dyn Object {
+            match self {
+                Held::Borrowed(obj) => *obj,
+                Held::Assembled(obj) => &**obj,
+            }
+        }
+    }
+
+    /// Reads of a `Vec<A>` parameter: one object, or a list of `A`s.
+    pub trait ReadList {
+        /// The parameter's type.
+        type Out;
+        /// An owned value.
+        fn owned(&self, inputs: &[Input], i: usize) -> Result<Self::Out, InputError>;
+        /// The object to read the archived form from.
+        fn held<'a>(&self, inputs: &'a [Input], i: usize) -> Result<Held<'a>, InputError>;
+    }
+
+    impl<A: Data> ReadList for Param<Vec<A>> {
+        type Out = Vec<A>;
+
+        fn owned(&self, inputs: &[Input], i: usize) -> Result<Vec<A>, InputError> {
+            match input(inputs, i)? {
+                Input::One(obj) => read_owned::<Vec<A>>(&**obj),
+                Input::List(items) => items.iter().map(|obj| read_owned::<A>(&**obj)).collect(),
+            }
+        }
+
+        fn held<'a>(&self, inputs: &'a [Input], i: usize) -> Result<Held<'a>, InputError> {
+            match input(inputs, i)? {
+                Input::One(obj) => Ok(Held::Borrowed(&**obj)),
+                // An archived view of a list needs one archive: the items
+                // are assembled, then archived once on first read.
+                Input::List(_) => Ok(Held::Assembled(Value::shared(self.owned(inputs, i)?))),
+            }
+        }
+    }
+
+    /// Reads of any other parameter: exactly one object.
+    pub trait ReadOne {
+        /// The parameter's type.
+        type Out;
+        /// An owned value.
+        fn owned(&self, inputs: &[Input], i: usize) -> Result<Self::Out, InputError>;
+        /// The object to read the archived form from.
+        fn held<'a>(&self, inputs: &'a [Input], i: usize) -> Result<Held<'a>, InputError>;
+    }
+
+    impl<T: Data> ReadOne for &Param<T> {
+        type Out = T;
+
+        fn owned(&self, inputs: &[Input], i: usize) -> Result<T, InputError> {
+            read_owned::<T>(one(inputs, i)?)
+        }
+
+        fn held<'a>(&self, inputs: &'a [Input], i: usize) -> Result<Held<'a>, InputError> {
+            one(inputs, i).map(Held::Borrowed)
+        }
+    }
+
+    fn one(inputs: &[Input], i: usize) -> Result<&dyn Object, InputError> {
+        match input(inputs, i)? {
+            Input::One(obj) => Ok(&**obj),
+            Input::List(items) => Err(InputError(format!(
+                "argument {i} is a list of {} results, but its parameter is not a Vec",
+                items.len()
+            ))),
+        }
+    }
+
+    /// A `&Archived<T>` parameter, from what [`ReadList::held`] or
+    /// [`ReadOne::held`] gave.
+    pub fn archived<'a, T: Data>(held: &'a Held<'_>) -> Result<&'a Archived<T>, InputError> {
+        read_archived::<T>(held.object())
     }
 }
-
-/// Make one `Vec<T>` object out of objects each holding a `T`: how a
-/// `Vec<Future<T>>` or `Vec<Lazy<T>>` argument feeds a `Vec<T>` parameter.
-pub fn assemble_list<T: Data>(items: &[Obj]) -> Result<Obj, InputError> {
-    let list = items.iter().map(|obj| read_owned::<T>(&**obj)).collect::<Result<Vec<T>, InputError>>()?;
-    Ok(Value::shared(list))
-}
-
-/// The type-erased form of [`assemble_list`].
-pub type Assemble = fn(&[Obj]) -> Result<Obj, InputError>;
 
 #[cfg(test)]
 mod tests {
@@ -367,6 +483,21 @@ mod tests {
 
     fn archive_with_limit<T: Data>(value: &T, limit: usize) -> Result<AlignedVec, String> {
         make_archive_in(value, ArchiveWriter::with_limit(AlignedVec::new(), limit))
+    }
+
+    #[test]
+    #[allow(clippy::needless_borrow)] // the borrow is what picks the read
+    fn a_vec_parameter_reads_one_object_or_a_list_and_others_refuse_a_list() {
+        use glue::{Param, ReadList, ReadOne};
+        let list = [Input::List(vec![Value::shared(1u64), Value::shared(2u64)])];
+        let one = [Input::One(Value::shared(vec![3u64, 4]))];
+        assert_eq!((&Param::<Vec<u64>>::new()).owned(&list, 0).unwrap(), vec![1, 2]);
+        assert_eq!((&Param::<Vec<u64>>::new()).owned(&one, 0).unwrap(), vec![3, 4]);
+        let held = (&Param::<Vec<u64>>::new()).held(&list, 0).unwrap();
+        assert_eq!(glue::archived::<Vec<u64>>(&held).unwrap().iter().map(|x| x.to_native()).sum::<u64>(), 3);
+        let err = (&Param::<u64>::new()).owned(&list, 0).unwrap_err();
+        assert!(err.0.contains("not a Vec"), "{err}");
+        assert!((&Param::<u64>::new()).owned(&list, 1).unwrap_err().0.contains("missing"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::object::Obj;
+use crate::object::{Input, Obj};
 
 #[doc(hidden)]
 pub use linkme;
@@ -46,7 +46,7 @@ impl From<InputError> for RunError {
 }
 
 /// The type-erased entry point of a task: reads its inputs, runs the body.
-pub type Invoke = fn(&[Obj]) -> Result<Obj, RunError>;
+pub type Invoke = fn(&[Input]) -> Result<Obj, RunError>;
 
 /// One registered task function.
 pub struct TaskEntry {
@@ -84,7 +84,7 @@ impl TaskEntry {
     }
 
     /// Run the task body on these inputs (panics propagate to the caller).
-    pub fn invoke(&self, inputs: &[Obj]) -> Result<Obj, RunError> {
+    pub fn invoke(&self, inputs: &[Input]) -> Result<Obj, RunError> {
         (self.invoke)(inputs)
     }
 
@@ -167,7 +167,7 @@ pub fn fingerprint() -> Result<u128, RegistryError> {
 mod tests {
     use super::*;
 
-    fn never(_: &[Obj]) -> Result<Obj, RunError> {
+    fn never(_: &[Input]) -> Result<Obj, RunError> {
         Err(RunError::Returned("not run in this test".into()))
     }
 

@@ -28,7 +28,7 @@ use shoal_core::TaskFailure;
 use shoal_core::driver::wait::lock;
 use shoal_core::driver::{Backend, Driver, Effects, SpecArg, State};
 use shoal_core::executor::{Local, Pool, Sink, Spawner};
-use shoal_core::object::{Assemble, Obj};
+use shoal_core::object::{Input, Obj};
 use shoal_core::registry::{self, RunError, TaskEntry};
 use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId, WorkerId};
 
@@ -76,12 +76,7 @@ pub(crate) struct Job {
     key: Key,
     /// `None` only with an `inputs` error explaining why.
     entry: Option<&'static TaskEntry>,
-    inputs: std::result::Result<Vec<JobInput>, String>,
-}
-
-enum JobInput {
-    One(Obj),
-    List(Vec<Obj>, Assemble),
+    inputs: std::result::Result<Vec<Input>, String>,
 }
 
 /// What a pass over the scheduler's actions leaves to do after unlocking.
@@ -152,13 +147,11 @@ fn job(st: &State<Threads>, id: TaskId) -> Option<Job> {
     let inputs = args
         .iter()
         .map(|arg| match arg {
-            SpecArg::Value(obj) => Ok(JobInput::One(Arc::clone(obj))),
-            SpecArg::Dep(dep) => result_of(*dep).map(JobInput::One),
-            SpecArg::List(deps, assemble) => deps
-                .iter()
-                .map(|d| result_of(*d))
-                .collect::<std::result::Result<Vec<Obj>, String>>()
-                .map(|objs| JobInput::List(objs, *assemble)),
+            SpecArg::Value(obj) => Ok(Input::One(Arc::clone(obj))),
+            SpecArg::Dep(dep) => result_of(*dep).map(Input::One),
+            SpecArg::List(deps) => {
+                deps.iter().map(|d| result_of(*d)).collect::<std::result::Result<Vec<Obj>, String>>().map(Input::List)
+            }
         })
         .collect();
     let Some(entry) = registry::entries().get(key.func as usize).copied() else {
@@ -232,24 +225,17 @@ impl ThreadsEngine {
     }
 }
 
-/// Assemble the inputs and call the task, turning errors and panics into a
-/// [`TaskFailure`] that names the task.
+/// Call the task, turning errors and panics into a [`TaskFailure`] that
+/// names the task.
 fn execute(
     key: Key,
     entry: Option<&'static TaskEntry>,
-    inputs: std::result::Result<Vec<JobInput>, String>,
+    inputs: std::result::Result<Vec<Input>, String>,
 ) -> std::result::Result<Obj, TaskFailure> {
     let error = |message: String| TaskFailure::Error { key, message };
     let inputs = inputs.map_err(error)?;
     let entry = entry.ok_or_else(|| error("internal error: no task function".into()))?;
-    let mut objs = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        objs.push(match input {
-            JobInput::One(obj) => obj,
-            JobInput::List(items, assemble) => assemble(&items).map_err(|e| error(e.to_string()))?,
-        });
-    }
-    match catch_unwind(AssertUnwindSafe(|| entry.invoke(&objs))) {
+    match catch_unwind(AssertUnwindSafe(|| entry.invoke(&inputs))) {
         Ok(Ok(obj)) => Ok(obj),
         Ok(Err(RunError::Returned(message))) => Err(TaskFailure::Error { key, message }),
         Ok(Err(RunError::Input(e))) => Err(error(format!("bad input: {e}"))),

@@ -110,9 +110,20 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
             _ => quote!((#(#tys,)*)),
         }
     };
+    // Each read goes through `glue::Param<T>`: a `Vec` parameter may take a
+    // list input (assembled here, where the task runs), any other exactly
+    // one object; method resolution picks the read (see `glue`).
     let reads = kinds.iter().zip(&names).enumerate().map(|(i, (kind, var))| match kind {
-        ParamKind::Owned(t) => quote!(let #var = ::shoal::__private::glue::owned::<#t>(__inputs, #i)?;),
-        ParamKind::Archived(t) => quote!(let #var = ::shoal::__private::glue::archived::<#t>(__inputs, #i)?;),
+        ParamKind::Owned(t) => quote!(
+            let #var = (&::shoal::__private::glue::Param::<#t>::new()).owned(__inputs, #i)?;
+        ),
+        ParamKind::Archived(t) => {
+            let held = format_ident!("__held{}", i);
+            quote!(
+                let #held = (&::shoal::__private::glue::Param::<#t>::new()).held(__inputs, #i)?;
+                let #var = ::shoal::__private::glue::archived::<#t>(&#held)?;
+            )
+        }
     });
     let arity = kinds.len();
     let finish = if fallible {
@@ -159,9 +170,13 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
         }
 
         const _: () = {
+            // The borrow in each read is what picks it (see `glue`).
+            #[allow(clippy::needless_borrow)]
             fn __invoke(
-                __inputs: &[::shoal::__private::Obj],
+                __inputs: &[::shoal::__private::Input],
             ) -> ::core::result::Result<::shoal::__private::Obj, ::shoal::__private::RunError> {
+                #[allow(unused_imports)]
+                use ::shoal::__private::glue::{ReadList as _, ReadOne as _};
                 #arity_check
                 #(#reads)*
                 let __out = #name::call(#(#names),*);

@@ -45,7 +45,7 @@ use std::time::Instant;
 
 use crate::Key;
 use crate::TaskFailure;
-use crate::object::{Assemble, Obj};
+use crate::object::Obj;
 use crate::scheduler::{Action, Dep, Event, GraphError, NewTask, Scheduler, TaskId, TaskState, WorkerId};
 
 use self::wait::{Interest, Waitable, Waiters, block_until, block_until_with, lock};
@@ -87,8 +87,9 @@ pub enum NodeArg {
     Value(Obj),
     /// Another task's result.
     Dep(Dep),
-    /// A `Vec` parameter made of several dependencies' results.
-    List(Vec<Dep>, Assemble),
+    /// A `Vec` parameter made of several dependencies' results (assembled
+    /// by the task's glue where it runs).
+    List(Vec<Dep>),
 }
 
 /// A stored argument of a task: a value, or the id of a task whose result
@@ -99,7 +100,7 @@ pub enum SpecArg {
     /// Another task's result.
     Dep(TaskId),
     /// Several tasks' results, as one `Vec` parameter.
-    List(Box<[TaskId]>, Assemble),
+    List(Box<[TaskId]>),
 }
 
 /// Where a task stands, as its futures see it.
@@ -447,7 +448,7 @@ pub fn new_tasks(nodes: &[GraphNode]) -> Vec<NewTask> {
                 match arg {
                     NodeArg::Value(_) => {}
                     NodeArg::Dep(d) => deps.push(*d),
-                    NodeArg::List(ds, _) => deps.extend_from_slice(ds),
+                    NodeArg::List(ds) => deps.extend_from_slice(ds),
                 }
             }
             if deps.len() > 1 {
@@ -470,7 +471,7 @@ pub fn spec_args(args: Vec<NodeArg>, ids: &[TaskId]) -> Box<[SpecArg]> {
         .map(|arg| match arg {
             NodeArg::Value(obj) => SpecArg::Value(obj),
             NodeArg::Dep(d) => SpecArg::Dep(resolve(&d)),
-            NodeArg::List(ds, assemble) => SpecArg::List(ds.iter().map(resolve).collect(), assemble),
+            NodeArg::List(ds) => SpecArg::List(ds.iter().map(resolve).collect()),
         })
         .collect()
 }

@@ -36,9 +36,14 @@ use std::sync::Arc;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
-use shoal_core::object::{Obj, RawArchive};
+use shoal_core::object::{Input, Obj, RawArchive};
 use shoal_core::scheduler::TaskId;
 use shoal_shm::{FdMessage, MAX_FDS_PER_MESSAGE, Segment, SegmentObject};
+
+/// The most descriptors a worker stashes for one run ([`ToWorker::Stash`]):
+/// a bound on what a malformed stream can make it hold, far above any real
+/// run's inputs (each is a segment the worker maps).
+pub(crate) const MAX_STASHED_FDS: usize = 4096;
 
 /// About how many payload bytes a frame of a batch carries at most (a
 /// single item may exceed it): a larger batch goes as several frames, far
@@ -73,13 +78,21 @@ pub(crate) enum WireObject {
     Fd(u32),
 }
 
+/// One input of a run: an object, or the items of a list argument (the
+/// task's glue assembles them in the worker).
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub(crate) enum WireInput {
+    One(WireObject),
+    List(Vec<WireObject>),
+}
+
 /// One run: registered task number `func` (index in the sorted registry)
 /// on these inputs, one per parameter.
 #[derive(Archive, Serialize, Deserialize, Debug)]
 pub(crate) struct WireRun {
     pub task: WireTask,
     pub func: u32,
-    pub inputs: Vec<WireObject>,
+    pub inputs: Vec<WireInput>,
 }
 
 /// From the client to a worker.
@@ -92,6 +105,10 @@ pub(crate) enum ToWorker {
     Steal { count: u32 },
     /// Exit now, whatever is running.
     Shutdown,
+    /// Keep this frame's descriptors for the next `Runs` frame, whose
+    /// descriptor indices count the stashed ones first: how a run with more
+    /// inputs in shared memory than one frame can carry travels.
+    Stash,
 }
 
 /// How a run failed.
@@ -158,13 +175,29 @@ fn wire_len(object: &WireObject) -> usize {
     }
 }
 
+impl WireInput {
+    fn objects_mut(&mut self) -> &mut [WireObject] {
+        match self {
+            WireInput::One(object) => std::slice::from_mut(object),
+            WireInput::List(items) => items,
+        }
+    }
+
+    fn objects(&self) -> &[WireObject] {
+        match self {
+            WireInput::One(object) => std::slice::from_ref(object),
+            WireInput::List(items) => items,
+        }
+    }
+}
+
 impl BatchItem for WireRun {
     fn shift_fds(&mut self, by: u32) {
-        self.inputs.iter_mut().for_each(|o| shift(o, by));
+        self.inputs.iter_mut().flat_map(WireInput::objects_mut).for_each(|o| shift(o, by));
     }
 
     fn wire_len(&self) -> usize {
-        32 + self.inputs.iter().map(wire_len).sum::<usize>()
+        32 + self.inputs.iter().flat_map(WireInput::objects).map(wire_len).sum::<usize>()
     }
 }
 
@@ -186,7 +219,10 @@ impl BatchItem for WireResult {
 /// Cuts a batch into frames: each item comes with its own segments
 /// (numbered from 0 in the item); a frame gets at most
 /// `MAX_FDS_PER_MESSAGE` descriptors and, unless one item alone is larger,
-/// at most [`FRAME_BUDGET`] bytes. Items keep their order.
+/// at most [`FRAME_BUDGET`] bytes. Items keep their order. An item with
+/// more segments than one frame carries goes alone in its frame, preceded
+/// by frames without items that carry its first descriptors (sent as
+/// [`ToWorker::Stash`]; only runs can need it).
 pub(crate) struct Batcher<T> {
     frames: Vec<(Vec<T>, Vec<Obj>)>,
     items: Vec<T>,
@@ -200,13 +236,30 @@ impl<T: BatchItem> Batcher<T> {
     }
 
     /// Adds an item and its segments; `Err` (and nothing added) if it has
-    /// more segments than one frame may carry.
-    pub(crate) fn push(&mut self, mut item: T, segments: Vec<Obj>) -> Result<(), String> {
-        if segments.len() > MAX_FDS_PER_MESSAGE {
+    /// more segments than a worker takes for one run.
+    pub(crate) fn push(&mut self, mut item: T, mut segments: Vec<Obj>) -> Result<(), String> {
+        if segments.len() > MAX_STASHED_FDS {
             return Err(format!(
-                "it has {} inputs in shared memory, more than the {MAX_FDS_PER_MESSAGE} one message can carry",
+                "it has {} inputs in shared memory, more than the {MAX_STASHED_FDS} a run can take",
                 segments.len()
             ));
+        }
+        if segments.len() > MAX_FDS_PER_MESSAGE {
+            if !self.items.is_empty() {
+                self.cut();
+            }
+            // The item's indices count the stashed descriptors first, in
+            // order, then its own frame's: no shift.
+            let last = match segments.len() % MAX_FDS_PER_MESSAGE {
+                0 => MAX_FDS_PER_MESSAGE,
+                r => r,
+            };
+            let own = segments.split_off(segments.len() - last);
+            for chunk in segments.chunks(MAX_FDS_PER_MESSAGE) {
+                self.frames.push((Vec::new(), chunk.to_vec()));
+            }
+            self.frames.push((vec![item], own));
+            return Ok(());
         }
         let len = item.wire_len();
         if !self.items.is_empty()
@@ -273,14 +326,18 @@ impl std::fmt::Display for ProtocolError {
 pub(crate) struct Run {
     pub task: TaskId,
     pub func: u32,
-    pub inputs: Vec<Obj>,
+    pub inputs: Vec<Input>,
 }
 
 /// A [`ToWorker`], checked, with its objects in hand.
 pub(crate) enum WorkerMsg {
     Runs(Vec<Run>),
-    Steal { count: u32 },
+    Steal {
+        count: u32,
+    },
     Shutdown,
+    /// Descriptors were stashed for the next runs.
+    Stashed,
 }
 
 /// A [`WireResult`], checked, with its object in hand.
@@ -310,25 +367,47 @@ where
     rkyv::to_bytes::<rancor::Error>(message).map_err(|e| ProtocolError(format!("could not encode a message: {e}")))
 }
 
-/// Checks and unpacks a message for a worker.
-pub(crate) fn decode_to_worker(message: FdMessage) -> Result<WorkerMsg, ProtocolError> {
-    let (payload, mut fds) = unpack(message);
+/// Checks and unpacks a message for a worker. `stash` holds the descriptors
+/// of the [`ToWorker::Stash`] frames since the last runs: a `Stash` adds to
+/// it, `Runs` takes them all (numbered before its own), anything else with
+/// descriptors stashed is an error.
+pub(crate) fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<WorkerMsg, ProtocolError> {
+    let (payload, own) = unpack(message);
     let archived = rkyv::access::<ArchivedToWorker, rancor::Error>(&payload)
         .map_err(|e| ProtocolError(format!("invalid message: {e}")))?;
+    if let ArchivedToWorker::Stash = archived {
+        if stash.len() + own.len() > MAX_STASHED_FDS {
+            return Err(ProtocolError(format!("more than {MAX_STASHED_FDS} descriptors stashed for one run")));
+        }
+        stash.extend(own.into_iter().flatten());
+        return Ok(WorkerMsg::Stashed);
+    }
+    let mut fds: Vec<Option<OwnedFd>> = stash.drain(..).map(Some).chain(own).collect();
     let msg = match archived {
         ArchivedToWorker::Runs { runs } => WorkerMsg::Runs(
             runs.iter()
                 .map(|run| {
-                    let inputs = run.inputs.iter().map(|o| object(o, &mut fds)).collect::<Result<Vec<Obj>, _>>()?;
+                    let inputs = run.inputs.iter().map(|i| input(i, &mut fds)).collect::<Result<Vec<Input>, _>>()?;
                     Ok(Run { task: (&run.task).into(), func: run.func.to_native(), inputs })
                 })
                 .collect::<Result<Vec<Run>, ProtocolError>>()?,
         ),
         ArchivedToWorker::Steal { count } => WorkerMsg::Steal { count: count.to_native() },
         ArchivedToWorker::Shutdown => WorkerMsg::Shutdown,
+        ArchivedToWorker::Stash => WorkerMsg::Stashed,
     };
     all_used(&fds)?;
     Ok(msg)
+}
+
+/// The input a [`WireInput`] stands for.
+fn input(wire: &ArchivedWireInput, fds: &mut [Option<OwnedFd>]) -> Result<Input, ProtocolError> {
+    match wire {
+        ArchivedWireInput::One(o) => object(o, fds).map(Input::One),
+        ArchivedWireInput::List(items) => {
+            items.iter().map(|o| object(o, fds)).collect::<Result<Vec<Obj>, _>>().map(Input::List)
+        }
+    }
 }
 
 /// Checks and unpacks a message for the client.
@@ -444,9 +523,16 @@ mod tests {
                 WireRun {
                     task: WireTask { index: 3, generation: 9 },
                     func: 2,
-                    inputs: vec![WireObject::Inline(archive.to_vec()), WireObject::Fd(1)],
+                    inputs: vec![
+                        WireInput::One(WireObject::Inline(archive.to_vec())),
+                        WireInput::One(WireObject::Fd(1)),
+                    ],
                 },
-                WireRun { task: WireTask { index: 4, generation: 1 }, func: 0, inputs: vec![WireObject::Fd(0)] },
+                WireRun {
+                    task: WireTask { index: 4, generation: 1 },
+                    func: 0,
+                    inputs: vec![WireInput::One(WireObject::Fd(0))],
+                },
             ],
         };
         let payload = encode(&runs).unwrap();
@@ -454,14 +540,19 @@ mod tests {
             segment_fd(&rkyv::to_bytes::<rancor::Error>(&String::from("second")).unwrap()),
             segment_fd(&rkyv::to_bytes::<rancor::Error>(&String::from("first")).unwrap()),
         ];
-        let Ok(WorkerMsg::Runs(runs)) = decode_to_worker(message(&payload, fds)) else { panic!("not runs") };
+        let Ok(WorkerMsg::Runs(runs)) = decode_to_worker(message(&payload, fds), &mut Vec::new()) else {
+            panic!("not runs")
+        };
         assert_eq!(runs.len(), 2);
         assert_eq!((runs[0].task, runs[0].func), (TaskId { index: 3, generation: 9 }, 2));
-        assert_eq!(read_owned::<u64>(&*runs[0].inputs[0]).unwrap(), 41);
-        assert_eq!(read_owned::<String>(&*runs[0].inputs[1]).unwrap(), "first");
-        assert_eq!(read_owned::<String>(&*runs[1].inputs[0]).unwrap(), "second");
+        assert_eq!(read_owned::<u64>(&*runs[0].inputs[0].objects()[0]).unwrap(), 41);
+        assert_eq!(read_owned::<String>(&*runs[0].inputs[1].objects()[0]).unwrap(), "first");
+        assert_eq!(read_owned::<String>(&*runs[1].inputs[0].objects()[0]).unwrap(), "second");
         let steal = encode(&ToWorker::Steal { count: 7 }).unwrap();
-        assert!(matches!(decode_to_worker(message(&steal, vec![])), Ok(WorkerMsg::Steal { count: 7 })));
+        assert!(matches!(
+            decode_to_worker(message(&steal, vec![]), &mut Vec::new()),
+            Ok(WorkerMsg::Steal { count: 7 })
+        ));
 
         let hello = encode(&ToClient::Hello { fingerprint: split_fingerprint(u128::MAX - 5), pid: 77 }).unwrap();
         assert!(matches!(
@@ -510,10 +601,12 @@ mod tests {
             runs: vec![WireRun {
                 task: WireTask { index: 0, generation: 0 },
                 func: 0,
-                inputs: vec![WireObject::Fd(0), WireObject::Fd(0)],
+                inputs: vec![WireInput::One(WireObject::Fd(0)), WireInput::One(WireObject::Fd(0))],
             }],
         };
-        assert!(decode_to_worker(message(&encode(&run).unwrap(), vec![segment_fd(&archive)])).is_err());
+        assert!(
+            decode_to_worker(message(&encode(&run).unwrap(), vec![segment_fd(&archive)]), &mut Vec::new()).is_err()
+        );
         let twice = results(vec![done(0, WireObject::Fd(0)), done(1, WireObject::Fd(0))]);
         assert!(decode_to_client(message(&twice, vec![segment_fd(&archive)])).is_err());
     }
@@ -526,7 +619,11 @@ mod tests {
         // starts the next one, with its descriptors numbered from 0 again.
         let mut batcher = Batcher::new();
         for i in 0..12 {
-            let inputs = vec![WireObject::Fd(0), WireObject::Inline(vec![1]), WireObject::Fd(1), WireObject::Fd(2)];
+            let inputs = vec![
+                WireInput::One(WireObject::Fd(0)),
+                WireInput::One(WireObject::Inline(vec![1])),
+                WireInput::List(vec![WireObject::Fd(1), WireObject::Fd(2)]),
+            ];
             batcher
                 .push(
                     WireRun { task: WireTask { index: i, generation: 0 }, func: 0, inputs },
@@ -534,20 +631,41 @@ mod tests {
                 )
                 .unwrap();
         }
-        let too_many = vec![seg(); MAX_FDS_PER_MESSAGE + 1];
+        // A run with more segments than a frame carries (a list of 70):
+        // alone, after two frames that stash its first 64 descriptors.
+        let n = 2 * MAX_FDS_PER_MESSAGE + 6;
+        let list = WireInput::List((0..n as u32).map(WireObject::Fd).collect());
         let task = WireTask { index: 99, generation: 0 };
-        assert!(batcher.push(WireRun { task, func: 0, inputs: vec![] }, too_many).is_err(), "refused, not cut");
+        batcher.push(WireRun { task, func: 0, inputs: vec![list] }, vec![seg(); n]).unwrap();
+        let too_many = vec![seg(); MAX_STASHED_FDS + 1];
+        assert!(batcher.push(WireRun { task, func: 0, inputs: vec![] }, too_many).is_err(), "refused");
         let frames = batcher.finish();
-        assert_eq!(frames.iter().map(|(runs, segs)| (runs.len(), segs.len())).collect::<Vec<_>>(), [(10, 30), (2, 6)]);
+        assert_eq!(
+            frames.iter().map(|(runs, segs)| (runs.len(), segs.len())).collect::<Vec<_>>(),
+            [(10, 30), (2, 6), (0, 32), (0, 32), (1, 6)]
+        );
+        let mut stash = Vec::new();
+        let mut decoded = Vec::new();
         for (runs, segments) in frames {
             let fds: Vec<OwnedFd> = segments
                 .iter()
                 .map(|o| o.as_any().downcast_ref::<SegmentObject>().unwrap().segment().try_clone_fd().unwrap())
                 .collect();
-            let payload = encode(&ToWorker::Runs { runs }).unwrap();
-            let Ok(WorkerMsg::Runs(runs)) = decode_to_worker(message(&payload, fds)) else { panic!("not runs") };
-            assert!(runs.iter().all(|r| r.inputs.len() == 4), "every descriptor found, each used once");
+            let msg = if runs.is_empty() { ToWorker::Stash } else { ToWorker::Runs { runs } };
+            match decode_to_worker(message(&encode(&msg).unwrap(), fds), &mut stash) {
+                Ok(WorkerMsg::Runs(runs)) => decoded.extend(runs),
+                Ok(WorkerMsg::Stashed) => {}
+                _ => panic!("not runs"),
+            }
         }
+        assert!(stash.is_empty(), "every stashed descriptor taken");
+        let inputs: Vec<usize> = decoded.iter().map(|r| r.inputs.iter().map(|i| i.objects().len()).sum()).collect();
+        assert_eq!(inputs, [vec![4; 12], vec![n]].concat(), "every descriptor found, each used once");
+        assert_eq!(read_owned::<u32>(&*decoded[12].inputs[0].objects()[n - 1]).unwrap(), 7);
+        // Descriptors stashed for a message that is not a run are an error.
+        let steal = encode(&ToWorker::Steal { count: 1 }).unwrap();
+        let mut stash = vec![segment_fd(&archive)];
+        assert!(decode_to_worker(message(&steal, vec![]), &mut stash).is_err());
         // Inline bytes: a frame stops near the budget; one big item still goes.
         let mut batcher = Batcher::new();
         for i in 0..5 {
@@ -565,7 +683,7 @@ mod tests {
             let _ = decode_to_client(message(&done[..len], vec![]));
         }
         assert!(decode_to_client(message(&[], vec![])).is_err());
-        assert!(decode_to_worker(message(&[], vec![])).is_err());
+        assert!(decode_to_worker(message(&[], vec![]), &mut Vec::new()).is_err());
     }
 
     proptest! {
@@ -575,7 +693,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_to_client(message(&bytes, vec![]));
-            let _ = decode_to_worker(message(&bytes, vec![]));
+            let _ = decode_to_worker(message(&bytes, vec![]), &mut Vec::new());
         }
 
         /// A valid message with bytes flipped decodes or fails cleanly.
@@ -600,11 +718,11 @@ mod tests {
                 runs: vec![WireRun {
                     task: WireTask { index: 1, generation: 1 },
                     func: 0,
-                    inputs: vec![WireObject::Inline(payload)],
+                    inputs: vec![WireInput::One(WireObject::Inline(payload))],
                 }],
             })
             .unwrap();
-            let _ = decode_to_worker(message(&run, vec![]));
+            let _ = decode_to_worker(message(&run, vec![]), &mut Vec::new());
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use shoal_core::Key;
 use shoal_core::driver::{Backend, SpecArg};
-use shoal_core::object::{Assemble, Obj};
+use shoal_core::object::Obj;
 use shoal_core::scheduler::{TaskId, WorkerId};
 
 use super::store::{Fetched, Slot, SpillJob, Store};
@@ -63,7 +63,7 @@ pub(crate) struct Job {
 /// the run is sent.
 pub(crate) enum JobInput {
     One(Fetched),
-    List(Vec<Fetched>, Assemble),
+    List(Vec<Fetched>),
 }
 
 /// What a pass over the scheduler's actions leaves to do after unlocking.
@@ -131,7 +131,7 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
     enum Want {
         Value(Obj),
         One(Slot),
-        List(Vec<Slot>, Assemble),
+        List(Vec<Slot>),
     }
     let spec = st.spec(id)?;
     let key = st.sched.key(id)?;
@@ -152,11 +152,9 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
         .map(|arg| match arg {
             SpecArg::Value(obj) => Ok(Want::Value(Arc::clone(obj))),
             SpecArg::Dep(dep) => slot_of(*dep).map(Want::One),
-            SpecArg::List(deps, assemble) => deps
-                .iter()
-                .map(|d| slot_of(*d))
-                .collect::<std::result::Result<_, _>>()
-                .map(|s| Want::List(s, *assemble)),
+            SpecArg::List(deps) => {
+                deps.iter().map(|d| slot_of(*d)).collect::<std::result::Result<_, _>>().map(Want::List)
+            }
         })
         .collect();
     let wants = match wants {
@@ -172,7 +170,7 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
         .flat_map(|want| match want {
             Want::Value(_) => Vec::new(),
             Want::One(slot) => stored(slot).into_iter().collect(),
-            Want::List(slots, _) => slots.iter().filter_map(stored).collect(),
+            Want::List(slots) => slots.iter().filter_map(stored).collect(),
         })
         .collect();
     st.backend.store.run_started(id, worker, pinned);
@@ -189,9 +187,7 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
         match want {
             Want::Value(obj) => inputs.push(JobInput::One(Fetched::Ready(obj))),
             Want::One(slot) => inputs.extend(fetch(&slot).map(JobInput::One)),
-            Want::List(slots, assemble) => {
-                inputs.push(JobInput::List(slots.iter().filter_map(&mut fetch).collect(), assemble))
-            }
+            Want::List(slots) => inputs.push(JobInput::List(slots.iter().filter_map(&mut fetch).collect())),
         }
     }
     Some(Job { id, key, func, worker, conn, inputs, error })

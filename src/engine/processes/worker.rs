@@ -68,7 +68,7 @@ use rustix::fs::FileType;
 use rustix::io::FdFlags;
 use rustix::process::Signal;
 use shoal_core::executor::{Local, Pool};
-use shoal_core::object::Obj;
+use shoal_core::object::{Input, Obj};
 use shoal_core::registry::{self, RunError, TaskEntry};
 use shoal_core::scheduler::TaskId;
 use shoal_shm::fdpass;
@@ -183,6 +183,8 @@ fn serve(fd: OsString) -> i32 {
     // docs); entries whose run started are dropped as they are met. Only
     // this thread touches it.
     let mut queue: VecDeque<(TaskId, Arc<AtomicU8>)> = VecDeque::new();
+    // Descriptors stashed for the next runs (see `ToWorker::Stash`).
+    let mut stash = Vec::new();
     let code = loop {
         // See `protocol::wait_readable` for why not block in `recv`.
         protocol::wait_readable(&conn.socket, true);
@@ -194,7 +196,7 @@ fn serve(fd: OsString) -> i32 {
                 break 0;
             }
         };
-        match protocol::decode_to_worker(message) {
+        match protocol::decode_to_worker(message, &mut stash) {
             // This thread never runs a task (an unknown task number is
             // answered from the pool too) and never blocks on sending, so
             // it always drains the socket — the client may be blocked
@@ -228,6 +230,7 @@ fn serve(fd: OsString) -> i32 {
                 stolen.reverse();
                 conn.post_stolen(stolen);
             }
+            Ok(WorkerMsg::Stashed) => {}
             Ok(WorkerMsg::Shutdown) => break 0,
             Err(e) => {
                 eprintln!("shoal worker {}: malformed message from the client: {e}; exiting", std::process::id());
@@ -311,7 +314,7 @@ struct Job {
     func: u32,
     /// `None` if this binary has no task number `func`.
     entry: Option<&'static TaskEntry>,
-    inputs: Vec<Obj>,
+    inputs: Vec<Input>,
     claim: Arc<AtomicU8>,
 }
 
@@ -479,7 +482,7 @@ fn failed(task: TaskId, kind: FailKind, message: String) -> WireResult {
 }
 
 /// Calls the task and turns what it returned into its result.
-fn run_task(task: TaskId, entry: &TaskEntry, inputs: &[Obj], segments: &mut Vec<Obj>) -> WireResult {
+fn run_task(task: TaskId, entry: &TaskEntry, inputs: &[Input], segments: &mut Vec<Obj>) -> WireResult {
     let obj = match catch_unwind(AssertUnwindSafe(|| entry.invoke(inputs))) {
         Ok(Ok(obj)) => obj,
         Ok(Err(RunError::Returned(message))) => return failed(task, FailKind::Error, message),

@@ -24,22 +24,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal_core::TaskFailure;
-use shoal_core::object::{Assemble, Obj};
+use shoal_core::object::{Input, Obj};
 use shoal_core::scheduler::{Event, TaskId, TaskState, WorkerId};
 use shoal_shm::fdpass;
 
 use super::ProcessesEngine;
 use super::objects::{self, Outgoing};
-use super::protocol::{self, Batcher, ClientMsg, FailKind, RunResult, ToWorker, WireRun};
+use super::protocol::{self, Batcher, ClientMsg, FailKind, RunResult, ToWorker, WireInput, WireRun};
 use super::state::{Effects, Held, Job, JobInput, State};
 use super::store::Slot;
 use shoal_core::driver::wait::lock;
-
-/// A run's input in hand.
-enum Input {
-    One(Obj),
-    List(Vec<Obj>, Assemble),
-}
 
 /// `Conn::thief` when no steal is on its way.
 const NO_THIEF: u32 = u32::MAX;
@@ -315,7 +309,10 @@ impl ProcessesEngine {
         }
         for (conn, batcher) in batches {
             for (runs, segments) in batcher.finish() {
-                let sent = protocol::encode(&ToWorker::Runs { runs })
+                // A frame without runs carries descriptors ahead of a run
+                // with more inputs in shared memory than one frame holds.
+                let message = if runs.is_empty() { ToWorker::Stash } else { ToWorker::Runs { runs } };
+                let sent = protocol::encode(&message)
                     .map_err(|e| e.to_string())
                     .and_then(|payload| conn.send(&Outgoing { payload, segments }));
                 if let Err(e) = sent {
@@ -348,10 +345,7 @@ impl ProcessesEngine {
             .into_iter()
             .filter_map(|input| match input {
                 JobInput::One(fetched) => resolve(fetched).map(Input::One),
-                JobInput::List(items, assemble) => {
-                    let items: Vec<Obj> = items.into_iter().filter_map(&mut resolve).collect();
-                    Some(Input::List(items, assemble))
-                }
+                JobInput::List(items) => Some(Input::List(items.into_iter().filter_map(&mut resolve).collect())),
             })
             .collect();
         match error {
@@ -385,13 +379,17 @@ impl ProcessesEngine {
         let mut segments = Vec::new();
         let mut wire = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let obj = match input {
-                Input::One(obj) => obj,
-                // A `Vec<T>` made of several results is assembled here, in
-                // the client: the function that does it cannot cross processes.
-                Input::List(items, assemble) => assemble(&items).map_err(|e| e.to_string())?,
-            };
-            wire.push(objects::wire(&obj, || self.segment_name("list"), &mut segments)?);
+            // A list's items travel one by one; the task's glue assembles
+            // them in the worker.
+            wire.push(match input {
+                Input::One(obj) => WireInput::One(objects::wire(&obj, || self.segment_name("in"), &mut segments)?),
+                Input::List(items) => WireInput::List(
+                    items
+                        .iter()
+                        .map(|obj| objects::wire(obj, || self.segment_name("in"), &mut segments))
+                        .collect::<std::result::Result<_, _>>()?,
+                ),
+            });
         }
         Ok((WireRun { task: id.into(), func, inputs: wire }, segments))
     }

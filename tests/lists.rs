@@ -1,0 +1,70 @@
+//! List arguments (`Vec<Future<T>>`, `Vec<Lazy<T>>` for a `Vec<T>`
+//! parameter) are sent as lists of results and assembled by the task's glue
+//! where the task runs — in a worker process in the processes mode — so no
+//! function pointer travels with the graph. The same job runs in both modes.
+
+use shoal::prelude::*;
+
+/// An alias: the glue sees through it (the compiler resolves it).
+type Sizes = Vec<u64>;
+
+#[shoal::task]
+fn size(i: u64) -> u64 {
+    i * 10
+}
+
+#[shoal::task]
+fn sum_sizes(xs: Sizes) -> u64 {
+    xs.iter().sum()
+}
+
+/// Over the inline limit: each result is a segment of its own.
+#[shoal::task]
+fn blob(i: u64) -> Vec<u8> {
+    vec![i as u8; 70_000]
+}
+
+#[shoal::task]
+fn total_len(parts: Vec<Vec<u8>>) -> u64 {
+    parts.iter().map(|p| p.len() as u64 + u64::from(p[0])).sum()
+}
+
+#[shoal::task]
+fn total_len_archived(parts: &Archived<Vec<Vec<u8>>>) -> u64 {
+    parts.iter().map(|p| p.len() as u64 + u64::from(p[0])).sum()
+}
+
+/// A whole `Vec` from one future still works for a `Vec` parameter.
+#[shoal::task]
+fn all_sizes(n: u64) -> Vec<u64> {
+    (0..n).map(|i| i * 10).collect()
+}
+
+fn check(client: &Client) {
+    let sizes = client.map(size, 0..100u64).unwrap();
+    assert_eq!(client.submit(sum_sizes, &sizes).unwrap().result().unwrap(), 49_500);
+    let whole = client.submit(all_sizes, 100u64).unwrap();
+    assert_eq!(client.submit(sum_sizes, &whole).unwrap().result().unwrap(), 49_500);
+
+    // 70 inputs in shared memory: more than one message carries (32), so
+    // the processes mode stashes descriptors ahead of the run.
+    let n = 70u64;
+    let blobs = client.map(blob, 0..n).unwrap();
+    let expected: u64 = (0..n).map(|i| 70_000 + i).sum();
+    assert_eq!(client.submit(total_len, &blobs).unwrap().result().unwrap(), expected);
+    assert_eq!(client.submit(total_len_archived, &blobs).unwrap().result().unwrap(), expected);
+
+    // The same as a lazy graph.
+    let lazy: Vec<Lazy<u64>> = (0..10u64).map(|i| size.lazy(i).unwrap()).collect();
+    assert_eq!(sum_sizes.lazy(lazy).unwrap().compute(client).unwrap(), 450);
+}
+
+#[test]
+fn list_arguments_are_assembled_where_the_task_runs_threads() {
+    check(&Client::threads(2).unwrap());
+}
+
+#[test]
+fn list_arguments_are_assembled_where_the_task_runs_processes() {
+    check(&Client::processes(2).unwrap());
+}
