@@ -171,6 +171,16 @@ pub enum Event {
     WorkerLost {
         worker: WorkerId,
     },
+    /// The worker's process is gone, but the results it held live on in its
+    /// machine's store: `heir` (a live worker of the same machine — or the
+    /// machine's store itself, joined as a worker with no threads, which
+    /// never runs anything) holds them from now on, and nothing is
+    /// recomputed. What it was running is taken back as for `WorkerLost`.
+    /// If `heir` is not a live worker, this is `WorkerLost`.
+    ProcessLost {
+        worker: WorkerId,
+        heir: WorkerId,
+    },
     /// A run finished; `nbytes` is the result's size, for placement.
     TaskFinished {
         task: TaskId,

@@ -203,7 +203,8 @@ impl Scheduler {
     pub fn handle(&mut self, event: Event, out: &mut Vec<Action>) {
         match event {
             Event::WorkerJoined { worker, nthreads } => self.worker_joined(worker, nthreads),
-            Event::WorkerLost { worker } => self.worker_lost(worker, out),
+            Event::WorkerLost { worker } => self.worker_lost(worker, None, out),
+            Event::ProcessLost { worker, heir } => self.worker_lost(worker, Some(heir), out),
             Event::TaskFinished { task, worker, nbytes } => self.task_finished(task, worker, nbytes, out),
             Event::TaskFailed { task, worker, failure } => self.task_failed(task, worker, failure, out),
             Event::ClientReleased { task } => self.client_released(task),

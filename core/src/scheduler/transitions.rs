@@ -147,14 +147,21 @@ impl Scheduler {
     }
 
     /// Everything `w` ran is rescheduled (or failed with `KilledWorker` once
-    /// it has killed enough workers); everything it held is lost and
+    /// it has killed enough workers); everything it held moves to `heir`
+    /// (`ProcessLost`: the results outlive the process) or is lost and
     /// recomputed if still needed.
-    pub(super) fn worker_lost(&mut self, w: WorkerId, out: &mut Vec<Action>) {
+    pub(super) fn worker_lost(&mut self, w: WorkerId, heir: Option<WorkerId>, out: &mut Vec<Action>) {
         let Some(worker) = self.workers.remove(w) else { return };
+        // Results that outlive the process move to the heir.
+        let heir = heir.filter(|&h| h != w && self.workers.contains(h));
         // Lost results first, so that the tasks it was running count their
         // missing inputs right when they are rescheduled below.
         for &t in &worker.held {
             debug_assert_eq!(self.tasks.at(t).state(), TaskState::Memory);
+            if let Some(h) = heir {
+                self.add_held(t, h);
+                continue;
+            }
             self.tasks.set_state(t, TaskState::Released);
             self.result_lost(t, w);
             self.wake.push(t);

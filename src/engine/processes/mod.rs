@@ -40,7 +40,7 @@
 //!                                        ◄───  Stolen [T, …] (after the results V had ready)
 //!   TaskStolen { T, from: V, to: W } → Run { T, W }
 //!   Shutdown (client dropped)            ───►  exit
-//!   EOF / bad frame on W's socket: WorkerLost { W }, kill and reap W, start a replacement
+//!   EOF / bad frame on W's socket: ProcessLost { W, heir: STORE }, kill and reap W, start a replacement
 //! ```
 //!
 //! # Batches, and who wakes whom
@@ -203,7 +203,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use shoal_core::driver::wait::lock;
 use shoal_core::driver::{Driver, GraphNode, NodeArg};
 use shoal_core::object::Obj;
-use shoal_core::scheduler::{Scheduler, SchedulerConfig, TaskId};
+use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId, WorkerId};
 
 use self::objects::Outgoing;
 use self::protocol::ToWorker;
@@ -222,6 +222,11 @@ pub(crate) use self::worker::WORKER_HOOK;
 /// batches of about this size (each batch costs a frame and a wake-up on
 /// each side). Stealing evens out what this lets pile up on one worker.
 const EXTRA_SLOTS_PER_THREAD: u32 = 8;
+
+/// The machine's store as the scheduler sees it: a worker without threads
+/// that holds the results of worker processes that died (they live in the
+/// client's store, not in the process), so they are not recomputed.
+pub(crate) const STORE: WorkerId = WorkerId(u32::MAX);
 
 /// How the engine is set up.
 #[derive(Clone, Debug)]
@@ -263,6 +268,8 @@ impl ProcessesEngine {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
             ..SchedulerConfig::default()
         });
+        let mut sched = sched;
+        sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
         let engine = Arc::new(ProcessesEngine {
             driver: Driver::new(sched, Procs { workers: HashMap::new(), store }),
             supervisor: Mutex::new(None),

@@ -28,11 +28,10 @@ use shoal_core::object::{Input, Obj};
 use shoal_core::scheduler::{Event, TaskId, TaskState, WorkerId};
 use shoal_shm::fdpass;
 
-use super::ProcessesEngine;
 use super::objects::{self, Outgoing};
 use super::protocol::{self, Batcher, ClientMsg, FailKind, RunResult, ToWorker, WireInput, WireRun};
 use super::state::{Effects, Held, Job, JobInput, State};
-use super::store::Slot;
+use super::{ProcessesEngine, STORE};
 use shoal_core::driver::wait::lock;
 
 /// `Conn::thief` when no steal is on its way.
@@ -149,8 +148,8 @@ impl ProcessesEngine {
     }
 
     /// A worker's connection ended (it died, closed it, or broke the
-    /// protocol): what it ran goes back to the scheduler, what it held is
-    /// lost. `false` if the engine is shut down.
+    /// protocol): what it ran goes back to the scheduler; what it made stays
+    /// in the store. `false` if the engine is shut down.
     pub(crate) fn lose_worker(&self, worker: WorkerId) -> bool {
         let mut effects = Effects::default();
         let steals;
@@ -160,16 +159,15 @@ impl ProcessesEngine {
                 return false;
             }
             st.backend.workers.remove(&worker);
-            let lost: Vec<Slot> = st
-                .specs_mut()
-                .filter(|spec| spec.task.result.as_ref().is_some_and(|h| h.worker == worker))
-                .filter_map(|spec| spec.task.result.take().map(|held| held.slot))
-                .collect();
-            for slot in lost {
-                st.backend.store.release(slot, &mut effects);
+            // Its results live on in this machine's store (the client's):
+            // the store holds them from now on, and nothing is recomputed.
+            for spec in st.specs_mut() {
+                if let Some(held) = spec.task.result.as_mut().filter(|h| h.worker == worker) {
+                    held.worker = STORE;
+                }
             }
             st.backend.store.worker_lost(worker, &mut effects);
-            st.handle(Event::WorkerLost { worker }, &mut effects);
+            st.handle(Event::ProcessLost { worker, heir: STORE }, &mut effects);
             steals = plan_steals(&st);
         }
         self.carry_out(effects);

@@ -245,3 +245,44 @@ fn deaths_count_in_a_row_a_good_run_resets_them() {
     assert_eq!(h.lose(W2), vec![]);
     assert_eq!(h.state(x), Some(TaskState::Ready));
 }
+
+/// A process dies after its results were stored in its machine's store:
+/// they move to the heir (the store, joined as a worker without threads),
+/// nothing is recomputed, and only its runs are taken back.
+#[test]
+fn results_outlive_a_lost_process_when_its_machine_keeps_them() {
+    const STORE: WorkerId = WorkerId(u32::MAX);
+    let mut h = H::new(0, 3);
+    assert_eq!(h.join(STORE, 0), vec![], "a worker without threads gets nothing");
+    h.join(W0, 1);
+    h.join(W1, 1);
+    // a on W0, b on W1; c needs both.
+    let (ids, out) = h.submit(vec![node(0, &[], false), node(1, &[], false), node(2, &[0, 1], true)]);
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    assert_eq!(out, vec![run(a, W0), run(b, W1)]);
+    assert_eq!(h.finish(a, W0, 100), vec![]);
+    // W0 dies holding `a`, with nothing running.
+    let out = h.ev(Event::ProcessLost { worker: W0, heir: STORE });
+    assert!(runs(&out).is_empty(), "nothing recomputed: {out:?}");
+    assert_eq!(h.state(a), Some(TaskState::Memory));
+    assert_eq!(h.s.holders(a), &[STORE]);
+    // `c` runs on W1 once `b` is done; `a` is released from the store.
+    let out = h.finish(b, W1, 100);
+    assert_eq!(out, vec![run(c, W1)]);
+    let out = h.finish(c, W1, 8);
+    assert!(out.contains(&release(a, STORE)) && out.contains(&release(b, W1)), "{out:?}");
+    // A process lost while running: its run goes back, counted as a death.
+    let (ids, out) = h.submit(vec![node(3, &[], true)]);
+    assert_eq!(out, vec![run(ids[0], W1)]);
+    let out = h.ev(Event::ProcessLost { worker: W1, heir: STORE });
+    assert!(runs(&out).is_empty(), "no worker with threads left");
+    assert_eq!(h.state(ids[0]), Some(TaskState::Ready));
+    // With no live heir it is a plain loss: the result is recomputed.
+    let mut h = H::new(0, 3);
+    h.join(W0, 1);
+    h.join(W1, 1);
+    let (ids, _) = h.submit(vec![node(0, &[], true)]);
+    h.finish(ids[0], W0, 1);
+    let out = h.ev(Event::ProcessLost { worker: W0, heir: W2 });
+    assert_eq!(out, vec![run(ids[0], W1)], "recomputed: the heir is not a live worker");
+}
