@@ -14,7 +14,7 @@ use shoal::prelude::*;
 fn counted(i: u64, dir: String) -> shoal::Result<Vec<u8>> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(Path::new(&dir).join(i.to_string()))?;
     writeln!(file, "{}", std::process::id())?;
-    let len = if i % 2 == 0 { 100_000 } else { 100 };
+    let len = if i.is_multiple_of(2) { 100_000 } else { 100 };
     Ok(vec![i as u8; len])
 }
 
@@ -58,7 +58,7 @@ fn results_of_a_killed_worker_process_are_not_recomputed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Its results feed a new task, and are gathered, without a second run.
-    let expected: u64 = (0..n).map(|i| if i % 2 == 0 { 100_000 } else { 100 }).sum();
+    let expected: u64 = (0..n).map(|i| if i.is_multiple_of(2) { 100_000 } else { 100 }).sum();
     assert_eq!(client.submit(total_len, &parts).unwrap().result().unwrap(), expected);
     let values = client.gather(&parts).unwrap();
     assert_eq!(values[4], vec![4u8; 100_000]);
