@@ -39,9 +39,10 @@ pub struct ProcessesOptions {
     /// over); small results travel inline and are not counted.
     ///
     /// `None` (the default): half of the machine's memory (`MemTotal` in
-    /// `/proc/meminfo`), or of the memory cgroup's limit if lower — like
-    /// Dask, which bounds workers by the machine's memory and spills well
-    /// before it. `Some(u64::MAX)` turns spilling off.
+    /// `/proc/meminfo`), or of this process's memory cgroup limit if lower
+    /// (the tightest from its own cgroup, as `/proc/self/cgroup` names it,
+    /// up to the root; cgroup v2 or v1) — like Dask, which bounds workers
+    /// by the machine's memory and spills well before it. `Some(u64::MAX)` turns spilling off.
     pub memory_limit: Option<u64>,
     /// Where spill files go: shoal makes its own directory inside,
     /// `shoal-spill-<pid>-<n>`, removes it at shutdown, and at start removes

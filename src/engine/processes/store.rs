@@ -100,18 +100,13 @@ pub(crate) struct StoreConfig {
 }
 
 /// The default memory limit: half the machine's memory, or of the memory
-/// cgroup's limit if that is lower (as Dask bounds each worker by the
-/// machine's memory and its cgroup). `u64::MAX` if neither can be read.
+/// limit of this process's cgroup if that is lower (the tightest on the
+/// path from its own cgroup up to the root, v2 or v1: see
+/// `shoal_shm::limits`), as Dask bounds each worker by the machine's memory
+/// and its cgroup. `u64::MAX` if neither can be read.
 pub(crate) fn default_memory_limit() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        kib.checked_mul(1024)
-    });
-    // cgroup v2 ("max" when unlimited), then v1.
-    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok());
+    let total = shoal_shm::limits::machine_memory();
+    let cgroup = shoal_shm::limits::cgroup_memory_limit();
     match (total, cgroup) {
         (Some(t), Some(c)) => t.min(c) / 2,
         (Some(t), None) => t / 2,
