@@ -78,6 +78,9 @@ impl Default for ProcessesOptions {
 pub struct StoreStats {
     /// The memory limit in bytes.
     pub memory_limit: u64,
+    /// Result segments (each an open file descriptor of this process) the
+    /// store keeps at most before spilling: `RLIMIT_NOFILE` less a reserve.
+    pub descriptor_budget: u64,
     /// Bytes of results in shared memory (including those being written to
     /// or read back from disk). Over the limit only while inputs of running
     /// tasks, the newest result, or results that failed to spill need it.
@@ -133,6 +136,7 @@ impl Client {
                 memory_limit: processes.memory_limit.unwrap_or_else(default_memory_limit),
                 spill_parent: processes.spill_dir.unwrap_or_else(std::env::temp_dir),
                 spill_io: processes.spill_io,
+                descriptors: None,
             },
         })?;
         Ok(Client::from_engine(engine, options))

@@ -139,6 +139,36 @@ pub fn raise_nofile_limit() -> Result<u64, LimitError> {
     }
 }
 
+/// Descriptors a process needs besides the segments its store holds:
+/// standard streams, the executable, the spill directory and io_uring's
+/// ring, a spill or read-back file open during I/O (one per thread doing
+/// it), the test harness or the program's own files. Generous, because
+/// running out costs a worker connection while spilling early costs only
+/// a write.
+pub const FD_RESERVE_BASE: u64 = 48;
+
+/// Descriptors per worker connection besides segments held: its socket,
+/// and the descriptors of the frames its reader has received and not yet
+/// handed to the store — at most one frame's,
+/// [`MAX_FDS_PER_MESSAGE`](crate::MAX_FDS_PER_MESSAGE), since a reader
+/// pass ends at the first frame that carries any.
+pub const FD_RESERVE_PER_WORKER: u64 = 1 + crate::MAX_FDS_PER_MESSAGE as u64;
+
+/// The least budget given, whatever the limit: below it a store could not
+/// hold the inputs of one run with a few segment arguments. (With a budget
+/// this low the process is likely to hit its limit anyway; the caller
+/// should warn.)
+pub const MIN_FD_BUDGET: u64 = 16;
+
+/// How many segments a client store may hold open, for a process whose
+/// descriptor soft limit is `soft` and that talks to `workers` worker
+/// processes: the limit less [`FD_RESERVE_BASE`] and
+/// [`FD_RESERVE_PER_WORKER`] per worker, and at least [`MIN_FD_BUDGET`].
+pub fn descriptor_budget(soft: u64, workers: usize) -> u64 {
+    let reserve = FD_RESERVE_BASE.saturating_add(FD_RESERVE_PER_WORKER.saturating_mul(workers as u64));
+    soft.saturating_sub(reserve).max(MIN_FD_BUDGET)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +270,21 @@ mod tests {
             assert_eq!(cgroup_memory_limit_in(&tree.0, membership), None, "{membership:?}");
         }
         assert_eq!(cgroup_memory_limit_in(&tree.0.join("absent"), "0::/job\n4:memory:/job\n"), None);
+    }
+
+    #[test]
+    fn the_descriptor_budget_leaves_a_reserve() {
+        assert_eq!(descriptor_budget(1024, 2), 1024 - 48 - 2 * 33);
+        assert_eq!(descriptor_budget(256, 2), 256 - 48 - 66);
+        assert_eq!(descriptor_budget(64, 8), MIN_FD_BUDGET);
+        assert_eq!(descriptor_budget(u64::MAX, usize::MAX), MIN_FD_BUDGET, "saturates");
+    }
+
+    #[test]
+    fn raising_the_descriptor_limit_reaches_the_hard_limit() {
+        let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(u64::MAX);
+        assert_eq!(raise_nofile_limit().unwrap(), hard);
+        assert_eq!(nofile_limit(), hard);
     }
 
     #[test]

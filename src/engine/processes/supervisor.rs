@@ -387,6 +387,10 @@ const MESSAGES_PER_PASS: usize = 256;
 fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender<Request>) {
     let mut messages = Vec::new();
     let reason = 'read: loop {
+        // Descriptors received this pass and not yet handed to the store:
+        // a pass ends at the first frame that carries any, so a reader
+        // holds at most one frame's (the store's budget reserves that).
+        let mut pass_fds = 0;
         // See `protocol::wait_readable` for why not block in `recv`.
         protocol::wait_readable(&conn.socket, true);
         loop {
@@ -395,11 +399,12 @@ fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender
                 Ok(None) => break 'read "its connection closed (the process exited or was killed)".to_string(),
                 Err(e) => break 'read format!("its connection failed: {e}"),
             };
+            pass_fds += message.fds.len();
             match protocol::decode_to_client(message) {
                 Ok(message) => messages.push(message),
                 Err(e) => break 'read format!("it sent a malformed message ({e}), so its connection was closed"),
             }
-            if messages.len() >= MESSAGES_PER_PASS || !protocol::wait_readable(&conn.socket, false) {
+            if messages.len() >= MESSAGES_PER_PASS || pass_fds > 0 || !protocol::wait_readable(&conn.socket, false) {
                 break;
             }
         }

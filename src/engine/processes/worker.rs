@@ -244,6 +244,12 @@ fn serve(fd: OsString) -> i32 {
 fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("PR_SET_PDEATHSIG failed: {e}"))?;
+    // A worker holds a descriptor per queued input and unsent result: the
+    // soft limit goes up to the hard one, as in the client. A worker that
+    // cannot raise it works within the soft limit; it is said once.
+    if let Err(e) = shoal_shm::limits::raise_nofile_limit() {
+        eprintln!("shoal worker {}: warning: {e}", std::process::id());
+    }
     let parent: i32 = parse_var(ENV_PARENT)?;
     if rustix::process::getppid().map(|p| p.as_raw_pid()) != Some(parent) {
         return Ok(None);
