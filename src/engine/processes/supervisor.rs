@@ -59,6 +59,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// Attempts at starting a replacement before giving up on it.
 const REPLACE_ATTEMPTS: u32 = 3;
+/// Attempts at starting each worker of a new client whose process died
+/// before its hello (killed, crashed, out of memory: a machine under
+/// pressure), as a replacement is retried; a worker that exits 0 without a
+/// hello, or is refused, is not retried (it would do the same again).
+const START_ATTEMPTS: u32 = 3;
 
 /// How each worker is started.
 #[derive(Clone, Debug)]
@@ -96,6 +101,7 @@ impl Supervisor {
             children: HashMap::new(),
             readers: HashMap::new(),
             next_id: 0,
+            died_before_hello: false,
             exe_name: std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "shoal-worker".into()),
         };
         let thread = std::thread::Builder::new()
@@ -137,6 +143,9 @@ struct Running {
     readers: HashMap<WorkerId, JoinHandle<()>>,
     next_id: u32,
     exe_name: OsString,
+    /// Set when the last handshake failed because the process died (not
+    /// exited 0) before its hello: worth another attempt.
+    died_before_hello: bool,
 }
 
 /// A started worker that has not said hello yet.
@@ -181,9 +190,30 @@ impl Running {
             pending.push(self.spawn()?);
         }
         for p in pending {
-            self.join(p)?;
+            self.join_or_retry(p)?;
         }
         Ok(())
+    }
+
+    /// Joins a starting worker; if it died before its hello, starts another
+    /// in its place, up to [`START_ATTEMPTS`] in all.
+    fn join_or_retry(&mut self, first: Pending) -> Result<()> {
+        let mut p = first;
+        let mut attempt = 1;
+        loop {
+            self.died_before_hello = false;
+            match self.join(p) {
+                Err(e) if self.died_before_hello && attempt < START_ATTEMPTS => {
+                    eprintln!("shoal: a starting worker died before its handshake, so another is started: {e}");
+                    attempt += 1;
+                    p = self.spawn()?;
+                }
+                Err(Error::Start(m)) if self.died_before_hello => {
+                    return Err(Error::Start(format!("{m}; that was the last of {START_ATTEMPTS} attempts")));
+                }
+                result => return result,
+            }
+        }
     }
 
     fn replace(&mut self) {
@@ -281,12 +311,22 @@ impl Running {
         let message = match fdpass::recv(&p.socket) {
             Ok(Some(message)) => message,
             Ok(None) => {
-                let status = self.children.get_mut(&p.id).map(|c| describe(c.wait())).unwrap_or_default();
-                return Err(Error::Start(format!(
-                    "worker process {} exited before its handshake ({status}); a binary whose main is its own \
-                     must call shoal::init() first",
-                    p.pid
-                )));
+                let status = self.children.get_mut(&p.id).map(|c| c.wait());
+                // Exit status 0 without a hello: the binary ran its own main
+                // instead of taking the worker role. Anything else (a signal,
+                // a failure status) is a death, not a missing init().
+                if let Some(Ok(s)) = &status
+                    && s.success()
+                {
+                    return Err(Error::Start(format!(
+                        "worker process {} exited with status 0 before its handshake: the binary did not take \
+                         the worker role; a binary whose main is its own must call shoal::init() first",
+                        p.pid
+                    )));
+                }
+                self.died_before_hello = true;
+                let status = status.map(describe).unwrap_or_else(|| "status unknown".into());
+                return Err(Error::Start(format!("worker process {} died before its handshake ({status})", p.pid)));
             }
             Err(e) => return Err(Error::Start(format!("handshake with worker process {}: {e}", p.pid))),
         };

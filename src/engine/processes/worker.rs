@@ -86,6 +86,11 @@ pub(crate) const ENV_THREADS: &str = "SHOAL_WORKER_THREADS";
 /// Test hook: a fingerprint (decimal) the worker announces instead of its
 /// own, so tests can exercise the client's refusal of a different binary.
 pub(crate) const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
+/// Test hook: the worker dies before its hello — `abort` (SIGABRT),
+/// `exit0` (exits 0, as a binary whose `main` never took the role would),
+/// or `abort-once:<path>` (the worker that creates `<path>` aborts, the
+/// others go on), so tests can exercise start-up retries and their errors.
+pub(crate) const ENV_DIE_BEFORE_HELLO: &str = "SHOAL_TEST_DIE_BEFORE_HELLO";
 /// The argument workers are started with, so that a `main` that parses its
 /// arguments before [`crate::init`] fails loudly instead of doing user work.
 pub(crate) const WORKER_ARG: &str = "--shoal-worker";
@@ -141,6 +146,8 @@ struct Setup {
     socket: UnixStream,
     threads: usize,
     fingerprint: u128,
+    /// [`ENV_DIE_BEFORE_HELLO`]'s value, if set.
+    die_before_hello: Option<String>,
 }
 
 fn serve(fd: OsString) -> i32 {
@@ -162,6 +169,9 @@ fn serve(fd: OsString) -> i32 {
         outbox_filled: Condvar::new(),
         queued: AtomicUsize::new(0),
     });
+    if let Some(how) = &setup.die_before_hello {
+        die_before_hello(how);
+    }
     let hello =
         ToClient::Hello { fingerprint: protocol::split_fingerprint(setup.fingerprint), pid: std::process::id() };
     if !conn.send(&hello, Vec::new()) {
@@ -262,7 +272,8 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     let raw: RawFd =
         fd.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| format!("{ENV_FD}={fd:?} is not a number"))?;
     let socket = adopt_socket(raw)?;
-    for var in [ENV_FD, ENV_PARENT, ENV_THREADS, ENV_FINGERPRINT_OVERRIDE] {
+    let die_before_hello = std::env::var(ENV_DIE_BEFORE_HELLO).ok();
+    for var in [ENV_FD, ENV_PARENT, ENV_THREADS, ENV_FINGERPRINT_OVERRIDE, ENV_DIE_BEFORE_HELLO] {
         // SAFETY: `remove_var` races with other threads reading or writing
         // the environment. This runs in a worker process before it starts
         // any thread: from the `.init_array` hook, before `main` (no thread
@@ -275,7 +286,21 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
     // code; it is what std itself does at start-up.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    Ok(Some(Setup { socket, threads: threads.max(1), fingerprint }))
+    Ok(Some(Setup { socket, threads: threads.max(1), fingerprint, die_before_hello }))
+}
+
+/// The [`ENV_DIE_BEFORE_HELLO`] test hook: returns only if this worker is
+/// to go on.
+fn die_before_hello(how: &str) {
+    match how.split_once(':') {
+        Some(("abort-once", path)) => {
+            if std::fs::OpenOptions::new().write(true).create_new(true).open(path).is_ok() {
+                std::process::abort();
+            }
+        }
+        _ if how == "exit0" => std::process::exit(0),
+        _ => std::process::abort(),
+    }
 }
 
 fn parse_var<T: std::str::FromStr>(name: &str) -> Result<T, String> {
