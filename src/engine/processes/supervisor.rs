@@ -258,16 +258,22 @@ impl Running {
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec, where
-        // only async-signal-safe calls are allowed: it makes one fcntl
-        // syscall (rustix calls the kernel directly: no allocation, no lock)
-        // and converts an errno into an `io::Error` (a plain integer, no
-        // allocation). `raw` is open in the child: fork copied the
-        // descriptor table while `theirs`, which owns it here, is alive
-        // (dropped only after `spawn` returns).
+        // only async-signal-safe calls are allowed: it makes one fcntl and
+        // one setsid syscall (rustix calls the kernel directly: no
+        // allocation, no lock) and converts an errno into an `io::Error` (a
+        // plain integer, no allocation). `raw` is open in the child: fork
+        // copied the descriptor table while `theirs`, which owns it here, is
+        // alive (dropped only after `spawn` returns). setsid cannot fail
+        // here: the forked child is no process group leader.
         unsafe {
             command.pre_exec(move || {
                 let fd = BorrowedFd::borrow_raw(raw);
-                rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(std::io::Error::from)
+                rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(std::io::Error::from)?;
+                // A session of its own: the terminal's Ctrl-C (SIGINT to its
+                // foreground process group) reaches the client, which may
+                // handle it, and not its workers; they still die with the
+                // client (PR_SET_PDEATHSIG), as Dask's nannies' workers do.
+                rustix::process::setsid().map(drop).map_err(std::io::Error::from)
             });
         }
         let child = command.spawn().map_err(failed)?;

@@ -28,7 +28,9 @@
 //!    segment's descriptor — or `Failed` to the outbox. The worker keeps
 //!    nothing after replying: the client holds every result.
 //! 6. **Exit** on `Shutdown`, at the end of the stream (the client closed
-//!    it or died), or on a malformed message (with its reason on stderr).
+//!    it or died), or on a malformed message or frame — over the frame
+//!    limit, too many descriptors — with its reason on stderr and status
+//!    71 (`EXIT_PROTOCOL`).
 //!    Running tasks are not waited for.
 //!
 //! # Claims: a run starts here or is given back, never both
@@ -97,7 +99,7 @@ pub(crate) const WORKER_ARG: &str = "--shoal-worker";
 
 /// Exit status of a worker that could not set itself up.
 const EXIT_SETUP: i32 = 70;
-/// Exit status of a worker that received a malformed message.
+/// Exit status of a worker that received a malformed message or frame.
 const EXIT_PROTOCOL: i32 = 71;
 
 /// Runs before `main` in every process of a binary that links it (see the
@@ -199,6 +201,13 @@ fn serve(fd: OsString) -> i32 {
         let message = match fdpass::recv(&conn.socket) {
             Ok(Some(message)) => message,
             Ok(None) => break 0,
+            Err(e) if is_protocol_error(&e) => {
+                eprintln!(
+                    "shoal worker {}: protocol error: the client sent a frame this worker refuses ({e}); exiting",
+                    std::process::id()
+                );
+                break EXIT_PROTOCOL;
+            }
             Err(e) => {
                 eprintln!("shoal worker {}: lost the client connection: {e}", std::process::id());
                 break 0;
@@ -248,6 +257,14 @@ fn serve(fd: OsString) -> i32 {
     // Exit without stopping the pool: running tasks are not waited for.
     std::mem::forget(pool);
     code
+}
+
+/// Whether a receive failed because of what the client sent (a frame over
+/// the limit, too many descriptors) rather than because the connection
+/// ended or broke: the first is a bug to report, with a failure status.
+fn is_protocol_error(e: &shoal_shm::ShmError) -> bool {
+    use shoal_shm::ShmError;
+    matches!(e, ShmError::FrameTooLarge { .. } | ShmError::TooManyFds { .. } | ShmError::ControlTruncated { .. })
 }
 
 /// Steps 2 and 3 of the module docs; `None` if the parent is gone.
