@@ -115,7 +115,7 @@ fn ctrl_c_reaches_a_client_that_handles_it_and_not_its_workers() {
         // SAFETY: the handler only stores to an atomic (async-signal-safe);
         // installing it races with nothing (no other thread sets SIGINT's
         // disposition in this process).
-        unsafe { libc::signal(libc::SIGINT, on_sigint as libc::sighandler_t) };
+        unsafe { libc::signal(libc::SIGINT, on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t) };
         let client = Client::processes(2).unwrap();
         let pids = client.worker_pids();
         println!("ready");
