@@ -39,9 +39,10 @@ pub struct ProcessesOptions {
     /// over); small results travel inline and are not counted.
     ///
     /// `None` (the default): half of the machine's memory (`MemTotal` in
-    /// `/proc/meminfo`), or of the memory cgroup's limit if lower — like
-    /// Dask, which bounds workers by the machine's memory and spills well
-    /// before it. `Some(u64::MAX)` turns spilling off.
+    /// `/proc/meminfo`), or of this process's memory cgroup limit if lower
+    /// (the tightest from its own cgroup, as `/proc/self/cgroup` names it,
+    /// up to the root; cgroup v2 or v1) — like Dask, which bounds workers
+    /// by the machine's memory and spills well before it. `Some(u64::MAX)` turns spilling off.
     pub memory_limit: Option<u64>,
     /// Where spill files go: shoal makes its own directory inside,
     /// `shoal-spill-<pid>-<n>`, removes it at shutdown, and at start removes
@@ -77,6 +78,9 @@ impl Default for ProcessesOptions {
 pub struct StoreStats {
     /// The memory limit in bytes.
     pub memory_limit: u64,
+    /// Result segments (each an open file descriptor of this process) the
+    /// store keeps at most before spilling: `RLIMIT_NOFILE` less a reserve.
+    pub descriptor_budget: u64,
     /// Bytes of results in shared memory (including those being written to
     /// or read back from disk). Over the limit only while inputs of running
     /// tasks, the newest result, or results that failed to spill need it.
@@ -132,6 +136,7 @@ impl Client {
                 memory_limit: processes.memory_limit.unwrap_or_else(default_memory_limit),
                 spill_parent: processes.spill_dir.unwrap_or_else(std::env::temp_dir),
                 spill_io: processes.spill_io,
+                descriptors: None,
             },
         })?;
         Ok(Client::from_engine(engine, options))

@@ -13,6 +13,9 @@
 //!   [`MAX_FRAME_LEN`], over any byte stream.
 //! - [`object`]: a sealed segment holding an rkyv archive, as a shoal
 //!   object ([`SegmentObject`]) that tasks read in place.
+//! - [`limits`]: the memory limit of this process's cgroup (v2 and v1,
+//!   walked up to the tightest), the machine's memory, and the file
+//!   descriptor limit raised to its hard limit.
 //! - [`spill`]: sealed segments written to local disk and read back into
 //!   new segments ([`SpillDir`], [`SpillFile`]), through io_uring where the
 //!   kernel allows it and positioned I/O otherwise.
@@ -55,6 +58,7 @@
 mod error;
 pub mod fdpass;
 pub mod frame;
+pub mod limits;
 pub mod object;
 pub mod segment;
 pub mod spill;

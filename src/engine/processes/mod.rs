@@ -260,8 +260,10 @@ impl ProcessesEngine {
             ));
         }
         shoal_core::registry::check()?;
-        let store = Store::new(&config.store).map_err(|e| Error::Start(e.to_string()))?;
         let workers = config.workers.max(1);
+        let mut store_config = config.store.clone();
+        store_config.descriptors.get_or_insert_with(|| store::descriptor_budget(workers));
+        let store = Store::new(&store_config).map_err(|e| Error::Start(e.to_string()))?;
         let threads = config.threads_per_worker.max(1);
         static ENGINES: AtomicU64 = AtomicU64::new(0);
         let sched = Scheduler::new(SchedulerConfig {

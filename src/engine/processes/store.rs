@@ -11,6 +11,21 @@
 //! arguments published as segments are lineage, not results, and are not
 //! counted either.
 //!
+//! # Descriptors are counted too
+//!
+//! Each result segment the store holds is an open file descriptor of the
+//! client process, and a process may open only `RLIMIT_NOFILE` (soft) of
+//! them: at 1024, the common default, a thousand live results of 64 KiB
+//! would make every `recvmsg` of a worker connection lose its descriptors
+//! (`MSG_CTRUNC`) and the connection fail. So the store counts the segments
+//! it holds beside their bytes, against `StoreConfig::descriptors` (by
+//! default `shoal_shm::limits::descriptor_budget`: the soft limit, raised to
+//! the hard one at start, less a reserve for the workers' sockets, the
+//! frames in flight and spill I/O), and past that budget spills just as
+//! past the byte limit: a spilled result is a file *path*, not an open
+//! descriptor. Inline results and literal arguments (lineage, not results)
+//! hold no descriptor of the store's and are not counted.
+//!
 //! # Where an object is
 //!
 //! Every stored result is in exactly one place at a time, changed only
@@ -98,27 +113,46 @@ pub(crate) struct StoreConfig {
     /// The directory in which the store makes its own spill directory.
     pub spill_parent: PathBuf,
     pub spill_io: SpillIo,
+    /// Result segments (open descriptors) to keep at most; `None`: the
+    /// engine derives it from `RLIMIT_NOFILE` at start (see the module docs).
+    pub descriptors: Option<u64>,
 }
 
 /// The default memory limit: half the machine's memory, or of the memory
-/// cgroup's limit if that is lower (as Dask bounds each worker by the
-/// machine's memory and its cgroup). `u64::MAX` if neither can be read.
+/// limit of this process's cgroup if that is lower (the tightest on the
+/// path from its own cgroup up to the root, v2 or v1: see
+/// `shoal_shm::limits`), as Dask bounds each worker by the machine's memory
+/// and its cgroup. `u64::MAX` if neither can be read.
 pub(crate) fn default_memory_limit() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        kib.checked_mul(1024)
-    });
-    // cgroup v2 ("max" when unlimited), then v1.
-    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok());
+    let total = shoal_shm::limits::machine_memory();
+    let cgroup = shoal_shm::limits::cgroup_memory_limit();
     match (total, cgroup) {
         (Some(t), Some(c)) => t.min(c) / 2,
         (Some(t), None) => t / 2,
         (None, Some(c)) => c / 2,
         (None, None) => u64::MAX,
     }
+}
+
+/// Raises this process's descriptor soft limit to its hard limit (workers
+/// inherit it) and returns the store's descriptor budget for `workers`
+/// worker connections (see the module docs). A limit that cannot be raised,
+/// or a budget at its floor, is logged: the store still works within it.
+pub(crate) fn descriptor_budget(workers: usize) -> u64 {
+    use shoal_shm::limits;
+    let soft = limits::raise_nofile_limit().unwrap_or_else(|e| {
+        eprintln!("shoal: warning: {e}");
+        limits::nofile_limit()
+    });
+    let budget = limits::descriptor_budget(soft, workers);
+    if budget == limits::MIN_FD_BUDGET {
+        eprintln!(
+            "shoal: warning: this process may open only {soft} file descriptors (`ulimit -n`), too few for {workers} \
+             workers and the results they make; results will spill early, and the client may still run out. \
+             Raise the hard limit (`ulimit -Hn`, or LimitNOFILE= under systemd)."
+        );
+    }
+    budget
 }
 
 /// Where a task's result is, as its spec records it.
@@ -207,6 +241,8 @@ struct Entry {
 /// The store (see the module docs).
 pub(crate) struct Store {
     limit: u64,
+    /// Segments (descriptors) to hold at most.
+    fd_budget: u64,
     /// `None` once the engine is shut down.
     dir: Option<Arc<SpillDir>>,
     dir_path: PathBuf,
@@ -219,6 +255,10 @@ pub(crate) struct Store {
     resident: u64,
     /// Bytes of `Spilling` entries.
     leaving: u64,
+    /// Entries counted in `resident` (each holds a segment: a descriptor),
+    /// and those of them `Spilling`.
+    held: u64,
+    held_leaving: u64,
     /// Bytes and number of spill files (`Spilled` and `Loading`).
     on_disk: u64,
     files: usize,
@@ -239,6 +279,7 @@ impl Store {
         let dir = SpillDir::create(&config.spill_parent, config.spill_io)?;
         Ok(Store {
             limit: config.memory_limit,
+            fd_budget: config.descriptors.unwrap_or(u64::MAX),
             dir_path: dir.path().to_path_buf(),
             dir: Some(dir),
             entries: HashMap::new(),
@@ -247,6 +288,8 @@ impl Store {
             next_serial: 0,
             resident: 0,
             leaving: 0,
+            held: 0,
+            held_leaving: 0,
             on_disk: 0,
             files: 0,
             runs: HashMap::new(),
@@ -274,6 +317,7 @@ impl Store {
         self.lru.insert(last_use, serial);
         self.entries.insert(serial, Entry { len, last_use, pins: 0, failed_at: None, place: Place::Memory(obj) });
         self.resident += len;
+        self.held += 1;
         self.make_room(Some(serial), effects);
         Slot::Stored(serial)
     }
@@ -289,12 +333,15 @@ impl Store {
             Place::Memory(obj) => {
                 self.lru.remove(&entry.last_use);
                 self.resident -= entry.len;
+                self.held -= 1;
                 effects.garbage.push(obj);
             }
             Place::Spilling(obj) => {
                 // The spill's completion finds no entry and deletes its file.
                 self.resident -= entry.len;
                 self.leaving -= entry.len;
+                self.held -= 1;
+                self.held_leaving -= 1;
                 effects.garbage.push(obj);
             }
             Place::Spilled(file) => {
@@ -305,6 +352,7 @@ impl Store {
                 // A leader finishes, answers its followers, and drops its
                 // copy of the file: deleted then.
                 self.resident -= entry.len;
+                self.held -= 1;
                 self.forget_file(entry.len);
                 effects.files.push(Arc::clone(&cell.file));
             }
@@ -346,6 +394,7 @@ impl Store {
         entry.last_use = now;
         // Counted from now: room is made before the bytes arrive.
         self.resident += entry.len;
+        self.held += 1;
         self.make_room(Some(serial), effects);
         Ok(Fetched::Load(cell))
     }
@@ -374,6 +423,7 @@ impl Store {
             Err(_) => {
                 entry.place = Place::Spilled(file);
                 self.resident -= entry.len;
+                self.held -= 1;
             }
         }
     }
@@ -401,10 +451,12 @@ impl Store {
         };
         let len = entry.len;
         self.leaving -= len;
+        self.held_leaving -= 1;
         // The job's `obj` and the entry's are the same segment.
         let (old, failure) = match result {
             Ok(file) => {
                 self.resident -= len;
+                self.held -= 1;
                 self.on_disk += len;
                 self.files += 1;
                 self.peak_on_disk = self.peak_on_disk.max(self.on_disk);
@@ -427,11 +479,11 @@ impl Store {
     }
 
     /// Spills least recently used, unpinned segments (but not `keep`) until
-    /// the counted bytes not already leaving fit the limit, or nothing more
-    /// can go.
+    /// the counted bytes and segments not already leaving fit the limit and
+    /// the descriptor budget, or nothing more can go.
     fn make_room(&mut self, keep: Option<u64>, effects: &mut Effects) {
         let Some(dir) = &self.dir else { return };
-        while self.resident - self.leaving > self.limit {
+        while self.resident - self.leaving > self.limit || self.held - self.held_leaving > self.fd_budget {
             let epoch = self.space_epoch;
             let victim = self.lru.iter().map(|(_, &serial)| serial).find(|serial| {
                 Some(*serial) != keep
@@ -444,6 +496,7 @@ impl Store {
             let obj = Arc::clone(obj);
             entry.place = Place::Spilling(Arc::clone(&obj));
             self.leaving += entry.len;
+            self.held_leaving += 1;
             effects.spills.push(SpillJob { serial, obj, dir: Arc::clone(dir) });
         }
     }
@@ -500,6 +553,7 @@ impl Store {
         let in_memory = self.entries.values().filter(|e| !matches!(e.place, Place::Spilled(_))).count();
         StoreStats {
             memory_limit: self.limit,
+            descriptor_budget: self.fd_budget,
             memory_bytes: self.resident,
             memory_objects: in_memory,
             spilled_bytes: self.on_disk,
@@ -603,7 +657,12 @@ mod tests {
     const OBJ: usize = 100_000;
 
     fn config(limit: u64, parent: &std::path::Path) -> StoreConfig {
-        StoreConfig { memory_limit: limit, spill_parent: parent.to_path_buf(), spill_io: SpillIo::Auto }
+        StoreConfig {
+            memory_limit: limit,
+            spill_parent: parent.to_path_buf(),
+            spill_io: SpillIo::Auto,
+            descriptors: None,
+        }
     }
 
     fn segment(fill: u8) -> Obj {
@@ -711,6 +770,29 @@ mod tests {
         drop(fx);
         assert!(!path.exists(), "the file of a released object is deleted");
         assert_eq!(store.stats().spilled_objects, 0);
+        drop(store.close());
+    }
+
+    #[test]
+    fn past_the_descriptor_budget_segments_spill_as_past_the_byte_limit() {
+        let parent = scratch("fds");
+        let mut store = Store::new(&StoreConfig { descriptors: Some(2), ..config(u64::MAX, &parent.0) }).unwrap();
+        let mut fx = Effects::default();
+        let a = store.hold(segment(1), &mut fx);
+        let b = store.hold(segment(2), &mut fx);
+        assert!(fx.spills.is_empty(), "two segments fit the budget");
+        let c = store.hold(segment(3), &mut fx);
+        assert_eq!(spill(&mut store, &mut fx), vec![serial(&a)], "the oldest goes; bytes are far under the limit");
+        let s = store.stats();
+        assert_eq!((s.memory_objects, s.spilled_objects, s.descriptor_budget), (2, 1, 2));
+        // Reading `a` back counts its new descriptor: `b` goes.
+        let Ok(Fetched::Load(cell)) = store.fetch(&a, &mut fx) else { panic!("a is spilled") };
+        assert_eq!(spill(&mut store, &mut fx), vec![serial(&b)]);
+        drop(cell);
+        // Releasing frees a place: nothing more moves.
+        store.release(c, &mut fx);
+        assert!(fx.spills.is_empty());
+        drop(fx);
         drop(store.close());
     }
 

@@ -59,6 +59,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// Attempts at starting a replacement before giving up on it.
 const REPLACE_ATTEMPTS: u32 = 3;
+/// Attempts at starting each worker of a new client whose process died
+/// before its hello (killed, crashed, out of memory: a machine under
+/// pressure), as a replacement is retried; a worker that exits 0 without a
+/// hello, or is refused, is not retried (it would do the same again).
+const START_ATTEMPTS: u32 = 3;
 
 /// How each worker is started.
 #[derive(Clone, Debug)]
@@ -96,6 +101,7 @@ impl Supervisor {
             children: HashMap::new(),
             readers: HashMap::new(),
             next_id: 0,
+            died_before_hello: false,
             exe_name: std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "shoal-worker".into()),
         };
         let thread = std::thread::Builder::new()
@@ -137,6 +143,9 @@ struct Running {
     readers: HashMap<WorkerId, JoinHandle<()>>,
     next_id: u32,
     exe_name: OsString,
+    /// Set when the last handshake failed because the process died (not
+    /// exited 0) before its hello: worth another attempt.
+    died_before_hello: bool,
 }
 
 /// A started worker that has not said hello yet.
@@ -181,9 +190,30 @@ impl Running {
             pending.push(self.spawn()?);
         }
         for p in pending {
-            self.join(p)?;
+            self.join_or_retry(p)?;
         }
         Ok(())
+    }
+
+    /// Joins a starting worker; if it died before its hello, starts another
+    /// in its place, up to [`START_ATTEMPTS`] in all.
+    fn join_or_retry(&mut self, first: Pending) -> Result<()> {
+        let mut p = first;
+        let mut attempt = 1;
+        loop {
+            self.died_before_hello = false;
+            match self.join(p) {
+                Err(e) if self.died_before_hello && attempt < START_ATTEMPTS => {
+                    eprintln!("shoal: a starting worker died before its handshake, so another is started: {e}");
+                    attempt += 1;
+                    p = self.spawn()?;
+                }
+                Err(Error::Start(m)) if self.died_before_hello => {
+                    return Err(Error::Start(format!("{m}; that was the last of {START_ATTEMPTS} attempts")));
+                }
+                result => return result,
+            }
+        }
     }
 
     fn replace(&mut self) {
@@ -228,16 +258,22 @@ impl Running {
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec, where
-        // only async-signal-safe calls are allowed: it makes one fcntl
-        // syscall (rustix calls the kernel directly: no allocation, no lock)
-        // and converts an errno into an `io::Error` (a plain integer, no
-        // allocation). `raw` is open in the child: fork copied the
-        // descriptor table while `theirs`, which owns it here, is alive
-        // (dropped only after `spawn` returns).
+        // only async-signal-safe calls are allowed: it makes one fcntl and
+        // one setsid syscall (rustix calls the kernel directly: no
+        // allocation, no lock) and converts an errno into an `io::Error` (a
+        // plain integer, no allocation). `raw` is open in the child: fork
+        // copied the descriptor table while `theirs`, which owns it here, is
+        // alive (dropped only after `spawn` returns). setsid cannot fail
+        // here: the forked child is no process group leader.
         unsafe {
             command.pre_exec(move || {
                 let fd = BorrowedFd::borrow_raw(raw);
-                rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(std::io::Error::from)
+                rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(std::io::Error::from)?;
+                // A session of its own: the terminal's Ctrl-C (SIGINT to its
+                // foreground process group) reaches the client, which may
+                // handle it, and not its workers; they still die with the
+                // client (PR_SET_PDEATHSIG), as Dask's nannies' workers do.
+                rustix::process::setsid().map(drop).map_err(std::io::Error::from)
             });
         }
         let child = command.spawn().map_err(failed)?;
@@ -281,12 +317,22 @@ impl Running {
         let message = match fdpass::recv(&p.socket) {
             Ok(Some(message)) => message,
             Ok(None) => {
-                let status = self.children.get_mut(&p.id).map(|c| describe(c.wait())).unwrap_or_default();
-                return Err(Error::Start(format!(
-                    "worker process {} exited before its handshake ({status}); a binary whose main is its own \
-                     must call shoal::init() first",
-                    p.pid
-                )));
+                let status = self.children.get_mut(&p.id).map(|c| c.wait());
+                // Exit status 0 without a hello: the binary ran its own main
+                // instead of taking the worker role. Anything else (a signal,
+                // a failure status) is a death, not a missing init().
+                if let Some(Ok(s)) = &status
+                    && s.success()
+                {
+                    return Err(Error::Start(format!(
+                        "worker process {} exited with status 0 before its handshake: the binary did not take \
+                         the worker role; a binary whose main is its own must call shoal::init() first",
+                        p.pid
+                    )));
+                }
+                self.died_before_hello = true;
+                let status = status.map(describe).unwrap_or_else(|| "status unknown".into());
+                return Err(Error::Start(format!("worker process {} died before its handshake ({status})", p.pid)));
             }
             Err(e) => return Err(Error::Start(format!("handshake with worker process {}: {e}", p.pid))),
         };
@@ -387,6 +433,10 @@ const MESSAGES_PER_PASS: usize = 256;
 fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender<Request>) {
     let mut messages = Vec::new();
     let reason = 'read: loop {
+        // Descriptors received this pass and not yet handed to the store:
+        // a pass ends at the first frame that carries any, so a reader
+        // holds at most one frame's (the store's budget reserves that).
+        let mut pass_fds = 0;
         // See `protocol::wait_readable` for why not block in `recv`.
         protocol::wait_readable(&conn.socket, true);
         loop {
@@ -395,11 +445,12 @@ fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender
                 Ok(None) => break 'read "its connection closed (the process exited or was killed)".to_string(),
                 Err(e) => break 'read format!("its connection failed: {e}"),
             };
+            pass_fds += message.fds.len();
             match protocol::decode_to_client(message) {
                 Ok(message) => messages.push(message),
                 Err(e) => break 'read format!("it sent a malformed message ({e}), so its connection was closed"),
             }
-            if messages.len() >= MESSAGES_PER_PASS || !protocol::wait_readable(&conn.socket, false) {
+            if messages.len() >= MESSAGES_PER_PASS || pass_fds > 0 || !protocol::wait_readable(&conn.socket, false) {
                 break;
             }
         }

@@ -28,7 +28,9 @@
 //!    segment's descriptor — or `Failed` to the outbox. The worker keeps
 //!    nothing after replying: the client holds every result.
 //! 6. **Exit** on `Shutdown`, at the end of the stream (the client closed
-//!    it or died), or on a malformed message (with its reason on stderr).
+//!    it or died), or on a malformed message or frame — over the frame
+//!    limit, too many descriptors — with its reason on stderr and status
+//!    71 (`EXIT_PROTOCOL`).
 //!    Running tasks are not waited for.
 //!
 //! # Claims: a run starts here or is given back, never both
@@ -86,13 +88,18 @@ pub(crate) const ENV_THREADS: &str = "SHOAL_WORKER_THREADS";
 /// Test hook: a fingerprint (decimal) the worker announces instead of its
 /// own, so tests can exercise the client's refusal of a different binary.
 pub(crate) const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
+/// Test hook: the worker dies before its hello — `abort` (SIGABRT),
+/// `exit0` (exits 0, as a binary whose `main` never took the role would),
+/// or `abort-once:<path>` (the worker that creates `<path>` aborts, the
+/// others go on), so tests can exercise start-up retries and their errors.
+pub(crate) const ENV_DIE_BEFORE_HELLO: &str = "SHOAL_TEST_DIE_BEFORE_HELLO";
 /// The argument workers are started with, so that a `main` that parses its
 /// arguments before [`crate::init`] fails loudly instead of doing user work.
 pub(crate) const WORKER_ARG: &str = "--shoal-worker";
 
 /// Exit status of a worker that could not set itself up.
 const EXIT_SETUP: i32 = 70;
-/// Exit status of a worker that received a malformed message.
+/// Exit status of a worker that received a malformed message or frame.
 const EXIT_PROTOCOL: i32 = 71;
 
 /// Runs before `main` in every process of a binary that links it (see the
@@ -141,6 +148,8 @@ struct Setup {
     socket: UnixStream,
     threads: usize,
     fingerprint: u128,
+    /// [`ENV_DIE_BEFORE_HELLO`]'s value, if set.
+    die_before_hello: Option<String>,
 }
 
 fn serve(fd: OsString) -> i32 {
@@ -162,6 +171,9 @@ fn serve(fd: OsString) -> i32 {
         outbox_filled: Condvar::new(),
         queued: AtomicUsize::new(0),
     });
+    if let Some(how) = &setup.die_before_hello {
+        die_before_hello(how);
+    }
     let hello =
         ToClient::Hello { fingerprint: protocol::split_fingerprint(setup.fingerprint), pid: std::process::id() };
     if !conn.send(&hello, Vec::new()) {
@@ -191,6 +203,13 @@ fn serve(fd: OsString) -> i32 {
         let message = match fdpass::recv(&conn.socket) {
             Ok(Some(message)) => message,
             Ok(None) => break 0,
+            Err(e) if is_protocol_error(&e) => {
+                eprintln!(
+                    "shoal worker {}: protocol error: the client sent a frame this worker refuses ({e}); exiting",
+                    std::process::id()
+                );
+                break EXIT_PROTOCOL;
+            }
             Err(e) => {
                 eprintln!("shoal worker {}: lost the client connection: {e}", std::process::id());
                 break 0;
@@ -243,10 +262,24 @@ fn serve(fd: OsString) -> i32 {
     code
 }
 
+/// Whether a receive failed because of what the client sent (a frame over
+/// the limit, too many descriptors) rather than because the connection
+/// ended or broke: the first is a bug to report, with a failure status.
+fn is_protocol_error(e: &shoal_shm::ShmError) -> bool {
+    use shoal_shm::ShmError;
+    matches!(e, ShmError::FrameTooLarge { .. } | ShmError::TooManyFds { .. } | ShmError::ControlTruncated { .. })
+}
+
 /// Steps 2 and 3 of the module docs; `None` if the parent is gone.
 fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("PR_SET_PDEATHSIG failed: {e}"))?;
+    // A worker holds a descriptor per queued input and unsent result: the
+    // soft limit goes up to the hard one, as in the client. A worker that
+    // cannot raise it works within the soft limit; it is said once.
+    if let Err(e) = shoal_shm::limits::raise_nofile_limit() {
+        eprintln!("shoal worker {}: warning: {e}", std::process::id());
+    }
     let parent: i32 = parse_var(ENV_PARENT)?;
     if rustix::process::getppid().map(|p| p.as_raw_pid()) != Some(parent) {
         return Ok(None);
@@ -259,7 +292,8 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     let raw: RawFd =
         fd.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| format!("{ENV_FD}={fd:?} is not a number"))?;
     let socket = adopt_socket(raw)?;
-    for var in [ENV_FD, ENV_PARENT, ENV_THREADS, ENV_FINGERPRINT_OVERRIDE] {
+    let die_before_hello = std::env::var(ENV_DIE_BEFORE_HELLO).ok();
+    for var in [ENV_FD, ENV_PARENT, ENV_THREADS, ENV_FINGERPRINT_OVERRIDE, ENV_DIE_BEFORE_HELLO] {
         // SAFETY: `remove_var` races with other threads reading or writing
         // the environment. This runs in a worker process before it starts
         // any thread: from the `.init_array` hook, before `main` (no thread
@@ -272,7 +306,21 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
     // code; it is what std itself does at start-up.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    Ok(Some(Setup { socket, threads: threads.max(1), fingerprint }))
+    Ok(Some(Setup { socket, threads: threads.max(1), fingerprint, die_before_hello }))
+}
+
+/// The [`ENV_DIE_BEFORE_HELLO`] test hook: returns only if this worker is
+/// to go on.
+fn die_before_hello(how: &str) {
+    match how.split_once(':') {
+        Some(("abort-once", path)) => {
+            if std::fs::OpenOptions::new().write(true).create_new(true).open(path).is_ok() {
+                std::process::abort();
+            }
+        }
+        _ if how == "exit0" => std::process::exit(0),
+        _ => std::process::abort(),
+    }
 }
 
 fn parse_var<T: std::str::FromStr>(name: &str) -> Result<T, String> {
