@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use shoal_shm::{SpillBackend, SpillIo};
+use shoal_shm::SpillIo;
 
 use crate::client::{Client, ClientOptions};
-use crate::engine::processes::store::{StoreConfig, default_memory_limit};
 use crate::engine::processes::{Config, ProcessesEngine, WORKER_HOOK};
 use crate::error::Result;
+use shoal_shm::store::{StoreConfig, StoreStats, default_memory_limit};
 
 /// Settings of the processes mode.
 ///
@@ -69,41 +69,6 @@ impl Default for ProcessesOptions {
             spill_io: SpillIo::Auto,
         }
     }
-}
-
-/// What the client's store holds (processes mode): see
-/// [`Client::store_stats`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StoreStats {
-    /// The memory limit in bytes.
-    pub memory_limit: u64,
-    /// Result segments (each an open file descriptor of this process) the
-    /// store keeps at most before spilling: `RLIMIT_NOFILE` less a reserve.
-    pub descriptor_budget: u64,
-    /// Bytes of results in shared memory (including those being written to
-    /// or read back from disk). Over the limit only while inputs of running
-    /// tasks, the newest result, or results that failed to spill need it.
-    pub memory_bytes: u64,
-    /// Results in shared memory.
-    pub memory_objects: usize,
-    /// Bytes of results in spill files now.
-    pub spilled_bytes: u64,
-    /// Results in spill files now.
-    pub spilled_objects: usize,
-    /// The most bytes in spill files at any one time so far.
-    pub peak_spilled_bytes: u64,
-    /// Results written to disk so far.
-    pub spills: u64,
-    /// Results read back from disk so far.
-    pub unspills: u64,
-    /// Spills that failed (disk full, I/O error); those results stayed in
-    /// memory. The first failure is logged.
-    pub spill_failures: u64,
-    /// The spill I/O in use.
-    pub spill_io: SpillBackend,
-    /// The client's own spill directory (removed at shutdown).
-    pub spill_dir: PathBuf,
 }
 
 impl Client {

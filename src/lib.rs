@@ -64,7 +64,7 @@ mod progress;
 
 pub use args::{IntoArg, IntoArgs, One};
 pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
-pub use client_processes::{ProcessesOptions, StoreStats};
+pub use client_processes::ProcessesOptions;
 pub use engine::Status;
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
@@ -75,6 +75,7 @@ pub use shoal_core::object::Data;
 pub use shoal_core::registry::{RegistryError, TaskEntry};
 pub use shoal_core::{Key, TaskFailure};
 pub use shoal_macros::task;
+pub use shoal_shm::store::StoreStats;
 pub use shoal_shm::{SpillBackend, SpillIo};
 
 /// A registered task: the handle `#[shoal::task]` makes for a function.

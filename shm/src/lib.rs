@@ -16,6 +16,9 @@
 //! - [`limits`]: the memory limit of this process's cgroup (v2 and v1,
 //!   walked up to the tightest), the machine's memory, and the file
 //!   descriptor limit raised to its hard limit.
+//! - [`store`]: a machine's store of results under a memory limit and a
+//!   descriptor budget: which are in shared memory, which spilled, and the
+//!   moves between.
 //! - [`spill`]: sealed segments written to local disk and read back into
 //!   new segments ([`SpillDir`], [`SpillFile`]), through io_uring where the
 //!   kernel allows it and positioned I/O otherwise.
@@ -62,6 +65,7 @@ pub mod limits;
 pub mod object;
 pub mod segment;
 pub mod spill;
+pub mod store;
 #[cfg(test)]
 mod test_util;
 mod uring;

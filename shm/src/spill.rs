@@ -133,6 +133,10 @@ pub enum SpillError {
         source: io::Error,
     },
 
+    /// Only a sealed segment can be spilled (an internal error).
+    #[error("internal error: an object that is not a shared-memory segment was chosen to spill")]
+    NotASegment,
+
     /// A spill file could not be created.
     #[error(
         "cannot create the spill file {path}: {source} — EMFILE: out of file descriptors (`ulimit -n`); \

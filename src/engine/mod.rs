@@ -61,7 +61,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn worker_pids(&self) -> Vec<u32>;
     /// The result store's memory and spill figures (none unless the mode
     /// has a store with a memory limit).
-    fn store_stats(&self) -> Option<crate::client_processes::StoreStats>;
+    fn store_stats(&self) -> Option<shoal_shm::store::StoreStats>;
     /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn shutdown(&self);
 }
@@ -85,7 +85,7 @@ pub(crate) trait Mode: Send + Sync + 'static {
     fn worker_pids(&self) -> Vec<u32> {
         Vec::new()
     }
-    fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
+    fn store_stats(&self) -> Option<shoal_shm::store::StoreStats> {
         None
     }
     fn shutdown(&self);
@@ -153,7 +153,7 @@ impl<M: Mode> Engine for M {
         Mode::worker_pids(self)
     }
 
-    fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
+    fn store_stats(&self) -> Option<shoal_shm::store::StoreStats> {
         Mode::store_stats(self)
     }
 

@@ -191,7 +191,6 @@
 pub(crate) mod objects;
 pub(crate) mod protocol;
 pub(crate) mod state;
-pub(crate) mod store;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
 mod workers;
@@ -208,11 +207,11 @@ use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId, WorkerId}
 use self::objects::Outgoing;
 use self::protocol::ToWorker;
 use self::state::{Effects, Procs, State};
-use self::store::{Store, StoreConfig};
 use self::supervisor::{SpawnConfig, Supervisor};
 use self::workers::Conn;
 use super::Mode;
 use crate::error::{Error, Result};
+use shoal_shm::store::{self, Store, StoreConfig};
 
 pub(crate) use self::worker::WORKER_HOOK;
 
@@ -369,7 +368,7 @@ impl Mode for ProcessesEngine {
         Ok(out)
     }
 
-    fn store_stats(&self) -> Option<crate::client_processes::StoreStats> {
+    fn store_stats(&self) -> Option<shoal_shm::store::StoreStats> {
         Some(self.lock().backend.store.stats())
     }
 

@@ -14,9 +14,9 @@ use shoal_core::driver::{Backend, SpecArg};
 use shoal_core::object::Obj;
 use shoal_core::scheduler::{TaskId, WorkerId};
 
-use super::store::{Fetched, Slot, SpillJob, Store};
 use super::workers::Conn;
 use crate::error::Result;
+use shoal_shm::store::{Fetched, Slot, Store, StoreEffects};
 
 /// The driver's state in this mode.
 pub(crate) type State = shoal_core::driver::State<Procs>;
@@ -70,12 +70,9 @@ pub(crate) enum JobInput {
 #[derive(Default)]
 pub(crate) struct Effects {
     pub(crate) jobs: Vec<Job>,
-    pub(crate) garbage: Vec<Obj>,
     pub(crate) forgotten: Vec<Spec>,
-    /// Segments to write to spill files.
-    pub(crate) spills: Vec<SpillJob>,
-    /// Spill files to delete (by dropping them).
-    pub(crate) files: Vec<Arc<shoal_shm::SpillFile>>,
+    /// Objects to drop, spills to write, spill files to delete.
+    pub(crate) store: StoreEffects,
     pub(crate) wake_clients: bool,
 }
 
@@ -104,13 +101,13 @@ impl Backend for Procs {
             && spec.task.result.as_ref().is_some_and(|h| h.worker == worker)
             && let Some(held) = spec.task.result.take()
         {
-            st.backend.store.release(held.slot, fx);
+            st.backend.store.release(held.slot, &mut fx.store);
         }
     }
 
     fn forget(&mut self, mut spec: shoal_core::driver::Spec<Spec>, fx: &mut Effects) {
         if let Some(held) = spec.task.result.take() {
-            self.store.release(held.slot, fx);
+            self.store.release(held.slot, &mut fx.store);
         }
         fx.forgotten.push(spec.task);
     }
@@ -121,7 +118,7 @@ impl Backend for Procs {
 pub(crate) fn result(st: &mut State, id: TaskId, effects: &mut Effects) -> Result<Fetched> {
     let spec = st.finished(id)?;
     let slot = spec.task.result.as_ref().map(|h| h.slot.clone()).ok_or(crate::Error::Closed)?;
-    st.backend.store.fetch(&slot, effects).map_err(crate::Error::Message)
+    st.backend.store.fetch(&slot, &mut effects.store).map_err(crate::Error::Message)
 }
 
 /// The run of a task the scheduler sends to `worker` now. Its stored inputs
@@ -177,7 +174,7 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
     let mut inputs = Vec::with_capacity(wants.len());
     let mut error = None;
     for want in wants {
-        let mut fetch = |slot: &Slot| match st.backend.store.fetch(slot, effects) {
+        let mut fetch = |slot: &Slot| match st.backend.store.fetch(slot, &mut effects.store) {
             Ok(fetched) => Some(fetched),
             Err(e) => {
                 error.get_or_insert(e);

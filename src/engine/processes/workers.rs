@@ -33,6 +33,7 @@ use super::protocol::{self, Batcher, ClientMsg, FailKind, RunResult, ToWorker, W
 use super::state::{Effects, Held, Job, JobInput, State};
 use super::{ProcessesEngine, STORE};
 use shoal_core::driver::wait::lock;
+use shoal_shm::store::{self, Fetched, SpillJob};
 
 /// `Conn::thief` when no steal is on its way.
 const NO_THIEF: u32 = u32::MAX;
@@ -166,7 +167,7 @@ impl ProcessesEngine {
                     held.worker = STORE;
                 }
             }
-            st.backend.store.worker_lost(worker, &mut effects);
+            st.backend.store.worker_lost(worker, &mut effects.store);
             st.handle(Event::ProcessLost { worker, heir: STORE }, &mut effects);
             steals = plan_steals(&st);
         }
@@ -229,7 +230,7 @@ impl ProcessesEngine {
                             // That run ended without running: its inputs are
                             // no longer pinned for it (the thief's run pins
                             // them again).
-                            st.backend.store.run_ended(task, worker, &mut effects);
+                            st.backend.store.run_ended(task, worker, &mut effects.store);
                             st.handle(
                                 Event::TaskStolen { task, from: worker, to: Some(WorkerId(thief)) },
                                 &mut effects,
@@ -252,14 +253,14 @@ impl ProcessesEngine {
             let jobs = std::mem::take(&mut effects.jobs);
             // Free released results before waking clients, so a client that
             // sees its tasks done also sees their inputs freed.
-            drop(std::mem::take(&mut effects.garbage));
+            drop(std::mem::take(&mut effects.store.garbage));
             drop(std::mem::take(&mut effects.forgotten));
-            drop(std::mem::take(&mut effects.files));
+            drop(std::mem::take(&mut effects.store.files));
             if effects.wake_clients {
                 self.driver.wake_clients();
             }
             let failures = self.send_jobs(jobs);
-            self.run_spills(std::mem::take(&mut effects.spills));
+            self.run_spills(std::mem::take(&mut effects.store.spills));
             if failures.is_empty() {
                 return;
             }
@@ -268,7 +269,7 @@ impl ProcessesEngine {
             for event in failures {
                 if let Event::TaskFailed { task, worker, .. } = &event {
                     // A run not sent ended: its inputs are unpinned.
-                    st.backend.store.run_ended(*task, *worker, &mut effects);
+                    st.backend.store.run_ended(*task, *worker, &mut effects.store);
                 }
                 st.handle(event, &mut effects);
             }
@@ -392,6 +393,40 @@ impl ProcessesEngine {
         Ok((WireRun { task: id.into(), func, inputs: wire }, segments))
     }
 
+    /// Writes each object to a spill file, outside the lock, then records
+    /// the outcome under it.
+    pub(crate) fn run_spills(&self, jobs: Vec<SpillJob>) {
+        for job in jobs {
+            let (serial, obj, result) = job.write();
+            let mut effects = Effects::default();
+            let failure = self.lock().backend.store.spill_done(serial, obj, result, &mut effects.store);
+            if let Some(e) = failure {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!(
+                        "shoal: warning: could not spill a result to disk, so it stays in shared memory over the \
+                         memory limit (further failures are counted in Client::store_stats, not logged): {e}"
+                    );
+                });
+            }
+            drop(effects);
+        }
+    }
+
+    /// The object behind a fetch: read back from its spill file (and
+    /// installed in the store again), or waited for if another thread is
+    /// doing that.
+    pub(crate) fn resolve(&self, fetched: Fetched) -> std::result::Result<Obj, String> {
+        let mut effects = Effects::default();
+        let result = store::resolve(
+            fetched,
+            || self.segment_name("back"),
+            |cell, result| self.lock().backend.store.loaded(cell, result, &mut effects.store),
+        );
+        self.carry_out(effects);
+        result
+    }
+
     pub(crate) fn segment_name(&self, what: &str) -> String {
         format!("{}-{what}{}", self.segment_prefix, self.next_segment.fetch_add(1, Ordering::Relaxed))
     }
@@ -404,7 +439,7 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
         RunResult::Done { task, .. } | RunResult::Failed { task, .. } => *task,
     };
     // The run ended: its inputs are no longer pinned for it.
-    st.backend.store.run_ended(task, worker, effects);
+    st.backend.store.run_ended(task, worker, &mut effects.store);
     Some(match result {
         RunResult::Done { task, result, nbytes, .. } => {
             // Keep the result only if the scheduler takes this run's result
@@ -414,13 +449,13 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
                 && st.sched.processing_on(task) == Some(worker)
                 && st.spec(task).is_some();
             if accepted {
-                let slot = st.backend.store.hold(result, effects);
+                let slot = st.backend.store.hold(result, &mut effects.store);
                 let old = st.spec_mut(task).and_then(|spec| spec.task.result.replace(Held { slot, worker }));
                 if let Some(old) = old {
-                    st.backend.store.release(old.slot, effects);
+                    st.backend.store.release(old.slot, &mut effects.store);
                 }
             } else {
-                effects.garbage.push(result);
+                effects.store.garbage.push(result);
             }
             Event::TaskFinished { task, worker, nbytes }
         }

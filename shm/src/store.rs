@@ -19,7 +19,7 @@
 //! would make every `recvmsg` of a worker connection lose its descriptors
 //! (`MSG_CTRUNC`) and the connection fail. So the store counts the segments
 //! it holds beside their bytes, against `StoreConfig::descriptors` (by
-//! default `shoal_shm::limits::descriptor_budget`: the soft limit, raised to
+//! default `crate::limits::descriptor_budget`: the soft limit, raised to
 //! the hard one at start, less a reserve for the workers' sockets, the
 //! frames in flight and spill I/O), and past that budget spills just as
 //! past the byte limit: a spilled result is a file *path*, not an open
@@ -98,20 +98,69 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use shoal_core::object::Obj;
 use shoal_core::scheduler::{TaskId, WorkerId};
-use shoal_shm::{SegmentObject, SpillDir, SpillError, SpillFile, SpillIo};
 
-use super::ProcessesEngine;
-use super::state::Effects;
-use crate::client_processes::StoreStats;
-use shoal_core::driver::wait::lock;
+use crate::{SegmentObject, SpillBackend, SpillDir, SpillError, SpillFile, SpillIo};
+
+/// What a store call leaves to do after the caller's lock is released:
+/// objects to drop, spill files to delete, spills to write.
+#[derive(Default)]
+pub struct StoreEffects {
+    /// Objects to drop (segments freed with their last holder).
+    pub garbage: Vec<Obj>,
+    /// Segments to write to spill files ([`SpillJob::write`], then
+    /// [`Store::spill_done`]).
+    pub spills: Vec<SpillJob>,
+    /// Spill files to delete (by dropping them).
+    pub files: Vec<Arc<SpillFile>>,
+}
+
+/// What a store holds: see `Client::store_stats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// The memory limit in bytes.
+    pub memory_limit: u64,
+    /// Result segments (each an open file descriptor of this process) the
+    /// store keeps at most before spilling: `RLIMIT_NOFILE` less a reserve.
+    pub descriptor_budget: u64,
+    /// Bytes of results in shared memory (including those being written to
+    /// or read back from disk). Over the limit only while inputs of running
+    /// tasks, the newest result, or results that failed to spill need it.
+    pub memory_bytes: u64,
+    /// Results in shared memory.
+    pub memory_objects: usize,
+    /// Bytes of results in spill files now.
+    pub spilled_bytes: u64,
+    /// Results in spill files now.
+    pub spilled_objects: usize,
+    /// The most bytes in spill files at any one time so far.
+    pub peak_spilled_bytes: u64,
+    /// Results written to disk so far.
+    pub spills: u64,
+    /// Results read back from disk so far.
+    pub unspills: u64,
+    /// Spills that failed (disk full, I/O error); those results stayed in
+    /// memory. The first failure is logged.
+    pub spill_failures: u64,
+    /// The spill I/O in use.
+    pub spill_io: SpillBackend,
+    /// The store's own spill directory (removed at shutdown).
+    pub spill_dir: PathBuf,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing runs under these locks that could leave the state half-made.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// How the store is set up.
 #[derive(Clone, Debug)]
-pub(crate) struct StoreConfig {
+pub struct StoreConfig {
     /// Bytes of result segments to keep in shared memory.
     pub memory_limit: u64,
     /// The directory in which the store makes its own spill directory.
     pub spill_parent: PathBuf,
+    /// Which spill I/O to use.
     pub spill_io: SpillIo,
     /// Result segments (open descriptors) to keep at most; `None`: the
     /// engine derives it from `RLIMIT_NOFILE` at start (see the module docs).
@@ -121,11 +170,11 @@ pub(crate) struct StoreConfig {
 /// The default memory limit: half the machine's memory, or of the memory
 /// limit of this process's cgroup if that is lower (the tightest on the
 /// path from its own cgroup up to the root, v2 or v1: see
-/// `shoal_shm::limits`), as Dask bounds each worker by the machine's memory
+/// `crate::limits`), as Dask bounds each worker by the machine's memory
 /// and its cgroup. `u64::MAX` if neither can be read.
-pub(crate) fn default_memory_limit() -> u64 {
-    let total = shoal_shm::limits::machine_memory();
-    let cgroup = shoal_shm::limits::cgroup_memory_limit();
+pub fn default_memory_limit() -> u64 {
+    let total = crate::limits::machine_memory();
+    let cgroup = crate::limits::cgroup_memory_limit();
     match (total, cgroup) {
         (Some(t), Some(c)) => t.min(c) / 2,
         (Some(t), None) => t / 2,
@@ -138,8 +187,8 @@ pub(crate) fn default_memory_limit() -> u64 {
 /// inherit it) and returns the store's descriptor budget for `workers`
 /// worker connections (see the module docs). A limit that cannot be raised,
 /// or a budget at its floor, is logged: the store still works within it.
-pub(crate) fn descriptor_budget(workers: usize) -> u64 {
-    use shoal_shm::limits;
+pub fn descriptor_budget(workers: usize) -> u64 {
+    use crate::limits;
     let soft = limits::raise_nofile_limit().unwrap_or_else(|e| {
         eprintln!("shoal: warning: {e}");
         limits::nofile_limit()
@@ -157,7 +206,7 @@ pub(crate) fn descriptor_budget(workers: usize) -> u64 {
 
 /// Where a task's result is, as its spec records it.
 #[derive(Clone)]
-pub(crate) enum Slot {
+pub enum Slot {
     /// A small result, on the client's heap; not counted, never spilled.
     Inline(Obj),
     /// A segment result, in the store under this serial number.
@@ -165,17 +214,18 @@ pub(crate) enum Slot {
 }
 
 /// A result fetched for a run or for the client.
-pub(crate) enum Fetched {
+pub enum Fetched {
+    /// In hand.
     Ready(Obj),
     /// Spilled: to be read back (or waited for) outside the lock, by
-    /// [`ProcessesEngine::resolve`]. Dropping it unresolved is harmless: the
+    /// [`resolve`]. Dropping it unresolved is harmless: the
     /// next thread that resolves the same object reads it back.
     Load(Arc<LoadCell>),
 }
 
 /// One read-back of a spilled object. The first thread to resolve it reads
 /// the file (the *leader*, claiming it); others wait for its answer.
-pub(crate) struct LoadCell {
+pub struct LoadCell {
     serial: u64,
     file: Arc<SpillFile>,
     claim: Mutex<Claim>,
@@ -212,7 +262,7 @@ impl LoadCell {
 }
 
 /// A spill to carry out after unlocking: write `obj`'s segment to a file.
-pub(crate) struct SpillJob {
+pub struct SpillJob {
     serial: u64,
     obj: Obj,
     dir: Arc<SpillDir>,
@@ -239,7 +289,7 @@ struct Entry {
 }
 
 /// The store (see the module docs).
-pub(crate) struct Store {
+pub struct Store {
     limit: u64,
     /// Segments (descriptors) to hold at most.
     fd_budget: u64,
@@ -275,7 +325,7 @@ pub(crate) struct Store {
 impl Store {
     /// Makes the spill directory (sweeping those of dead clients) and sets
     /// up its I/O.
-    pub(crate) fn new(config: &StoreConfig) -> Result<Store, SpillError> {
+    pub fn new(config: &StoreConfig) -> Result<Store, SpillError> {
         let dir = SpillDir::create(&config.spill_parent, config.spill_io)?;
         Ok(Store {
             limit: config.memory_limit,
@@ -308,7 +358,7 @@ impl Store {
 
     /// Keeps a task's result: segments in the store (which may spill others
     /// to make room), small results inline.
-    pub(crate) fn hold(&mut self, obj: Obj, effects: &mut Effects) -> Slot {
+    pub fn hold(&mut self, obj: Obj, effects: &mut StoreEffects) -> Slot {
         let Some(segment) = obj.as_any().downcast_ref::<SegmentObject>() else { return Slot::Inline(obj) };
         let len = segment.segment().len() as u64;
         let serial = self.next_serial;
@@ -323,7 +373,7 @@ impl Store {
     }
 
     /// A result is no longer kept: its segment or file goes (after unlocking).
-    pub(crate) fn release(&mut self, slot: Slot, effects: &mut Effects) {
+    pub fn release(&mut self, slot: Slot, effects: &mut StoreEffects) {
         let serial = match slot {
             Slot::Inline(obj) => return effects.garbage.push(obj),
             Slot::Stored(serial) => serial,
@@ -367,7 +417,7 @@ impl Store {
 
     /// A result for a run or the client: in hand if in memory, else a ticket
     /// to read it back. Marks it used.
-    pub(crate) fn fetch(&mut self, slot: &Slot, effects: &mut Effects) -> Result<Fetched, String> {
+    pub fn fetch(&mut self, slot: &Slot, effects: &mut StoreEffects) -> Result<Fetched, String> {
         let serial = match slot {
             Slot::Inline(obj) => return Ok(Fetched::Ready(Arc::clone(obj))),
             Slot::Stored(serial) => *serial,
@@ -401,7 +451,7 @@ impl Store {
 
     /// A leader's read-back ended: the object is in memory again (counted,
     /// most recently used, its file deleted), or still spilled.
-    fn loaded(&mut self, cell: &Arc<LoadCell>, result: &Result<Obj, String>, effects: &mut Effects) {
+    pub fn loaded(&mut self, cell: &Arc<LoadCell>, result: &Result<Obj, String>, effects: &mut StoreEffects) {
         let now = self.tick();
         let serial = cell.serial;
         let Some(entry) = self.entries.get_mut(&serial) else { return };
@@ -431,12 +481,12 @@ impl Store {
     /// A spill ended: the object is on disk (its segment dropped), or back
     /// in memory if the write failed. A file for an entry released meanwhile
     /// is deleted.
-    fn spill_done(
+    pub fn spill_done(
         &mut self,
         serial: u64,
         obj: Obj,
         result: Result<SpillFile, SpillError>,
-        effects: &mut Effects,
+        effects: &mut StoreEffects,
     ) -> Option<SpillError> {
         let now = self.tick();
         let entry = match self.entries.get_mut(&serial) {
@@ -481,7 +531,7 @@ impl Store {
     /// Spills least recently used, unpinned segments (but not `keep`) until
     /// the counted bytes and segments not already leaving fit the limit and
     /// the descriptor budget, or nothing more can go.
-    fn make_room(&mut self, keep: Option<u64>, effects: &mut Effects) {
+    fn make_room(&mut self, keep: Option<u64>, effects: &mut StoreEffects) {
         let Some(dir) = &self.dir else { return };
         while self.resident - self.leaving > self.limit || self.held - self.held_leaving > self.fd_budget {
             let epoch = self.space_epoch;
@@ -503,7 +553,7 @@ impl Store {
 
     /// A run was sent to `worker` with these inputs: they are pinned until
     /// it ends.
-    pub(crate) fn run_started(&mut self, task: TaskId, worker: WorkerId, inputs: Vec<u64>) {
+    pub fn run_started(&mut self, task: TaskId, worker: WorkerId, inputs: Vec<u64>) {
         if inputs.is_empty() && self.runs.is_empty() {
             return; // the common case of small tasks: no hashing at all
         }
@@ -519,7 +569,7 @@ impl Store {
 
     /// A run ended (done, failed, or not sent): its inputs are unpinned, and
     /// may now make room.
-    pub(crate) fn run_ended(&mut self, task: TaskId, worker: WorkerId, effects: &mut Effects) {
+    pub fn run_ended(&mut self, task: TaskId, worker: WorkerId, effects: &mut StoreEffects) {
         if self.runs.is_empty() {
             return;
         }
@@ -530,7 +580,7 @@ impl Store {
     }
 
     /// Every run on a lost worker ended.
-    pub(crate) fn worker_lost(&mut self, worker: WorkerId, effects: &mut Effects) {
+    pub fn worker_lost(&mut self, worker: WorkerId, effects: &mut StoreEffects) {
         let ended: Vec<(TaskId, WorkerId)> = self.runs.keys().filter(|(_, w)| *w == worker).copied().collect();
         for key in ended {
             if let Some(inputs) = self.runs.remove(&key) {
@@ -549,7 +599,7 @@ impl Store {
     }
 
     /// What the store holds, for `Client::store_stats`.
-    pub(crate) fn stats(&self) -> StoreStats {
+    pub fn stats(&self) -> StoreStats {
         let in_memory = self.entries.values().filter(|e| !matches!(e.place, Place::Spilled(_))).count();
         StoreStats {
             memory_limit: self.limit,
@@ -562,7 +612,7 @@ impl Store {
             spills: self.spills,
             unspills: self.unspills,
             spill_failures: self.spill_failures,
-            spill_io: self.dir.as_ref().map(|d| d.backend()).unwrap_or(shoal_shm::SpillBackend::Positioned),
+            spill_io: self.dir.as_ref().map(|d| d.backend()).unwrap_or(SpillBackend::Positioned),
             spill_dir: self.dir_path.clone(),
         }
     }
@@ -570,7 +620,7 @@ impl Store {
     /// Shutting down: everything the store holds, to drop after unlocking
     /// (segments freed, files deleted, and the directory removed once no
     /// spill in flight holds it any more).
-    pub(crate) fn close(&mut self) -> Closed {
+    pub fn close(&mut self) -> Closed {
         self.lru.clear();
         self.runs.clear();
         Closed { _entries: std::mem::take(&mut self.entries), _dir: self.dir.take() }
@@ -578,66 +628,53 @@ impl Store {
 }
 
 /// What a closed store held; dropping it frees and deletes everything.
-pub(crate) struct Closed {
+pub struct Closed {
     _entries: HashMap<u64, Entry>,
     _dir: Option<Arc<SpillDir>>,
 }
 
-impl ProcessesEngine {
-    /// Writes each object to a spill file, outside the lock, then records
-    /// the outcome under it.
-    pub(crate) fn run_spills(&self, jobs: Vec<SpillJob>) {
-        for SpillJob { serial, obj, dir } in jobs {
-            let result = match obj.as_any().downcast_ref::<SegmentObject>() {
-                // Straight from the sealed mapping: no copy.
-                Some(segment) => dir.write(segment.segment().bytes()),
-                None => continue,
-            };
-            drop(dir);
-            let mut effects = Effects::default();
-            let failure = {
-                let mut st = self.lock();
-                st.backend.store.spill_done(serial, obj, result, &mut effects)
-            };
-            if let Some(e) = failure {
-                static WARNED: std::sync::Once = std::sync::Once::new();
-                WARNED.call_once(|| {
-                    eprintln!(
-                        "shoal: warning: could not spill a result to disk, so it stays in shared memory over the \
-                         memory limit (further failures are counted in Client::store_stats, not logged): {e}"
-                    );
-                });
-            }
-            drop(effects);
-        }
-    }
-
-    /// The object behind a fetch: read back from its spill file (and
-    /// installed in the store again), or waited for if another thread is
-    /// doing that.
-    pub(crate) fn resolve(&self, fetched: Fetched) -> Result<Obj, String> {
-        let cell = match fetched {
-            Fetched::Ready(obj) => return Ok(obj),
-            Fetched::Load(cell) => cell,
+impl SpillJob {
+    /// Writes the object to a new spill file (outside any lock): then
+    /// [`Store::spill_done`] records the outcome.
+    pub fn write(self) -> (u64, Obj, Result<SpillFile, SpillError>) {
+        let SpillJob { serial, obj, dir } = self;
+        let result = match obj.as_any().downcast_ref::<SegmentObject>() {
+            // Straight from the sealed mapping: no copy.
+            Some(segment) => dir.write(segment.segment().bytes()),
+            None => Err(SpillError::NotASegment),
         };
-        if let Some(answer) = cell.claim_or_wait() {
-            return answer;
-        }
-        // Whatever happens below, the claim is given up or answered.
-        let guard = Unclaim(&cell);
-        // Straight into the new segment's mapping: no copy.
-        let result = cell
-            .file
-            .read_segment(&self.segment_name("back"))
-            .map(|segment| Arc::new(SegmentObject::new(segment)) as Obj)
-            .map_err(|e| e.to_string());
-        let mut effects = Effects::default();
-        self.lock().backend.store.loaded(&cell, &result, &mut effects);
-        cell.set(Claim::Done(result.clone()));
-        std::mem::forget(guard);
-        self.carry_out(effects);
-        result
+        (serial, obj, result)
     }
+}
+
+/// The object behind a fetch: read back from its spill file into a new
+/// segment called `name()`, or waited for if another thread is doing that.
+/// `loaded` records the outcome in the store (under the caller's lock,
+/// with [`Store::loaded`]) before followers are answered.
+pub fn resolve(
+    fetched: Fetched,
+    name: impl FnOnce() -> String,
+    loaded: impl FnOnce(&Arc<LoadCell>, &Result<Obj, String>),
+) -> Result<Obj, String> {
+    let cell = match fetched {
+        Fetched::Ready(obj) => return Ok(obj),
+        Fetched::Load(cell) => cell,
+    };
+    if let Some(answer) = cell.claim_or_wait() {
+        return answer;
+    }
+    // Whatever happens below, the claim is given up or answered.
+    let guard = Unclaim(&cell);
+    // Straight into the new segment's mapping: no copy.
+    let result = cell
+        .file
+        .read_segment(&name())
+        .map(|segment| Arc::new(SegmentObject::new(segment)) as Obj)
+        .map_err(|e| e.to_string());
+    loaded(&cell, &result);
+    cell.set(Claim::Done(result.clone()));
+    std::mem::forget(guard);
+    result
 }
 
 /// Gives a claimed read-back up if its leader never answered (a panic
@@ -677,7 +714,7 @@ mod tests {
     }
 
     /// Carries out the spills `effects` asks for, as `run_spills` does.
-    fn spill(store: &mut Store, effects: &mut Effects) -> Vec<u64> {
+    fn spill(store: &mut Store, effects: &mut StoreEffects) -> Vec<u64> {
         let jobs = std::mem::take(&mut effects.spills);
         let mut spilled = Vec::new();
         for SpillJob { serial, obj, dir } in jobs {
@@ -708,7 +745,7 @@ mod tests {
     fn least_recently_used_unpinned_segments_spill_first() {
         let parent = scratch("lru");
         let mut store = Store::new(&config(2 * OBJ as u64 + OBJ as u64 / 2, &parent.0)).unwrap();
-        let mut fx = Effects::default();
+        let mut fx = StoreEffects::default();
         let a = store.hold(segment(1), &mut fx);
         let b = store.hold(segment(2), &mut fx);
         assert!(fx.spills.is_empty(), "two fit");
@@ -758,7 +795,7 @@ mod tests {
     fn a_release_during_a_spill_deletes_the_new_file() {
         let parent = scratch("race");
         let mut store = Store::new(&config(OBJ as u64, &parent.0)).unwrap();
-        let mut fx = Effects::default();
+        let mut fx = StoreEffects::default();
         let a = store.hold(segment(1), &mut fx);
         let _b = store.hold(segment(2), &mut fx);
         let job = fx.spills.pop().unwrap();
@@ -777,7 +814,7 @@ mod tests {
     fn past_the_descriptor_budget_segments_spill_as_past_the_byte_limit() {
         let parent = scratch("fds");
         let mut store = Store::new(&StoreConfig { descriptors: Some(2), ..config(u64::MAX, &parent.0) }).unwrap();
-        let mut fx = Effects::default();
+        let mut fx = StoreEffects::default();
         let a = store.hold(segment(1), &mut fx);
         let b = store.hold(segment(2), &mut fx);
         assert!(fx.spills.is_empty(), "two segments fit the budget");
