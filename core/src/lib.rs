@@ -5,10 +5,12 @@
 //! - [`object`]: how a task's arguments and results are held (values shared
 //!   by reference, archived once on first need);
 //! - [`scheduler`]: the pure state machine every mode drives;
-//! - [`executor`]: the in-process work-stealing thread pool.
+//! - [`executor`]: the in-process work-stealing thread pool;
+//! - [`claim`]: a queued run's claim, started or given back, never both.
 //!
 //! Users depend on the `shoal` facade, not on this crate directly.
 
+pub mod claim;
 pub mod executor;
 pub mod failure;
 pub mod key;
