@@ -7,10 +7,12 @@
 //! - [`scheduler`]: the pure state machine every mode drives;
 //! - [`driver`]: the scheduler with what every mode keeps beside it (task
 //!   specs, waiting clients), one driver for every mode;
-//! - [`executor`]: the in-process work-stealing thread pool.
+//! - [`executor`]: the in-process work-stealing thread pool;
+//! - [`claim`]: a queued run's claim, started or given back, never both.
 //!
 //! Users depend on the `shoal` facade, not on this crate directly.
 
+pub mod claim;
 pub mod driver;
 pub mod executor;
 pub mod failure;

@@ -35,7 +35,8 @@
 //!
 //! # Claims: a run starts here or is given back, never both
 //!
-//! Each queued run carries a claim, `QUEUED` when it arrives. A pool thread
+//! Each queued run carries a claim (`shoal_core::claim::Claim`), `QUEUED`
+//! when it arrives. A pool thread
 //! that pops it swaps `QUEUED → STARTED` before touching it; the reader,
 //! answering `Steal { count }`, swaps `QUEUED → STOLEN` on up to `count`
 //! runs, newest first, and lists exactly those in its `Stolen` answer. Both
@@ -62,13 +63,14 @@ use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rustix::fs::FileType;
 use rustix::io::FdFlags;
 use rustix::process::Signal;
+use shoal_core::claim::Claim;
 use shoal_core::executor::{Local, Pool};
 use shoal_core::object::{Input, Obj};
 use shoal_core::registry::{self, RunError, TaskEntry};
@@ -194,7 +196,7 @@ fn serve(fd: OsString) -> i32 {
     // The runs queued here, oldest first, with their claims (see the module
     // docs); entries whose run started are dropped as they are met. Only
     // this thread touches it.
-    let mut queue: VecDeque<(TaskId, Arc<AtomicU8>)> = VecDeque::new();
+    let mut queue: VecDeque<(TaskId, Arc<Claim>)> = VecDeque::new();
     // Descriptors stashed for the next runs (see `ToWorker::Stash`).
     let mut stash = Vec::new();
     let code = loop {
@@ -221,7 +223,7 @@ fn serve(fd: OsString) -> i32 {
             // it always drains the socket — the client may be blocked
             // sending to it — and claims stolen runs while tasks run.
             Ok(WorkerMsg::Runs(runs)) => {
-                while queue.front().is_some_and(|(_, claim)| claim.load(Ordering::Acquire) != QUEUED) {
+                while queue.front().is_some_and(|(_, claim)| !claim.is_queued()) {
                     queue.pop_front();
                 }
                 // All counted before the pool sees the first: a pool thread
@@ -229,7 +231,7 @@ fn serve(fd: OsString) -> i32 {
                 // its result to be sent with theirs.
                 conn.queued.fetch_add(runs.len(), Ordering::AcqRel);
                 for Run { task, func, inputs } in runs {
-                    let claim = Arc::new(AtomicU8::new(QUEUED));
+                    let claim = Arc::new(Claim::new());
                     queue.push_back((task, Arc::clone(&claim)));
                     let entry = registry::entries().get(func as usize).copied();
                     spawner.push(Job { task, func, entry, inputs, claim });
@@ -239,7 +241,7 @@ fn serve(fd: OsString) -> i32 {
                 let mut stolen = Vec::new();
                 while stolen.len() < count as usize {
                     let Some((task, claim)) = queue.pop_back() else { break };
-                    if claim.compare_exchange(QUEUED, STOLEN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    if claim.steal() {
                         conn.queued.fetch_sub(1, Ordering::AcqRel);
                         stolen.push(WireTask::from(task));
                     }
@@ -351,11 +353,6 @@ fn adopt_socket(raw: RawFd) -> Result<UnixStream, String> {
     Ok(UnixStream::from(owned))
 }
 
-/// A run's claim (see the module docs).
-const QUEUED: u8 = 0;
-const STARTED: u8 = 1;
-const STOLEN: u8 = 2;
-
 /// A task to run, with its inputs.
 struct Job {
     task: TaskId,
@@ -363,7 +360,7 @@ struct Job {
     /// `None` if this binary has no task number `func`.
     entry: Option<&'static TaskEntry>,
     inputs: Vec<Input>,
-    claim: Arc<AtomicU8>,
+    claim: Arc<Claim>,
 }
 
 /// The worker's end of the connection. Replies come from every pool
@@ -501,7 +498,7 @@ impl Conn {
     /// result.
     fn run(&self, job: Job) {
         let Job { task, func, entry, inputs, claim } = job;
-        if claim.compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if !claim.start() {
             return; // given back to the client: it runs elsewhere
         }
         self.queued.fetch_sub(1, Ordering::AcqRel);
