@@ -7,7 +7,10 @@
 //! - [`scheduler`]: the pure state machine every mode drives;
 //! - [`driver`]: the scheduler with what every mode keeps beside it (task
 //!   specs, waiting clients), one driver for every mode;
+//! - [`protocol`]: the messages between a driver and its workers, as values;
 //! - [`executor`]: the in-process work-stealing thread pool;
+//! - [`worker`]: the worker runtime that runs tasks from a stream of
+//!   messages, the same in every mode;
 //! - [`claim`]: a queued run's claim, started or given back, never both.
 //!
 //! Users depend on the `shoal` facade, not on this crate directly.
@@ -18,8 +21,10 @@ pub mod executor;
 pub mod failure;
 pub mod key;
 pub mod object;
+pub mod protocol;
 pub mod registry;
 pub mod scheduler;
+pub mod worker;
 
 pub use failure::TaskFailure;
 pub use key::Key;

@@ -16,6 +16,9 @@
 //! - [`limits`]: the memory limit of this process's cgroup (v2 and v1,
 //!   walked up to the tightest), the machine's memory, and the file
 //!   descriptor limit raised to its hard limit.
+//! - [`uds`]: the protocol's messages over a Unix socket, objects inline
+//!   or as descriptors (the transport between a machine and its worker
+//!   processes).
 //! - [`store`]: a machine's store of results under a memory limit and a
 //!   descriptor budget: which are in shared memory, which spilled, and the
 //!   moves between.
@@ -68,6 +71,7 @@ pub mod spill;
 pub mod store;
 #[cfg(test)]
 mod test_util;
+pub mod uds;
 mod uring;
 
 pub use error::ShmError;

@@ -52,7 +52,7 @@
 //! - **Runs.** One pass over the scheduler's actions (a submission, or the
 //!   messages of one reader pass) sends each worker all its runs in one
 //!   `Runs` frame — cut into several only when its descriptors exceed
-//!   `MAX_FDS_PER_MESSAGE` or its bytes [`protocol::FRAME_BUDGET`] — right
+//!   `MAX_FDS_PER_MESSAGE` or its bytes `uds::codec::FRAME_BUDGET` — right
 //!   after the engine lock is released.
 //! - **Client readers.** A reader woken by one frame takes every complete
 //!   frame already there, then handles them all under one lock: their
@@ -72,7 +72,7 @@
 //!   go to a worker by the dozen; long ones one or two at a time, so the
 //!   scheduler's priorities and stealing keep their say.
 //! - Readers wait in `poll` rather than in `recvmsg` (see
-//!   [`protocol::wait_readable`]): a Unix socket wakes a `recvmsg` sleeper
+//!   [`uds::wait_readable`]): a Unix socket wakes a `recvmsg` sleeper
 //!   each time its peer reads, for nothing.
 //!
 //! # Who owns a task, and when it runs
@@ -188,8 +188,6 @@
 //!   shuts down; and it dies with the client process (PR_SET_PDEATHSIG)
 //!   whatever happens.
 
-pub(crate) mod objects;
-pub(crate) mod protocol;
 pub(crate) mod state;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
@@ -202,10 +200,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use shoal_core::driver::wait::lock;
 use shoal_core::driver::{Driver, GraphNode, NodeArg};
 use shoal_core::object::Obj;
+use shoal_core::protocol::ToWorker;
 use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId, WorkerId};
+use shoal_shm::uds;
 
-use self::objects::Outgoing;
-use self::protocol::ToWorker;
 use self::state::{Effects, Procs, State};
 use self::supervisor::{SpawnConfig, Supervisor};
 use self::workers::Conn;
@@ -325,7 +323,7 @@ impl Mode for ProcessesEngine {
         for node in nodes {
             for arg in &mut node.args {
                 if let NodeArg::Value(obj) = arg {
-                    *obj = objects::publish(obj, || self.segment_name("arg")).map_err(Error::Message)?;
+                    *obj = uds::publish(obj, || self.segment_name("arg")).map_err(Error::Message)?;
                 }
             }
         }
@@ -395,8 +393,7 @@ impl Mode for ProcessesEngine {
             (conns, specs, st.backend.store.close())
         };
         self.driver.wake_clients();
-        if let Ok(payload) = protocol::encode(&ToWorker::Shutdown) {
-            let outgoing = Outgoing { payload, segments: Vec::new() };
+        if let Ok(outgoing) = uds::control_to_worker(&ToWorker::Shutdown) {
             for conn in &conns {
                 // A worker that cannot be told is killed by the supervisor.
                 let _ = conn.send(&outgoing);

@@ -47,10 +47,11 @@ use shoal_core::scheduler::WorkerId;
 use shoal_shm::fdpass;
 
 use super::ProcessesEngine;
-use super::protocol::{self, ClientMsg};
 use super::worker::{ENV_FD, ENV_PARENT, ENV_THREADS, WORKER_ARG};
 use super::workers::Conn;
 use crate::error::{Error, Result};
+use shoal_core::protocol::FromWorker;
+use shoal_shm::uds;
 
 /// How long a new worker has to say hello (a cold start of a large binary
 /// on a busy machine can take a while).
@@ -336,8 +337,8 @@ impl Running {
             }
             Err(e) => return Err(Error::Start(format!("handshake with worker process {}: {e}", p.pid))),
         };
-        match protocol::decode_to_client(message) {
-            Ok(ClientMsg::Hello { fingerprint, pid }) => {
+        match uds::decode_to_driver(message) {
+            Ok(FromWorker::Hello { fingerprint, pid }) => {
                 let ours = shoal_core::registry::fingerprint()?;
                 if fingerprint != ours {
                     return Err(Error::FingerprintMismatch { worker: fingerprint, client: ours });
@@ -437,8 +438,8 @@ fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender
         // a pass ends at the first frame that carries any, so a reader
         // holds at most one frame's (the store's budget reserves that).
         let mut pass_fds = 0;
-        // See `protocol::wait_readable` for why not block in `recv`.
-        protocol::wait_readable(&conn.socket, true);
+        // See `uds::wait_readable` for why not block in `recv`.
+        uds::wait_readable(&conn.socket, true);
         loop {
             let message = match fdpass::recv(&conn.socket) {
                 Ok(Some(message)) => message,
@@ -446,11 +447,11 @@ fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender
                 Err(e) => break 'read format!("its connection failed: {e}"),
             };
             pass_fds += message.fds.len();
-            match protocol::decode_to_client(message) {
+            match uds::decode_to_driver(message) {
                 Ok(message) => messages.push(message),
                 Err(e) => break 'read format!("it sent a malformed message ({e}), so its connection was closed"),
             }
-            if messages.len() >= MESSAGES_PER_PASS || pass_fds > 0 || !protocol::wait_readable(&conn.socket, false) {
+            if messages.len() >= MESSAGES_PER_PASS || pass_fds > 0 || !uds::wait_readable(&conn.socket, false) {
                 break;
             }
         }

@@ -33,53 +33,26 @@
 //!    71 (`EXIT_PROTOCOL`).
 //!    Running tasks are not waited for.
 //!
-//! # Claims: a run starts here or is given back, never both
+//! The runs themselves — queue, claims, outbox, calling the task — are
+//! the worker runtime of `shoal_core::worker`, the same in every mode; this
+//! file is what makes a process one, and its Unix-socket outlet.
 //!
-//! Each queued run carries a claim (`shoal_core::claim::Claim`), `QUEUED`
-//! when it arrives. A pool thread
-//! that pops it swaps `QUEUED → STARTED` before touching it; the reader,
-//! answering `Steal { count }`, swaps `QUEUED → STOLEN` on up to `count`
-//! runs, newest first, and lists exactly those in its `Stolen` answer. Both
-//! are one compare-and-swap on the same atomic, so exactly one side wins: a
-//! stolen run is never started here (the pool drops it when it pops it), and
-//! a started run is never listed as stolen.
-//!
-//! # Replies: batched without waiting
-//!
-//! Results go through an outbox. A pool thread that finishes a run while
-//! no other run is queued here (it is about to go idle, or this was the last
-//! of a batch) sends everything in the outbox itself, in one frame. One that
-//! has more runs to go only leaves its result in the outbox and wakes the
-//! sender thread, which sends everything there by the time it runs — so a
-//! result waits for no other task, and a batch of short tasks goes back in
-//! a frame or two instead of one per task. A `Stolen` answer is sent after
-//! the results the outbox held, so the client sees those first. The reader
-//! leaves it in the outbox too: the reader never blocks on sending, so it
-//! always drains the socket, and a client blocked sending it runs (while
-//! its own socket is full of this worker's results) cannot deadlock with it.
-
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::panic::catch_unwind;
+use std::sync::{Mutex, MutexGuard};
 
 use rustix::fs::FileType;
 use rustix::io::FdFlags;
 use rustix::process::Signal;
-use shoal_core::claim::Claim;
-use shoal_core::executor::{Local, Pool};
-use shoal_core::object::{Input, Obj};
-use shoal_core::registry::{self, RunError, TaskEntry};
+use shoal_core::object::Obj;
+use shoal_core::protocol::{FromWorker, RunResult};
+use shoal_core::registry;
 use shoal_core::scheduler::TaskId;
+use shoal_core::worker::{Flow, Outlet, Worker, panic_message};
 use shoal_shm::fdpass;
-
-use super::objects::{self, Outgoing};
-use super::protocol::{self, Batcher, FailKind, Run, ToClient, WireObject, WireResult, WireTask, WorkerMsg};
-use crate::engine::threads::panic_message;
+use shoal_shm::uds::{self, Outgoing, ResultBatch};
 
 /// The descriptor number of the worker's end of its socket: the worker role.
 pub(crate) const ENV_FD: &str = "SHOAL_WORKER_FD";
@@ -166,43 +139,38 @@ fn serve(fd: OsString) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let conn = Arc::new(Conn {
-        socket: setup.socket,
-        send_lock: Mutex::new(()),
-        outbox: Mutex::new(Outbox { results: Vec::new(), stolen: Vec::new(), sender_asleep: false }),
-        outbox_filled: Condvar::new(),
-        queued: AtomicUsize::new(0),
-    });
+    let outlet = Uplink { socket: setup.socket, send_lock: Mutex::new(()) };
     if let Some(how) = &setup.die_before_hello {
         die_before_hello(how);
     }
-    let hello =
-        ToClient::Hello { fingerprint: protocol::split_fingerprint(setup.fingerprint), pid: std::process::id() };
-    if !conn.send(&hello, Vec::new()) {
-        return 0;
+    let hello = FromWorker::Hello { fingerprint: setup.fingerprint, pid: std::process::id() };
+    match uds::control_to_driver(&hello) {
+        Ok(outgoing) => outlet.send(&outgoing),
+        Err(e) => {
+            eprintln!("shoal worker {}: {e}", std::process::id());
+            return EXIT_SETUP;
+        }
     }
-    let for_sender = Arc::clone(&conn);
-    if let Err(e) = std::thread::Builder::new().name("shoal-worker-send".into()).spawn(move || for_sender.sender()) {
-        eprintln!("shoal worker {}: cannot start its sender thread: {e}", std::process::id());
-        return EXIT_SETUP;
-    }
-    let mut pool = Pool::<Job>::new(setup.threads);
-    let spawner = pool.spawner().clone();
-    let for_jobs = Arc::clone(&conn);
-    if let Err(e) = pool.start("shoal-worker", move |job: Job, _: &Local<'_, Job>| for_jobs.run(job)) {
-        eprintln!("shoal worker {}: cannot start {} threads: {e}", std::process::id(), setup.threads);
-        return EXIT_SETUP;
-    }
-    // The runs queued here, oldest first, with their claims (see the module
-    // docs); entries whose run started are dropped as they are met. Only
-    // this thread touches it.
-    let mut queue: VecDeque<(TaskId, Arc<Claim>)> = VecDeque::new();
-    // Descriptors stashed for the next runs (see `ToWorker::Stash`).
+    let socket = match outlet.socket.try_clone() {
+        Ok(socket) => socket,
+        Err(e) => {
+            eprintln!("shoal worker {}: cannot read its socket: {e}", std::process::id());
+            return EXIT_SETUP;
+        }
+    };
+    let mut worker = match Worker::start(outlet, setup.threads) {
+        Ok(worker) => worker,
+        Err(e) => {
+            eprintln!("shoal worker {}: cannot start {} threads: {e}", std::process::id(), setup.threads);
+            return EXIT_SETUP;
+        }
+    };
+    // Descriptors stashed for the next runs (see `uds::codec`).
     let mut stash = Vec::new();
     let code = loop {
-        // See `protocol::wait_readable` for why not block in `recv`.
-        protocol::wait_readable(&conn.socket, true);
-        let message = match fdpass::recv(&conn.socket) {
+        // See `uds::wait_readable` for why not block in `recv`.
+        uds::wait_readable(&socket, true);
+        let message = match fdpass::recv(&socket) {
             Ok(Some(message)) => message,
             Ok(None) => break 0,
             Err(e) if is_protocol_error(&e) => {
@@ -217,42 +185,16 @@ fn serve(fd: OsString) -> i32 {
                 break 0;
             }
         };
-        match protocol::decode_to_worker(message, &mut stash) {
-            // This thread never runs a task (an unknown task number is
-            // answered from the pool too) and never blocks on sending, so
-            // it always drains the socket — the client may be blocked
-            // sending to it — and claims stolen runs while tasks run.
-            Ok(WorkerMsg::Runs(runs)) => {
-                while queue.front().is_some_and(|(_, claim)| !claim.is_queued()) {
-                    queue.pop_front();
-                }
-                // All counted before the pool sees the first: a pool thread
-                // that finishes one of them knows more are coming, and leaves
-                // its result to be sent with theirs.
-                conn.queued.fetch_add(runs.len(), Ordering::AcqRel);
-                for Run { task, func, inputs } in runs {
-                    let claim = Arc::new(Claim::new());
-                    queue.push_back((task, Arc::clone(&claim)));
-                    let entry = registry::entries().get(func as usize).copied();
-                    spawner.push(Job { task, func, entry, inputs, claim });
+        // This thread never runs a task and never blocks on sending, so it
+        // always drains the socket — the client may be blocked sending to
+        // it — and claims stolen runs while tasks run.
+        match uds::decode_to_worker(message, &mut stash) {
+            Ok(Some(message)) => {
+                if worker.handle(message) == Flow::Exit {
+                    break 0;
                 }
             }
-            Ok(WorkerMsg::Steal { count }) => {
-                let mut stolen = Vec::new();
-                while stolen.len() < count as usize {
-                    let Some((task, claim)) = queue.pop_back() else { break };
-                    if claim.steal() {
-                        conn.queued.fetch_sub(1, Ordering::AcqRel);
-                        stolen.push(WireTask::from(task));
-                    }
-                }
-                // Oldest first: the thief runs them in the order they were
-                // sent here (the scheduler's priority order).
-                stolen.reverse();
-                conn.post_stolen(stolen);
-            }
-            Ok(WorkerMsg::Stashed) => {}
-            Ok(WorkerMsg::Shutdown) => break 0,
+            Ok(None) => {}
             Err(e) => {
                 eprintln!("shoal worker {}: malformed message from the client: {e}; exiting", std::process::id());
                 break EXIT_PROTOCOL;
@@ -260,7 +202,7 @@ fn serve(fd: OsString) -> i32 {
         }
     };
     // Exit without stopping the pool: running tasks are not waited for.
-    std::mem::forget(pool);
+    worker.abandon();
     code
 }
 
@@ -353,197 +295,61 @@ fn adopt_socket(raw: RawFd) -> Result<UnixStream, String> {
     Ok(UnixStream::from(owned))
 }
 
-/// A task to run, with its inputs.
-struct Job {
-    task: TaskId,
-    func: u32,
-    /// `None` if this binary has no task number `func`.
-    entry: Option<&'static TaskEntry>,
-    inputs: Vec<Input>,
-    claim: Arc<Claim>,
-}
-
-/// The worker's end of the connection. Replies come from every pool
-/// thread, the sender thread and the reader, so sending takes a lock (a
-/// message is one `sendmsg` sequence).
-struct Conn {
+/// The worker's end of its socket to the client: replies come from every
+/// pool thread and the sender thread, so sending takes a lock (a message is
+/// one `sendmsg` sequence).
+struct Uplink {
     socket: UnixStream,
     send_lock: Mutex<()>,
-    outbox: Mutex<Outbox>,
-    /// Signalled when the outbox gets results for the sender thread.
-    outbox_filled: Condvar,
-    /// Runs received and neither started nor stolen.
-    queued: AtomicUsize,
-}
-
-/// Results not sent yet, each with the segments it names.
-/// Messages not sent yet: results, each with the segments it names, and
-/// answers to steals (sent after the results that were there with them).
-struct Outbox {
-    results: Vec<(WireResult, Vec<Obj>)>,
-    stolen: Vec<Vec<WireTask>>,
-    sender_asleep: bool,
-}
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.stolen.is_empty()
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Conn {
-    /// Sends a message; `false` if it could not be encoded (logged). A
-    /// worker whose client is gone has nothing left to do: it exits.
-    fn send(&self, message: &ToClient, segments: Vec<Obj>) -> bool {
-        let outgoing = match protocol::encode(message) {
-            Ok(payload) => Outgoing { payload, segments },
-            Err(e) => {
-                eprintln!("shoal worker {}: {e}", std::process::id());
-                return true;
-            }
-        };
-        let sent = outgoing.fds().map_err(|e| e.to_string()).and_then(|fds| {
+impl Uplink {
+    /// Sends a frame. A worker whose client is gone has nothing left to do:
+    /// it exits.
+    fn send(&self, outgoing: &Outgoing) {
+        let sent = {
             let _guard = lock(&self.send_lock);
-            fdpass::send(&self.socket, &outgoing.payload, &fds).map_err(|e| e.to_string())
-        });
-        match sent {
-            Ok(()) => true,
-            Err(e) => {
-                // The client is gone or the connection broke: a worker
-                // without a client has nothing left to do.
-                eprintln!("shoal worker {}: cannot reply to the client ({e}); exiting", std::process::id());
-                std::process::exit(0)
-            }
+            outgoing.send(&self.socket)
+        };
+        if let Err(e) = sent {
+            eprintln!("shoal worker {}: cannot reply to the client ({e}); exiting", std::process::id());
+            std::process::exit(0)
         }
     }
+}
 
-    /// Sends these results, as few frames as the descriptor limit allows.
-    fn send_results(&self, results: Vec<(WireResult, Vec<Obj>)>) {
-        let mut batcher = Batcher::new();
-        for (result, segments) in results {
-            // A result names at most one segment: always fits.
-            if let Err(e) = batcher.push(result, segments) {
+impl Outlet for Uplink {
+    /// Archives the result once (validated there) and, if large, writes it
+    /// into a new sealed segment, on the pool thread that made it.
+    fn seal(&self, task: TaskId, result: Obj) -> Result<(Obj, u64), String> {
+        let nbytes = result.archived_bytes().map_err(|e| e.to_string())?.len() as u64;
+        let name = || format!("shoal-w{}-t{}.{}", std::process::id(), task.index, task.generation);
+        Ok((uds::publish(&result, name)?, nbytes))
+    }
+
+    fn send_results(&self, results: Vec<RunResult>) {
+        let mut batch = ResultBatch::new();
+        for result in results {
+            // Sealed already: nothing is published here.
+            let name = || format!("shoal-w{}-late", std::process::id());
+            if let Err(e) = batch.push(result, name) {
                 eprintln!("shoal worker {}: internal error: {e}", std::process::id());
             }
         }
-        for (results, segments) in batcher.finish() {
-            self.send(&ToClient::Results { results }, segments);
+        match batch.finish() {
+            Ok(frames) => frames.iter().for_each(|frame| self.send(frame)),
+            Err(e) => eprintln!("shoal worker {}: internal error: {e}", std::process::id()),
         }
     }
 
-    /// Sends what `outbox` holds (unlocking it first): the results, then
-    /// the steal answers.
-    fn send_outbox(&self, mut outbox: MutexGuard<'_, Outbox>) {
-        let results = std::mem::take(&mut outbox.results);
-        let stolen = std::mem::take(&mut outbox.stolen);
-        drop(outbox);
-        if !results.is_empty() {
-            self.send_results(results);
+    fn send_stolen(&self, tasks: Vec<TaskId>) {
+        match uds::control_to_driver(&FromWorker::Stolen(tasks)) {
+            Ok(frame) => self.send(&frame),
+            Err(e) => eprintln!("shoal worker {}: internal error: {e}", std::process::id()),
         }
-        for tasks in stolen {
-            self.send(&ToClient::Stolen { tasks }, Vec::new());
-        }
-    }
-
-    /// Wakes the sender thread if it sleeps; called with the outbox locked,
-    /// after adding to it.
-    fn wake_sender(&self, outbox: &mut Outbox) {
-        if outbox.sender_asleep {
-            outbox.sender_asleep = false;
-            self.outbox_filled.notify_one();
-        }
-    }
-
-    /// The sender thread: sends what the pool threads and the reader leave
-    /// in the outbox.
-    fn sender(&self) {
-        let mut outbox = lock(&self.outbox);
-        loop {
-            if outbox.is_empty() {
-                outbox.sender_asleep = true;
-                outbox = self.outbox_filled.wait(outbox).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            self.send_outbox(outbox);
-            outbox = lock(&self.outbox);
-        }
-    }
-
-    /// The reader's answer to a steal, left to the sender thread: the reader
-    /// never blocks on sending (see the module docs).
-    fn post_stolen(&self, tasks: Vec<WireTask>) {
-        let mut outbox = lock(&self.outbox);
-        outbox.stolen.push(tasks);
-        self.wake_sender(&mut outbox);
-    }
-
-    /// A pool thread's result: sent now if this worker has nothing else
-    /// queued, else left to the sender thread (see the module docs).
-    fn post(&self, result: WireResult, segments: Vec<Obj>) {
-        let more = self.queued.load(Ordering::Acquire) > 0;
-        let mut outbox = lock(&self.outbox);
-        outbox.results.push((result, segments));
-        if more {
-            self.wake_sender(&mut outbox);
-            return;
-        }
-        self.send_outbox(outbox);
-    }
-
-    /// Runs one job on a pool thread, unless it was stolen, and posts its
-    /// result.
-    fn run(&self, job: Job) {
-        let Job { task, func, entry, inputs, claim } = job;
-        if !claim.start() {
-            return; // given back to the client: it runs elsewhere
-        }
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        let started = Instant::now();
-        let mut segments = Vec::new();
-        let mut result = match entry {
-            None => failed(task, FailKind::Input, format!("this worker has no task number {func}")),
-            Some(entry) => match catch_unwind(AssertUnwindSafe(|| run_task(task, entry, &inputs, &mut segments))) {
-                Ok(result) => result,
-                Err(payload) => failed(task, FailKind::Panic, panic_message(&*payload)),
-            },
-        };
-        // The inputs are unmapped before the reply: once the client sees a
-        // task done, the task holds nothing of its inputs any more.
-        drop(inputs);
-        let took = u32::try_from(started.elapsed().as_micros() + 1).unwrap_or(u32::MAX);
-        match &mut result {
-            WireResult::Done { micros, .. } | WireResult::Failed { micros, .. } => *micros = took,
-        }
-        self.post(result, segments);
-    }
-}
-
-fn failed(task: TaskId, kind: FailKind, message: String) -> WireResult {
-    WireResult::Failed { task: task.into(), kind, message, micros: 0 }
-}
-
-/// Calls the task and turns what it returned into its result.
-fn run_task(task: TaskId, entry: &TaskEntry, inputs: &[Input], segments: &mut Vec<Obj>) -> WireResult {
-    let obj = match catch_unwind(AssertUnwindSafe(|| entry.invoke(inputs))) {
-        Ok(Ok(obj)) => obj,
-        Ok(Err(RunError::Returned(message))) => return failed(task, FailKind::Error, message),
-        Ok(Err(RunError::Input(e))) => return failed(task, FailKind::Input, e.to_string()),
-        Err(payload) => return failed(task, FailKind::Panic, panic_message(&*payload)),
-    };
-    let name = || format!("shoal-w{}-t{}.{}", std::process::id(), task.index, task.generation);
-    match objects::wire(&obj, name, segments) {
-        Ok(result) => {
-            let nbytes = match &result {
-                WireObject::Inline(bytes) => bytes.len() as u64,
-                WireObject::Fd(_) => obj.archived_bytes().map(|b| b.len() as u64).unwrap_or(0),
-            };
-            WireResult::Done { task: task.into(), result, nbytes, micros: 0 }
-        }
-        // E.g. an archive over rkyv's 2 GiB limit, or no memory for a segment.
-        Err(e) => failed(task, FailKind::Error, format!("its result could not be stored: {e}")),
     }
 }

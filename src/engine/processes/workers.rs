@@ -25,15 +25,14 @@ use std::sync::{Arc, Mutex};
 
 use shoal_core::TaskFailure;
 use shoal_core::object::{Input, Obj};
-use shoal_core::scheduler::{Event, TaskId, TaskState, WorkerId};
-use shoal_shm::fdpass;
+use shoal_core::scheduler::{Event, TaskState, WorkerId};
 
-use super::objects::{self, Outgoing};
-use super::protocol::{self, Batcher, ClientMsg, FailKind, RunResult, ToWorker, WireInput, WireRun};
 use super::state::{Effects, Held, Job, JobInput, State};
 use super::{ProcessesEngine, STORE};
 use shoal_core::driver::wait::lock;
+use shoal_core::protocol::{FromWorker, Run, RunResult, ToWorker};
 use shoal_shm::store::{self, Fetched, SpillJob};
+use shoal_shm::uds::{self, Outgoing, RunBatch};
 
 /// `Conn::thief` when no steal is on its way.
 const NO_THIEF: u32 = u32::MAX;
@@ -114,9 +113,8 @@ impl Conn {
     }
 
     pub(crate) fn send(&self, outgoing: &Outgoing) -> std::result::Result<(), String> {
-        let fds = outgoing.fds().map_err(|e| e.to_string())?;
         let _guard = lock(&self.send_lock);
-        fdpass::send(&self.socket, &outgoing.payload, &fds).map_err(|e| e.to_string())
+        outgoing.send(&self.socket)
     }
 
     /// Ends the connection both ways: the worker reads the end of the
@@ -188,7 +186,7 @@ impl ProcessesEngine {
     /// The messages that came from a worker in one pass of its reader
     /// (after its hello), handled under one lock. `Err` with a reason if
     /// one breaks the protocol: the caller then drops the connection.
-    pub(crate) fn on_messages(&self, conn: &Conn, messages: Vec<ClientMsg>) -> std::result::Result<(), String> {
+    pub(crate) fn on_messages(&self, conn: &Conn, messages: Vec<FromWorker>) -> std::result::Result<(), String> {
         let worker = conn.id;
         let mut effects = Effects::default();
         let steals;
@@ -199,16 +197,12 @@ impl ProcessesEngine {
             }
             for message in messages {
                 match message {
-                    ClientMsg::Hello { .. } => return Err("sent a second hello".into()),
-                    ClientMsg::Results(results) => {
+                    FromWorker::Hello { .. } => return Err("sent a second hello".into()),
+                    FromWorker::Results(results) => {
                         conn.dry.store(false, Ordering::Relaxed);
                         let mut pacing = lock(&self.pacing);
                         for result in &results {
-                            match result {
-                                RunResult::Done { micros, .. } | RunResult::Failed { micros, .. } => {
-                                    pacing.note(*micros)
-                                }
-                            }
+                            pacing.note(result.micros());
                         }
                         if let Some(extra_slots_per_thread) = pacing.update() {
                             st.handle(Event::Saturation { extra_slots_per_thread }, &mut effects);
@@ -220,7 +214,7 @@ impl ProcessesEngine {
                             }
                         }
                     }
-                    ClientMsg::Stolen(tasks) => {
+                    FromWorker::Stolen(tasks) => {
                         let thief = conn.thief.swap(NO_THIEF, Ordering::Relaxed);
                         if thief == NO_THIEF {
                             return Err("gave back runs nobody asked for".into());
@@ -282,7 +276,7 @@ impl ProcessesEngine {
     fn send_jobs(&self, jobs: Vec<Job>) -> Vec<Event> {
         let mut failures = Vec::new();
         // Few workers get runs in one pass: a short list, in first-run order.
-        let mut batches: Vec<(Arc<Conn>, Batcher<WireRun>)> = Vec::new();
+        let mut batches: Vec<(Arc<Conn>, RunBatch)> = Vec::new();
         for job in jobs {
             let Job { id, key, func, worker, conn, inputs, error } = job;
             // Every input is resolved (a spilled one read back), even for a
@@ -291,39 +285,30 @@ impl ProcessesEngine {
             let at = match batches.iter().position(|(c, _)| c.id == worker) {
                 Some(at) => at,
                 None => {
-                    batches.push((conn, Batcher::new()));
+                    batches.push((conn, RunBatch::new()));
                     batches.len() - 1
                 }
             };
             let batched = match error {
                 Some(message) => Err(message),
                 None => inputs
-                    .and_then(|inputs| self.encode_run(id, func, inputs))
-                    .and_then(|(run, segments)| batches[at].1.push(run, segments)),
+                    .and_then(|inputs| batches[at].1.push(Run { task: id, func, inputs }, || self.segment_name("in"))),
             };
             if let Err(message) = batched {
                 let failure = TaskFailure::Error { key, message: format!("could not send its inputs: {message}") };
                 failures.push(Event::TaskFailed { task: id, worker, failure });
             }
         }
-        for (conn, batcher) in batches {
-            for (runs, segments) in batcher.finish() {
-                // A frame without runs carries descriptors ahead of a run
-                // with more inputs in shared memory than one frame holds.
-                let message = if runs.is_empty() { ToWorker::Stash } else { ToWorker::Runs { runs } };
-                let sent = protocol::encode(&message)
-                    .map_err(|e| e.to_string())
-                    .and_then(|payload| conn.send(&Outgoing { payload, segments }));
-                if let Err(e) = sent {
-                    if !self.lock().closed {
-                        eprintln!(
-                            "shoal: cannot send tasks to worker {} (pid {}): {e}; dropping it",
-                            conn.id.0, conn.pid
-                        );
-                    }
-                    conn.close();
-                    break;
+        for (conn, batch) in batches {
+            let sent = batch
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|frames| frames.iter().try_for_each(|frame| conn.send(frame)));
+            if let Err(e) = sent {
+                if !self.lock().closed {
+                    eprintln!("shoal: cannot send tasks to worker {} (pid {}): {e}; dropping it", conn.id.0, conn.pid);
                 }
+                conn.close();
             }
         }
         failures
@@ -356,9 +341,9 @@ impl ProcessesEngine {
     /// Sends the steals [`plan_steals`] chose.
     fn send_steals(&self, steals: Vec<(Arc<Conn>, u32)>) {
         for (victim, count) in steals {
-            let sent = protocol::encode(&ToWorker::Steal { count })
+            let sent = uds::control_to_worker(&ToWorker::Steal { count })
                 .map_err(|e| e.to_string())
-                .and_then(|payload| victim.send(&Outgoing { payload, segments: Vec::new() }));
+                .and_then(|frame| victim.send(&frame));
             if let Err(e) = sent {
                 if !self.lock().closed {
                     eprintln!("shoal: cannot send to worker {} (pid {}): {e}; dropping it", victim.id.0, victim.pid);
@@ -366,31 +351,6 @@ impl ProcessesEngine {
                 victim.close();
             }
         }
-    }
-
-    /// One run on the wire, and the segments it names.
-    fn encode_run(
-        &self,
-        id: TaskId,
-        func: u32,
-        inputs: Vec<Input>,
-    ) -> std::result::Result<(WireRun, Vec<Obj>), String> {
-        let mut segments = Vec::new();
-        let mut wire = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            // A list's items travel one by one; the task's glue assembles
-            // them in the worker.
-            wire.push(match input {
-                Input::One(obj) => WireInput::One(objects::wire(&obj, || self.segment_name("in"), &mut segments)?),
-                Input::List(items) => WireInput::List(
-                    items
-                        .iter()
-                        .map(|obj| objects::wire(obj, || self.segment_name("in"), &mut segments))
-                        .collect::<std::result::Result<_, _>>()?,
-                ),
-            });
-        }
-        Ok((WireRun { task: id.into(), func, inputs: wire }, segments))
     }
 
     /// Writes each object to a spill file, outside the lock, then records
@@ -461,11 +421,7 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
         }
         RunResult::Failed { task, kind, message, .. } => {
             let key = st.sched.key(task)?;
-            let failure = match kind {
-                FailKind::Error => TaskFailure::Error { key, message },
-                FailKind::Panic => TaskFailure::Panic { key, message },
-                FailKind::Input => TaskFailure::Error { key, message: format!("bad input: {message}") },
-            };
+            let failure = kind.failure(key, message);
             Event::TaskFailed { task, worker, failure }
         }
     })

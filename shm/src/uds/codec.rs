@@ -1,20 +1,21 @@
-//! The messages between the client and its worker processes, and how they
-//! are checked on receipt.
+//! The Unix-socket codec: the protocol's messages
+//! ([`shoal_core::protocol`]) as frames with file descriptors beside them,
+//! and how they are checked on receipt.
 //!
 //! # Wire format
 //!
 //! One message = one frame of [`shoal_shm::frame`] (`u32` LE length, then
 //! the payload) with up to [`shoal_shm::MAX_FDS_PER_MESSAGE`] descriptors
 //! attached ([`shoal_shm::fdpass`]). The payload is the rkyv archive of a
-//! [`ToWorker`] or a [`ToClient`]. An object travels as a [`WireObject`]:
+//! [`WireToWorker`] or a [`WireToDriver`]. An object travels as a [`WireObject`]:
 //! its archive inline (under [`INLINE_MAX`](super::objects::INLINE_MAX)
 //! bytes) or the index of one of the frame's descriptors, a sealed memfd
 //! segment holding the archive.
 //!
 //! # Batches
 //!
-//! Runs and results travel in batches ([`ToWorker::Runs`],
-//! [`ToClient::Results`]): one frame, one `sendmsg` and at most one wake-up
+//! Runs and results travel in batches ([`WireToWorker::Runs`],
+//! [`WireToDriver::Results`]): one frame, one `sendmsg` and at most one wake-up
 //! of the reader for everything a pass produced. [`Batcher`] cuts a batch
 //! into frames so that none carries more than `MAX_FDS_PER_MESSAGE`
 //! descriptors nor much more than [`FRAME_BUDGET`] bytes of inline objects;
@@ -33,14 +34,16 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use super::objects::{Outgoing, wire};
+use crate::{FdMessage, MAX_FDS_PER_MESSAGE, Segment, SegmentObject};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use shoal_core::object::{Input, Obj, RawArchive};
+use shoal_core::protocol::{FailKind, FromWorker, Run, RunResult, ToWorker};
 use shoal_core::scheduler::TaskId;
-use shoal_shm::{FdMessage, MAX_FDS_PER_MESSAGE, Segment, SegmentObject};
 
-/// The most descriptors a worker stashes for one run ([`ToWorker::Stash`]):
+/// The most descriptors a worker stashes for one run ([`WireToWorker::Stash`]):
 /// a bound on what a malformed stream can make it hold, far above any real
 /// run's inputs (each is a segment the worker maps).
 pub(crate) const MAX_STASHED_FDS: usize = 4096;
@@ -97,11 +100,11 @@ pub(crate) struct WireRun {
 
 /// From the client to a worker.
 #[derive(Archive, Serialize, Deserialize, Debug)]
-pub(crate) enum ToWorker {
+pub(crate) enum WireToWorker {
     /// Queue these runs, in this order (the scheduler's).
     Runs { runs: Vec<WireRun> },
     /// Give back up to `count` runs not started yet, newest first, and
-    /// never start them: answered by one [`ToClient::Stolen`].
+    /// never start them: answered by one [`WireToDriver::Stolen`].
     Steal { count: u32 },
     /// Exit now, whatever is running.
     Shutdown,
@@ -113,7 +116,7 @@ pub(crate) enum ToWorker {
 
 /// How a run failed.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FailKind {
+pub(crate) enum WireFailKind {
     /// The task returned `Err`.
     Error,
     /// The task panicked.
@@ -135,7 +138,7 @@ pub(crate) enum WireResult {
     },
     Failed {
         task: WireTask,
-        kind: FailKind,
+        kind: WireFailKind,
         message: String,
         micros: u32,
     },
@@ -143,13 +146,13 @@ pub(crate) enum WireResult {
 
 /// From a worker to the client.
 #[derive(Archive, Serialize, Deserialize, Debug)]
-pub(crate) enum ToClient {
+pub(crate) enum WireToDriver {
     /// The first message of a worker: its registry fingerprint (as two
     /// words, high first) and its process id.
     Hello { fingerprint: [u64; 2], pid: u32 },
     /// Runs that ended, in the order they ended.
     Results { results: Vec<WireResult> },
-    /// The answer to one [`ToWorker::Steal`]: the runs given back (maybe
+    /// The answer to one [`WireToWorker::Steal`]: the runs given back (maybe
     /// none), which this worker never started and never will.
     Stolen { tasks: Vec<WireTask> },
 }
@@ -222,12 +225,18 @@ impl BatchItem for WireResult {
 /// at most [`FRAME_BUDGET`] bytes. Items keep their order. An item with
 /// more segments than one frame carries goes alone in its frame, preceded
 /// by frames without items that carry its first descriptors (sent as
-/// [`ToWorker::Stash`]; only runs can need it).
+/// [`WireToWorker::Stash`]; only runs can need it).
 pub(crate) struct Batcher<T> {
     frames: Vec<(Vec<T>, Vec<Obj>)>,
     items: Vec<T>,
     segments: Vec<Obj>,
     bytes: usize,
+}
+
+impl<T> Default for Batcher<T> {
+    fn default() -> Self {
+        Batcher { frames: Vec::new(), items: Vec::new(), segments: Vec::new(), bytes: 0 }
+    }
 }
 
 impl<T: BatchItem> Batcher<T> {
@@ -289,6 +298,120 @@ impl<T: BatchItem> Batcher<T> {
     }
 }
 
+impl From<FailKind> for WireFailKind {
+    fn from(kind: FailKind) -> Self {
+        match kind {
+            FailKind::Error => WireFailKind::Error,
+            FailKind::Panic => WireFailKind::Panic,
+            FailKind::Input => WireFailKind::Input,
+        }
+    }
+}
+
+/// The runs for one worker, as frames: each run's inputs inline or as
+/// descriptors (a large object that is not a segment yet is published into
+/// one named by `name`).
+#[derive(Default)]
+pub struct RunBatch {
+    batcher: Batcher<WireRun>,
+}
+
+impl RunBatch {
+    /// An empty batch.
+    pub fn new() -> RunBatch {
+        RunBatch { batcher: Batcher::new() }
+    }
+
+    /// Adds a run; `Err` (and nothing added) if its inputs cannot travel.
+    pub fn push(&mut self, run: Run, mut name: impl FnMut() -> String) -> Result<(), String> {
+        let mut segments = Vec::new();
+        let mut inputs = Vec::with_capacity(run.inputs.len());
+        for input in &run.inputs {
+            // A list's items travel one by one; the task's glue assembles
+            // them in the worker.
+            inputs.push(match input {
+                Input::One(obj) => WireInput::One(wire(obj, &mut name, &mut segments)?),
+                Input::List(items) => WireInput::List(
+                    items.iter().map(|obj| wire(obj, &mut name, &mut segments)).collect::<Result<_, _>>()?,
+                ),
+            });
+        }
+        self.batcher.push(WireRun { task: run.task.into(), func: run.func, inputs }, segments)
+    }
+
+    /// The frames, in order: `Runs`, or `Stash` frames ahead of a run with
+    /// more descriptors than one frame carries.
+    pub fn finish(self) -> Result<Vec<Outgoing>, ProtocolError> {
+        self.batcher
+            .finish()
+            .into_iter()
+            .map(|(runs, segments)| {
+                let message = if runs.is_empty() { WireToWorker::Stash } else { WireToWorker::Runs { runs } };
+                Ok(Outgoing { payload: encode(&message)?, segments })
+            })
+            .collect()
+    }
+}
+
+/// Results to send together, as frames (results over the inline limit that
+/// are not segments yet are published into one named by `name`).
+#[derive(Default)]
+pub struct ResultBatch {
+    batcher: Batcher<WireResult>,
+}
+
+impl ResultBatch {
+    /// An empty batch.
+    pub fn new() -> ResultBatch {
+        ResultBatch { batcher: Batcher::new() }
+    }
+
+    /// Adds a result; `Err` (and nothing added) if it cannot travel.
+    pub fn push(&mut self, result: RunResult, mut name: impl FnMut() -> String) -> Result<(), String> {
+        let mut segments = Vec::new();
+        let wire_result = match result {
+            RunResult::Done { task, result, nbytes, micros } => {
+                WireResult::Done { task: task.into(), result: wire(&result, &mut name, &mut segments)?, nbytes, micros }
+            }
+            RunResult::Failed { task, kind, message, micros } => {
+                WireResult::Failed { task: task.into(), kind: kind.into(), message, micros }
+            }
+        };
+        self.batcher.push(wire_result, segments)
+    }
+
+    /// The frames, in order.
+    pub fn finish(self) -> Result<Vec<Outgoing>, ProtocolError> {
+        self.batcher
+            .finish()
+            .into_iter()
+            .map(|(results, segments)| Ok(Outgoing { payload: encode(&WireToDriver::Results { results })?, segments }))
+            .collect()
+    }
+}
+
+/// A message without objects, as one frame.
+pub fn control_to_worker(message: &ToWorker) -> Result<Outgoing, ProtocolError> {
+    let wire = match message {
+        ToWorker::Steal { count } => WireToWorker::Steal { count: *count },
+        ToWorker::Shutdown => WireToWorker::Shutdown,
+        ToWorker::Runs(_) => return Err(ProtocolError("internal error: runs go in a RunBatch".into())),
+    };
+    Ok(Outgoing { payload: encode(&wire)?, segments: Vec::new() })
+}
+
+/// A message without objects, as one frame.
+pub fn control_to_driver(message: &FromWorker) -> Result<Outgoing, ProtocolError> {
+    let wire = match message {
+        FromWorker::Hello { fingerprint, pid } => {
+            WireToDriver::Hello { fingerprint: split_fingerprint(*fingerprint), pid: *pid }
+        }
+        FromWorker::Stolen(tasks) => WireToDriver::Stolen { tasks: tasks.iter().map(|&t| t.into()).collect() },
+        FromWorker::Results(_) => return Err(ProtocolError("internal error: results go in a ResultBatch".into())),
+    };
+    Ok(Outgoing { payload: encode(&wire)?, segments: Vec::new() })
+}
+
 /// Waits until reading `socket` would not block (data, end of stream or an
 /// error), or only looks if `block` is false; whether it is readable.
 ///
@@ -298,7 +421,7 @@ impl<T: BatchItem> Batcher<T> {
 /// ("write space"), so every frame read by one side would wake the other
 /// side's reader for nothing. `poll` for `POLLIN` sleeps on the same queue
 /// but ignores wake-ups for other events.
-pub(crate) fn wait_readable(socket: &std::os::unix::net::UnixStream, block: bool) -> bool {
+pub fn wait_readable(socket: &std::os::unix::net::UnixStream, block: bool) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec};
     let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
     loop {
@@ -314,43 +437,12 @@ pub(crate) fn wait_readable(socket: &std::os::unix::net::UnixStream, block: bool
 
 /// A message that breaks the protocol; the connection it came on is closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProtocolError(pub String);
+pub struct ProtocolError(pub String);
 
 impl std::fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// A [`WireRun`], checked, with its inputs in hand.
-pub(crate) struct Run {
-    pub task: TaskId,
-    pub func: u32,
-    pub inputs: Vec<Input>,
-}
-
-/// A [`ToWorker`], checked, with its objects in hand.
-pub(crate) enum WorkerMsg {
-    Runs(Vec<Run>),
-    Steal {
-        count: u32,
-    },
-    Shutdown,
-    /// Descriptors were stashed for the next runs.
-    Stashed,
-}
-
-/// A [`WireResult`], checked, with its object in hand.
-pub(crate) enum RunResult {
-    Done { task: TaskId, result: Obj, nbytes: u64, micros: u32 },
-    Failed { task: TaskId, kind: FailKind, message: String, micros: u32 },
-}
-
-/// A [`ToClient`], checked, with its objects in hand.
-pub(crate) enum ClientMsg {
-    Hello { fingerprint: u128, pid: u32 },
-    Results(Vec<RunResult>),
-    Stolen(Vec<TaskId>),
 }
 
 pub(crate) fn split_fingerprint(f: u128) -> [u64; 2] {
@@ -368,23 +460,23 @@ where
 }
 
 /// Checks and unpacks a message for a worker. `stash` holds the descriptors
-/// of the [`ToWorker::Stash`] frames since the last runs: a `Stash` adds to
+/// of the [`WireToWorker::Stash`] frames since the last runs: a `Stash` adds to
 /// it, `Runs` takes them all (numbered before its own), anything else with
 /// descriptors stashed is an error.
-pub(crate) fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<WorkerMsg, ProtocolError> {
+pub fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<Option<ToWorker>, ProtocolError> {
     let (payload, own) = unpack(message);
-    let archived = rkyv::access::<ArchivedToWorker, rancor::Error>(&payload)
+    let archived = rkyv::access::<ArchivedWireToWorker, rancor::Error>(&payload)
         .map_err(|e| ProtocolError(format!("invalid message: {e}")))?;
-    if let ArchivedToWorker::Stash = archived {
+    if let ArchivedWireToWorker::Stash = archived {
         if stash.len() + own.len() > MAX_STASHED_FDS {
             return Err(ProtocolError(format!("more than {MAX_STASHED_FDS} descriptors stashed for one run")));
         }
         stash.extend(own.into_iter().flatten());
-        return Ok(WorkerMsg::Stashed);
+        return Ok(None);
     }
     let mut fds: Vec<Option<OwnedFd>> = stash.drain(..).map(Some).chain(own).collect();
     let msg = match archived {
-        ArchivedToWorker::Runs { runs } => WorkerMsg::Runs(
+        ArchivedWireToWorker::Runs { runs } => ToWorker::Runs(
             runs.iter()
                 .map(|run| {
                     let inputs = run.inputs.iter().map(|i| input(i, &mut fds)).collect::<Result<Vec<Input>, _>>()?;
@@ -392,12 +484,13 @@ pub(crate) fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> 
                 })
                 .collect::<Result<Vec<Run>, ProtocolError>>()?,
         ),
-        ArchivedToWorker::Steal { count } => WorkerMsg::Steal { count: count.to_native() },
-        ArchivedToWorker::Shutdown => WorkerMsg::Shutdown,
-        ArchivedToWorker::Stash => WorkerMsg::Stashed,
+        ArchivedWireToWorker::Steal { count } => ToWorker::Steal { count: count.to_native() },
+        ArchivedWireToWorker::Shutdown => ToWorker::Shutdown,
+        // Handled above.
+        ArchivedWireToWorker::Stash => return Ok(None),
     };
     all_used(&fds)?;
-    Ok(msg)
+    Ok(Some(msg))
 }
 
 /// The input a [`WireInput`] stands for.
@@ -411,16 +504,16 @@ fn input(wire: &ArchivedWireInput, fds: &mut [Option<OwnedFd>]) -> Result<Input,
 }
 
 /// Checks and unpacks a message for the client.
-pub(crate) fn decode_to_client(message: FdMessage) -> Result<ClientMsg, ProtocolError> {
+pub fn decode_to_driver(message: FdMessage) -> Result<FromWorker, ProtocolError> {
     let (payload, mut fds) = unpack(message);
-    let archived = rkyv::access::<ArchivedToClient, rancor::Error>(&payload)
+    let archived = rkyv::access::<ArchivedWireToDriver, rancor::Error>(&payload)
         .map_err(|e| ProtocolError(format!("invalid message: {e}")))?;
     let msg = match archived {
-        ArchivedToClient::Hello { fingerprint, pid } => ClientMsg::Hello {
+        ArchivedWireToDriver::Hello { fingerprint, pid } => FromWorker::Hello {
             fingerprint: (u128::from(fingerprint[0].to_native()) << 64) | u128::from(fingerprint[1].to_native()),
             pid: pid.to_native(),
         },
-        ArchivedToClient::Results { results } => ClientMsg::Results(
+        ArchivedWireToDriver::Results { results } => FromWorker::Results(
             results
                 .iter()
                 .map(|r| match r {
@@ -432,9 +525,9 @@ pub(crate) fn decode_to_client(message: FdMessage) -> Result<ClientMsg, Protocol
                     }),
                     ArchivedWireResult::Failed { task, kind, message, micros } => {
                         let kind = match kind {
-                            ArchivedFailKind::Error => FailKind::Error,
-                            ArchivedFailKind::Panic => FailKind::Panic,
-                            ArchivedFailKind::Input => FailKind::Input,
+                            ArchivedWireFailKind::Error => FailKind::Error,
+                            ArchivedWireFailKind::Panic => FailKind::Panic,
+                            ArchivedWireFailKind::Input => FailKind::Input,
                         };
                         Ok(RunResult::Failed {
                             task: task.into(),
@@ -446,7 +539,7 @@ pub(crate) fn decode_to_client(message: FdMessage) -> Result<ClientMsg, Protocol
                 })
                 .collect::<Result<Vec<RunResult>, ProtocolError>>()?,
         ),
-        ArchivedToClient::Stolen { tasks } => ClientMsg::Stolen(tasks.iter().map(TaskId::from).collect()),
+        ArchivedWireToDriver::Stolen { tasks } => FromWorker::Stolen(tasks.iter().map(TaskId::from).collect()),
     };
     all_used(&fds)?;
     Ok(msg)
@@ -512,13 +605,13 @@ mod tests {
     }
 
     fn results(results: Vec<WireResult>) -> AlignedVec {
-        encode(&ToClient::Results { results }).unwrap()
+        encode(&WireToDriver::Results { results }).unwrap()
     }
 
     #[test]
     fn messages_round_trip() {
         let archive = rkyv::to_bytes::<rancor::Error>(&41u64).unwrap();
-        let runs = ToWorker::Runs {
+        let runs = WireToWorker::Runs {
             runs: vec![
                 WireRun {
                     task: WireTask { index: 3, generation: 9 },
@@ -540,7 +633,7 @@ mod tests {
             segment_fd(&rkyv::to_bytes::<rancor::Error>(&String::from("second")).unwrap()),
             segment_fd(&rkyv::to_bytes::<rancor::Error>(&String::from("first")).unwrap()),
         ];
-        let Ok(WorkerMsg::Runs(runs)) = decode_to_worker(message(&payload, fds), &mut Vec::new()) else {
+        let Ok(Some(ToWorker::Runs(runs))) = decode_to_worker(message(&payload, fds), &mut Vec::new()) else {
             panic!("not runs")
         };
         assert_eq!(runs.len(), 2);
@@ -548,36 +641,36 @@ mod tests {
         assert_eq!(read_owned::<u64>(&*runs[0].inputs[0].objects()[0]).unwrap(), 41);
         assert_eq!(read_owned::<String>(&*runs[0].inputs[1].objects()[0]).unwrap(), "first");
         assert_eq!(read_owned::<String>(&*runs[1].inputs[0].objects()[0]).unwrap(), "second");
-        let steal = encode(&ToWorker::Steal { count: 7 }).unwrap();
+        let steal = encode(&WireToWorker::Steal { count: 7 }).unwrap();
         assert!(matches!(
             decode_to_worker(message(&steal, vec![]), &mut Vec::new()),
-            Ok(WorkerMsg::Steal { count: 7 })
+            Ok(Some(ToWorker::Steal { count: 7 }))
         ));
 
-        let hello = encode(&ToClient::Hello { fingerprint: split_fingerprint(u128::MAX - 5), pid: 77 }).unwrap();
+        let hello = encode(&WireToDriver::Hello { fingerprint: split_fingerprint(u128::MAX - 5), pid: 77 }).unwrap();
         assert!(matches!(
-            decode_to_client(message(&hello, vec![])).unwrap(),
-            ClientMsg::Hello { fingerprint, pid: 77 } if fingerprint == u128::MAX - 5
+            decode_to_driver(message(&hello, vec![])).unwrap(),
+            FromWorker::Hello { fingerprint, pid: 77 } if fingerprint == u128::MAX - 5
         ));
         let batch = results(vec![
             WireResult::Failed {
                 task: WireTask { index: 1, generation: 1 },
-                kind: FailKind::Panic,
+                kind: WireFailKind::Panic,
                 message: "boom".into(),
                 micros: 7,
             },
             done(2, WireObject::Inline(archive.to_vec())),
         ]);
-        let Ok(ClientMsg::Results(got)) = decode_to_client(message(&batch, vec![])) else { panic!("not results") };
+        let Ok(FromWorker::Results(got)) = decode_to_driver(message(&batch, vec![])) else { panic!("not results") };
         assert!(
             matches!(&got[0], RunResult::Failed { kind: FailKind::Panic, message, micros: 7, .. } if message == "boom")
         );
         assert!(matches!(&got[1], RunResult::Done { task, result, nbytes: 1, micros: 3 }
             if task.index == 2 && read_owned::<u64>(&**result).unwrap() == 41));
-        let stolen = encode(&ToClient::Stolen { tasks: vec![WireTask { index: 5, generation: 2 }] }).unwrap();
+        let stolen = encode(&WireToDriver::Stolen { tasks: vec![WireTask { index: 5, generation: 2 }] }).unwrap();
         assert!(matches!(
-            decode_to_client(message(&stolen, vec![])),
-            Ok(ClientMsg::Stolen(tasks)) if tasks == [TaskId { index: 5, generation: 2 }]
+            decode_to_driver(message(&stolen, vec![])),
+            Ok(FromWorker::Stolen(tasks)) if tasks == [TaskId { index: 5, generation: 2 }]
         ));
     }
 
@@ -586,18 +679,18 @@ mod tests {
         let archive = rkyv::to_bytes::<rancor::Error>(&1u8).unwrap();
         let one = |n| results(vec![done(0, WireObject::Fd(n))]);
         // Missing descriptor.
-        assert!(decode_to_client(message(&one(0), vec![])).is_err());
+        assert!(decode_to_driver(message(&one(0), vec![])).is_err());
         // Index out of range.
-        assert!(decode_to_client(message(&one(1), vec![segment_fd(&archive)])).is_err());
+        assert!(decode_to_driver(message(&one(1), vec![segment_fd(&archive)])).is_err());
         // A descriptor nobody names.
         let extra = vec![segment_fd(&archive), segment_fd(&archive)];
-        assert!(decode_to_client(message(&one(0), extra)).is_err());
+        assert!(decode_to_driver(message(&one(0), extra)).is_err());
         // A descriptor that is not a sealed memfd.
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let err = decode_to_client(message(&one(0), vec![a.as_fd().try_clone_to_owned().unwrap()])).err();
+        let err = decode_to_driver(message(&one(0), vec![a.as_fd().try_clone_to_owned().unwrap()])).err();
         assert!(err.is_some_and(|e| e.0.contains("descriptor 0")));
         // The same index twice, in one run or in two results of a batch.
-        let run = ToWorker::Runs {
+        let run = WireToWorker::Runs {
             runs: vec![WireRun {
                 task: WireTask { index: 0, generation: 0 },
                 func: 0,
@@ -608,7 +701,7 @@ mod tests {
             decode_to_worker(message(&encode(&run).unwrap(), vec![segment_fd(&archive)]), &mut Vec::new()).is_err()
         );
         let twice = results(vec![done(0, WireObject::Fd(0)), done(1, WireObject::Fd(0))]);
-        assert!(decode_to_client(message(&twice, vec![segment_fd(&archive)])).is_err());
+        assert!(decode_to_driver(message(&twice, vec![segment_fd(&archive)])).is_err());
     }
 
     #[test]
@@ -651,10 +744,10 @@ mod tests {
                 .iter()
                 .map(|o| o.as_any().downcast_ref::<SegmentObject>().unwrap().segment().try_clone_fd().unwrap())
                 .collect();
-            let msg = if runs.is_empty() { ToWorker::Stash } else { ToWorker::Runs { runs } };
+            let msg = if runs.is_empty() { WireToWorker::Stash } else { WireToWorker::Runs { runs } };
             match decode_to_worker(message(&encode(&msg).unwrap(), fds), &mut stash) {
-                Ok(WorkerMsg::Runs(runs)) => decoded.extend(runs),
-                Ok(WorkerMsg::Stashed) => {}
+                Ok(Some(ToWorker::Runs(runs))) => decoded.extend(runs),
+                Ok(None) => {}
                 _ => panic!("not runs"),
             }
         }
@@ -663,7 +756,7 @@ mod tests {
         assert_eq!(inputs, [vec![4; 12], vec![n]].concat(), "every descriptor found, each used once");
         assert_eq!(read_owned::<u32>(&*decoded[12].inputs[0].objects()[n - 1]).unwrap(), 7);
         // Descriptors stashed for a message that is not a run are an error.
-        let steal = encode(&ToWorker::Steal { count: 1 }).unwrap();
+        let steal = encode(&WireToWorker::Steal { count: 1 }).unwrap();
         let mut stash = vec![segment_fd(&archive)];
         assert!(decode_to_worker(message(&steal, vec![]), &mut stash).is_err());
         // Inline bytes: a frame stops near the budget; one big item still goes.
@@ -680,9 +773,9 @@ mod tests {
     fn truncated_and_empty_payloads_are_errors() {
         let done = results(vec![done(5, WireObject::Inline(vec![1, 2, 3]))]);
         for len in 0..done.len() {
-            let _ = decode_to_client(message(&done[..len], vec![]));
+            let _ = decode_to_driver(message(&done[..len], vec![]));
         }
-        assert!(decode_to_client(message(&[], vec![])).is_err());
+        assert!(decode_to_driver(message(&[], vec![])).is_err());
         assert!(decode_to_worker(message(&[], vec![]), &mut Vec::new()).is_err());
     }
 
@@ -692,7 +785,7 @@ mod tests {
         /// Any bytes decode to a message or an error: never a panic.
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode_to_client(message(&bytes, vec![]));
+            let _ = decode_to_driver(message(&bytes, vec![]));
             let _ = decode_to_worker(message(&bytes, vec![]), &mut Vec::new());
         }
 
@@ -704,7 +797,7 @@ mod tests {
         ) {
             let mut bytes = results(vec![WireResult::Failed {
                 task: WireTask { index: 7, generation: 2 },
-                kind: FailKind::Error,
+                kind: WireFailKind::Error,
                 message: String::from_utf8_lossy(&payload).into_owned(),
                 micros: 1,
             }])
@@ -713,8 +806,8 @@ mod tests {
                 let n = bytes.len();
                 bytes[at % n] ^= x;
             }
-            let _ = decode_to_client(message(&bytes, vec![]));
-            let run = encode(&ToWorker::Runs {
+            let _ = decode_to_driver(message(&bytes, vec![]));
+            let run = encode(&WireToWorker::Runs {
                 runs: vec![WireRun {
                     task: WireTask { index: 1, generation: 1 },
                     func: 0,

@@ -23,23 +23,33 @@ use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
 use shoal_core::object::Obj;
-use shoal_shm::SegmentObject;
 
-use super::protocol::{ProtocolError, WireObject};
+use super::codec::{ProtocolError, WireObject};
+use crate::SegmentObject;
 
 /// Archives shorter than this travel inline in control messages; longer
 /// ones in shared-memory segments (64 KiB: below it, a segment's syscalls
 /// and page faults cost more than copying the bytes).
-pub(crate) const INLINE_MAX: usize = 64 << 10;
+pub const INLINE_MAX: usize = 64 << 10;
 
 /// A message ready to send: its payload and the segments whose descriptors
 /// ride with it (kept alive until it is sent).
-pub(crate) struct Outgoing {
+pub struct Outgoing {
+    /// The frame's payload.
     pub payload: AlignedVec,
+    /// The segments whose descriptors go with it, in the order the payload
+    /// numbers them.
     pub segments: Vec<Obj>,
 }
 
 impl Outgoing {
+    /// Sends it on `socket` (one message at a time per socket: the caller
+    /// holds the socket's send lock).
+    pub fn send(&self, socket: &std::os::unix::net::UnixStream) -> Result<(), String> {
+        let fds = self.fds().map_err(|e| e.to_string())?;
+        crate::fdpass::send(socket, &self.payload, &fds).map_err(|e| e.to_string())
+    }
+
     /// The descriptors to attach, in the order the payload numbers them.
     pub fn fds(&self) -> Result<Vec<BorrowedFd<'_>>, ProtocolError> {
         self.segments
@@ -72,7 +82,7 @@ pub(crate) fn wire(obj: &Obj, name: impl FnOnce() -> String, segments: &mut Vec<
 
 /// `obj` as a segment if its archive is large (a new one called `name()`
 /// unless it is one already), else `obj` itself.
-pub(crate) fn publish(obj: &Obj, name: impl FnOnce() -> String) -> Result<Obj, String> {
+pub fn publish(obj: &Obj, name: impl FnOnce() -> String) -> Result<Obj, String> {
     if obj.as_any().downcast_ref::<SegmentObject>().is_some() {
         return Ok(Arc::clone(obj));
     }

@@ -1,0 +1,300 @@
+//! The worker runtime: runs tasks from a stream of [`ToWorker`] messages
+//! and answers with [`FromWorker`] ones. The same code runs in a worker
+//! process of one machine and, next, in a worker on another machine; only
+//! its [`Outlet`] (the transport back to the driver) differs.
+//!
+//! # Protocol
+//!
+//! One thread — the transport's reader — hands each message to
+//! [`Worker::handle`]: runs are queued on a work-stealing pool of threads,
+//! each with a [`Claim`]; a `Steal` gives back runs not started yet.
+//!
+//! # Claims: a run starts here or is given back, never both
+//!
+//! Each queued run carries a claim, `QUEUED` when it arrives. A pool thread
+//! that pops it claims it `STARTED` before touching it; the reader,
+//! answering `Steal { count }`, claims up to `count` runs `STOLEN`, newest
+//! first, and lists exactly those in its `Stolen` answer. Both are one
+//! compare-and-swap on the same atomic, so exactly one side wins: a stolen
+//! run is never started here (the pool drops it when it pops it), and a
+//! started run is never listed as stolen (`core/tests/loom.rs` checks it).
+//!
+//! # Replies: batched without waiting
+//!
+//! Results go through an outbox. A pool thread that finishes a run while no
+//! other run is queued here (it is about to go idle, or this was the last of
+//! a batch) sends everything in the outbox itself. One that has more runs to
+//! go only leaves its result in the outbox and wakes the sender thread,
+//! which sends everything there by the time it runs — so a result waits for
+//! no other task, and a batch of short tasks goes back in a message or two
+//! instead of one per task. A `Stolen` answer is sent after the results the
+//! outbox held, so the driver sees those first. The reader leaves it in the
+//! outbox too: the reader never blocks on sending, so it always drains its
+//! transport, and a driver blocked sending it runs (while its own end is
+//! full of this worker's results) cannot deadlock with it.
+//!
+//! # Invariants
+//!
+//! - The reader never runs a task and never sends.
+//! - Every run received is answered exactly once — `Done`, `Failed` or
+//!   listed in `Stolen` — unless the process dies.
+//! - A task's inputs are dropped (unmapped) before its result is posted:
+//!   once the driver sees a task done, the task holds nothing of its inputs.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::claim::Claim;
+use crate::executor::{Local, Pool, Spawner};
+use crate::object::{Input, Obj};
+use crate::protocol::{FailKind, Run, RunResult, ToWorker};
+use crate::registry::{self, RunError, TaskEntry};
+use crate::scheduler::TaskId;
+
+/// The transport back to the driver, as a worker sees it.
+pub trait Outlet: Send + Sync + 'static {
+    /// Makes a task's result ready to travel, on the pool thread that made
+    /// it (for example: archived, and written into a shared-memory segment
+    /// if large); the object to send and its archived length. `Err`: the
+    /// result cannot be stored, and the task fails with that message.
+    fn seal(&self, task: TaskId, result: Obj) -> Result<(Obj, u64), String>;
+    /// Sends these results, in order. A worker whose driver is gone has
+    /// nothing left to do: an outlet that cannot send ends the process.
+    fn send_results(&self, results: Vec<RunResult>);
+    /// Sends the answer to one steal.
+    fn send_stolen(&self, tasks: Vec<TaskId>);
+}
+
+/// What the reader should do after a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on reading.
+    Continue,
+    /// The driver said to stop.
+    Exit,
+}
+
+/// A run to do, with its inputs.
+struct Job {
+    task: TaskId,
+    func: u32,
+    /// `None` if this binary has no task number `func`.
+    entry: Option<&'static TaskEntry>,
+    inputs: Vec<Input>,
+    claim: Arc<Claim>,
+}
+
+/// Messages not sent yet: results, and answers to steals (sent after the
+/// results that were there with them).
+struct Outbox {
+    results: Vec<RunResult>,
+    stolen: Vec<Vec<TaskId>>,
+    sender_asleep: bool,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.results.is_empty() && self.stolen.is_empty()
+    }
+}
+
+/// What the pool threads, the sender thread and the reader share.
+struct Shared<O> {
+    outlet: O,
+    outbox: Mutex<Outbox>,
+    /// Signalled when the outbox gets something for the sender thread.
+    outbox_filled: Condvar,
+    /// Runs received and neither started nor stolen.
+    queued: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No task code runs under these locks; a panic under one is a bug in
+    // shoal, and the state is the last consistent one.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running worker: its pool, its sender thread, and the reader's queue of
+/// runs with their claims. Owned by the reader thread.
+pub struct Worker<O: Outlet> {
+    shared: Arc<Shared<O>>,
+    pool: Pool<Job>,
+    spawner: Spawner<Job>,
+    /// The runs queued here, oldest first, with their claims; entries whose
+    /// run started are dropped as they are met.
+    queue: VecDeque<(TaskId, Arc<Claim>)>,
+}
+
+impl<O: Outlet> Worker<O> {
+    /// Starts the sender thread and `threads` pool threads.
+    pub fn start(outlet: O, threads: usize) -> std::io::Result<Worker<O>> {
+        let shared = Arc::new(Shared {
+            outlet,
+            outbox: Mutex::new(Outbox { results: Vec::new(), stolen: Vec::new(), sender_asleep: false }),
+            outbox_filled: Condvar::new(),
+            queued: AtomicUsize::new(0),
+        });
+        let for_sender = Arc::clone(&shared);
+        std::thread::Builder::new().name("shoal-worker-send".into()).spawn(move || for_sender.sender())?;
+        let mut pool = Pool::<Job>::new(threads.max(1));
+        let spawner = pool.spawner().clone();
+        let for_jobs = Arc::clone(&shared);
+        pool.start("shoal-worker", move |job: Job, _: &Local<'_, Job>| for_jobs.run(job))?;
+        Ok(Worker { shared, pool, spawner, queue: VecDeque::new() })
+    }
+
+    /// Handles one message from the driver (on the reader thread).
+    pub fn handle(&mut self, message: ToWorker) -> Flow {
+        match message {
+            ToWorker::Runs(runs) => self.queue_runs(runs),
+            ToWorker::Steal { count } => self.steal(count),
+            ToWorker::Shutdown => return Flow::Exit,
+        }
+        Flow::Continue
+    }
+
+    fn queue_runs(&mut self, runs: Vec<Run>) {
+        while self.queue.front().is_some_and(|(_, claim)| !claim.is_queued()) {
+            self.queue.pop_front();
+        }
+        // All counted before the pool sees the first: a pool thread that
+        // finishes one of them knows more are coming, and leaves its result
+        // to be sent with theirs.
+        self.shared.queued.fetch_add(runs.len(), Ordering::AcqRel);
+        for Run { task, func, inputs } in runs {
+            let claim = Arc::new(Claim::new());
+            self.queue.push_back((task, Arc::clone(&claim)));
+            // An unknown task number is answered from the pool too: the
+            // reader never sends.
+            let entry = registry::entries().get(func as usize).copied();
+            self.spawner.push(Job { task, func, entry, inputs, claim });
+        }
+    }
+
+    fn steal(&mut self, count: u32) {
+        let mut stolen = Vec::new();
+        while stolen.len() < count as usize {
+            let Some((task, claim)) = self.queue.pop_back() else { break };
+            if claim.steal() {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                stolen.push(task);
+            }
+        }
+        // Oldest first: the thief runs them in the order they were sent
+        // here (the scheduler's priority order).
+        stolen.reverse();
+        let mut outbox = lock(&self.shared.outbox);
+        outbox.stolen.push(stolen);
+        self.shared.wake_sender(&mut outbox);
+    }
+
+    /// Stops reading: the process is about to exit, and running tasks are
+    /// not waited for (the pool is not stopped).
+    pub fn abandon(self) {
+        std::mem::forget(self.pool);
+    }
+}
+
+impl<O: Outlet> Shared<O> {
+    /// Sends what `outbox` holds (unlocking it first): the results, then the
+    /// steal answers.
+    fn send_outbox(&self, mut outbox: MutexGuard<'_, Outbox>) {
+        let results = std::mem::take(&mut outbox.results);
+        let stolen = std::mem::take(&mut outbox.stolen);
+        drop(outbox);
+        if !results.is_empty() {
+            self.outlet.send_results(results);
+        }
+        for tasks in stolen {
+            self.outlet.send_stolen(tasks);
+        }
+    }
+
+    /// Wakes the sender thread if it sleeps; called with the outbox locked,
+    /// after adding to it.
+    fn wake_sender(&self, outbox: &mut Outbox) {
+        if outbox.sender_asleep {
+            outbox.sender_asleep = false;
+            self.outbox_filled.notify_one();
+        }
+    }
+
+    /// The sender thread: sends what the pool threads and the reader leave
+    /// in the outbox.
+    fn sender(&self) {
+        let mut outbox = lock(&self.outbox);
+        loop {
+            if outbox.is_empty() {
+                outbox.sender_asleep = true;
+                outbox = self.outbox_filled.wait(outbox).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            self.send_outbox(outbox);
+            outbox = lock(&self.outbox);
+        }
+    }
+
+    /// A pool thread's result: sent now if this worker has nothing else
+    /// queued, else left to the sender thread (see the module docs).
+    fn post(&self, result: RunResult) {
+        let more = self.queued.load(Ordering::Acquire) > 0;
+        let mut outbox = lock(&self.outbox);
+        outbox.results.push(result);
+        if more {
+            self.wake_sender(&mut outbox);
+            return;
+        }
+        self.send_outbox(outbox);
+    }
+
+    /// Runs one job on a pool thread, unless it was stolen, and posts its
+    /// result.
+    fn run(&self, job: Job) {
+        let Job { task, func, entry, inputs, claim } = job;
+        if !claim.start() {
+            return; // given back to the driver: it runs elsewhere
+        }
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let started = Instant::now();
+        let result = match entry {
+            None => Err((FailKind::Input, format!("this worker has no task number {func}"))),
+            Some(entry) => match catch_unwind(AssertUnwindSafe(|| self.run_task(task, entry, &inputs))) {
+                Ok(result) => result,
+                Err(payload) => Err((FailKind::Panic, panic_message(&*payload))),
+            },
+        };
+        // The inputs are unmapped before the reply (see the invariants).
+        drop(inputs);
+        let micros = u32::try_from(started.elapsed().as_micros() + 1).unwrap_or(u32::MAX);
+        self.post(match result {
+            Ok((result, nbytes)) => RunResult::Done { task, result, nbytes, micros },
+            Err((kind, message)) => RunResult::Failed { task, kind, message, micros },
+        });
+    }
+
+    /// Calls the task and seals what it returned.
+    fn run_task(&self, task: TaskId, entry: &TaskEntry, inputs: &[Input]) -> Result<(Obj, u64), (FailKind, String)> {
+        let obj = match catch_unwind(AssertUnwindSafe(|| entry.invoke(inputs))) {
+            Ok(Ok(obj)) => obj,
+            Ok(Err(RunError::Returned(message))) => return Err((FailKind::Error, message)),
+            Ok(Err(RunError::Input(e))) => return Err((FailKind::Input, e.to_string())),
+            Err(payload) => return Err((FailKind::Panic, panic_message(&*payload))),
+        };
+        // E.g. an archive over rkyv's 2 GiB limit, or no memory for a segment.
+        self.outlet.seal(task, obj).map_err(|e| (FailKind::Error, format!("its result could not be stored: {e}")))
+    }
+}
+
+/// The message of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
