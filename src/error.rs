@@ -73,3 +73,14 @@ impl From<shoal_core::driver::DriverError> for Error {
         }
     }
 }
+
+impl From<shoal_shm::pool::PoolError> for Error {
+    fn from(e: shoal_shm::pool::PoolError) -> Self {
+        use shoal_shm::pool::PoolError;
+        match e {
+            PoolError::Closed => Error::Closed,
+            PoolError::Start(reason) => Error::Start(reason),
+            PoolError::FingerprintMismatch { worker, client } => Error::FingerprintMismatch { worker, client },
+        }
+    }
+}

@@ -110,7 +110,7 @@ pub trait Task: Copy + Send + Sync + 'static {
 pub fn init() {
     #[cfg(target_os = "linux")]
     std::hint::black_box(&engine::processes::WORKER_HOOK);
-    engine::processes::worker::take_role();
+    shoal_shm::pool::worker::take_role();
 }
 
 /// The registry fingerprint of this binary: processes exchange tasks only

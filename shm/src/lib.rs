@@ -16,6 +16,8 @@
 //! - [`limits`]: the memory limit of this process's cgroup (v2 and v1,
 //!   walked up to the tightest), the machine's memory, and the file
 //!   descriptor limit raised to its hard limit.
+//! - [`pool`]: a machine's worker processes, started from this binary,
+//!   replaced when they die, reaped always; the worker process itself.
 //! - [`uds`]: the protocol's messages over a Unix socket, objects inline
 //!   or as descriptors (the transport between a machine and its worker
 //!   processes).
@@ -66,6 +68,7 @@ pub mod fdpass;
 pub mod frame;
 pub mod limits;
 pub mod object;
+pub mod pool;
 pub mod segment;
 pub mod spill;
 pub mod store;

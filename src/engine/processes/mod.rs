@@ -189,8 +189,6 @@
 //!   whatever happens.
 
 pub(crate) mod state;
-pub(crate) mod supervisor;
-pub(crate) mod worker;
 mod workers;
 
 use std::collections::HashMap;
@@ -205,13 +203,12 @@ use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId, WorkerId}
 use shoal_shm::uds;
 
 use self::state::{Effects, Procs, State};
-use self::supervisor::{SpawnConfig, Supervisor};
-use self::workers::Conn;
 use super::Mode;
 use crate::error::{Error, Result};
+use shoal_shm::pool::{Conn, PoolHost, SpawnConfig, Supervisor, worker};
 use shoal_shm::store::{self, Store, StoreConfig};
 
-pub(crate) use self::worker::WORKER_HOOK;
+pub(crate) use shoal_shm::pool::worker::WORKER_HOOK;
 
 /// Runs a worker may hold beyond its threads, per thread, until the first
 /// results say how long runs take (then [`workers::Pacing`] decides): the
@@ -278,12 +275,13 @@ impl ProcessesEngine {
             next_segment: AtomicU64::new(0),
         });
         let spawn = SpawnConfig { threads, env: config.env };
-        let supervisor = Supervisor::start(Arc::downgrade(&engine), spawn)?;
+        let host: std::sync::Weak<dyn PoolHost> = Arc::downgrade(&engine) as std::sync::Weak<dyn PoolHost>;
+        let supervisor = Supervisor::start(host, spawn)?;
         let ready = supervisor.start_workers(workers);
         *lock(&engine.supervisor) = Some(supervisor);
         if let Err(e) = ready {
             Mode::shutdown(&*engine);
-            return Err(e);
+            return Err(e.into());
         }
         Ok(engine)
     }
@@ -294,7 +292,7 @@ impl ProcessesEngine {
 
     /// Pids of the live worker processes.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.lock().backend.workers.values().map(|c| c.pid).collect();
+        let mut pids: Vec<u32> = self.lock().backend.workers.values().map(|l| l.conn.pid).collect();
         pids.sort_unstable();
         pids
     }
@@ -388,7 +386,7 @@ impl Mode for ProcessesEngine {
                 return;
             }
             st.closed = true;
-            let conns: Vec<Arc<Conn>> = st.backend.workers.drain().map(|(_, c)| c).collect();
+            let conns: Vec<Arc<Conn>> = st.backend.workers.drain().map(|(_, l)| l.conn).collect();
             let specs = st.take_specs();
             (conns, specs, st.backend.store.close())
         };

@@ -14,8 +14,9 @@ use shoal_core::driver::{Backend, SpecArg};
 use shoal_core::object::Obj;
 use shoal_core::scheduler::{TaskId, WorkerId};
 
-use super::workers::Conn;
+use super::workers::Link;
 use crate::error::Result;
+use shoal_shm::pool::Conn;
 use shoal_shm::store::{Fetched, Slot, Store, StoreEffects};
 
 /// The driver's state in this mode.
@@ -24,7 +25,7 @@ pub(crate) type State = shoal_core::driver::State<Procs>;
 /// The backend: worker connections and the client's store.
 pub(crate) struct Procs {
     /// Live workers' connections.
-    pub(crate) workers: HashMap<WorkerId, Arc<Conn>>,
+    pub(crate) workers: HashMap<WorkerId, Link>,
     /// The results: in shared memory or spilled, under the memory limit.
     pub(crate) store: Store,
 }
@@ -132,7 +133,7 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
     }
     let spec = st.spec(id)?;
     let key = st.sched.key(id)?;
-    let conn = Arc::clone(st.backend.workers.get(&worker)?);
+    let conn = Arc::clone(&st.backend.workers.get(&worker)?.conn);
     let func = spec.task.func;
     // Every input's slot first: a missing one fails the run before
     // anything is fetched or pinned.

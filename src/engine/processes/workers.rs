@@ -18,10 +18,8 @@
 //! scheduler's saturation ([`Pacing`]), so short runs go to a worker by
 //! the dozen and long ones one or two at a time.
 
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use shoal_core::TaskFailure;
 use shoal_core::object::{Input, Obj};
@@ -31,11 +29,9 @@ use super::state::{Effects, Held, Job, JobInput, State};
 use super::{ProcessesEngine, STORE};
 use shoal_core::driver::wait::lock;
 use shoal_core::protocol::{FromWorker, Run, RunResult, ToWorker};
+use shoal_shm::pool::{Conn, PoolHost};
 use shoal_shm::store::{self, Fetched, SpillJob};
-use shoal_shm::uds::{self, Outgoing, RunBatch};
-
-/// `Conn::thief` when no steal is on its way.
-const NO_THIEF: u32 = u32::MAX;
+use shoal_shm::uds::{self, RunBatch};
 
 /// Work to keep queued per worker thread, in microseconds of runs: many
 /// client round trips' worth, so that runs and results travel in large
@@ -81,53 +77,29 @@ impl Pacing {
     }
 }
 
-/// The client's end of a worker's socket.
-pub(crate) struct Conn {
-    pub id: WorkerId,
-    pub pid: u32,
-    pub socket: UnixStream,
-    /// Threads of the worker's pool.
-    pub nthreads: u32,
-    /// One message at a time: a message may take several `sendmsg` calls.
-    send_lock: Mutex<()>,
+/// A worker as the driver keeps it: its connection, and the steal
+/// bookkeeping (changed under the driver's lock).
+pub(crate) struct Link {
+    pub(crate) conn: Arc<Conn>,
     /// The worker a `Steal` sent to this one is for, while its answer is on
-    /// its way; [`NO_THIEF`] otherwise. Changed under the engine lock.
-    thief: AtomicU32,
+    /// its way.
+    thief: Option<WorkerId>,
     /// Its last `Stolen` gave nothing back and it has reported no result
     /// since: do not ask again yet (its runs are all started, or their
-    /// results are on their way). Changed under the engine lock.
-    dry: AtomicBool,
+    /// results are on their way).
+    dry: bool,
 }
 
-impl Conn {
-    pub(crate) fn new(id: WorkerId, pid: u32, socket: UnixStream, nthreads: u32) -> Conn {
-        Conn {
-            id,
-            pid,
-            socket,
-            nthreads,
-            send_lock: Mutex::new(()),
-            thief: AtomicU32::new(NO_THIEF),
-            dry: AtomicBool::new(false),
-        }
-    }
-
-    pub(crate) fn send(&self, outgoing: &Outgoing) -> std::result::Result<(), String> {
-        let _guard = lock(&self.send_lock);
-        outgoing.send(&self.socket)
-    }
-
-    /// Ends the connection both ways: the worker reads the end of the
-    /// stream, and so does this side's reader thread.
-    pub(crate) fn close(&self) {
-        let _ = self.socket.shutdown(Shutdown::Both);
+impl Link {
+    fn new(conn: Arc<Conn>) -> Link {
+        Link { conn, thief: None, dry: false }
     }
 }
 
-impl ProcessesEngine {
+impl PoolHost for ProcessesEngine {
     /// A worker said hello: it can take tasks. `false` if the engine is
     /// shut down (the caller then stops the worker).
-    pub(crate) fn add_worker(&self, conn: Arc<Conn>, nthreads: usize) -> bool {
+    fn joined(&self, conn: Arc<Conn>) -> bool {
         let mut effects = Effects::default();
         let steals;
         {
@@ -135,11 +107,11 @@ impl ProcessesEngine {
             if st.closed {
                 return false;
             }
-            let worker = conn.id;
-            st.backend.workers.insert(worker, conn);
+            let (worker, nthreads) = (conn.id, conn.nthreads);
+            st.backend.workers.insert(worker, Link::new(conn));
             st.broken = None;
-            st.handle(Event::WorkerJoined { worker, nthreads: nthreads as u32 }, &mut effects);
-            steals = plan_steals(&st);
+            st.handle(Event::WorkerJoined { worker, nthreads }, &mut effects);
+            steals = plan_steals(&mut st);
         }
         self.carry_out(effects);
         self.send_steals(steals);
@@ -149,7 +121,7 @@ impl ProcessesEngine {
     /// A worker's connection ended (it died, closed it, or broke the
     /// protocol): what it ran goes back to the scheduler; what it made stays
     /// in the store. `false` if the engine is shut down.
-    pub(crate) fn lose_worker(&self, worker: WorkerId) -> bool {
+    fn lost(&self, worker: WorkerId) -> bool {
         let mut effects = Effects::default();
         let steals;
         {
@@ -167,7 +139,7 @@ impl ProcessesEngine {
             }
             st.backend.store.worker_lost(worker, &mut effects.store);
             st.handle(Event::ProcessLost { worker, heir: STORE }, &mut effects);
-            steals = plan_steals(&st);
+            steals = plan_steals(&mut st);
         }
         self.carry_out(effects);
         self.send_steals(steals);
@@ -175,7 +147,7 @@ impl ProcessesEngine {
     }
 
     /// No worker is left and none can be started: fail every wait.
-    pub(crate) fn break_down(&self, reason: String) {
+    fn broken(&self, reason: String) {
         let st = self.lock();
         if st.backend.workers.is_empty() && !st.closed {
             drop(st);
@@ -186,7 +158,7 @@ impl ProcessesEngine {
     /// The messages that came from a worker in one pass of its reader
     /// (after its hello), handled under one lock. `Err` with a reason if
     /// one breaks the protocol: the caller then drops the connection.
-    pub(crate) fn on_messages(&self, conn: &Conn, messages: Vec<FromWorker>) -> std::result::Result<(), String> {
+    fn messages(&self, conn: &Arc<Conn>, messages: Vec<FromWorker>) -> std::result::Result<(), String> {
         let worker = conn.id;
         let mut effects = Effects::default();
         let steals;
@@ -199,7 +171,9 @@ impl ProcessesEngine {
                 match message {
                     FromWorker::Hello { .. } => return Err("sent a second hello".into()),
                     FromWorker::Results(results) => {
-                        conn.dry.store(false, Ordering::Relaxed);
+                        if let Some(link) = st.backend.workers.get_mut(&worker) {
+                            link.dry = false;
+                        }
                         let mut pacing = lock(&self.pacing);
                         for result in &results {
                             pacing.note(result.micros());
@@ -215,31 +189,30 @@ impl ProcessesEngine {
                         }
                     }
                     FromWorker::Stolen(tasks) => {
-                        let thief = conn.thief.swap(NO_THIEF, Ordering::Relaxed);
-                        if thief == NO_THIEF {
+                        let Some(link) = st.backend.workers.get_mut(&worker) else { continue };
+                        let Some(thief) = link.thief.take() else {
                             return Err("gave back runs nobody asked for".into());
-                        }
-                        conn.dry.store(tasks.is_empty(), Ordering::Relaxed);
+                        };
+                        link.dry = tasks.is_empty();
                         for task in tasks {
                             // That run ended without running: its inputs are
                             // no longer pinned for it (the thief's run pins
                             // them again).
                             st.backend.store.run_ended(task, worker, &mut effects.store);
-                            st.handle(
-                                Event::TaskStolen { task, from: worker, to: Some(WorkerId(thief)) },
-                                &mut effects,
-                            );
+                            st.handle(Event::TaskStolen { task, from: worker, to: Some(thief) }, &mut effects);
                         }
                     }
                 }
             }
-            steals = plan_steals(&st);
+            steals = plan_steals(&mut st);
         }
         self.carry_out(effects);
         self.send_steals(steals);
         Ok(())
     }
+}
 
+impl ProcessesEngine {
     /// Everything done after unlocking: drop, wake clients, send runs,
     /// write spills.
     pub(crate) fn carry_out(&self, mut effects: Effects) {
@@ -435,38 +408,36 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
 /// reports a result. Each steal asks for half the difference of the two
 /// loads (at least one, at most the victim's excess), so that, with the
 /// scheduler sending the stolen runs to the thief, the two end up even.
-fn plan_steals(st: &State) -> Vec<(Arc<Conn>, u32)> {
+fn plan_steals(st: &mut State) -> Vec<(Arc<Conn>, u32)> {
     if st.backend.workers.len() < 2 || st.sched.count(TaskState::Ready) > 0 {
         return Vec::new();
     }
     // Thieves a steal is on its way for already.
-    let awaited: Vec<u32> =
-        st.backend.workers.values().map(|c| c.thief.load(Ordering::Relaxed)).filter(|&t| t != NO_THIEF).collect();
+    let awaited: Vec<WorkerId> = st.backend.workers.values().filter_map(|l| l.thief).collect();
     let mut thieves: Vec<(usize, WorkerId)> = Vec::new();
-    let mut victims: Vec<(usize, usize, &Arc<Conn>)> = Vec::new();
-    for conn in st.backend.workers.values() {
-        let Some(load) = st.sched.load(conn.id) else { continue };
-        let threads = conn.nthreads as usize;
+    let mut victims: Vec<(usize, usize, WorkerId)> = Vec::new();
+    for (&id, link) in &st.backend.workers {
+        let Some(load) = st.sched.load(id) else { continue };
+        let threads = link.conn.nthreads as usize;
         if load < threads {
-            if !awaited.contains(&conn.id.0) {
-                thieves.push((load, conn.id));
+            if !awaited.contains(&id) {
+                thieves.push((load, id));
             }
-        } else if load > threads && conn.thief.load(Ordering::Relaxed) == NO_THIEF && !conn.dry.load(Ordering::Relaxed)
-        {
-            victims.push((load - threads, load, conn));
+        } else if load > threads && link.thief.is_none() && !link.dry {
+            victims.push((load - threads, load, id));
         }
     }
     thieves.sort_unstable();
-    victims.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.2.id.cmp(&b.2.id)));
-    thieves
-        .into_iter()
-        .zip(victims)
-        .map(|((thief_load, thief), (excess, load, victim))| {
-            let count = ((load - thief_load) / 2).clamp(1, excess);
-            victim.thief.store(thief.0, Ordering::Relaxed);
-            (Arc::clone(victim), u32::try_from(count).unwrap_or(u32::MAX))
-        })
-        .collect()
+    victims.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+    let mut steals = Vec::new();
+    for ((thief_load, thief), (excess, load, victim)) in thieves.into_iter().zip(victims) {
+        let count = ((load - thief_load) / 2).clamp(1, excess);
+        if let Some(link) = st.backend.workers.get_mut(&victim) {
+            link.thief = Some(thief);
+            steals.push((Arc::clone(&link.conn), u32::try_from(count).unwrap_or(u32::MAX)));
+        }
+    }
+    steals
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //!    [`ENV_FD`] is unset it returns at once and `main` runs as usual;
 //!    otherwise it takes the worker role and never returns, so a test
 //!    harness or a benchmark re-executed as a worker never runs its own
-//!    `main`. [`crate::init`] does the same check, as the explicit form.
+//!    `main`. `shoal::init` does the same check, as the explicit form.
 //! 2. **Tie to the parent.** `PR_SET_PDEATHSIG(SIGKILL)` first, then
 //!    `getppid()` is compared with the pid the parent wrote in
 //!    [`ENV_PARENT`]: if the parent died before the prctl, the worker exits.
@@ -43,6 +43,8 @@ use std::os::unix::net::UnixStream;
 use std::panic::catch_unwind;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::fdpass;
+use crate::uds::{self, Outgoing, ResultBatch};
 use rustix::fs::FileType;
 use rustix::io::FdFlags;
 use rustix::process::Signal;
@@ -51,26 +53,24 @@ use shoal_core::protocol::{FromWorker, RunResult};
 use shoal_core::registry;
 use shoal_core::scheduler::TaskId;
 use shoal_core::worker::{Flow, Outlet, Worker, panic_message};
-use shoal_shm::fdpass;
-use shoal_shm::uds::{self, Outgoing, ResultBatch};
 
 /// The descriptor number of the worker's end of its socket: the worker role.
-pub(crate) const ENV_FD: &str = "SHOAL_WORKER_FD";
+pub const ENV_FD: &str = "SHOAL_WORKER_FD";
 /// The pid of the client that started the worker.
-pub(crate) const ENV_PARENT: &str = "SHOAL_WORKER_PARENT";
+pub const ENV_PARENT: &str = "SHOAL_WORKER_PARENT";
 /// Threads of the worker's pool.
-pub(crate) const ENV_THREADS: &str = "SHOAL_WORKER_THREADS";
+pub const ENV_THREADS: &str = "SHOAL_WORKER_THREADS";
 /// Test hook: a fingerprint (decimal) the worker announces instead of its
 /// own, so tests can exercise the client's refusal of a different binary.
-pub(crate) const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
+pub const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
 /// Test hook: the worker dies before its hello — `abort` (SIGABRT),
 /// `exit0` (exits 0, as a binary whose `main` never took the role would),
 /// or `abort-once:<path>` (the worker that creates `<path>` aborts, the
 /// others go on), so tests can exercise start-up retries and their errors.
-pub(crate) const ENV_DIE_BEFORE_HELLO: &str = "SHOAL_TEST_DIE_BEFORE_HELLO";
+pub const ENV_DIE_BEFORE_HELLO: &str = "SHOAL_TEST_DIE_BEFORE_HELLO";
 /// The argument workers are started with, so that a `main` that parses its
-/// arguments before [`crate::init`] fails loudly instead of doing user work.
-pub(crate) const WORKER_ARG: &str = "--shoal-worker";
+/// arguments before `shoal::init` fails loudly instead of doing user work.
+pub const WORKER_ARG: &str = "--shoal-worker";
 
 /// Exit status of a worker that could not set itself up.
 const EXIT_SETUP: i32 = 70;
@@ -92,7 +92,7 @@ const EXIT_PROTOCOL: i32 = 71;
 #[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
-pub(crate) static WORKER_HOOK: extern "C" fn() = worker_hook;
+pub static WORKER_HOOK: extern "C" fn() = worker_hook;
 
 extern "C" fn worker_hook() {
     // Nothing may unwind out of an `extern "C"` function; `take_role`
@@ -101,7 +101,7 @@ extern "C" fn worker_hook() {
 }
 
 /// If this process was started as a worker, be one and never return.
-pub(crate) fn take_role() {
+pub fn take_role() {
     let Some(fd) = std::env::var_os(ENV_FD) else { return };
     let code = match catch_unwind(|| serve(fd)) {
         Ok(code) => code,
@@ -115,7 +115,7 @@ pub(crate) fn take_role() {
 
 /// Whether this process has the worker role but has not taken it (it was
 /// started as a worker and the hook did not run).
-pub(crate) fn has_untaken_role() -> bool {
+pub fn has_untaken_role() -> bool {
     std::env::var_os(ENV_FD).is_some()
 }
 
@@ -209,8 +209,8 @@ fn serve(fd: OsString) -> i32 {
 /// Whether a receive failed because of what the client sent (a frame over
 /// the limit, too many descriptors) rather than because the connection
 /// ended or broke: the first is a bug to report, with a failure status.
-fn is_protocol_error(e: &shoal_shm::ShmError) -> bool {
-    use shoal_shm::ShmError;
+fn is_protocol_error(e: &crate::ShmError) -> bool {
+    use crate::ShmError;
     matches!(e, ShmError::FrameTooLarge { .. } | ShmError::TooManyFds { .. } | ShmError::ControlTruncated { .. })
 }
 
@@ -221,7 +221,7 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     // A worker holds a descriptor per queued input and unsent result: the
     // soft limit goes up to the hard one, as in the client. A worker that
     // cannot raise it works within the soft limit; it is said once.
-    if let Err(e) = shoal_shm::limits::raise_nofile_limit() {
+    if let Err(e) = crate::limits::raise_nofile_limit() {
         eprintln!("shoal worker {}: warning: {e}", std::process::id());
     }
     let parent: i32 = parse_var(ENV_PARENT)?;

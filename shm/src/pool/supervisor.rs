@@ -44,14 +44,14 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::{Errno, FdFlags};
 use shoal_core::scheduler::WorkerId;
-use shoal_shm::fdpass;
 
-use super::ProcessesEngine;
-use super::worker::{ENV_FD, ENV_PARENT, ENV_THREADS, WORKER_ARG};
-use super::workers::Conn;
-use crate::error::{Error, Result};
 use shoal_core::protocol::FromWorker;
-use shoal_shm::uds;
+
+use super::worker::{ENV_FD, ENV_PARENT, ENV_THREADS, WORKER_ARG};
+use super::{Conn, PoolError as Error, PoolHost};
+use crate::{fdpass, uds};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How long a new worker has to say hello (a cold start of a large binary
 /// on a busy machine can take a while).
@@ -68,13 +68,15 @@ const START_ATTEMPTS: u32 = 3;
 
 /// How each worker is started.
 #[derive(Clone, Debug)]
-pub(crate) struct SpawnConfig {
+pub struct SpawnConfig {
+    /// Threads of each worker's pool.
     pub threads: usize,
+    /// Variables added to each worker's environment.
     pub env: Vec<(String, String)>,
 }
 
 /// The client's handle to the supervisor thread.
-pub(crate) struct Supervisor {
+pub struct Supervisor {
     tx: Sender<Request>,
     stopping: Arc<AtomicBool>,
     thread: JoinHandle<()>,
@@ -91,7 +93,8 @@ enum Request {
 }
 
 impl Supervisor {
-    pub(crate) fn start(engine: Weak<ProcessesEngine>, config: SpawnConfig) -> Result<Supervisor> {
+    /// Starts the supervisor thread, which reports to `engine`.
+    pub fn start(engine: Weak<dyn PoolHost>, config: SpawnConfig) -> Result<Supervisor> {
         let (tx, rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let mut state = Running {
@@ -113,7 +116,7 @@ impl Supervisor {
     }
 
     /// Starts `count` workers and waits until each said hello.
-    pub(crate) fn start_workers(&self, count: usize) -> Result<()> {
+    pub fn start_workers(&self, count: usize) -> Result<()> {
         let (reply, answer) = mpsc::channel();
         self.tx.send(Request::Start { count, reply }).map_err(|_| Error::Closed)?;
         answer.recv().unwrap_or(Err(Error::Start("the supervisor thread stopped".into())))
@@ -121,7 +124,7 @@ impl Supervisor {
 
     /// Stops and reaps every worker; returns once they are all gone (unless
     /// called on the supervisor thread itself, which then stops next).
-    pub(crate) fn stop(self) {
+    pub fn stop(self) {
         self.stopping.store(true, Ordering::SeqCst);
         let me = std::thread::current().id();
         let _ = self.tx.send(Request::Stop { except: me });
@@ -135,7 +138,7 @@ impl Supervisor {
 
 /// The supervisor thread's state.
 struct Running {
-    engine: Weak<ProcessesEngine>,
+    engine: Weak<dyn PoolHost>,
     config: SpawnConfig,
     /// For reader threads to report lost workers.
     tx: Sender<Request>,
@@ -231,7 +234,7 @@ impl Running {
             }
         }
         if let Some(engine) = self.engine.upgrade() {
-            engine.break_down(format!("every worker process was lost and none could be started again: {last}"));
+            engine.broken(format!("every worker process was lost and none could be started again: {last}"));
         }
     }
 
@@ -339,7 +342,7 @@ impl Running {
         };
         match uds::decode_to_driver(message) {
             Ok(FromWorker::Hello { fingerprint, pid }) => {
-                let ours = shoal_core::registry::fingerprint()?;
+                let ours = shoal_core::registry::fingerprint().map_err(|e| Error::Start(e.to_string()))?;
                 if fingerprint != ours {
                     return Err(Error::FingerprintMismatch { worker: fingerprint, client: ours });
                 }
@@ -358,7 +361,7 @@ impl Running {
         let nthreads = u32::try_from(self.config.threads).unwrap_or(u32::MAX);
         let conn = Arc::new(Conn::new(p.id, p.pid, p.socket, nthreads));
         let engine = self.engine.upgrade().ok_or(Error::Closed)?;
-        if !engine.add_worker(Arc::clone(&conn), self.config.threads) {
+        if !engine.joined(Arc::clone(&conn)) {
             return Err(Error::Closed);
         }
         let (weak, tx, reader_conn) = (Arc::downgrade(&engine), self.tx.clone(), Arc::clone(&conn));
@@ -374,7 +377,7 @@ impl Running {
             Err(e) => {
                 conn.close();
                 if let Some(engine) = self.engine.upgrade() {
-                    engine.lose_worker(p.id);
+                    engine.lost(p.id);
                 }
                 Err(Error::Start(format!("could not start a thread to read worker {}: {e}", p.id.0)))
             }
@@ -431,7 +434,7 @@ const MESSAGES_PER_PASS: usize = 256;
 /// worker lost (see the module docs). Each pass blocks for one message,
 /// takes every other complete one already there, and hands them all to the
 /// engine under one lock: a reader woken once handles all that arrived.
-fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender<Request>) {
+fn read_connection(engine: &Weak<dyn PoolHost>, conn: &Arc<Conn>, tx: &Sender<Request>) {
     let mut messages = Vec::new();
     let reason = 'read: loop {
         // Descriptors received this pass and not yet handed to the store:
@@ -456,12 +459,12 @@ fn read_connection(engine: &Weak<ProcessesEngine>, conn: &Arc<Conn>, tx: &Sender
             }
         }
         let Some(engine) = engine.upgrade() else { return };
-        if let Err(e) = engine.on_messages(conn, std::mem::take(&mut messages)) {
+        if let Err(e) = engine.messages(conn, std::mem::take(&mut messages)) {
             break format!("it broke the protocol ({e}), so its connection was closed");
         }
     };
     conn.close();
-    if engine.upgrade().is_some_and(|e| e.lose_worker(conn.id)) {
+    if engine.upgrade().is_some_and(|e| e.lost(conn.id)) {
         let _ = tx.send(Request::Lost { worker: conn.id, reason });
     }
 }
