@@ -103,7 +103,7 @@ impl Tokenizer {
         let Some(mut buf) = self.buffer.take() else { return };
         buf.extend_from_slice(std::any::type_name::<A>().as_bytes());
         // Appending keeps the hash a function of (prefix, value) only.
-        match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, ArchiveWriter::new(buf)) {
+        match rkyv::api::high::to_bytes_in::<_, rancor::BoxedError>(value, ArchiveWriter::new(buf)) {
             Ok(writer) => self.buffer = Some(writer.into_inner()),
             // A value that cannot be serialized (e.g. one over rkyv's 2 GiB
             // limit) cannot be compared either: the call becomes impure

@@ -34,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::primitive::FixedIsize;
-use rkyv::rancor::{self, Source};
+use rkyv::rancor::{BoxedError, Source};
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
@@ -43,17 +43,28 @@ use rkyv::{Archive, Archived, Deserialize, Serialize};
 use crate::registry::InputError;
 
 /// What a task argument or result must be: an rkyv type (archivable,
-/// validatable, deserializable) that can be cloned and shared across threads.
+/// validatable, deserializable) that can be cloned, shown with `Debug` (a
+/// failing task's error shows its arguments) and shared across threads.
 ///
-/// Implemented for every such type; derive `Archive, Serialize, Deserialize`
-/// (and `Clone`) on your own types. (Serialization goes through an
+/// Implemented for every such type. On your own types write
+/// `#[shoal::data]`, which derives all of it with the right paths. (Errors
+/// of the bound use [`BoxedError`], which keeps its message in
+/// release builds, unlike `rancor::Error`; serialization goes through an
 /// [`ArchiveWriter`], which derived impls accept like any writer.)
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a shoal task argument or result",
+    label = "not a shoal `Data` type",
+    note = "put `#[shoal::data]` on your own types (it derives rkyv's `Archive, Serialize, Deserialize` \
+            with the right crate path, plus `Clone` and `Debug`)",
+    note = "std types work when rkyv supports them: use `String` rather than `PathBuf`/`&str`, \
+            `Vec<T>` rather than slices"
+)]
 pub trait Data:
     Archive<
-        Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-                      + Deserialize<Self, HighDeserializer<rancor::Error>>,
-    > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, rancor::Error>>
+        Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<Self, HighDeserializer<BoxedError>>,
+    > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, BoxedError>>
     + Clone
+    + fmt::Debug
     + Send
     + Sync
     + 'static
@@ -62,10 +73,10 @@ pub trait Data:
 
 impl<T> Data for T where
     T: Archive<
-            Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-                          + Deserialize<T, HighDeserializer<rancor::Error>>,
-        > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, rancor::Error>>
+            Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
+        > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, BoxedError>>
         + Clone
+        + fmt::Debug
         + Send
         + Sync
         + 'static
@@ -226,9 +237,9 @@ fn make_archive<T: Data>(value: &T) -> Result<AlignedVec, String> {
 }
 
 fn make_archive_in<T: Data>(value: &T, writer: ArchiveWriter) -> Result<AlignedVec, String> {
-    let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer).map_err(|e| e.to_string())?;
+    let bytes = rkyv::api::high::to_bytes_in::<_, BoxedError>(value, writer).map_err(|e| e.to_string())?;
     let bytes = bytes.into_inner();
-    rkyv::access::<Archived<T>, rancor::Error>(&bytes).map_err(|e| e.to_string())?;
+    rkyv::access::<Archived<T>, BoxedError>(&bytes).map_err(|e| e.to_string())?;
     Ok(bytes)
 }
 
@@ -274,7 +285,7 @@ pub fn read_owned<T: Data>(obj: &dyn Object) -> Result<T, InputError> {
         return Ok(v.value.clone());
     }
     let archived = read_foreign_archive::<T>(obj)?;
-    rkyv::deserialize::<T, rancor::Error>(archived)
+    rkyv::deserialize::<T, BoxedError>(archived)
         .map_err(|e| InputError(format!("could not deserialize a {}: {e}", std::any::type_name::<T>())))
 }
 
@@ -294,7 +305,7 @@ fn read_foreign_archive<T: Data>(obj: &dyn Object) -> Result<&Archived<T>, Input
         return Err(mismatch::<T>(obj));
     }
     let bytes = obj.archived_bytes()?;
-    rkyv::access::<Archived<T>, rancor::Error>(bytes)
+    rkyv::access::<Archived<T>, BoxedError>(bytes)
         .map_err(|e| InputError(format!("invalid archive of a {}: {e}", std::any::type_name::<T>())))
 }
 
@@ -382,14 +393,14 @@ mod tests {
     #[test]
     fn the_write_that_would_cross_the_limit_is_refused_before_it_is_copied() {
         let mut writer = ArchiveWriter::with_limit(AlignedVec::new(), 100);
-        Writer::<rancor::Error>::write(&mut writer, &[1; 60]).unwrap();
-        let err = Writer::<rancor::Error>::write(&mut writer, &[2; 1 << 20]).unwrap_err();
+        Writer::<BoxedError>::write(&mut writer, &[1; 60]).unwrap();
+        let err = Writer::<BoxedError>::write(&mut writer, &[2; 1 << 20]).unwrap_err();
         assert!(err.to_string().contains(&format!("at least {} bytes", 60 + (1 << 20))), "{err}");
         assert_eq!(writer.pos(), 60, "nothing of the refused write was copied");
         // A prefix already in the buffer counts, as it does in rkyv's positions.
         let mut prefixed = AlignedVec::new();
         prefixed.extend_from_slice(&[0; 90]);
-        assert!(Writer::<rancor::Error>::write(&mut ArchiveWriter::with_limit(prefixed, 100), &[1; 11]).is_err());
+        assert!(Writer::<BoxedError>::write(&mut ArchiveWriter::with_limit(prefixed, 100), &[1; 11]).is_err());
     }
 
     #[test]
@@ -403,7 +414,7 @@ mod tests {
             match archive_with_limit(&value, 400) {
                 Ok(bytes) => {
                     assert!(bytes.len() <= 400);
-                    assert_eq!(rkyv::from_bytes::<Vec<String>, rancor::Error>(&bytes).unwrap(), value);
+                    assert_eq!(rkyv::from_bytes::<Vec<String>, BoxedError>(&bytes).unwrap(), value);
                     fit += 1;
                 }
                 Err(e) => {
