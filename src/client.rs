@@ -230,7 +230,7 @@ impl Client {
         let mut done = 0;
         let outcome = loop {
             match self.engine().wait_prefix(ids, done, progress.next_tick()) {
-                Ok((_, Some(failure))) => break Err(Error::Task(failure)),
+                Ok((index, Some(failure))) => break Err(Error::TaskAt { index, failure }),
                 Ok((n, None)) if n == ids.len() => break Ok(()),
                 Ok((n, None)) => {
                     done = n;

@@ -71,8 +71,11 @@ pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
 pub use lazy::Lazy;
 pub use rkyv;
 pub use rkyv::Archived;
+pub use shoal_core::failure::{MAX_ARGUMENT_CHARS, MAX_ARGUMENTS_CHARS, TaskError};
 pub use shoal_core::object::Data;
+pub use shoal_core::registry::InputError;
 pub use shoal_core::registry::{RegistryError, TaskEntry};
+pub use shoal_core::scheduler::GraphError;
 pub use shoal_core::{Key, TaskFailure};
 pub use shoal_macros::task;
 pub use shoal_shm::{SpillBackend, SpillIo};
@@ -127,19 +130,112 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::args::One;
+    pub use shoal_core::failure::TaskError;
     pub use shoal_core::object::{Obj, Value, glue};
     pub use shoal_core::registry::{InputError, RunError, TASKS, TaskEntry, linkme};
 
-    /// Wrap a task's plain return value.
+    /// Wrap a task's return value (or the `Ok` value of its `Result`).
     pub fn finish_value<T: crate::Data>(value: T) -> Result<Obj, RunError> {
         Ok(Value::shared(value))
     }
 
-    /// Wrap a task's `Result` return value.
-    pub fn finish_result<T: crate::Data, E: std::fmt::Display>(result: Result<T, E>) -> Result<Obj, RunError> {
-        match result {
-            Ok(value) => Ok(Value::shared(value)),
-            Err(e) => Err(RunError::Returned(e.to_string())),
+    /// The `Err` of a task, on its way to a [`TaskError`]. Which conversion
+    /// applies is chosen by autoref specialization in the generated code,
+    /// where the error type is concrete: an `std::error::Error` keeps its
+    /// type, its `source()` chain and itself (for downcasting); any other
+    /// `Display` type (a `String`, say) keeps its text.
+    pub struct Returned<E>(pub E);
+
+    /// The conversion of an `std::error::Error` (tried first: by value).
+    pub trait ViaError {
+        fn into_run_error(self) -> RunError;
+    }
+
+    impl<E: std::error::Error + Send + Sync + 'static> ViaError for Returned<E> {
+        fn into_run_error(self) -> RunError {
+            // A `shoal::Error` made by `?` names the error it wraps.
+            let inner =
+                (&self.0 as &dyn std::any::Any).downcast_ref::<crate::Error>().and_then(|e| e.inner_type_name());
+            let error = TaskError::from_error(self.0);
+            RunError::Returned(match inner {
+                Some(name) => error.with_type_name(name),
+                None => error,
+            })
         }
     }
+
+    /// The conversion of a `Display` type (tried second: by reference).
+    #[diagnostic::on_unimplemented(
+        message = "a task's error type must implement `std::error::Error + Send + Sync + 'static` or `Display`",
+        label = "the `E` of this task's `Result<T, E>`"
+    )]
+    pub trait ViaDisplay {
+        fn into_run_error(self) -> RunError;
+    }
+
+    impl<E: std::fmt::Display> ViaDisplay for &Returned<E> {
+        fn into_run_error(self) -> RunError {
+            RunError::Returned(TaskError::from_parts(
+                std::any::type_name::<E>().to_string(),
+                self.0.to_string(),
+                Vec::new(),
+            ))
+        }
+    }
+
+    /// The return type named in a probe (for [`require_plain_return`]).
+    pub struct Probe<T>(std::marker::PhantomData<T>);
+
+    impl<T> Clone for Probe<T> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+
+    impl<T> Copy for Probe<T> {}
+
+    impl<T> Probe<T> {
+        pub const NEW: Probe<T> = Probe(std::marker::PhantomData);
+    }
+
+    /// Found first (by value on `&Probe`) when the return type is a `Result`.
+    pub trait ProbeResult {
+        fn check(self) -> ResultThroughAlias;
+    }
+
+    impl<T, E> ProbeResult for &Probe<Result<T, E>> {
+        fn check(self) -> ResultThroughAlias {
+            ResultThroughAlias
+        }
+    }
+
+    /// Found otherwise (after a deref).
+    pub trait ProbePlain {
+        fn check(self) -> PlainReturn;
+    }
+
+    impl<T> ProbePlain for Probe<T> {
+        fn check(self) -> PlainReturn {
+            PlainReturn
+        }
+    }
+
+    /// The return type is not a `Result`.
+    pub struct PlainReturn;
+    /// The return type is a `Result` not written `Result<…>`.
+    pub struct ResultThroughAlias;
+
+    #[diagnostic::on_unimplemented(
+        message = "this task returns a `Result` through a type alias, which `#[shoal::task]` cannot see",
+        label = "write this return type as `Result<T, E>` (or `shoal::Result<T>`, `io::Result<T>`)",
+        note = "the macro finds a task's error by the return type's last name being `Result`; \
+                through an alias an `Err` would be stored as a successful value",
+        note = "to store a `Result` as a task's value on purpose, wrap it in a struct of your own"
+    )]
+    pub trait ReturnsPlainValue {}
+
+    impl ReturnsPlainValue for PlainReturn {}
+
+    /// Compiles only for a [`PlainReturn`].
+    pub fn require_plain_return<X: ReturnsPlainValue>(_: X) {}
 }

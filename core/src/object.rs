@@ -185,6 +185,66 @@ pub trait Object: Any + Send + Sync {
     /// memory limit): the archive's length if it exists, else the in-memory
     /// size of the top-level value.
     fn nbytes(&self) -> u64;
+    /// Write the value for a failure's message (its `Debug`, where the type
+    /// is known), stopping once `out` is full.
+    fn describe(&self, out: &mut Bounded) -> fmt::Result {
+        use fmt::Write;
+        write!(out, "<{}, {} bytes>", self.type_name(), self.nbytes())
+    }
+}
+
+/// A string that takes at most `limit` characters, then refuses (so a
+/// `Debug` of a huge value stops early instead of rendering it all).
+pub struct Bounded {
+    text: String,
+    limit: usize,
+    cut: bool,
+}
+
+impl Bounded {
+    /// An empty string that will hold at most `limit` characters.
+    pub fn new(limit: usize) -> Bounded {
+        Bounded { text: String::new(), limit, cut: false }
+    }
+
+    /// The text, ending with `…` if it was cut.
+    pub fn finish(mut self) -> String {
+        if self.cut {
+            self.text.push('…');
+        }
+        self.text
+    }
+}
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.limit.saturating_sub(self.text.chars().count());
+        if s.chars().count() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        self.text.extend(s.chars().take(room));
+        self.cut = true;
+        Err(fmt::Error)
+    }
+}
+
+/// A short rendering of a task's inputs for its failure message:
+/// `("data/part-00007.txt", 3)`, each input cut at
+/// [`MAX_ARGUMENT_CHARS`](crate::failure::MAX_ARGUMENT_CHARS) characters,
+/// all of them at [`MAX_ARGUMENTS_CHARS`](crate::failure::MAX_ARGUMENTS_CHARS).
+pub fn describe<'a>(inputs: impl IntoIterator<Item = &'a dyn Object>) -> String {
+    use crate::failure::{MAX_ARGUMENT_CHARS, MAX_ARGUMENTS_CHARS};
+    let mut all = Bounded::new(MAX_ARGUMENTS_CHARS);
+    let mut parts = Vec::new();
+    for input in inputs {
+        let mut one = Bounded::new(MAX_ARGUMENT_CHARS);
+        // An `Err` only says the bound was reached; the text is kept.
+        let _ = input.describe(&mut one);
+        parts.push(one.finish());
+    }
+    let _ = fmt::Write::write_fmt(&mut all, format_args!("({})", parts.join(", ")));
+    all.finish()
 }
 
 /// A shared handle to a stored object.
@@ -261,6 +321,10 @@ impl<T: Data> Object for Value<T> {
             Some(Ok(bytes)) => bytes.len() as u64,
             _ => size_of::<T>() as u64,
         }
+    }
+
+    fn describe(&self, out: &mut Bounded) -> fmt::Result {
+        fmt::Write::write_fmt(out, format_args!("{:?}", self.value))
     }
 }
 

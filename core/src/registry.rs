@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::failure::TaskError;
 use crate::object::Obj;
 
 #[doc(hidden)]
@@ -33,8 +34,8 @@ pub struct InputError(pub String);
 /// How a task run ended, short of a panic.
 #[derive(Debug)]
 pub enum RunError {
-    /// The function returned `Err`; its `Display`.
-    Returned(String),
+    /// The function returned `Err`: the error, its type and causes.
+    Returned(TaskError),
     /// The inputs could not be read as the parameters' types.
     Input(InputError),
 }
@@ -168,7 +169,7 @@ mod tests {
     use super::*;
 
     fn never(_: &[Obj]) -> Result<Obj, RunError> {
-        Err(RunError::Returned("not run in this test".into()))
+        Err(RunError::Returned(TaskError::from_display("not run in this test")))
     }
 
     static A: TaskEntry = TaskEntry::new("m::a", "(u64) -> u64", "a.rs:1", never);

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use shoal_core::Key;
 use shoal_core::TaskFailure;
-use shoal_core::object::{Assemble, Obj};
+use shoal_core::object::{Assemble, Bounded, Obj, Object, describe};
 use shoal_core::scheduler::{Dep, NewTask, TaskId};
 
 use crate::error::Result;
@@ -120,6 +120,46 @@ pub(crate) enum SpecArg {
     Value(Obj),
     Dep(TaskId),
     List(Box<[TaskId]>, Assemble),
+}
+
+/// A short rendering of a stored task's arguments for its failure message
+/// (see [`describe`](shoal_core::object::describe)): values as their
+/// `Debug`, results of other tasks by those tasks' keys.
+pub(crate) fn describe_spec_args(args: &[SpecArg], key_of: impl Fn(TaskId) -> Option<Key>) -> String {
+    struct ResultOf(String);
+    impl Object for ResultOf {
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn type_name(&self) -> &'static str {
+            "result"
+        }
+        fn archived_bytes(&self) -> std::result::Result<&[u8], shoal_core::registry::InputError> {
+            Ok(&[])
+        }
+        fn nbytes(&self) -> u64 {
+            0
+        }
+        fn describe(&self, out: &mut Bounded) -> std::fmt::Result {
+            std::fmt::Write::write_str(out, &self.0)
+        }
+    }
+    let name = |id: TaskId| match key_of(id) {
+        Some(key) => format!("<result of {key}>"),
+        None => "<result of a forgotten task>".to_string(),
+    };
+    let shown: Vec<Obj> = args
+        .iter()
+        .map(|arg| match arg {
+            SpecArg::Value(obj) => Arc::clone(obj),
+            SpecArg::Dep(id) => Arc::new(ResultOf(name(*id))) as Obj,
+            SpecArg::List(ids, _) => {
+                let first = ids.first().map(|id| format!("{}, ", name(*id))).unwrap_or_default();
+                Arc::new(ResultOf(format!("[{first}… {} results]", ids.len()))) as Obj
+            }
+        })
+        .collect();
+    describe(shown.iter().map(|o| &**o))
 }
 
 /// The scheduler's view of a graph: each node's key, options and inputs (a

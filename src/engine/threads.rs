@@ -27,8 +27,8 @@ use std::time::Instant;
 use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::executor::{Local, Pool, Sink, Spawner};
-use shoal_core::object::{Assemble, Obj};
-use shoal_core::registry::{self, RunError, TaskEntry};
+use shoal_core::object::{Assemble, Obj, describe};
+use shoal_core::registry::{self, TaskEntry};
 use shoal_core::scheduler::{Action, Event, Scheduler, SchedulerConfig, TaskId, TaskState, WorkerId};
 
 use super::wait::{Interest, Waitable, Waiters, block_until, block_until_with, lock};
@@ -190,7 +190,7 @@ fn execute(
     entry: Option<&'static TaskEntry>,
     inputs: std::result::Result<Vec<JobInput>, String>,
 ) -> std::result::Result<Obj, TaskFailure> {
-    let error = |message: String| TaskFailure::Error { key, message };
+    let error = |message: String| TaskFailure::error(key, message);
     let inputs = inputs.map_err(error)?;
     let entry = entry.ok_or_else(|| error("internal error: no task function".into()))?;
     let mut objs = Vec::with_capacity(inputs.len());
@@ -200,21 +200,11 @@ fn execute(
             JobInput::List(items, assemble) => assemble(&items).map_err(|e| error(e.to_string()))?,
         });
     }
+    let arguments = || Some(describe(objs.iter().map(|o| &**o)));
     match catch_unwind(AssertUnwindSafe(|| entry.invoke(&objs))) {
         Ok(Ok(obj)) => Ok(obj),
-        Ok(Err(RunError::Returned(message))) => Err(TaskFailure::Error { key, message }),
-        Ok(Err(RunError::Input(e))) => Err(error(format!("bad input: {e}"))),
-        Err(payload) => Err(TaskFailure::Panic { key, message: panic_message(&*payload) }),
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
+        Ok(Err(run_error)) => Err(TaskFailure::from_run(key, run_error, arguments)),
+        Err(payload) => Err(TaskFailure::from_panic(key, &*payload, arguments)),
     }
 }
 

@@ -115,11 +115,8 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
         ParamKind::Archived(t) => quote!(let #var = ::shoal::__private::glue::archived::<#t>(__inputs, #i)?;),
     });
     let arity = kinds.len();
-    let finish = if fallible {
-        quote!(::shoal::__private::finish_result(__out))
-    } else {
-        quote!(::shoal::__private::finish_value(__out))
-    };
+    let finish = finish(output, fallible);
+    let return_check = return_check(output, fallible);
     let signature = {
         let tys = sig.inputs.iter().map(|i| match i {
             FnArg::Typed(p) => {
@@ -177,6 +174,8 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
                 __invoke,
             );
 
+            #return_check
+
             impl ::shoal::Task for #name {
                 type Params = #params_ty;
                 type Output = #output_ty;
@@ -233,6 +232,51 @@ fn output_type(output: &ReturnType) -> (TokenStream2, bool) {
         return (quote!(#ok), true);
     }
     (quote!(#ty), false)
+}
+
+/// The code that turns the body's return value `__out` into the task's
+/// result object. An `Err` becomes a `TaskError`: by autoref specialization
+/// (the error type is concrete here), an `std::error::Error` keeps its type,
+/// `source()` chain and itself; another `Display` type its text.
+fn finish(output: &ReturnType, fallible: bool) -> TokenStream2 {
+    if !fallible {
+        return quote!(::shoal::__private::finish_value(__out));
+    }
+    let span = match output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => Span::call_site(),
+    };
+    quote_spanned! {span=>
+        match __out {
+            ::core::result::Result::Ok(__value) => ::shoal::__private::finish_value(__value),
+            ::core::result::Result::Err(__error) => {
+                #[allow(unused_imports)]
+                use ::shoal::__private::{ViaDisplay as _, ViaError as _};
+                ::core::result::Result::Err(::shoal::__private::Returned(__error).into_run_error())
+            }
+        }
+    }
+}
+
+/// For a return type not written `Result<…>`: a check, at compile time,
+/// that it is not a `Result` under another name (an alias), whose `Err`
+/// would otherwise be stored as a success. The probe picks its method by
+/// autoref specialization; the alias case yields a type that fails
+/// `ReturnsPlainValue`, whose diagnostic says what to write.
+fn return_check(output: &ReturnType, fallible: bool) -> TokenStream2 {
+    let ReturnType::Type(_, ty) = output else { return TokenStream2::new() };
+    if fallible {
+        return TokenStream2::new();
+    }
+    let span = ty.span();
+    quote_spanned! {span=>
+        #[allow(dead_code)]
+        fn __return_check() {
+            #[allow(unused_imports)]
+            use ::shoal::__private::{ProbePlain as _, ProbeResult as _};
+            ::shoal::__private::require_plain_return((&::shoal::__private::Probe::<#ty>::NEW).check());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -110,18 +110,10 @@ pub(crate) enum FailKind {
 #[derive(Archive, Serialize, Deserialize, Debug)]
 pub(crate) enum WireResult {
     /// The run succeeded; `nbytes` is the archive's length.
-    Done {
-        task: WireTask,
-        result: WireObject,
-        nbytes: u64,
-        micros: u32,
-    },
-    Failed {
-        task: WireTask,
-        kind: FailKind,
-        message: String,
-        micros: u32,
-    },
+    Done { task: WireTask, result: WireObject, nbytes: u64, micros: u32 },
+    /// `type_name` and `chain` describe an error the task returned
+    /// (`FailKind::Error`); empty otherwise.
+    Failed { task: WireTask, kind: FailKind, message: String, type_name: String, chain: Vec<String>, micros: u32 },
 }
 
 /// From a worker to the client.
@@ -178,7 +170,9 @@ impl BatchItem for WireResult {
     fn wire_len(&self) -> usize {
         match self {
             WireResult::Done { result, .. } => 32 + wire_len(result),
-            WireResult::Failed { message, .. } => 32 + message.len(),
+            WireResult::Failed { message, type_name, chain, .. } => {
+                32 + message.len() + type_name.len() + chain.iter().map(|c| 8 + c.len()).sum::<usize>()
+            }
         }
     }
 }
@@ -286,7 +280,7 @@ pub(crate) enum WorkerMsg {
 /// A [`WireResult`], checked, with its object in hand.
 pub(crate) enum RunResult {
     Done { task: TaskId, result: Obj, nbytes: u64, micros: u32 },
-    Failed { task: TaskId, kind: FailKind, message: String, micros: u32 },
+    Failed { task: TaskId, kind: FailKind, message: String, type_name: String, chain: Vec<String>, micros: u32 },
 }
 
 /// A [`ToClient`], checked, with its objects in hand.
@@ -351,7 +345,7 @@ pub(crate) fn decode_to_client(message: FdMessage) -> Result<ClientMsg, Protocol
                         nbytes: nbytes.to_native(),
                         micros: micros.to_native(),
                     }),
-                    ArchivedWireResult::Failed { task, kind, message, micros } => {
+                    ArchivedWireResult::Failed { task, kind, message, type_name, chain, micros } => {
                         let kind = match kind {
                             ArchivedFailKind::Error => FailKind::Error,
                             ArchivedFailKind::Panic => FailKind::Panic,
@@ -361,6 +355,8 @@ pub(crate) fn decode_to_client(message: FdMessage) -> Result<ClientMsg, Protocol
                             task: task.into(),
                             kind,
                             message: message.as_str().to_owned(),
+                            type_name: type_name.as_str().to_owned(),
+                            chain: chain.iter().map(|c| c.as_str().to_owned()).collect(),
                             micros: micros.to_native(),
                         })
                     }
@@ -473,6 +469,8 @@ mod tests {
                 task: WireTask { index: 1, generation: 1 },
                 kind: FailKind::Panic,
                 message: "boom".into(),
+                type_name: String::new(),
+                chain: Vec::new(),
                 micros: 7,
             },
             done(2, WireObject::Inline(archive.to_vec())),
@@ -588,6 +586,8 @@ mod tests {
                 task: WireTask { index: 7, generation: 2 },
                 kind: FailKind::Error,
                 message: String::from_utf8_lossy(&payload).into_owned(),
+                type_name: "E".into(),
+                chain: vec![String::from_utf8_lossy(&payload).into_owned()],
                 micros: 1,
             }])
             .to_vec();

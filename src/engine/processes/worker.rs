@@ -75,7 +75,7 @@ use shoal_shm::fdpass;
 
 use super::objects::{self, Outgoing};
 use super::protocol::{self, Batcher, FailKind, Run, ToClient, WireObject, WireResult, WireTask, WorkerMsg};
-use crate::engine::threads::panic_message;
+use shoal_core::failure::panic_message;
 
 /// The descriptor number of the worker's end of its socket: the worker role.
 pub(crate) const ENV_FD: &str = "SHOAL_WORKER_FD";
@@ -475,14 +475,24 @@ impl Conn {
 }
 
 fn failed(task: TaskId, kind: FailKind, message: String) -> WireResult {
-    WireResult::Failed { task: task.into(), kind, message, micros: 0 }
+    WireResult::Failed { task: task.into(), kind, message, type_name: String::new(), chain: Vec::new(), micros: 0 }
 }
 
 /// Calls the task and turns what it returned into its result.
 fn run_task(task: TaskId, entry: &TaskEntry, inputs: &[Obj], segments: &mut Vec<Obj>) -> WireResult {
     let obj = match catch_unwind(AssertUnwindSafe(|| entry.invoke(inputs))) {
         Ok(Ok(obj)) => obj,
-        Ok(Err(RunError::Returned(message))) => return failed(task, FailKind::Error, message),
+        Ok(Err(RunError::Returned(error))) => {
+            let (type_name, message, chain) = error.into_parts();
+            return WireResult::Failed {
+                task: task.into(),
+                kind: FailKind::Error,
+                message,
+                type_name,
+                chain,
+                micros: 0,
+            };
+        }
         Ok(Err(RunError::Input(e))) => return failed(task, FailKind::Input, e.to_string()),
         Err(payload) => return failed(task, FailKind::Panic, panic_message(&*payload)),
     };

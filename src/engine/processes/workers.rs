@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal_core::TaskFailure;
+use shoal_core::failure::TaskError;
 use shoal_core::object::{Assemble, Obj};
+use shoal_core::registry::{InputError, RunError};
 use shoal_core::scheduler::{Event, TaskId, TaskState, WorkerId};
 use shoal_shm::fdpass;
 
@@ -32,6 +34,7 @@ use super::objects::{self, Outgoing};
 use super::protocol::{self, Batcher, ClientMsg, FailKind, RunResult, ToWorker, WireRun};
 use super::state::{Effects, Held, Job, JobInput, State};
 use super::{ProcessesEngine, lock};
+use crate::engine::describe_spec_args;
 
 /// A run's input in hand.
 enum Input {
@@ -311,7 +314,7 @@ impl ProcessesEngine {
                     .and_then(|(run, segments)| batches[at].1.push(run, segments)),
             };
             if let Err(message) = batched {
-                let failure = TaskFailure::Error { key, message: format!("could not send its inputs: {message}") };
+                let failure = TaskFailure::error(key, format!("could not send its inputs: {message}"));
                 failures.push(Event::TaskFailed { task: id, worker, failure });
             }
         }
@@ -430,12 +433,17 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
             }
             Event::TaskFinished { task, worker, nbytes }
         }
-        RunResult::Failed { task, kind, message, .. } => {
+        RunResult::Failed { task, kind, message, type_name, chain, .. } => {
             let key = st.sched.key(task)?;
+            let arguments = || st.spec(task).map(|spec| describe_spec_args(&spec.args, |id| st.sched.key(id)));
             let failure = match kind {
-                FailKind::Error => TaskFailure::Error { key, message },
-                FailKind::Panic => TaskFailure::Panic { key, message },
-                FailKind::Input => TaskFailure::Error { key, message: format!("bad input: {message}") },
+                FailKind::Error => TaskFailure::from_run(
+                    key,
+                    RunError::Returned(TaskError::from_parts(type_name, message, chain)),
+                    arguments,
+                ),
+                FailKind::Panic => TaskFailure::Panic { key, message, arguments: arguments() },
+                FailKind::Input => TaskFailure::from_run(key, RunError::Input(InputError(message)), arguments),
             };
             Event::TaskFailed { task, worker, failure }
         }
