@@ -19,8 +19,9 @@ use crate::progress::Progress;
 #[derive(Clone, Debug)]
 pub struct SubmitOptions {
     /// Identical calls (same task, equal arguments) share one key and one
-    /// result. Default `true`, as in Dask; turn off for tasks with side
-    /// effects or randomness.
+    /// result. Default `true`, as in Dask; turn off for calls with side
+    /// effects or randomness, or mark the task `#[shoal::task(impure)]`
+    /// to make every call of it unique.
     pub pure: bool,
     /// Higher runs earlier among tasks that are ready at the same time.
     pub priority: i32,
@@ -141,6 +142,12 @@ impl Client {
         self.submit_with(task, args, &SubmitOptions::default())
     }
 
+    /// Run a task that takes no argument: `client.submit_no_args(answer)`
+    /// is `client.submit(answer, ())`.
+    pub fn submit_no_args<K: Task<Params = ()>>(&self, task: K) -> Result<Future<K::Output>> {
+        self.submit(task, ())
+    }
+
     /// [`submit`](Client::submit) with options.
     pub fn submit_with<K: Task, A: IntoArgs<K::Params>>(
         &self,
@@ -180,7 +187,7 @@ impl Client {
             let mut graph = GraphBuilder::new();
             let mut wanted = Vec::new();
             for args in items.by_ref().take(MAP_CHUNK) {
-                let mut tokens = Tokenizer::new(options.pure, entry);
+                let mut tokens = Tokenizer::new(options.pure && task.pure(), entry);
                 let args = args.into_args(&mut tokens);
                 let key = Key { func, token: tokens.finish() };
                 wanted.push(graph.add_call(key, args, options, true));
@@ -251,6 +258,8 @@ impl Client {
 
     /// Submit several lazy values as one graph (shared parts computed once).
     pub fn compute_all<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<Vec<Future<T>>> {
+        // Lazy nodes are made without a check (see `Task::lazy`).
+        shoal_core::registry::check()?;
         let mut graph = GraphBuilder::new();
         let nodes: Vec<usize> = lazies.iter().map(|l| graph.add_lazy(&l.node, true)).collect();
         // Equal lazy values are one node with one client reference: make

@@ -77,10 +77,16 @@ pub use shoal_core::registry::InputError;
 pub use shoal_core::registry::{RegistryError, TaskEntry};
 pub use shoal_core::scheduler::GraphError;
 pub use shoal_core::{Key, TaskFailure};
-pub use shoal_macros::task;
+pub use shoal_macros::{data, task};
 pub use shoal_shm::{SpillBackend, SpillIo};
 
 /// A registered task: the handle `#[shoal::task]` makes for a function.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a shoal task",
+    label = "not a `#[shoal::task]` function",
+    note = "write `#[shoal::task]` on a free function and pass its name: `client.submit(my_task, args)`",
+    note = "closures and plain functions cannot be tasks: a task is found by its registered name in every process"
+)]
 pub trait Task: Copy + Send + Sync + 'static {
     /// The parameters' value types: `One<A>` for one, a tuple for several.
     type Params;
@@ -90,13 +96,30 @@ pub trait Task: Copy + Send + Sync + 'static {
     /// The registry entry.
     fn entry(&self) -> &'static TaskEntry;
 
-    /// A lazy call of this task: nothing runs until it is computed.
-    fn lazy<A: IntoArgs<Self::Params>>(self, args: A) -> Result<Lazy<Self::Output>> {
+    /// Whether equal calls of this task may share one result (`false` for
+    /// a `#[shoal::task(impure)]`: every call, lazy or submitted, is run).
+    fn pure(&self) -> bool {
+        true
+    }
+
+    /// A lazy call of this task: nothing runs until it is computed. It
+    /// cannot fail: errors (of the task, or of its inputs) surface at
+    /// `compute`, so a `dask.delayed`-style loop needs no `?` per node.
+    fn lazy<A: IntoArgs<Self::Params>>(self, args: A) -> Lazy<Self::Output> {
         Lazy::new(self, args, &SubmitOptions::default())
     }
 
-    /// [`lazy`](Task::lazy) with options.
-    fn lazy_with<A: IntoArgs<Self::Params>>(self, args: A, options: &SubmitOptions) -> Result<Lazy<Self::Output>> {
+    /// A lazy call of a task without parameters.
+    fn lazy_no_args(self) -> Lazy<Self::Output>
+    where
+        Self: Task<Params = ()>,
+    {
+        Lazy::new(self, (), &SubmitOptions::default())
+    }
+
+    /// [`lazy`](Task::lazy) with options (`pure(false)` makes this one
+    /// node unique).
+    fn lazy_with<A: IntoArgs<Self::Params>>(self, args: A, options: &SubmitOptions) -> Lazy<Self::Output> {
         Lazy::new(self, args, options)
     }
 }

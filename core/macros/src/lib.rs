@@ -32,17 +32,64 @@ use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type, 
 /// Register a function as a shoal task. See the crate docs of `shoal`.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        let attr = TokenStream2::from(attr);
-        return syn::Error::new(attr.span(), "#[shoal::task] takes no arguments; set options per call")
-            .to_compile_error()
-            .into();
-    }
+    let mut pure = true;
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("impure") {
+            pure = false;
+            Ok(())
+        } else {
+            Err(meta.error(
+                "#[shoal::task] takes only `impure` (every call runs, none is shared); \
+                 set other options per call with `submit_with`",
+            ))
+        }
+    });
+    parse_macro_input!(attr with parser);
     let func = parse_macro_input!(item as ItemFn);
-    match expand(func) {
+    match expand(func, pure) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
     }
+}
+
+/// Make a struct or enum a shoal data type: derives rkyv's `Archive,
+/// Serialize, Deserialize` (through `::shoal::rkyv`, so the user's crate
+/// needs no rkyv dependency of its own) and `Clone, Debug`, everything the
+/// `shoal::Data` bound asks for. `#[shoal::data(no_clone)]` or
+/// `(no_debug)` leaves out a derive the type implements by hand.
+#[proc_macro_attribute]
+pub fn data(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item = parse_macro_input!(item as syn::DeriveInput);
+    match expand_data(TokenStream2::from(attr), item) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_data(attr: TokenStream2, item: syn::DeriveInput) -> syn::Result<TokenStream2> {
+    let (mut clone, mut debug) = (true, true);
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("no_clone") {
+            clone = false;
+            Ok(())
+        } else if meta.path.is_ident("no_debug") {
+            debug = false;
+            Ok(())
+        } else {
+            Err(meta.error("#[shoal::data] takes `no_clone` or `no_debug` (to implement those by hand)"))
+        }
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    if let syn::Data::Union(u) = &item.data {
+        return Err(syn::Error::new(u.union_token.span(), "#[shoal::data] works on structs and enums, not unions"));
+    }
+    let clone = clone.then(|| quote!(::core::clone::Clone,));
+    let debug = debug.then(|| quote!(::core::fmt::Debug,));
+    Ok(quote! {
+        #[derive(::shoal::rkyv::Archive, ::shoal::rkyv::Serialize, ::shoal::rkyv::Deserialize, #clone #debug)]
+        #[rkyv(crate = ::shoal::rkyv)]
+        #item
+    })
 }
 
 /// How one parameter is read from its input.
@@ -53,7 +100,7 @@ enum ParamKind {
     Archived(Type),
 }
 
-fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
+fn expand(func: ItemFn, pure: bool) -> syn::Result<TokenStream2> {
     let sig = &func.sig;
     if let Some(a) = &sig.asyncness {
         return Err(syn::Error::new(a.span(), "a shoal task cannot be async; make it a plain fn"));
@@ -117,6 +164,13 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
     let arity = kinds.len();
     let finish = finish(output, fallible);
     let return_check = return_check(output, fallible);
+    let pure_fn = (!pure).then(|| {
+        quote!(
+            fn pure(&self) -> bool {
+                false
+            }
+        )
+    });
     let signature = {
         let tys = sig.inputs.iter().map(|i| match i {
             FnArg::Typed(p) => {
@@ -182,6 +236,7 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
                 fn entry(&self) -> &'static ::shoal::__private::TaskEntry {
                     &__ENTRY
                 }
+                #pure_fn
             }
         };
     })
@@ -285,7 +340,7 @@ mod tests {
 
     fn expand_str(src: &str) -> Result<String, String> {
         let func: ItemFn = syn::parse_str(src).map_err(|e| e.to_string())?;
-        expand(func).map(|t| t.to_string()).map_err(|e| e.to_string())
+        expand(func, true).map(|t| t.to_string()).map_err(|e| e.to_string())
     }
 
     #[test]
