@@ -108,13 +108,21 @@ impl Client {
         Client::threads(n)
     }
 
-    /// `n` worker threads in this process.
+    /// `n` worker threads in this process; `0` is refused with
+    /// [`Error::InvalidOption`].
     pub fn threads(n: usize) -> Result<Client> {
         Client::threads_with(n, ClientOptions::default())
     }
 
     /// `n` worker threads in this process, with options.
     pub fn threads_with(n: usize, options: ClientOptions) -> Result<Client> {
+        if n == 0 {
+            return Err(Error::InvalidOption(
+                "Client::threads(0): a client needs at least one worker thread \
+                 (Client::local() makes one per core)"
+                    .into(),
+            ));
+        }
         shoal_core::registry::check()?;
         let engine = ThreadsEngine::start(n)?;
         Ok(Client::from_engine(engine, options))
