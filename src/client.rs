@@ -37,16 +37,19 @@ impl Default for SubmitOptions {
 }
 
 impl SubmitOptions {
+    /// Set [`pure`](SubmitOptions::pure): `false` makes this call unique.
     pub fn pure(mut self, pure: bool) -> Self {
         self.pure = pure;
         self
     }
 
+    /// Set [`priority`](SubmitOptions::priority).
     pub fn priority(mut self, priority: i32) -> Self {
         self.priority = priority;
         self
     }
 
+    /// Set [`retries`](SubmitOptions::retries).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
@@ -58,12 +61,14 @@ impl SubmitOptions {
 pub enum ProgressBar {
     /// When stderr is a terminal and the call takes more than a moment.
     Auto,
+    /// Never.
     Never,
 }
 
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
+    /// When to draw a progress bar (default [`ProgressBar::Auto`]).
     pub progress: ProgressBar,
 }
 

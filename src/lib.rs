@@ -53,6 +53,8 @@
 //! `Vec<T>` parameter accepts a `Vec<Lazy<T>>`), and `.compute(&client)`
 //! runs the whole graph, like `dask.delayed`.
 
+#![deny(missing_docs)]
+
 mod args;
 mod client;
 mod client_processes;
@@ -65,7 +67,6 @@ mod progress;
 pub use args::{IntoArg, IntoArgs, One};
 pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
 pub use client_processes::{ProcessesOptions, StoreStats};
-pub use engine::Status;
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
 pub use lazy::Lazy;

@@ -9,6 +9,8 @@
 //!
 //! Users depend on the `shoal` facade, not on this crate directly.
 
+#![deny(missing_docs)]
+
 pub mod executor;
 pub mod failure;
 pub mod key;

@@ -257,6 +257,7 @@ pub struct Value<T> {
 }
 
 impl<T: Data> Value<T> {
+    /// Hold a value (its archive is made when first needed).
     pub fn new(value: T) -> Value<T> {
         Value { value, archive: OnceLock::new() }
     }
@@ -266,6 +267,7 @@ impl<T: Data> Value<T> {
         Arc::new(Value::new(value))
     }
 
+    /// The value.
     pub fn get(&self) -> &T {
         &self.value
     }
@@ -384,6 +386,7 @@ pub struct RawArchive {
 }
 
 impl RawArchive {
+    /// Hold archived bytes (validated on every typed read).
     pub fn new(bytes: AlignedVec) -> RawArchive {
         RawArchive { bytes }
     }

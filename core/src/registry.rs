@@ -6,7 +6,7 @@
 //! any registration call. Function pointers never leave a process: a task
 //! crosses a process boundary as its index in the *sorted* registry, which
 //! is the same in every process of the same binary — the
-//! [fingerprint](fingerprint) proves it at handshake.
+//! [fingerprint] proves it at handshake.
 //!
 //! The registry is checked once, on first use: two tasks with the same name
 //! (possible when the attribute is used on equally named functions nested in
@@ -110,11 +110,19 @@ impl fmt::Debug for TaskEntry {
 /// The registry is not usable.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RegistryError {
+    /// Two tasks have the same name.
     #[error(
         "two #[shoal::task] functions have the same name `{name}`: one at {first}, one at {second}; \
          rename one of them (task names are the module path and the function name, and must be unique)"
     )]
-    DuplicateName { name: &'static str, first: &'static str, second: &'static str },
+    DuplicateName {
+        /// The shared name.
+        name: &'static str,
+        /// Where the first is written.
+        first: &'static str,
+        /// Where the second is written.
+        second: &'static str,
+    },
 }
 
 struct Checked {

@@ -49,6 +49,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// Finished, with a result or a failure.
     pub fn is_finished(&self) -> bool {
         !matches!(self, Status::Pending)
     }

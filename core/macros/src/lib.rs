@@ -4,7 +4,7 @@
 //!
 //! ```ignore
 //! #[shoal::task]
-//! pub fn count_letters(path: String) -> shoal::Result<u64> { … }
+//! pub fn count_letters(path: String) -> shoal::Result<u64> { /* … */ }
 //! ```
 //!
 //! it emits:
@@ -15,7 +15,7 @@
 //! - an `impl shoal::Task` that names the parameter types (a `&Archived<T>`
 //!   parameter is fed by a `T`-valued argument) and the output type (`T` of
 //!   a `Result<T, E>`, else the return type itself);
-//! - a [`TaskEntry`] in the link-time registry under
+//! - a `TaskEntry` in the link-time registry under
 //!   `module_path!()::count_letters`, whose type-erased entry point reads
 //!   each parameter from its input object and runs the body.
 //!
@@ -29,7 +29,36 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type, parse_macro_input};
 
-/// Register a function as a shoal task. See the crate docs of `shoal`.
+/// Register a free function as a shoal task.
+///
+/// ```ignore
+/// #[shoal::task]
+/// fn count_letters(path: String) -> shoal::Result<u64> {
+///     Ok(std::fs::read(&path)?.len() as u64)
+/// }
+///
+/// let counts = client.map(count_letters, &files)?;     // the handle
+/// let n = count_letters::call("a.txt".to_string());    // the function itself
+/// ```
+///
+/// - **The handle.** The function's name becomes a unit struct, the task
+///   handle you pass to `submit`, `map` and `.lazy(…)`; the body is
+///   `name::call(…)`. So a local variable cannot have the task's name:
+///   `let total = client.submit(total, …)` is an error ("interpreted as a
+///   unit struct"); name the result after what it holds (`let sum = …`).
+/// - **Where.** On a free function (module level, or inside a function):
+///   not on a method in an `impl` block, no `self`, no generics, no `async`.
+/// - **Parameters** are plain names of `shoal::Data` types, taken by value
+///   (`T`) or in place (`&Archived<T>`); several make the argument a tuple.
+/// - **The result** is a `Data` type `T`, or `Result<T, E>` written as such
+///   (`shoal::Result<T>`, `io::Result<T>` too) with `E` an
+///   `std::error::Error + Send + Sync + 'static` (kept whole: its type,
+///   `source()` chain, and a downcast in the threads mode) or any
+///   `Display` type (its text). A `Result` under an alias is refused, since
+///   its `Err` would be stored as a success.
+/// - **`#[shoal::task(impure)]`**: every call runs; equal calls are never
+///   shared (for tasks that read a clock, a random source, or the outside
+///   world).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut pure = true;
