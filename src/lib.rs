@@ -55,6 +55,11 @@
 
 #![deny(missing_docs)]
 
+/// The README's Rust code blocks, run as doc tests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod args;
 mod client;
 mod client_processes;
