@@ -53,7 +53,7 @@ fn run(client: &Client) {
     assert_eq!(client.submit(total_words, &counts).unwrap().result().unwrap(), 6);
     let square = client.submit(area, Shape::Square(2.0)).unwrap().result().unwrap();
     assert_eq!(square, 4.0);
-    assert!(client.submit(area, Shape::Circle { r: 1.0 }).unwrap().result().unwrap() > 3.14);
+    assert_eq!(client.submit(area, Shape::Circle { r: 2.0 }).unwrap().result().unwrap(), 4.0 * std::f64::consts::PI);
 }
 
 #[test]

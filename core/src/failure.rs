@@ -168,8 +168,8 @@ pub enum TaskFailure {
     Error {
         /// The task.
         key: Key,
-        /// What it returned.
-        error: TaskError,
+        /// What it returned (boxed: failures travel in `Result`s, kept small).
+        error: Box<TaskError>,
     },
     /// The task function panicked; `message` is the panic payload.
     Panic {
@@ -204,7 +204,7 @@ pub enum TaskFailure {
 impl TaskFailure {
     /// A failure with a message from shoal itself (not from the task).
     pub fn error(key: Key, message: impl Into<String>) -> TaskFailure {
-        TaskFailure::Error { key, error: TaskError::from_parts("shoal".into(), message.into(), Vec::new()) }
+        TaskFailure::Error { key, error: Box::new(TaskError::from_parts("shoal".into(), message.into(), Vec::new())) }
     }
 
     /// How a run that ended in `error` fails its task. `arguments` renders
@@ -215,7 +215,7 @@ impl TaskFailure {
             RunError::Returned(error) => error,
             RunError::Input(e) => TaskError::from_parts("shoal::InputError".into(), format!("bad input: {e}"), vec![]),
         };
-        TaskFailure::Error { key, error: error.with_arguments(arguments()) }
+        TaskFailure::Error { key, error: Box::new(error.with_arguments(arguments())) }
     }
 
     /// How a run that panicked with `payload` fails its task.
