@@ -35,10 +35,13 @@
 //! and turns its name into a *task handle*: pass `square` to
 //! [`Client::submit`], [`Client::map`] or [`Task::lazy`]; call the function
 //! itself with `square::call(x)`. Parameters and the result are rkyv types
-//! ([`Data`]: derive `Archive, Serialize, Deserialize` and `Clone`). A task
-//! may return `T` or `Result<T, E>` with `E: Display`; an `Err` or a panic
-//! fails its future with the task's key and the message, and every task
-//! that needed it fails with an error naming that root cause.
+//! ([`Data`]; put [`#[shoal::data]`](data) on your own). A task may return
+//! `T` or `Result<T, E>` (written as such: an alias of `Result` is refused)
+//! with `E` an `std::error::Error + Send + Sync + 'static` or a `Display`
+//! type; an `Err` or a panic fails its future with a [`TaskFailure`] naming
+//! the task, its `file:line`, its arguments and the error (type, message,
+//! source chain; [`Error::downcast_ref`] in the threads mode), and every
+//! task that needed it fails with an error naming that root cause.
 //!
 //! ## Zero-copy inputs
 //!

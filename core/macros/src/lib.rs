@@ -422,6 +422,40 @@ mod tests {
     }
 
     #[test]
+    fn returns_not_written_result_get_the_alias_probe_and_results_get_the_error_glue() {
+        let plain = expand_str("fn f() -> MyResult<u64> { todo!() }").unwrap();
+        assert!(plain.contains("require_plain_return") && plain.contains("Probe :: < MyResult < u64 > >"), "{plain}");
+        assert!(!plain.contains("into_run_error"), "{plain}");
+        let result = expand_str("fn f() -> Result<u64, String> { todo!() }").unwrap();
+        assert!(!result.contains("require_plain_return") && result.contains("into_run_error"), "{result}");
+        let unit = expand_str("fn f() {}").unwrap();
+        assert!(!unit.contains("require_plain_return"), "{unit}");
+    }
+
+    #[test]
+    fn impure_tasks_say_so_and_pure_ones_keep_the_default() {
+        let func: ItemFn = syn::parse_str("fn f() -> u64 { 1 }").unwrap();
+        let impure = expand(func.clone(), false).unwrap().to_string();
+        assert!(impure.contains("fn pure (& self) -> bool { false }"), "{impure}");
+        assert!(!expand(func, true).unwrap().to_string().contains("fn pure"));
+    }
+
+    #[test]
+    fn data_derives_everything_the_bound_needs_through_shoal() {
+        let item: syn::DeriveInput = syn::parse_str("struct P { x: u64 }").unwrap();
+        let out = expand_data(TokenStream2::new(), item.clone()).unwrap().to_string();
+        for needle in [":: shoal :: rkyv :: Archive", "rkyv (crate = :: shoal :: rkyv)", "Clone", "Debug"] {
+            assert!(out.contains(needle), "{needle}: {out}");
+        }
+        let out = expand_data(quote!(no_clone), item.clone()).unwrap().to_string();
+        assert!(!out.contains("Clone") && out.contains("Debug"), "{out}");
+        let err = expand_data(quote!(copy), item).unwrap_err().to_string();
+        assert!(err.contains("no_clone"), "{err}");
+        let union: syn::DeriveInput = syn::parse_str("union U { a: u32 }").unwrap();
+        assert!(expand_data(TokenStream2::new(), union).unwrap_err().to_string().contains("not unions"));
+    }
+
+    #[test]
     fn one_parameter_is_wrapped_several_make_a_tuple() {
         let one = expand_str("fn f(x: u64) -> u64 { x }").unwrap();
         assert!(one.contains("type Params = :: shoal :: __private :: One < u64 >"), "{one}");
