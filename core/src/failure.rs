@@ -148,7 +148,12 @@ impl fmt::Display for TaskError {
     /// `message (type); caused by: source; …` — a source whose text the
     /// message already shows (`"I/O error: {0}"`) is not repeated.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message, self.type_name)?;
+        write!(f, "{}", self.message)?;
+        // Errors of shoal itself (an input that could not be read, a result
+        // that could not be stored) have no type to show.
+        if !self.type_name.is_empty() {
+            write!(f, " ({})", self.type_name)?;
+        }
         let mut shown = self.message.as_str();
         for cause in &self.chain {
             if !shown.contains(cause.as_str()) {
@@ -204,7 +209,7 @@ pub enum TaskFailure {
 impl TaskFailure {
     /// A failure with a message from shoal itself (not from the task).
     pub fn error(key: Key, message: impl Into<String>) -> TaskFailure {
-        TaskFailure::Error { key, error: Box::new(TaskError::from_parts("shoal".into(), message.into(), Vec::new())) }
+        TaskFailure::Error { key, error: Box::new(TaskError::from_parts(String::new(), message.into(), Vec::new())) }
     }
 
     /// How a run that ended in `error` fails its task. `arguments` renders
@@ -213,7 +218,7 @@ impl TaskFailure {
     pub fn from_run(key: Key, error: RunError, arguments: impl FnOnce() -> Option<String>) -> TaskFailure {
         let error = match error {
             RunError::Returned(error) => error,
-            RunError::Input(e) => TaskError::from_parts("shoal::InputError".into(), format!("bad input: {e}"), vec![]),
+            RunError::Input(e) => TaskError::from_parts(String::new(), format!("bad input: {e}"), vec![]),
         };
         TaskFailure::Error { key, error: Box::new(error.with_arguments(arguments())) }
     }
@@ -348,6 +353,8 @@ mod tests {
         assert!(e.downcast_ref::<std::io::Error>().is_some());
         let e = TaskError::from_parts("E".into(), "outer".into(), vec!["middle".into(), "inner".into()]);
         assert_eq!(e.to_string(), "outer (E); caused by: middle; caused by: inner");
+        let own = TaskFailure::error(Key { func: u32::MAX, token: [1, 2] }, "its result could not be stored");
+        assert!(own.to_string().ends_with("failed: its result could not be stored"), "{own}");
     }
 
     #[test]
