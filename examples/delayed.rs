@@ -34,10 +34,10 @@ fn main() -> shoal::Result<()> {
     let filenames: Vec<String> = (0..32).map(|i| format!("file-{i:02}.dat")).collect();
     let mut results = Vec::new();
     for name in &filenames {
-        let data = load.lazy(name.clone())?;
-        results.push(process.lazy(data)?);
+        let data = load.lazy(name.clone());
+        results.push(process.lazy(data));
     }
-    let summary = summarize.lazy(results)?;
+    let summary = summarize.lazy(results);
     println!("graph built: {} (nothing has run yet)", summary.key());
 
     let (sum, max) = summary.compute(&client)?;

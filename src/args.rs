@@ -6,6 +6,7 @@
 //! | argument | meaning |
 //! |---|---|
 //! | `A` | a value, shared with the task |
+//! | `&A` | a copy of the value (`&str` too, for a `String` parameter; `&[T]` for a `Vec<T>`) |
 //! | `Future<A>`, `&Future<A>` | the result of a submitted task (a dependency) |
 //! | `Lazy<A>`, `&Lazy<A>` | the result of a lazy node (computed with the graph) |
 //!
@@ -14,7 +15,9 @@
 //! list of their results, as `dask.delayed` does for a list of delayed values.
 //!
 //! A task with one parameter takes its argument as is; a task with several
-//! takes a tuple, `(a, b)`; a task with none takes `()`.
+//! takes a tuple, `(a, b)`; a task with none takes `()` (or use
+//! `Client::submit_no_args`). `map` takes any iterator of arguments, so
+//! `map(task, &files)` (items `&String`) works like `map(task, files)`.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -103,7 +106,7 @@ impl Tokenizer {
         let Some(mut buf) = self.buffer.take() else { return };
         buf.extend_from_slice(std::any::type_name::<A>().as_bytes());
         // Appending keeps the hash a function of (prefix, value) only.
-        match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, ArchiveWriter::new(buf)) {
+        match rkyv::api::high::to_bytes_in::<_, rancor::BoxedError>(value, ArchiveWriter::new(buf)) {
             Ok(writer) => self.buffer = Some(writer.into_inner()),
             // A value that cannot be serialized (e.g. one over rkyv's 2 GiB
             // limit) cannot be compared either: the call becomes impure
@@ -156,6 +159,28 @@ impl<A: Data> IntoArg<A> for A {
     fn into_arg(self, tokens: &mut Tokenizer) -> Arg {
         tokens.value(&self);
         Arg::Value(Value::shared(self))
+    }
+}
+
+/// A reference to a value: the task gets its own copy (`submit(greet, &name)`,
+/// `map(count_letters, &files)`).
+impl<A: Data> IntoArg<A> for &A {
+    fn into_arg(self, tokens: &mut Tokenizer) -> Arg {
+        self.clone().into_arg(tokens)
+    }
+}
+
+/// A string slice for a `String` parameter (`submit(greet, "alice")`).
+impl IntoArg<String> for &str {
+    fn into_arg(self, tokens: &mut Tokenizer) -> Arg {
+        self.to_string().into_arg(tokens)
+    }
+}
+
+/// A slice for a `Vec<T>` parameter: a copy of its items.
+impl<A: Data> IntoArg<Vec<A>> for &[A] {
+    fn into_arg(self, tokens: &mut Tokenizer) -> Arg {
+        self.to_vec().into_arg(tokens)
     }
 }
 

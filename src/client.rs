@@ -19,8 +19,9 @@ use crate::progress::Progress;
 #[derive(Clone, Debug)]
 pub struct SubmitOptions {
     /// Identical calls (same task, equal arguments) share one key and one
-    /// result. Default `true`, as in Dask; turn off for tasks with side
-    /// effects or randomness.
+    /// result. Default `true`, as in Dask; turn off for calls with side
+    /// effects or randomness, or mark the task `#[shoal::task(impure)]`
+    /// to make every call of it unique.
     pub pure: bool,
     /// Higher runs earlier among tasks that are ready at the same time.
     pub priority: i32,
@@ -36,16 +37,19 @@ impl Default for SubmitOptions {
 }
 
 impl SubmitOptions {
+    /// Set [`pure`](SubmitOptions::pure): `false` makes this call unique.
     pub fn pure(mut self, pure: bool) -> Self {
         self.pure = pure;
         self
     }
 
+    /// Set [`priority`](SubmitOptions::priority).
     pub fn priority(mut self, priority: i32) -> Self {
         self.priority = priority;
         self
     }
 
+    /// Set [`retries`](SubmitOptions::retries).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
@@ -57,12 +61,14 @@ impl SubmitOptions {
 pub enum ProgressBar {
     /// When stderr is a terminal and the call takes more than a moment.
     Auto,
+    /// Never.
     Never,
 }
 
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
+    /// When to draw a progress bar (default [`ProgressBar::Auto`]).
     pub progress: ProgressBar,
 }
 
@@ -107,13 +113,21 @@ impl Client {
         Client::threads(n)
     }
 
-    /// `n` worker threads in this process.
+    /// `n` worker threads in this process; `0` is refused with
+    /// [`Error::InvalidOption`].
     pub fn threads(n: usize) -> Result<Client> {
         Client::threads_with(n, ClientOptions::default())
     }
 
     /// `n` worker threads in this process, with options.
     pub fn threads_with(n: usize, options: ClientOptions) -> Result<Client> {
+        if n == 0 {
+            return Err(Error::InvalidOption(
+                "Client::threads(0): a client needs at least one worker thread \
+                 (Client::local() makes one per core)"
+                    .into(),
+            ));
+        }
         shoal_core::registry::check()?;
         let engine = ThreadsEngine::start(n)?;
         Ok(Client::from_engine(engine, options))
@@ -139,6 +153,12 @@ impl Client {
     /// future makes the task wait for that result.
     pub fn submit<K: Task, A: IntoArgs<K::Params>>(&self, task: K, args: A) -> Result<Future<K::Output>> {
         self.submit_with(task, args, &SubmitOptions::default())
+    }
+
+    /// Run a task that takes no argument: `client.submit_no_args(answer)`
+    /// is `client.submit(answer, ())`.
+    pub fn submit_no_args<K: Task<Params = ()>>(&self, task: K) -> Result<Future<K::Output>> {
+        self.submit(task, ())
     }
 
     /// [`submit`](Client::submit) with options.
@@ -180,7 +200,7 @@ impl Client {
             let mut graph = GraphBuilder::new();
             let mut wanted = Vec::new();
             for args in items.by_ref().take(MAP_CHUNK) {
-                let mut tokens = Tokenizer::new(options.pure, entry);
+                let mut tokens = Tokenizer::new(options.pure && task.pure(), entry);
                 let args = args.into_args(&mut tokens);
                 let key = Key { func, token: tokens.finish() };
                 wanted.push(graph.add_call(key, args, options, true));
@@ -230,7 +250,7 @@ impl Client {
         let mut done = 0;
         let outcome = loop {
             match self.engine().wait_prefix(ids, done, progress.next_tick()) {
-                Ok((_, Some(failure))) => break Err(Error::Task(failure)),
+                Ok((index, Some(failure))) => break Err(Error::TaskAt { index, failure }),
                 Ok((n, None)) if n == ids.len() => break Ok(()),
                 Ok((n, None)) => {
                     done = n;
@@ -251,6 +271,8 @@ impl Client {
 
     /// Submit several lazy values as one graph (shared parts computed once).
     pub fn compute_all<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<Vec<Future<T>>> {
+        // Lazy nodes are made without a check (see `Task::lazy`).
+        shoal_core::registry::check()?;
         let mut graph = GraphBuilder::new();
         let nodes: Vec<usize> = lazies.iter().map(|l| graph.add_lazy(&l.node, true)).collect();
         // Equal lazy values are one node with one client reference: make

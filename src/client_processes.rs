@@ -7,7 +7,7 @@ use shoal_shm::SpillIo;
 
 use crate::client::{Client, ClientOptions};
 use crate::engine::processes::{Config, ProcessesEngine, WORKER_HOOK};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use shoal_shm::store::{StoreConfig, StoreStats, default_memory_limit};
 
 /// Settings of the processes mode.
@@ -23,15 +23,13 @@ use shoal_shm::store::{StoreConfig, StoreStats, default_memory_limit};
 /// ```
 #[derive(Clone, Debug)]
 pub struct ProcessesOptions {
-    /// Worker processes (default: one per core).
+    /// Worker processes (default: one per core; 0 is refused).
     pub workers: usize,
-    /// Threads per worker process (default 1: the isolation is per process).
+    /// Threads per worker process (default 1: the isolation is per process;
+    /// 0 is refused).
     pub threads_per_worker: usize,
     /// Extra environment variables for the worker processes (for example
     /// `OMP_NUM_THREADS=1`). They inherit this process's environment besides.
-    /// (shoal's own tests set `SHOAL_TEST_FINGERPRINT_OVERRIDE=<decimal>`
-    /// here: workers then announce that registry fingerprint, and are
-    /// refused.)
     pub env: Vec<(String, String)>,
     /// Bytes of results the client's store keeps in shared memory; past
     /// it, the least recently used results spill to `spill_dir` and are
@@ -49,7 +47,9 @@ pub struct ProcessesOptions {
     /// those of clients that died (killed, crashed) without doing so.
     /// `None` (the default): the system's temporary directory
     /// (`std::env::temp_dir()`, so `TMPDIR` if set). Choose a local disk:
-    /// spilling to tmpfs frees no memory.
+    /// spilling to tmpfs frees no memory. A directory given here must
+    /// exist: a missing one is refused with [`Error::InvalidOption`], never
+    /// created.
     pub spill_dir: Option<PathBuf>,
     /// Spill I/O: io_uring where the kernel allows it, detected at start
     /// (`Auto`, the default), or positioned I/O (`pwrite`/`pread`) always.
@@ -71,6 +71,34 @@ impl Default for ProcessesOptions {
     }
 }
 
+impl ProcessesOptions {
+    /// Refuse what shoal would otherwise have to correct silently.
+    fn check(&self) -> Result<()> {
+        let invalid = |message: String| Err(Error::InvalidOption(message));
+        if self.workers == 0 {
+            return invalid(
+                "ProcessesOptions::workers is 0 (Client::processes(0)): at least one worker process is needed \
+                 (the default is one per core)"
+                    .into(),
+            );
+        }
+        if self.threads_per_worker == 0 {
+            return invalid("ProcessesOptions::threads_per_worker is 0: each worker needs at least one thread".into());
+        }
+        if let Some(dir) = &self.spill_dir
+            && !dir.is_dir()
+        {
+            return invalid(format!(
+                "ProcessesOptions::spill_dir {} is not an existing directory; create it first \
+                 (shoal does not, so that a mistyped path cannot put spill files somewhere unexpected), \
+                 or leave spill_dir at None for the system's temporary directory",
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Client {
     /// `p` worker processes on this machine, each one thread: the user's
     /// own binary, started again as workers. Results live in shared memory
@@ -89,6 +117,7 @@ impl Client {
     /// [`Error::FingerprintMismatch`](crate::Error::FingerprintMismatch) if
     /// a worker runs a different registry of tasks.
     pub fn processes_with(processes: ProcessesOptions, options: ClientOptions) -> Result<Client> {
+        processes.check()?;
         // Keep the worker hook linked into every binary that can start
         // workers: an unreferenced static could be left out by the linker.
         #[cfg(target_os = "linux")]

@@ -76,9 +76,13 @@ impl<T> std::fmt::Debug for Future<T> {
 /// What a future's task has come to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FutureStatus {
+    /// Not finished yet.
     Pending,
+    /// The result is ready.
     Finished,
+    /// The task failed (or a task it needed did): why.
     Error(Arc<TaskFailure>),
+    /// The task was cancelled.
     Cancelled,
 }
 
@@ -100,6 +104,7 @@ impl<T> Future<T> {
         self.core.engine.status(self.core.id).is_finished()
     }
 
+    /// Where the task stands now (does not wait).
     pub fn status(&self) -> FutureStatus {
         status_of(self.core.engine.status(self.core.id))
     }

@@ -73,18 +73,22 @@ impl Drop for LazyNode {
 }
 
 impl<T: Data> Lazy<T> {
+    /// Never fails, so that a `dask.delayed`-style loop needs no `?` per
+    /// node: the one thing that could go wrong, an invalid task registry,
+    /// also refuses every `Client`, and [`Client::compute_all`] checks it
+    /// again, so such a node is never computed (its key names no task).
     pub(crate) fn new<K: Task<Output = T>, A: IntoArgs<K::Params>>(
         task: K,
         args: A,
         options: &SubmitOptions,
-    ) -> Result<Lazy<T>> {
+    ) -> Lazy<T> {
         let entry = task.entry();
-        let func = entry.index()?;
-        let mut tokens = Tokenizer::new(options.pure, entry);
+        let func = entry.index().unwrap_or(u32::MAX);
+        let mut tokens = Tokenizer::new(options.pure && task.pure(), entry);
         let args = args.into_args(&mut tokens);
         let key = Key { func, token: tokens.finish() };
         let node = LazyNode { key, args, options: options.clone() };
-        Ok(Lazy { node: Arc::new(node), _type: PhantomData })
+        Lazy { node: Arc::new(node), _type: PhantomData }
     }
 
     /// This node's key.

@@ -35,10 +35,13 @@
 //! and turns its name into a *task handle*: pass `square` to
 //! [`Client::submit`], [`Client::map`] or [`Task::lazy`]; call the function
 //! itself with `square::call(x)`. Parameters and the result are rkyv types
-//! ([`Data`]: derive `Archive, Serialize, Deserialize` and `Clone`). A task
-//! may return `T` or `Result<T, E>` with `E: Display`; an `Err` or a panic
-//! fails its future with the task's key and the message, and every task
-//! that needed it fails with an error naming that root cause.
+//! ([`Data`]; put [`#[shoal::data]`](data) on your own). A task may return
+//! `T` or `Result<T, E>` (written as such: an alias of `Result` is refused)
+//! with `E` an `std::error::Error + Send + Sync + 'static` or a `Display`
+//! type; an `Err` or a panic fails its future with a [`TaskFailure`] naming
+//! the task, its `file:line`, its arguments and the error (type, message,
+//! source chain; [`Error::downcast_ref`] in the threads mode), and every
+//! task that needed it fails with an error naming that root cause.
 //!
 //! ## Zero-copy inputs
 //!
@@ -53,6 +56,13 @@
 //! `Vec<T>` parameter accepts a `Vec<Lazy<T>>`), and `.compute(&client)`
 //! runs the whole graph, like `dask.delayed`.
 
+#![deny(missing_docs)]
+
+/// The README's Rust code blocks, run as doc tests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod args;
 mod client;
 mod client_processes;
@@ -65,20 +75,28 @@ mod progress;
 pub use args::{IntoArg, IntoArgs, One};
 pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
 pub use client_processes::ProcessesOptions;
-pub use engine::Status;
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
 pub use lazy::Lazy;
 pub use rkyv;
 pub use rkyv::Archived;
+pub use shoal_core::failure::{MAX_ARGUMENT_CHARS, MAX_ARGUMENTS_CHARS, TaskError};
 pub use shoal_core::object::Data;
+pub use shoal_core::registry::InputError;
 pub use shoal_core::registry::{RegistryError, TaskEntry};
+pub use shoal_core::scheduler::GraphError;
 pub use shoal_core::{Key, TaskFailure};
-pub use shoal_macros::task;
+pub use shoal_macros::{data, task};
 pub use shoal_shm::store::StoreStats;
 pub use shoal_shm::{SpillBackend, SpillIo};
 
 /// A registered task: the handle `#[shoal::task]` makes for a function.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a shoal task",
+    label = "not a `#[shoal::task]` function",
+    note = "write `#[shoal::task]` on a free function and pass its name: `client.submit(my_task, args)`",
+    note = "closures and plain functions cannot be tasks: a task is found by its registered name in every process"
+)]
 pub trait Task: Copy + Send + Sync + 'static {
     /// The parameters' value types: `One<A>` for one, a tuple for several.
     type Params;
@@ -88,13 +106,30 @@ pub trait Task: Copy + Send + Sync + 'static {
     /// The registry entry.
     fn entry(&self) -> &'static TaskEntry;
 
-    /// A lazy call of this task: nothing runs until it is computed.
-    fn lazy<A: IntoArgs<Self::Params>>(self, args: A) -> Result<Lazy<Self::Output>> {
+    /// Whether equal calls of this task may share one result (`false` for
+    /// a `#[shoal::task(impure)]`: every call, lazy or submitted, is run).
+    fn pure(&self) -> bool {
+        true
+    }
+
+    /// A lazy call of this task: nothing runs until it is computed. It
+    /// cannot fail: errors (of the task, or of its inputs) surface at
+    /// `compute`, so a `dask.delayed`-style loop needs no `?` per node.
+    fn lazy<A: IntoArgs<Self::Params>>(self, args: A) -> Lazy<Self::Output> {
         Lazy::new(self, args, &SubmitOptions::default())
     }
 
-    /// [`lazy`](Task::lazy) with options.
-    fn lazy_with<A: IntoArgs<Self::Params>>(self, args: A, options: &SubmitOptions) -> Result<Lazy<Self::Output>> {
+    /// A lazy call of a task without parameters.
+    fn lazy_no_args(self) -> Lazy<Self::Output>
+    where
+        Self: Task<Params = ()>,
+    {
+        Lazy::new(self, (), &SubmitOptions::default())
+    }
+
+    /// [`lazy`](Task::lazy) with options (`pure(false)` makes this one
+    /// node unique).
+    fn lazy_with<A: IntoArgs<Self::Params>>(self, args: A, options: &SubmitOptions) -> Lazy<Self::Output> {
         Lazy::new(self, args, options)
     }
 }
@@ -128,19 +163,112 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::args::One;
+    pub use shoal_core::failure::TaskError;
     pub use shoal_core::object::{Input, Obj, Value, glue};
     pub use shoal_core::registry::{InputError, RunError, TASKS, TaskEntry, linkme};
 
-    /// Wrap a task's plain return value.
+    /// Wrap a task's return value (or the `Ok` value of its `Result`).
     pub fn finish_value<T: crate::Data>(value: T) -> Result<Obj, RunError> {
         Ok(Value::shared(value))
     }
 
-    /// Wrap a task's `Result` return value.
-    pub fn finish_result<T: crate::Data, E: std::fmt::Display>(result: Result<T, E>) -> Result<Obj, RunError> {
-        match result {
-            Ok(value) => Ok(Value::shared(value)),
-            Err(e) => Err(RunError::Returned(e.to_string())),
+    /// The `Err` of a task, on its way to a [`TaskError`]. Which conversion
+    /// applies is chosen by autoref specialization in the generated code,
+    /// where the error type is concrete: an `std::error::Error` keeps its
+    /// type, its `source()` chain and itself (for downcasting); any other
+    /// `Display` type (a `String`, say) keeps its text.
+    pub struct Returned<E>(pub E);
+
+    /// The conversion of an `std::error::Error` (tried first: by value).
+    pub trait ViaError {
+        fn into_run_error(self) -> RunError;
+    }
+
+    impl<E: std::error::Error + Send + Sync + 'static> ViaError for Returned<E> {
+        fn into_run_error(self) -> RunError {
+            // A `shoal::Error` made by `?` names the error it wraps.
+            let inner =
+                (&self.0 as &dyn std::any::Any).downcast_ref::<crate::Error>().and_then(|e| e.inner_type_name());
+            let error = TaskError::from_error(self.0);
+            RunError::Returned(match inner {
+                Some(name) => error.with_type_name(name),
+                None => error,
+            })
         }
     }
+
+    /// The conversion of a `Display` type (tried second: by reference).
+    #[diagnostic::on_unimplemented(
+        message = "a task's error type must implement `std::error::Error + Send + Sync + 'static` or `Display`",
+        label = "the `E` of this task's `Result<T, E>`"
+    )]
+    pub trait ViaDisplay {
+        fn into_run_error(self) -> RunError;
+    }
+
+    impl<E: std::fmt::Display> ViaDisplay for &Returned<E> {
+        fn into_run_error(self) -> RunError {
+            RunError::Returned(TaskError::from_parts(
+                std::any::type_name::<E>().to_string(),
+                self.0.to_string(),
+                Vec::new(),
+            ))
+        }
+    }
+
+    /// The return type named in a probe (for [`require_plain_return`]).
+    pub struct Probe<T>(std::marker::PhantomData<T>);
+
+    impl<T> Clone for Probe<T> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+
+    impl<T> Copy for Probe<T> {}
+
+    impl<T> Probe<T> {
+        pub const NEW: Probe<T> = Probe(std::marker::PhantomData);
+    }
+
+    /// Found first (by value on `&Probe`) when the return type is a `Result`.
+    pub trait ProbeResult {
+        fn check(self) -> ResultThroughAlias;
+    }
+
+    impl<T, E> ProbeResult for &Probe<Result<T, E>> {
+        fn check(self) -> ResultThroughAlias {
+            ResultThroughAlias
+        }
+    }
+
+    /// Found otherwise (after a deref).
+    pub trait ProbePlain {
+        fn check(self) -> PlainReturn;
+    }
+
+    impl<T> ProbePlain for Probe<T> {
+        fn check(self) -> PlainReturn {
+            PlainReturn
+        }
+    }
+
+    /// The return type is not a `Result`.
+    pub struct PlainReturn;
+    /// The return type is a `Result` not written `Result<…>`.
+    pub struct ResultThroughAlias;
+
+    #[diagnostic::on_unimplemented(
+        message = "this task returns a `Result` through a type alias, which `#[shoal::task]` cannot see",
+        label = "write this return type as `Result<T, E>` (or `shoal::Result<T>`, `io::Result<T>`)",
+        note = "the macro finds a task's error by the return type's last name being `Result`; \
+                through an alias an `Err` would be stored as a successful value",
+        note = "to store a `Result` as a task's value on purpose, wrap it in a struct of your own"
+    )]
+    pub trait ReturnsPlainValue {}
+
+    impl ReturnsPlainValue for PlainReturn {}
+
+    /// Compiles only for a [`PlainReturn`].
+    pub fn require_plain_return<X: ReturnsPlainValue>(_: X) {}
 }

@@ -122,3 +122,21 @@ fn futures_from_another_client_are_refused() {
     let err = two.submit(add, (&f, 1)).expect_err("must be refused");
     assert!(err.to_string().contains("another Client"), "{err}");
 }
+
+#[test]
+fn zero_workers_and_a_missing_spill_dir_are_refused_saying_so() {
+    let message = |r: shoal::Result<Client>| match r {
+        Err(shoal::Error::InvalidOption(m)) => m,
+        Err(other) => panic!("expected InvalidOption, got {other}"),
+        Ok(_) => panic!("expected InvalidOption, got a client"),
+    };
+    assert!(message(Client::threads(0)).contains("at least one worker thread"));
+    assert!(message(Client::processes(0)).contains("at least one worker process"));
+    let no_threads = shoal::ProcessesOptions { workers: 1, threads_per_worker: 0, ..Default::default() };
+    assert!(message(Client::processes_with(no_threads, Default::default())).contains("threads_per_worker is 0"));
+    let missing = std::env::temp_dir().join(format!("shoal-no-such-dir-{}", std::process::id()));
+    let options = shoal::ProcessesOptions { workers: 1, spill_dir: Some(missing.clone()), ..Default::default() };
+    let m = message(Client::processes_with(options, Default::default()));
+    assert!(m.contains("not an existing directory") && m.contains(&missing.display().to_string()), "{m}");
+    assert!(!missing.exists(), "not created");
+}

@@ -35,8 +35,8 @@ fn inc(x: u64) -> u64 {
 #[test]
 fn a_loop_builds_a_graph_that_computes_at_once() {
     let client = Client::threads(2).unwrap();
-    let results: Vec<Lazy<u64>> = (0..20u64).map(|i| process.lazy(load.lazy(i).unwrap()).unwrap()).collect();
-    let summary = summarize.lazy(&results).unwrap();
+    let results: Vec<Lazy<u64>> = (0..20u64).map(|i| process.lazy(load.lazy(i))).collect();
+    let summary = summarize.lazy(&results);
     let expected: u64 = (0..20u64).map(|i| i * 1000).sum();
     assert_eq!(summary.compute(&client).unwrap(), expected);
     // Several outputs of one graph, computed together.
@@ -48,13 +48,13 @@ fn a_loop_builds_a_graph_that_computes_at_once() {
 fn shared_nodes_are_computed_once() {
     let client = Client::threads(2).unwrap();
     let before = LOADS.load(Ordering::SeqCst);
-    let data = load.lazy(200).unwrap();
-    let a = process.lazy(&data).unwrap();
-    let b = process.lazy(&data).unwrap();
+    let data = load.lazy(200);
+    let a = process.lazy(&data);
+    let b = process.lazy(&data);
     // Built twice from equal calls: same key, still one node.
-    let again = load.lazy(200).unwrap();
-    let c = process.lazy(again).unwrap();
-    let total = summarize.lazy(vec![a, b, c]).unwrap();
+    let again = load.lazy(200);
+    let c = process.lazy(again);
+    let total = summarize.lazy(vec![a, b, c]);
     assert_eq!(total.compute(&client).unwrap(), 3 * 200 * 1000);
     assert_eq!(LOADS.load(Ordering::SeqCst) - before, 1);
 }
@@ -71,9 +71,9 @@ fn consumers_of_the_archived_form_share_one_archive() {
 #[test]
 fn a_deep_chain_neither_overflows_building_computing_nor_dropping() {
     let client = Client::threads(2).unwrap();
-    let mut node = inc.lazy(0).unwrap();
+    let mut node = inc.lazy(0);
     for _ in 1..200_000 {
-        node = inc.lazy(node).unwrap();
+        node = inc.lazy(node);
     }
     assert_eq!(node.compute(&client).unwrap(), 200_000);
     drop(node);
@@ -83,7 +83,7 @@ fn a_deep_chain_neither_overflows_building_computing_nor_dropping() {
 fn lazy_and_futures_mix() {
     let client = Client::threads(2).unwrap();
     let f = client.submit(inc, 1).unwrap();
-    let l = inc.lazy(&f).unwrap();
+    let l = inc.lazy(&f);
     let g = client.submit(inc, &l).unwrap();
     assert_eq!(g.result().unwrap(), 4);
 }

@@ -122,8 +122,8 @@ fn program(client: &Client) -> Vec<String> {
     out.push(format!("squares {:?}", client.gather(&squares).unwrap()));
     out.push(format!("sum {}", sum.result().unwrap()));
     // A lazy graph whose intermediate results are segments, read in place.
-    let parts: Vec<Lazy<u64>> = (0..6u64).map(|i| process.lazy(load.lazy(i).unwrap()).unwrap()).collect();
-    out.push(format!("lazy {}", total.lazy(&parts).unwrap().compute(client).unwrap()));
+    let parts: Vec<Lazy<u64>> = (0..6u64).map(|i| process.lazy(load.lazy(i))).collect();
+    out.push(format!("lazy {}", total.lazy(&parts).compute(client).unwrap()));
     // Large results and a large literal, read as owned values.
     let loaded = client.submit(load, 9).unwrap();
     out.push(format!("owned {}", client.submit(owned_sum, &loaded).unwrap().result().unwrap()));

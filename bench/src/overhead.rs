@@ -66,12 +66,12 @@ pub fn map_gather(client: &Client, n: u64) -> shoal::Result<()> {
 
 /// Build a pairwise reduction over `leaves` lazily; the root.
 pub fn build_tree(leaves: u64) -> shoal::Result<Lazy<u64>> {
-    let mut level: Vec<Lazy<u64>> = (0..leaves).map(|i| noop.lazy(i)).collect::<shoal::Result<_>>()?;
+    let mut level: Vec<Lazy<u64>> = (0..leaves).map(|i| noop.lazy(i)).collect();
     while level.len() > 1 {
         let mut next = Vec::with_capacity(level.len().div_ceil(2));
         for pair in level.chunks(2) {
             next.push(match pair {
-                [a, b] => add.lazy((a, b))?,
+                [a, b] => add.lazy((a, b)),
                 [a] => a.clone(),
                 _ => unreachable!("chunks(2) yields one or two"),
             });

@@ -51,11 +51,14 @@ impl<J> Local<'_, J> {
 /// Where jobs go: onto the current pool thread's deque when called from a
 /// job handler, otherwise into the global injector.
 pub enum Sink<'a, J> {
+    /// The current pool thread's own deque.
     Local(&'a Local<'a, J>),
+    /// The pool's injector.
     Global(&'a Spawner<J>),
 }
 
 impl<J> Sink<'_, J> {
+    /// Queue a job.
     pub fn push(&self, job: J) {
         match self {
             Sink::Local(local) => local.push(job),
@@ -76,12 +79,14 @@ impl<J> Clone for Spawner<J> {
 }
 
 impl<J> Spawner<J> {
+    /// Queue a job and wake a sleeping thread.
     pub fn push(&self, job: J) {
         self.shared.injector.push(job);
         self.shared.wake_one();
     }
 }
 
+/// What the pool's threads share: the injector, the stealers, the sleepers.
 pub struct Shared<J> {
     injector: Injector<J>,
     stealers: Vec<Stealer<J>>,
@@ -199,6 +204,7 @@ impl<J: Send + 'static> Pool<J> {
 }
 
 impl<J> Pool<J> {
+    /// A handle that queues jobs from any thread.
     pub fn spawner(&self) -> &Spawner<J> {
         &self.spawner
     }

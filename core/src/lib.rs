@@ -15,6 +15,8 @@
 //!
 //! Users depend on the `shoal` facade, not on this crate directly.
 
+#![deny(missing_docs)]
+
 pub mod claim;
 pub mod driver;
 pub mod executor;

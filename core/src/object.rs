@@ -34,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::primitive::FixedIsize;
-use rkyv::rancor::{self, Source};
+use rkyv::rancor::{BoxedError, Source};
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
@@ -43,17 +43,28 @@ use rkyv::{Archive, Archived, Deserialize, Serialize};
 use crate::registry::InputError;
 
 /// What a task argument or result must be: an rkyv type (archivable,
-/// validatable, deserializable) that can be cloned and shared across threads.
+/// validatable, deserializable) that can be cloned, shown with `Debug` (a
+/// failing task's error shows its arguments) and shared across threads.
 ///
-/// Implemented for every such type; derive `Archive, Serialize, Deserialize`
-/// (and `Clone`) on your own types. (Serialization goes through an
+/// Implemented for every such type. On your own types write
+/// `#[shoal::data]`, which derives all of it with the right paths. (Errors
+/// of the bound use [`BoxedError`], which keeps its message in
+/// release builds, unlike `rancor::Error`; serialization goes through an
 /// [`ArchiveWriter`], which derived impls accept like any writer.)
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a shoal task argument or result",
+    label = "not a shoal `Data` type",
+    note = "put `#[shoal::data]` on your own types (it derives rkyv's `Archive, Serialize, Deserialize` \
+            with the right crate path, plus `Clone` and `Debug`)",
+    note = "std types work when rkyv supports them: use `String` rather than `PathBuf`/`&str`, \
+            `Vec<T>` rather than slices"
+)]
 pub trait Data:
     Archive<
-        Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-                      + Deserialize<Self, HighDeserializer<rancor::Error>>,
-    > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, rancor::Error>>
+        Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<Self, HighDeserializer<BoxedError>>,
+    > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, BoxedError>>
     + Clone
+    + fmt::Debug
     + Send
     + Sync
     + 'static
@@ -62,10 +73,10 @@ pub trait Data:
 
 impl<T> Data for T where
     T: Archive<
-            Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-                          + Deserialize<T, HighDeserializer<rancor::Error>>,
-        > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, rancor::Error>>
+            Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
+        > + for<'a> Serialize<HighSerializer<ArchiveWriter, ArenaHandle<'a>, BoxedError>>
         + Clone
+        + fmt::Debug
         + Send
         + Sync
         + 'static
@@ -174,6 +185,66 @@ pub trait Object: Any + Send + Sync {
     /// memory limit): the archive's length if it exists, else the in-memory
     /// size of the top-level value.
     fn nbytes(&self) -> u64;
+    /// Write the value for a failure's message (its `Debug`, where the type
+    /// is known), stopping once `out` is full.
+    fn describe(&self, out: &mut Bounded) -> fmt::Result {
+        use fmt::Write;
+        write!(out, "<{}, {} bytes>", self.type_name(), self.nbytes())
+    }
+}
+
+/// A string that takes at most `limit` characters, then refuses (so a
+/// `Debug` of a huge value stops early instead of rendering it all).
+pub struct Bounded {
+    text: String,
+    limit: usize,
+    cut: bool,
+}
+
+impl Bounded {
+    /// An empty string that will hold at most `limit` characters.
+    pub fn new(limit: usize) -> Bounded {
+        Bounded { text: String::new(), limit, cut: false }
+    }
+
+    /// The text, ending with `…` if it was cut.
+    pub fn finish(mut self) -> String {
+        if self.cut {
+            self.text.push('…');
+        }
+        self.text
+    }
+}
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.limit.saturating_sub(self.text.chars().count());
+        if s.chars().count() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        self.text.extend(s.chars().take(room));
+        self.cut = true;
+        Err(fmt::Error)
+    }
+}
+
+/// A short rendering of a task's inputs for its failure message:
+/// `("data/part-00007.txt", 3)`, each input cut at
+/// [`MAX_ARGUMENT_CHARS`](crate::failure::MAX_ARGUMENT_CHARS) characters,
+/// all of them at [`MAX_ARGUMENTS_CHARS`](crate::failure::MAX_ARGUMENTS_CHARS).
+pub fn describe<'a>(inputs: impl IntoIterator<Item = &'a dyn Object>) -> String {
+    use crate::failure::{MAX_ARGUMENT_CHARS, MAX_ARGUMENTS_CHARS};
+    let mut all = Bounded::new(MAX_ARGUMENTS_CHARS);
+    let mut parts = Vec::new();
+    for input in inputs {
+        let mut one = Bounded::new(MAX_ARGUMENT_CHARS);
+        // An `Err` only says the bound was reached; the text is kept.
+        let _ = input.describe(&mut one);
+        parts.push(one.finish());
+    }
+    let _ = fmt::Write::write_fmt(&mut all, format_args!("({})", parts.join(", ")));
+    all.finish()
 }
 
 /// A shared handle to a stored object.
@@ -186,6 +257,7 @@ pub struct Value<T> {
 }
 
 impl<T: Data> Value<T> {
+    /// Hold a value (its archive is made when first needed).
     pub fn new(value: T) -> Value<T> {
         Value { value, archive: OnceLock::new() }
     }
@@ -195,6 +267,7 @@ impl<T: Data> Value<T> {
         Arc::new(Value::new(value))
     }
 
+    /// The value.
     pub fn get(&self) -> &T {
         &self.value
     }
@@ -226,9 +299,9 @@ fn make_archive<T: Data>(value: &T) -> Result<AlignedVec, String> {
 }
 
 fn make_archive_in<T: Data>(value: &T, writer: ArchiveWriter) -> Result<AlignedVec, String> {
-    let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer).map_err(|e| e.to_string())?;
+    let bytes = rkyv::api::high::to_bytes_in::<_, BoxedError>(value, writer).map_err(|e| e.to_string())?;
     let bytes = bytes.into_inner();
-    rkyv::access::<Archived<T>, rancor::Error>(&bytes).map_err(|e| e.to_string())?;
+    rkyv::access::<Archived<T>, BoxedError>(&bytes).map_err(|e| e.to_string())?;
     Ok(bytes)
 }
 
@@ -250,6 +323,10 @@ impl<T: Data> Object for Value<T> {
             Some(Ok(bytes)) => bytes.len() as u64,
             _ => size_of::<T>() as u64,
         }
+    }
+
+    fn describe(&self, out: &mut Bounded) -> fmt::Result {
+        fmt::Write::write_fmt(out, format_args!("{:?}", self.value))
     }
 }
 
@@ -274,7 +351,7 @@ pub fn read_owned<T: Data>(obj: &dyn Object) -> Result<T, InputError> {
         return Ok(v.value.clone());
     }
     let archived = read_foreign_archive::<T>(obj)?;
-    rkyv::deserialize::<T, rancor::Error>(archived)
+    rkyv::deserialize::<T, BoxedError>(archived)
         .map_err(|e| InputError(format!("could not deserialize a {}: {e}", std::any::type_name::<T>())))
 }
 
@@ -294,7 +371,7 @@ fn read_foreign_archive<T: Data>(obj: &dyn Object) -> Result<&Archived<T>, Input
         return Err(mismatch::<T>(obj));
     }
     let bytes = obj.archived_bytes()?;
-    rkyv::access::<Archived<T>, rancor::Error>(bytes)
+    rkyv::access::<Archived<T>, BoxedError>(bytes)
         .map_err(|e| InputError(format!("invalid archive of a {}: {e}", std::any::type_name::<T>())))
 }
 
@@ -309,6 +386,7 @@ pub struct RawArchive {
 }
 
 impl RawArchive {
+    /// Hold archived bytes (validated on every typed read).
     pub fn new(bytes: AlignedVec) -> RawArchive {
         RawArchive { bytes }
     }
@@ -438,20 +516,23 @@ pub mod glue {
         }
     }
 
-    /// Reads of any other parameter: exactly one object.
-    pub trait ReadOne {
-        /// The parameter's type.
-        type Out;
+    /// Reads of any other parameter: exactly one object. (The `Data` bound
+    /// is on the methods, not the impl, so that a parameter type that is not
+    /// `Data` gets the bound's own diagnostic, which names the fix.)
+    pub trait ReadOne<T> {
         /// An owned value.
-        fn owned(&self, inputs: &[Input], i: usize) -> Result<Self::Out, InputError>;
+        fn owned(&self, inputs: &[Input], i: usize) -> Result<T, InputError>
+        where
+            T: Data;
         /// The object to read the archived form from.
         fn held<'a>(&self, inputs: &'a [Input], i: usize) -> Result<Held<'a>, InputError>;
     }
 
-    impl<T: Data> ReadOne for &Param<T> {
-        type Out = T;
-
-        fn owned(&self, inputs: &[Input], i: usize) -> Result<T, InputError> {
+    impl<T> ReadOne<T> for &Param<T> {
+        fn owned(&self, inputs: &[Input], i: usize) -> Result<T, InputError>
+        where
+            T: Data,
+        {
             read_owned::<T>(one(inputs, i)?)
         }
 
@@ -513,14 +594,14 @@ mod tests {
     #[test]
     fn the_write_that_would_cross_the_limit_is_refused_before_it_is_copied() {
         let mut writer = ArchiveWriter::with_limit(AlignedVec::new(), 100);
-        Writer::<rancor::Error>::write(&mut writer, &[1; 60]).unwrap();
-        let err = Writer::<rancor::Error>::write(&mut writer, &[2; 1 << 20]).unwrap_err();
+        Writer::<BoxedError>::write(&mut writer, &[1; 60]).unwrap();
+        let err = Writer::<BoxedError>::write(&mut writer, &[2; 1 << 20]).unwrap_err();
         assert!(err.to_string().contains(&format!("at least {} bytes", 60 + (1 << 20))), "{err}");
         assert_eq!(writer.pos(), 60, "nothing of the refused write was copied");
         // A prefix already in the buffer counts, as it does in rkyv's positions.
         let mut prefixed = AlignedVec::new();
         prefixed.extend_from_slice(&[0; 90]);
-        assert!(Writer::<rancor::Error>::write(&mut ArchiveWriter::with_limit(prefixed, 100), &[1; 11]).is_err());
+        assert!(Writer::<BoxedError>::write(&mut ArchiveWriter::with_limit(prefixed, 100), &[1; 11]).is_err());
     }
 
     #[test]
@@ -534,7 +615,7 @@ mod tests {
             match archive_with_limit(&value, 400) {
                 Ok(bytes) => {
                     assert!(bytes.len() <= 400);
-                    assert_eq!(rkyv::from_bytes::<Vec<String>, rancor::Error>(&bytes).unwrap(), value);
+                    assert_eq!(rkyv::from_bytes::<Vec<String>, BoxedError>(&bytes).unwrap(), value);
                     fit += 1;
                 }
                 Err(e) => {

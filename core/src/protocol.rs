@@ -18,8 +18,6 @@
 //! A worker answers every run it was sent exactly once — `Done`, `Failed`,
 //! or listed in `Stolen` — unless it is lost.
 
-use crate::TaskFailure;
-use crate::key::Key;
 use crate::object::{Input, Obj};
 use crate::scheduler::TaskId;
 
@@ -59,17 +57,6 @@ pub enum FailKind {
     Input,
 }
 
-impl FailKind {
-    /// The failure of the task with key `key`.
-    pub fn failure(self, key: Key, message: String) -> TaskFailure {
-        match self {
-            FailKind::Error => TaskFailure::Error { key, message },
-            FailKind::Panic => TaskFailure::Panic { key, message },
-            FailKind::Input => TaskFailure::Error { key, message: format!("bad input: {message}") },
-        }
-    }
-}
-
 /// How one run ended; `micros` is how long it took in the worker (inputs
 /// read, task called, result stored), rounded up.
 pub enum RunResult {
@@ -92,6 +79,11 @@ pub enum RunResult {
         kind: FailKind,
         /// Why.
         message: String,
+        /// The type of the error the task returned (`FailKind::Error`);
+        /// empty otherwise.
+        type_name: String,
+        /// The error's `source()` chain, outermost first.
+        chain: Vec<String>,
         /// How long the run took.
         micros: u32,
     },

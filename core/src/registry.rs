@@ -6,7 +6,7 @@
 //! any registration call. Function pointers never leave a process: a task
 //! crosses a process boundary as its index in the *sorted* registry, which
 //! is the same in every process of the same binary — the
-//! [fingerprint](fingerprint) proves it at handshake.
+//! [fingerprint] proves it at handshake.
 //!
 //! The registry is checked once, on first use: two tasks with the same name
 //! (possible when the attribute is used on equally named functions nested in
@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::failure::TaskError;
 use crate::object::{Input, Obj};
 
 #[doc(hidden)]
@@ -33,8 +34,8 @@ pub struct InputError(pub String);
 /// How a task run ended, short of a panic.
 #[derive(Debug)]
 pub enum RunError {
-    /// The function returned `Err`; its `Display`.
-    Returned(String),
+    /// The function returned `Err`: the error, its type and causes.
+    Returned(TaskError),
     /// The inputs could not be read as the parameters' types.
     Input(InputError),
 }
@@ -109,11 +110,19 @@ impl fmt::Debug for TaskEntry {
 /// The registry is not usable.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RegistryError {
+    /// Two tasks have the same name.
     #[error(
         "two #[shoal::task] functions have the same name `{name}`: one at {first}, one at {second}; \
          rename one of them (task names are the module path and the function name, and must be unique)"
     )]
-    DuplicateName { name: &'static str, first: &'static str, second: &'static str },
+    DuplicateName {
+        /// The shared name.
+        name: &'static str,
+        /// Where the first is written.
+        first: &'static str,
+        /// Where the second is written.
+        second: &'static str,
+    },
 }
 
 struct Checked {
@@ -168,7 +177,7 @@ mod tests {
     use super::*;
 
     fn never(_: &[Input]) -> Result<Obj, RunError> {
-        Err(RunError::Returned("not run in this test".into()))
+        Err(RunError::Returned(TaskError::from_display("not run in this test")))
     }
 
     static A: TaskEntry = TaskEntry::new("m::a", "(u64) -> u64", "a.rs:1", never);

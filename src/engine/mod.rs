@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use shoal_core::Key;
 use shoal_core::TaskFailure;
-pub use shoal_core::driver::Status;
+pub(crate) use shoal_core::driver::Status;
 use shoal_core::driver::{Backend, Driver, GraphNode};
 use shoal_core::object::Obj;
 use shoal_core::scheduler::{Event, TaskId};

@@ -28,8 +28,8 @@ use shoal_core::TaskFailure;
 use shoal_core::driver::wait::lock;
 use shoal_core::driver::{Backend, Driver, Effects, SpecArg, State};
 use shoal_core::executor::{Local, Pool, Sink, Spawner};
-use shoal_core::object::{Input, Obj};
-use shoal_core::registry::{self, RunError, TaskEntry};
+use shoal_core::object::{Input, Obj, describe};
+use shoal_core::registry::{self, TaskEntry};
 use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId, WorkerId};
 
 use super::Mode;
@@ -232,24 +232,15 @@ fn execute(
     entry: Option<&'static TaskEntry>,
     inputs: std::result::Result<Vec<Input>, String>,
 ) -> std::result::Result<Obj, TaskFailure> {
-    let error = |message: String| TaskFailure::Error { key, message };
+    let error = |message: String| TaskFailure::error(key, message);
     let inputs = inputs.map_err(error)?;
     let entry = entry.ok_or_else(|| error("internal error: no task function".into()))?;
+    // Each object of each input, a list's items one by one.
+    let arguments = || Some(describe(inputs.iter().flat_map(Input::objects).map(|o| &**o)));
     match catch_unwind(AssertUnwindSafe(|| entry.invoke(&inputs))) {
         Ok(Ok(obj)) => Ok(obj),
-        Ok(Err(RunError::Returned(message))) => Err(TaskFailure::Error { key, message }),
-        Ok(Err(RunError::Input(e))) => Err(error(format!("bad input: {e}"))),
-        Err(payload) => Err(TaskFailure::Panic { key, message: panic_message(&*payload) }),
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
+        Ok(Err(run_error)) => Err(TaskFailure::from_run(key, run_error, arguments)),
+        Err(payload) => Err(TaskFailure::from_panic(key, &*payload, arguments)),
     }
 }
 

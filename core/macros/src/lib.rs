@@ -4,7 +4,7 @@
 //!
 //! ```ignore
 //! #[shoal::task]
-//! pub fn count_letters(path: String) -> shoal::Result<u64> { … }
+//! pub fn count_letters(path: String) -> shoal::Result<u64> { /* … */ }
 //! ```
 //!
 //! it emits:
@@ -15,7 +15,7 @@
 //! - an `impl shoal::Task` that names the parameter types (a `&Archived<T>`
 //!   parameter is fed by a `T`-valued argument) and the output type (`T` of
 //!   a `Result<T, E>`, else the return type itself);
-//! - a [`TaskEntry`] in the link-time registry under
+//! - a `TaskEntry` in the link-time registry under
 //!   `module_path!()::count_letters`, whose type-erased entry point reads
 //!   each parameter from its input object and runs the body.
 //!
@@ -29,20 +29,96 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type, parse_macro_input};
 
-/// Register a function as a shoal task. See the crate docs of `shoal`.
+/// Register a free function as a shoal task.
+///
+/// ```ignore
+/// #[shoal::task]
+/// fn count_letters(path: String) -> shoal::Result<u64> {
+///     Ok(std::fs::read(&path)?.len() as u64)
+/// }
+///
+/// let counts = client.map(count_letters, &files)?;     // the handle
+/// let n = count_letters::call("a.txt".to_string());    // the function itself
+/// ```
+///
+/// - **The handle.** The function's name becomes a unit struct, the task
+///   handle you pass to `submit`, `map` and `.lazy(…)`; the body is
+///   `name::call(…)`. So a local variable cannot have the task's name:
+///   `let total = client.submit(total, …)` is an error ("interpreted as a
+///   unit struct"); name the result after what it holds (`let sum = …`).
+/// - **Where.** On a free function (module level, or inside a function):
+///   not on a method in an `impl` block, no `self`, no generics, no `async`.
+/// - **Parameters** are plain names of `shoal::Data` types, taken by value
+///   (`T`) or in place (`&Archived<T>`); several make the argument a tuple.
+/// - **The result** is a `Data` type `T`, or `Result<T, E>` written as such
+///   (`shoal::Result<T>`, `io::Result<T>` too) with `E` an
+///   `std::error::Error + Send + Sync + 'static` (kept whole: its type,
+///   `source()` chain, and a downcast in the threads mode) or any
+///   `Display` type (its text). A `Result` under an alias is refused, since
+///   its `Err` would be stored as a success.
+/// - **`#[shoal::task(impure)]`**: every call runs; equal calls are never
+///   shared (for tasks that read a clock, a random source, or the outside
+///   world).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        let attr = TokenStream2::from(attr);
-        return syn::Error::new(attr.span(), "#[shoal::task] takes no arguments; set options per call")
-            .to_compile_error()
-            .into();
-    }
+    let mut pure = true;
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("impure") {
+            pure = false;
+            Ok(())
+        } else {
+            Err(meta.error(
+                "#[shoal::task] takes only `impure` (every call runs, none is shared); \
+                 set other options per call with `submit_with`",
+            ))
+        }
+    });
+    parse_macro_input!(attr with parser);
     let func = parse_macro_input!(item as ItemFn);
-    match expand(func) {
+    match expand(func, pure) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
     }
+}
+
+/// Make a struct or enum a shoal data type: derives rkyv's `Archive,
+/// Serialize, Deserialize` (through `::shoal::rkyv`, so the user's crate
+/// needs no rkyv dependency of its own) and `Clone, Debug`, everything the
+/// `shoal::Data` bound asks for. `#[shoal::data(no_clone)]` or
+/// `(no_debug)` leaves out a derive the type implements by hand.
+#[proc_macro_attribute]
+pub fn data(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item = parse_macro_input!(item as syn::DeriveInput);
+    match expand_data(TokenStream2::from(attr), item) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_data(attr: TokenStream2, item: syn::DeriveInput) -> syn::Result<TokenStream2> {
+    let (mut clone, mut debug) = (true, true);
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("no_clone") {
+            clone = false;
+            Ok(())
+        } else if meta.path.is_ident("no_debug") {
+            debug = false;
+            Ok(())
+        } else {
+            Err(meta.error("#[shoal::data] takes `no_clone` or `no_debug` (to implement those by hand)"))
+        }
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    if let syn::Data::Union(u) = &item.data {
+        return Err(syn::Error::new(u.union_token.span(), "#[shoal::data] works on structs and enums, not unions"));
+    }
+    let clone = clone.then(|| quote!(::core::clone::Clone,));
+    let debug = debug.then(|| quote!(::core::fmt::Debug,));
+    Ok(quote! {
+        #[derive(::shoal::rkyv::Archive, ::shoal::rkyv::Serialize, ::shoal::rkyv::Deserialize, #clone #debug)]
+        #[rkyv(crate = ::shoal::rkyv)]
+        #item
+    })
 }
 
 /// How one parameter is read from its input.
@@ -53,7 +129,7 @@ enum ParamKind {
     Archived(Type),
 }
 
-fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
+fn expand(func: ItemFn, pure: bool) -> syn::Result<TokenStream2> {
     let sig = &func.sig;
     if let Some(a) = &sig.asyncness {
         return Err(syn::Error::new(a.span(), "a shoal task cannot be async; make it a plain fn"));
@@ -113,24 +189,30 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
     // Each read goes through `glue::Param<T>`: a `Vec` parameter may take a
     // list input (assembled here, where the task runs), any other exactly
     // one object; method resolution picks the read (see `glue`).
+    // Spanned at the parameter's type, so that a type that is not `Data`
+    // is reported there.
     let reads = kinds.iter().zip(&names).enumerate().map(|(i, (kind, var))| match kind {
-        ParamKind::Owned(t) => quote!(
+        ParamKind::Owned(t) => quote_spanned!(t.span()=>
             let #var = (&::shoal::__private::glue::Param::<#t>::new()).owned(__inputs, #i)?;
         ),
         ParamKind::Archived(t) => {
             let held = format_ident!("__held{}", i);
-            quote!(
+            quote_spanned!(t.span()=>
                 let #held = (&::shoal::__private::glue::Param::<#t>::new()).held(__inputs, #i)?;
                 let #var = ::shoal::__private::glue::archived::<#t>(&#held)?;
             )
         }
     });
     let arity = kinds.len();
-    let finish = if fallible {
-        quote!(::shoal::__private::finish_result(__out))
-    } else {
-        quote!(::shoal::__private::finish_value(__out))
-    };
+    let finish = finish(output, fallible);
+    let return_check = return_check(output, fallible);
+    let pure_fn = (!pure).then(|| {
+        quote!(
+            fn pure(&self) -> bool {
+                false
+            }
+        )
+    });
     let signature = {
         let tys = sig.inputs.iter().map(|i| match i {
             FnArg::Typed(p) => {
@@ -192,12 +274,15 @@ fn expand(func: ItemFn) -> syn::Result<TokenStream2> {
                 __invoke,
             );
 
+            #return_check
+
             impl ::shoal::Task for #name {
                 type Params = #params_ty;
                 type Output = #output_ty;
                 fn entry(&self) -> &'static ::shoal::__private::TaskEntry {
                     &__ENTRY
                 }
+                #pure_fn
             }
         };
     })
@@ -250,13 +335,58 @@ fn output_type(output: &ReturnType) -> (TokenStream2, bool) {
     (quote!(#ty), false)
 }
 
+/// The code that turns the body's return value `__out` into the task's
+/// result object. An `Err` becomes a `TaskError`: by autoref specialization
+/// (the error type is concrete here), an `std::error::Error` keeps its type,
+/// `source()` chain and itself; another `Display` type its text.
+fn finish(output: &ReturnType, fallible: bool) -> TokenStream2 {
+    if !fallible {
+        return quote!(::shoal::__private::finish_value(__out));
+    }
+    let span = match output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => Span::call_site(),
+    };
+    quote_spanned! {span=>
+        match __out {
+            ::core::result::Result::Ok(__value) => ::shoal::__private::finish_value(__value),
+            ::core::result::Result::Err(__error) => {
+                #[allow(unused_imports)]
+                use ::shoal::__private::{ViaDisplay as _, ViaError as _};
+                ::core::result::Result::Err(::shoal::__private::Returned(__error).into_run_error())
+            }
+        }
+    }
+}
+
+/// For a return type not written `Result<…>`: a check, at compile time,
+/// that it is not a `Result` under another name (an alias), whose `Err`
+/// would otherwise be stored as a success. The probe picks its method by
+/// autoref specialization; the alias case yields a type that fails
+/// `ReturnsPlainValue`, whose diagnostic says what to write.
+fn return_check(output: &ReturnType, fallible: bool) -> TokenStream2 {
+    let ReturnType::Type(_, ty) = output else { return TokenStream2::new() };
+    if fallible {
+        return TokenStream2::new();
+    }
+    let span = ty.span();
+    quote_spanned! {span=>
+        #[allow(dead_code)]
+        fn __return_check() {
+            #[allow(unused_imports)]
+            use ::shoal::__private::{ProbePlain as _, ProbeResult as _};
+            ::shoal::__private::require_plain_return((&::shoal::__private::Probe::<#ty>::NEW).check());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn expand_str(src: &str) -> Result<String, String> {
         let func: ItemFn = syn::parse_str(src).map_err(|e| e.to_string())?;
-        expand(func).map(|t| t.to_string()).map_err(|e| e.to_string())
+        expand(func, true).map(|t| t.to_string()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -306,6 +436,40 @@ mod tests {
             let err = expand_str(src).expect_err(src);
             assert!(err.contains(needle), "{src}: {err}");
         }
+    }
+
+    #[test]
+    fn returns_not_written_result_get_the_alias_probe_and_results_get_the_error_glue() {
+        let plain = expand_str("fn f() -> MyResult<u64> { todo!() }").unwrap();
+        assert!(plain.contains("require_plain_return") && plain.contains("Probe :: < MyResult < u64 > >"), "{plain}");
+        assert!(!plain.contains("into_run_error"), "{plain}");
+        let result = expand_str("fn f() -> Result<u64, String> { todo!() }").unwrap();
+        assert!(!result.contains("require_plain_return") && result.contains("into_run_error"), "{result}");
+        let unit = expand_str("fn f() {}").unwrap();
+        assert!(!unit.contains("require_plain_return"), "{unit}");
+    }
+
+    #[test]
+    fn impure_tasks_say_so_and_pure_ones_keep_the_default() {
+        let func: ItemFn = syn::parse_str("fn f() -> u64 { 1 }").unwrap();
+        let impure = expand(func.clone(), false).unwrap().to_string();
+        assert!(impure.contains("fn pure (& self) -> bool { false }"), "{impure}");
+        assert!(!expand(func, true).unwrap().to_string().contains("fn pure"));
+    }
+
+    #[test]
+    fn data_derives_everything_the_bound_needs_through_shoal() {
+        let item: syn::DeriveInput = syn::parse_str("struct P { x: u64 }").unwrap();
+        let out = expand_data(TokenStream2::new(), item.clone()).unwrap().to_string();
+        for needle in [":: shoal :: rkyv :: Archive", "rkyv (crate = :: shoal :: rkyv)", "Clone", "Debug"] {
+            assert!(out.contains(needle), "{needle}: {out}");
+        }
+        let out = expand_data(quote!(no_clone), item.clone()).unwrap().to_string();
+        assert!(!out.contains("Clone") && out.contains("Debug"), "{out}");
+        let err = expand_data(quote!(copy), item).unwrap_err().to_string();
+        assert!(err.contains("no_clone"), "{err}");
+        let union: syn::DeriveInput = syn::parse_str("union U { a: u32 }").unwrap();
+        assert!(expand_data(TokenStream2::new(), union).unwrap_err().to_string().contains("not unions"));
     }
 
     #[test]

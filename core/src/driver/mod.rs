@@ -45,7 +45,7 @@ use std::time::Instant;
 
 use crate::Key;
 use crate::TaskFailure;
-use crate::object::Obj;
+use crate::object::{Bounded, Obj, Object, describe};
 use crate::scheduler::{Action, Dep, Event, GraphError, NewTask, Scheduler, TaskId, TaskState, WorkerId};
 
 use self::wait::{Interest, Waitable, Waiters, block_until, block_until_with, lock};
@@ -435,6 +435,46 @@ impl<B: Backend> Driver<B> {
         self.lock().broken = Some(reason);
         self.changed.notify_all();
     }
+}
+
+/// A short rendering of a stored task's arguments for its failure message
+/// (see [`describe`]): values as their `Debug`, results of other tasks by
+/// those tasks' keys.
+pub fn describe_args(args: &[SpecArg], key_of: impl Fn(TaskId) -> Option<Key>) -> String {
+    struct ResultOf(String);
+    impl Object for ResultOf {
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn type_name(&self) -> &'static str {
+            "result"
+        }
+        fn archived_bytes(&self) -> Result<&[u8], crate::registry::InputError> {
+            Ok(&[])
+        }
+        fn nbytes(&self) -> u64 {
+            0
+        }
+        fn describe(&self, out: &mut Bounded) -> std::fmt::Result {
+            std::fmt::Write::write_str(out, &self.0)
+        }
+    }
+    let name = |id: TaskId| match key_of(id) {
+        Some(key) => format!("<result of {key}>"),
+        None => "<result of a forgotten task>".to_string(),
+    };
+    let shown: Vec<Obj> = args
+        .iter()
+        .map(|arg| match arg {
+            SpecArg::Value(obj) => Arc::clone(obj),
+            SpecArg::Dep(id) => Arc::new(ResultOf(name(*id))) as Obj,
+            SpecArg::List(ids) => {
+                let first = ids.first().map(|id| format!("{}, ", name(*id))).unwrap_or_default();
+                Arc::new(ResultOf(format!("[{first}… {} results]", ids.len()))) as Obj
+            }
+        })
+        .collect();
+    describe(shown.iter().map(|o| &**o))
 }
 
 /// The scheduler's view of a graph: each node's key, options and inputs (a

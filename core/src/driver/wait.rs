@@ -42,6 +42,7 @@ impl Waiters {
 
 /// A driver state a client can wait on.
 pub trait Waitable {
+    /// The sleepers' interests.
     fn waiters(&mut self) -> &mut Waiters;
     /// Why no wait on this driver can succeed any more (shut down, broken).
     fn stopped(&self) -> Option<DriverError>;

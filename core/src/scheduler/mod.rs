@@ -101,7 +101,9 @@ use crate::key::Key;
 /// that slot, so an id outliving its task is recognised as stale.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct TaskId {
+    /// The slot.
     pub index: u32,
+    /// How many tasks the slot has held before this one.
     pub generation: u32,
 }
 
@@ -130,6 +132,7 @@ pub enum TaskState {
 /// One node of a submitted graph.
 #[derive(Clone, Debug)]
 pub struct NewTask {
+    /// The task's key (equal pure keys are one task).
     pub key: Key,
     /// Inputs: other nodes of the same submission, or existing tasks.
     pub deps: Vec<Dep>,
@@ -154,6 +157,7 @@ pub enum Dep {
 /// What [`Scheduler::submit`] made of one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Submitted {
+    /// The task's id.
     pub id: TaskId,
     /// `false` when the key was already alive and the node was merged into it
     /// (the caller must not store a second spec for it).
@@ -163,12 +167,16 @@ pub struct Submitted {
 /// Everything that can happen to the scheduler, besides submission.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// A worker with `nthreads` threads can take runs.
     WorkerJoined {
+        /// The worker.
         worker: WorkerId,
+        /// How many runs it executes at once.
         nthreads: u32,
     },
     /// The worker is gone with everything it held.
     WorkerLost {
+        /// The worker.
         worker: WorkerId,
     },
     /// The worker's process is gone, but the results it held live on in its
@@ -178,45 +186,60 @@ pub enum Event {
     /// recomputed. What it was running is taken back as for `WorkerLost`.
     /// If `heir` is not a live worker, this is `WorkerLost`.
     ProcessLost {
+        /// The lost worker.
         worker: WorkerId,
+        /// Who holds its results from now on.
         heir: WorkerId,
     },
     /// A run finished; `nbytes` is the result's size, for placement.
     TaskFinished {
+        /// The task.
         task: TaskId,
+        /// Where it ran (and its result is).
         worker: WorkerId,
+        /// The result's size in bytes.
         nbytes: u64,
     },
     /// A run failed with an error or a panic.
     TaskFailed {
+        /// The task.
         task: TaskId,
+        /// Where it ran.
         worker: WorkerId,
+        /// Why it failed.
         failure: TaskFailure,
     },
     /// One client reference to the task is gone (a future dropped).
     ClientReleased {
+        /// The task.
         task: TaskId,
     },
     /// One more client reference (a future for an existing task).
     ClientRetained {
+        /// The task.
         task: TaskId,
     },
     /// The client cancels the task (and with it everything that needs it).
     Cancel {
+        /// The task.
         task: TaskId,
     },
     /// From now on a worker takes `nthreads * (1 + extra_slots_per_thread)`
     /// runs (see [`SchedulerConfig`]): a driver that learns how long tasks
     /// take can queue more of them on its workers when they are short.
     Saturation {
+        /// Runs queued on a worker per thread, beyond the running one.
         extra_slots_per_thread: u32,
     },
     /// The run of `task` sent to `from` was given back before it started,
     /// and will never start there: run it on `to` if that is a live worker
     /// with a free slot, else queue it again (see "Stealing" above).
     TaskStolen {
+        /// The task.
         task: TaskId,
+        /// The worker that gave it back.
         from: WorkerId,
+        /// The worker that asked for it, if any.
         to: Option<WorkerId>,
     },
 }
@@ -225,15 +248,36 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Run the task on the worker; all its inputs are in memory.
-    Run { task: TaskId, worker: WorkerId },
+    Run {
+        /// The task.
+        task: TaskId,
+        /// Where to run it.
+        worker: WorkerId,
+    },
     /// The worker may drop its copy of the task's result.
-    Release { task: TaskId, worker: WorkerId },
+    Release {
+        /// The task.
+        task: TaskId,
+        /// The worker holding the copy.
+        worker: WorkerId,
+    },
     /// Tell the client: the task is in memory now.
-    ReportDone { task: TaskId },
+    ReportDone {
+        /// The task.
+        task: TaskId,
+    },
     /// Tell the client: the task failed.
-    ReportFailed { task: TaskId, failure: Arc<TaskFailure> },
+    ReportFailed {
+        /// The task.
+        task: TaskId,
+        /// Why.
+        failure: Arc<TaskFailure>,
+    },
     /// The record is gone; the driver drops what it keeps for the id.
-    Forget { task: TaskId },
+    Forget {
+        /// The task.
+        task: TaskId,
+    },
 }
 
 /// Tuning of the scheduler.

@@ -198,12 +198,12 @@ impl Sim {
         }
         let (t, w, key) = self.running.swap_remove(self.rng.below(self.running.len()));
         let failure = if self.faults.failing.contains(&key) {
-            Some(TaskFailure::Error { key, message: "injected error".into() })
+            Some(TaskFailure::error(key, "injected error"))
         } else {
             match self.faults.flaky.get_mut(&key) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
-                    Some(TaskFailure::Panic { key, message: "injected panic".into() })
+                    Some(TaskFailure::Panic { key, message: "injected panic".into(), arguments: None })
                 }
                 _ => None,
             }

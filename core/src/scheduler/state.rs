@@ -19,24 +19,44 @@ use crate::key::Key;
 /// kept: the scheduler is as it was before the call.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum GraphError {
+    /// A node depends on a node listed after it.
     #[error(
         "node {node} depends on node {dep}, which does not come before it: \
          list every node after all the nodes it depends on (topological order; \
          a node cannot depend on itself)"
     )]
-    NotTopological { node: usize, dep: usize },
+    NotTopological {
+        /// The node's index in the submission.
+        node: usize,
+        /// The index of the node it depends on.
+        dep: usize,
+    },
+    /// A node depends on a task the scheduler does not know.
     #[error(
         "node {node} depends on task {task:?}, which this scheduler does not know \
          (never submitted here, or already forgotten because nothing held it): \
          keep a future on a task while submitting work that uses it"
     )]
-    UnknownTask { node: usize, task: TaskId },
+    UnknownTask {
+        /// The node's index in the submission.
+        node: usize,
+        /// The unknown task.
+        task: TaskId,
+    },
+    /// A submission would exceed the scheduler's task limit.
     #[error(
         "submitting {nodes} nodes on top of {live} live tasks exceeds the scheduler's \
          limit of {limit} tasks: submit in smaller batches, and release futures \
          that are no longer needed"
     )]
-    TooManyTasks { nodes: usize, live: usize, limit: usize },
+    TooManyTasks {
+        /// Nodes submitted.
+        nodes: usize,
+        /// Tasks alive before.
+        live: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// The scheduler state machine (see the [module docs](super)).
@@ -73,6 +93,7 @@ impl fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
+    /// An empty scheduler.
     pub fn new(config: SchedulerConfig) -> Scheduler {
         Scheduler {
             config,
@@ -221,6 +242,7 @@ impl Scheduler {
         self.tasks.get(task).map(|r| r.state())
     }
 
+    /// The task's key (`None` once forgotten).
     pub fn key(&self, task: TaskId) -> Option<Key> {
         self.tasks.get(task).map(|r| r.key())
     }

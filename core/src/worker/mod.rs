@@ -49,6 +49,7 @@ use std::time::Instant;
 
 use crate::claim::Claim;
 use crate::executor::{Local, Pool, Spawner};
+use crate::failure::panic_message;
 use crate::object::{Input, Obj};
 use crate::protocol::{FailKind, Run, RunResult, ToWorker};
 use crate::registry::{self, RunError, TaskEntry};
@@ -260,10 +261,10 @@ impl<O: Outlet> Shared<O> {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         let started = Instant::now();
         let result = match entry {
-            None => Err((FailKind::Input, format!("this worker has no task number {func}"))),
+            None => Err(Failure::new(FailKind::Input, format!("this worker has no task number {func}"))),
             Some(entry) => match catch_unwind(AssertUnwindSafe(|| self.run_task(task, entry, &inputs))) {
                 Ok(result) => result,
-                Err(payload) => Err((FailKind::Panic, panic_message(&*payload))),
+                Err(payload) => Err(Failure::new(FailKind::Panic, panic_message(&*payload))),
             },
         };
         // The inputs are unmapped before the reply (see the invariants).
@@ -271,30 +272,42 @@ impl<O: Outlet> Shared<O> {
         let micros = u32::try_from(started.elapsed().as_micros() + 1).unwrap_or(u32::MAX);
         self.post(match result {
             Ok((result, nbytes)) => RunResult::Done { task, result, nbytes, micros },
-            Err((kind, message)) => RunResult::Failed { task, kind, message, micros },
+            Err(Failure { kind, message, type_name, chain }) => {
+                RunResult::Failed { task, kind, message, type_name, chain, micros }
+            }
         });
     }
 
     /// Calls the task and seals what it returned.
-    fn run_task(&self, task: TaskId, entry: &TaskEntry, inputs: &[Input]) -> Result<(Obj, u64), (FailKind, String)> {
+    fn run_task(&self, task: TaskId, entry: &TaskEntry, inputs: &[Input]) -> Result<(Obj, u64), Failure> {
         let obj = match catch_unwind(AssertUnwindSafe(|| entry.invoke(inputs))) {
             Ok(Ok(obj)) => obj,
-            Ok(Err(RunError::Returned(message))) => return Err((FailKind::Error, message)),
-            Ok(Err(RunError::Input(e))) => return Err((FailKind::Input, e.to_string())),
-            Err(payload) => return Err((FailKind::Panic, panic_message(&*payload))),
+            Ok(Err(RunError::Returned(error))) => {
+                let (type_name, message, chain) = error.into_parts();
+                return Err(Failure { kind: FailKind::Error, message, type_name, chain });
+            }
+            Ok(Err(RunError::Input(e))) => return Err(Failure::new(FailKind::Input, e.to_string())),
+            Err(payload) => return Err(Failure::new(FailKind::Panic, panic_message(&*payload))),
         };
         // E.g. an archive over rkyv's 2 GiB limit, or no memory for a segment.
-        self.outlet.seal(task, obj).map_err(|e| (FailKind::Error, format!("its result could not be stored: {e}")))
+        // shoal's own error: no type name.
+        self.outlet
+            .seal(task, obj)
+            .map_err(|e| Failure::new(FailKind::Error, format!("its result could not be stored: {e}")))
     }
 }
 
-/// The message of a panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
+/// How a run failed, before it is posted.
+struct Failure {
+    kind: FailKind,
+    message: String,
+    type_name: String,
+    chain: Vec<String>,
+}
+
+impl Failure {
+    /// A failure of shoal's own (no error type, no chain).
+    fn new(kind: FailKind, message: String) -> Failure {
+        Failure { kind, message, type_name: String::new(), chain: Vec::new() }
     }
 }

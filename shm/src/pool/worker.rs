@@ -48,11 +48,12 @@ use crate::uds::{self, Outgoing, ResultBatch};
 use rustix::fs::FileType;
 use rustix::io::FdFlags;
 use rustix::process::Signal;
+use shoal_core::failure::panic_message;
 use shoal_core::object::Obj;
 use shoal_core::protocol::{FromWorker, RunResult};
 use shoal_core::registry;
 use shoal_core::scheduler::TaskId;
-use shoal_core::worker::{Flow, Outlet, Worker, panic_message};
+use shoal_core::worker::{Flow, Outlet, Worker};
 
 /// The descriptor number of the worker's end of its socket: the worker role.
 pub const ENV_FD: &str = "SHOAL_WORKER_FD";

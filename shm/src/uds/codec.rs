@@ -130,18 +130,10 @@ pub(crate) enum WireFailKind {
 #[derive(Archive, Serialize, Deserialize, Debug)]
 pub(crate) enum WireResult {
     /// The run succeeded; `nbytes` is the archive's length.
-    Done {
-        task: WireTask,
-        result: WireObject,
-        nbytes: u64,
-        micros: u32,
-    },
-    Failed {
-        task: WireTask,
-        kind: WireFailKind,
-        message: String,
-        micros: u32,
-    },
+    Done { task: WireTask, result: WireObject, nbytes: u64, micros: u32 },
+    /// `type_name` and `chain` describe an error the task returned
+    /// (`FailKind::Error`); empty otherwise.
+    Failed { task: WireTask, kind: WireFailKind, message: String, type_name: String, chain: Vec<String>, micros: u32 },
 }
 
 /// From a worker to the client.
@@ -214,7 +206,9 @@ impl BatchItem for WireResult {
     fn wire_len(&self) -> usize {
         match self {
             WireResult::Done { result, .. } => 32 + wire_len(result),
-            WireResult::Failed { message, .. } => 32 + message.len(),
+            WireResult::Failed { message, type_name, chain, .. } => {
+                32 + message.len() + type_name.len() + chain.iter().map(|c| 8 + c.len()).sum::<usize>()
+            }
         }
     }
 }
@@ -373,8 +367,8 @@ impl ResultBatch {
             RunResult::Done { task, result, nbytes, micros } => {
                 WireResult::Done { task: task.into(), result: wire(&result, &mut name, &mut segments)?, nbytes, micros }
             }
-            RunResult::Failed { task, kind, message, micros } => {
-                WireResult::Failed { task: task.into(), kind: kind.into(), message, micros }
+            RunResult::Failed { task, kind, message, type_name, chain, micros } => {
+                WireResult::Failed { task: task.into(), kind: kind.into(), message, type_name, chain, micros }
             }
         };
         self.batcher.push(wire_result, segments)
@@ -453,10 +447,10 @@ pub(crate) fn split_fingerprint(f: u128) -> [u64; 2] {
 pub(crate) fn encode<M>(message: &M) -> Result<AlignedVec, ProtocolError>
 where
     M: for<'a> Serialize<
-        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>,
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::BoxedError>,
     >,
 {
-    rkyv::to_bytes::<rancor::Error>(message).map_err(|e| ProtocolError(format!("could not encode a message: {e}")))
+    rkyv::to_bytes::<rancor::BoxedError>(message).map_err(|e| ProtocolError(format!("could not encode a message: {e}")))
 }
 
 /// Checks and unpacks a message for a worker. `stash` holds the descriptors
@@ -465,7 +459,7 @@ where
 /// descriptors stashed is an error.
 pub fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<Option<ToWorker>, ProtocolError> {
     let (payload, own) = unpack(message);
-    let archived = rkyv::access::<ArchivedWireToWorker, rancor::Error>(&payload)
+    let archived = rkyv::access::<ArchivedWireToWorker, rancor::BoxedError>(&payload)
         .map_err(|e| ProtocolError(format!("invalid message: {e}")))?;
     if let ArchivedWireToWorker::Stash = archived {
         if stash.len() + own.len() > MAX_STASHED_FDS {
@@ -506,7 +500,7 @@ fn input(wire: &ArchivedWireInput, fds: &mut [Option<OwnedFd>]) -> Result<Input,
 /// Checks and unpacks a message for the client.
 pub fn decode_to_driver(message: FdMessage) -> Result<FromWorker, ProtocolError> {
     let (payload, mut fds) = unpack(message);
-    let archived = rkyv::access::<ArchivedWireToDriver, rancor::Error>(&payload)
+    let archived = rkyv::access::<ArchivedWireToDriver, rancor::BoxedError>(&payload)
         .map_err(|e| ProtocolError(format!("invalid message: {e}")))?;
     let msg = match archived {
         ArchivedWireToDriver::Hello { fingerprint, pid } => FromWorker::Hello {
@@ -523,7 +517,7 @@ pub fn decode_to_driver(message: FdMessage) -> Result<FromWorker, ProtocolError>
                         nbytes: nbytes.to_native(),
                         micros: micros.to_native(),
                     }),
-                    ArchivedWireResult::Failed { task, kind, message, micros } => {
+                    ArchivedWireResult::Failed { task, kind, message, type_name, chain, micros } => {
                         let kind = match kind {
                             ArchivedWireFailKind::Error => FailKind::Error,
                             ArchivedWireFailKind::Panic => FailKind::Panic,
@@ -533,6 +527,8 @@ pub fn decode_to_driver(message: FdMessage) -> Result<FromWorker, ProtocolError>
                             task: task.into(),
                             kind,
                             message: message.as_str().to_owned(),
+                            type_name: type_name.as_str().to_owned(),
+                            chain: chain.iter().map(|c| c.as_str().to_owned()).collect(),
                             micros: micros.to_native(),
                         })
                     }
@@ -657,6 +653,8 @@ mod tests {
                 task: WireTask { index: 1, generation: 1 },
                 kind: WireFailKind::Panic,
                 message: "boom".into(),
+                type_name: String::new(),
+                chain: Vec::new(),
                 micros: 7,
             },
             done(2, WireObject::Inline(archive.to_vec())),
@@ -799,6 +797,8 @@ mod tests {
                 task: WireTask { index: 7, generation: 2 },
                 kind: WireFailKind::Error,
                 message: String::from_utf8_lossy(&payload).into_owned(),
+                type_name: "E".into(),
+                chain: vec![String::from_utf8_lossy(&payload).into_owned()],
                 micros: 1,
             }])
             .to_vec();

@@ -22,7 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shoal_core::TaskFailure;
+use shoal_core::driver::describe_args;
+use shoal_core::failure::TaskError;
 use shoal_core::object::{Input, Obj};
+use shoal_core::protocol::FailKind;
+use shoal_core::registry::{InputError, RunError};
 use shoal_core::scheduler::{Event, TaskState, WorkerId};
 
 use super::state::{Effects, Held, Job, JobInput, State};
@@ -268,7 +272,7 @@ impl ProcessesEngine {
                     .and_then(|inputs| batches[at].1.push(Run { task: id, func, inputs }, || self.segment_name("in"))),
             };
             if let Err(message) = batched {
-                let failure = TaskFailure::Error { key, message: format!("could not send its inputs: {message}") };
+                let failure = TaskFailure::error(key, format!("could not send its inputs: {message}"));
                 failures.push(Event::TaskFailed { task: id, worker, failure });
             }
         }
@@ -392,9 +396,18 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
             }
             Event::TaskFinished { task, worker, nbytes }
         }
-        RunResult::Failed { task, kind, message, .. } => {
+        RunResult::Failed { task, kind, message, type_name, chain, .. } => {
             let key = st.sched.key(task)?;
-            let failure = kind.failure(key, message);
+            let arguments = || st.spec(task).map(|spec| describe_args(&spec.task.args, |id| st.sched.key(id)));
+            let failure = match kind {
+                FailKind::Error => TaskFailure::from_run(
+                    key,
+                    RunError::Returned(TaskError::from_parts(type_name, message, chain)),
+                    arguments,
+                ),
+                FailKind::Panic => TaskFailure::Panic { key, message, arguments: arguments() },
+                FailKind::Input => TaskFailure::from_run(key, RunError::Input(InputError(message)), arguments),
+            };
             Event::TaskFailed { task, worker, failure }
         }
     })

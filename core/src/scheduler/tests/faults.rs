@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::*;
 
 fn panic(i: u64) -> TaskFailure {
-    TaskFailure::Panic { key: key(i), message: "oops".into() }
+    TaskFailure::Panic { key: key(i), message: "oops".into(), arguments: None }
 }
 
 #[test]

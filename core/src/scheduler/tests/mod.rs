@@ -105,7 +105,7 @@ impl H {
 }
 
 fn error(i: u64) -> TaskFailure {
-    TaskFailure::Error { key: key(i), message: "boom".into() }
+    TaskFailure::error(key(i), "boom")
 }
 
 /// The failure a `ReportFailed` in `out` carries for `task`.

@@ -143,7 +143,7 @@ proptest! {
         sim.run(0, 0);
         let down = downstream(&spec, f);
         let needed = needed(&spec);
-        let root = TaskFailure::Error { key: key(f as u64), message: "injected error".into() };
+        let root = TaskFailure::error(key(f as u64), "injected error");
         for (i, &t) in ids.iter().enumerate() {
             if !spec[i].1 {
                 continue;
