@@ -437,9 +437,9 @@ impl Input {
 ///
 /// A parameter of type `Vec<A>` may receive a list input, assembled here;
 /// any other type receives one object. Which read applies is decided at
-/// compile time by method resolution on a [`Param`] (the "autoref
-/// specialization" pattern): [`ReadList`] is implemented for `Param<Vec<A>>`
-/// and found first; [`ReadOne`] is implemented for `&Param<T>`, one
+/// compile time by method resolution on a [`Param`](glue::Param) (the "autoref
+/// specialization" pattern): [`ReadList`](glue::ReadList) is implemented for `Param<Vec<A>>`
+/// and found first; [`ReadOne`](glue::ReadOne) is implemented for `&Param<T>`, one
 /// auto-reference further, for every other `T`. Type aliases of `Vec` work,
 /// since the compiler sees through them.
 pub mod glue {

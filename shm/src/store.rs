@@ -5,7 +5,7 @@
 //!
 //! The limit (`ProcessesOptions::memory_limit`) bounds the bytes of result
 //! **segments** the client holds — the sealed memfds of results of at least
-//! [`INLINE_MAX`](super::objects::INLINE_MAX) bytes. Inline results (under
+//! [`INLINE_MAX`](crate::uds::INLINE_MAX) bytes. Inline results (under
 //! 64 KiB each, on the client's heap) are neither counted nor spilled: a
 //! spill file per object that small would cost more than it frees. Literal
 //! arguments published as segments are lineage, not results, and are not

@@ -4,32 +4,35 @@
 //!
 //! # Wire format
 //!
-//! One message = one frame of [`shoal_shm::frame`] (`u32` LE length, then
-//! the payload) with up to [`shoal_shm::MAX_FDS_PER_MESSAGE`] descriptors
-//! attached ([`shoal_shm::fdpass`]). The payload is the rkyv archive of a
-//! [`WireToWorker`] or a [`WireToDriver`]. An object travels as a [`WireObject`]:
-//! its archive inline (under [`INLINE_MAX`](super::objects::INLINE_MAX)
-//! bytes) or the index of one of the frame's descriptors, a sealed memfd
-//! segment holding the archive.
+//! One message = one frame of [`crate::frame`] (`u32` LE length, then the
+//! payload) with up to [`crate::MAX_FDS_PER_MESSAGE`] descriptors attached
+//! ([`crate::fdpass`]). The payload is the rkyv archive of a `WireToWorker`
+//! or a `WireToDriver`. An object travels as a `WireObject`: its archive
+//! inline (under [`INLINE_MAX`](crate::uds::INLINE_MAX) bytes) or the index
+//! of one of the frame's descriptors, a sealed memfd segment holding the
+//! archive.
 //!
 //! # Batches
 //!
-//! Runs and results travel in batches ([`WireToWorker::Runs`],
-//! [`WireToDriver::Results`]): one frame, one `sendmsg` and at most one wake-up
-//! of the reader for everything a pass produced. [`Batcher`] cuts a batch
-//! into frames so that none carries more than `MAX_FDS_PER_MESSAGE`
-//! descriptors nor much more than [`FRAME_BUDGET`] bytes of inline objects;
-//! descriptor indices are per frame.
+//! Runs and results travel in batches ([`RunBatch`], [`ResultBatch`]): one
+//! frame, one `sendmsg` and at most one wake-up of the reader for everything
+//! a pass produced. A batch is cut into frames so that none carries more
+//! than `MAX_FDS_PER_MESSAGE` descriptors nor much more than
+//! `FRAME_BUDGET` (1 MiB) of inline objects; descriptor indices are per
+//! frame. A run with more descriptors than one frame carries is preceded by
+//! `Stash` frames that carry its first descriptors (the worker keeps them
+//! for the next `Runs` frame, whose indices count them first).
 //!
 //! # Checks on receipt
 //!
 //! Every payload is validated with `rkyv::access` (never
-//! `access_unchecked`), then turned into an owned, checked form
-//! ([`ClientMsg`], [`WorkerMsg`]): every descriptor index must name one
-//! descriptor of the frame, each descriptor is used exactly once, and each
-//! must be a sealed memfd ([`Segment::from_fd`]). Anything else is a
-//! [`ProtocolError`]: the receiver closes that connection, with the reason in
-//! its log. Decoding never panics, whatever the bytes (tested below).
+//! `access_unchecked`, with `rancor::BoxedError` so the reason survives
+//! release builds), then turned into the protocol's values: every
+//! descriptor index must name one descriptor of the frame (or of the stash),
+//! each descriptor is used exactly once, and each must be a sealed memfd
+//! ([`Segment::from_fd`]). Anything else is a [`ProtocolError`]: the
+//! receiver closes that connection, with the reason in its log. Decoding
+//! never panics, whatever the bytes (tested below).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -43,7 +46,7 @@ use shoal_core::object::{Input, Obj, RawArchive};
 use shoal_core::protocol::{FailKind, FromWorker, Run, RunResult, ToWorker};
 use shoal_core::scheduler::TaskId;
 
-/// The most descriptors a worker stashes for one run ([`WireToWorker::Stash`]):
+/// The most descriptors a worker stashes for one run (`WireToWorker::Stash`):
 /// a bound on what a malformed stream can make it hold, far above any real
 /// run's inputs (each is a segment the worker maps).
 pub(crate) const MAX_STASHED_FDS: usize = 4096;
@@ -219,7 +222,7 @@ impl BatchItem for WireResult {
 /// at most [`FRAME_BUDGET`] bytes. Items keep their order. An item with
 /// more segments than one frame carries goes alone in its frame, preceded
 /// by frames without items that carry its first descriptors (sent as
-/// [`WireToWorker::Stash`]; only runs can need it).
+/// `WireToWorker::Stash`; only runs can need it).
 pub(crate) struct Batcher<T> {
     frames: Vec<(Vec<T>, Vec<Obj>)>,
     items: Vec<T>,
@@ -454,7 +457,7 @@ where
 }
 
 /// Checks and unpacks a message for a worker. `stash` holds the descriptors
-/// of the [`WireToWorker::Stash`] frames since the last runs: a `Stash` adds to
+/// of the `WireToWorker::Stash` frames since the last runs: a `Stash` adds to
 /// it, `Runs` takes them all (numbered before its own), anything else with
 /// descriptors stashed is an error.
 pub fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<Option<ToWorker>, ProtocolError> {

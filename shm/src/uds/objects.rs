@@ -12,7 +12,7 @@
 //! - An object that is a segment already is passed on as its descriptor:
 //!   every process that reads it maps the producer's pages.
 //! - A value whose archive would pass `MAX_ARCHIVE_LEN` (2 GiB, rkyv's
-//!   32-bit relative pointers) cannot be archived: [`wire`] and [`publish`]
+//!   32-bit relative pointers) cannot be archived: `wire` and [`publish`]
 //!   return the error that says so (the producer's task fails with it, or
 //!   `submit` for a literal argument), found before any byte is copied.
 //!
