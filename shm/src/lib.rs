@@ -67,6 +67,7 @@ mod error;
 pub mod fdpass;
 pub mod frame;
 pub mod limits;
+pub mod logging;
 pub mod object;
 pub mod pool;
 pub mod segment;

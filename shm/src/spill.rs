@@ -250,8 +250,8 @@ impl SpillDir {
         fs::create_dir_all(parent).map_err(dir_error(parent))?;
         let swept = sweep(parent);
         if swept > 0 {
-            eprintln!(
-                "shoal: removed {swept} spill director{} left in {} by dead processes",
+            tracing::info!(
+                "removed {swept} spill director{} left in {} by dead processes",
                 plural(swept),
                 parent.display()
             );
@@ -284,8 +284,8 @@ impl SpillDir {
         if let Ok(stat) = rustix::fs::statfs(&path)
             && matches!(stat.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
         {
-            eprintln!(
-                "shoal: the spill directory {} is on tmpfs, which lives in memory: spilling there frees no memory; \
+            tracing::warn!(
+                "the spill directory {} is on tmpfs, which lives in memory: spilling there frees no memory; \
                  set ProcessesOptions::spill_dir (or TMPDIR) to a directory on a disk",
                 path.display()
             );
@@ -296,7 +296,7 @@ impl SpillDir {
             SpillIo::Auto => match Ring::setup(&path) {
                 Ok(ring) => (Some(ring), None),
                 Err(reason) => {
-                    eprintln!("shoal: spill I/O uses positioned I/O (pwrite/pread): io_uring is unavailable: {reason}");
+                    tracing::info!("spill I/O uses positioned I/O (pwrite/pread): io_uring is unavailable: {reason}");
                     (None, Some(reason))
                 }
             },
@@ -375,7 +375,7 @@ impl Drop for SpillDir {
         if let Err(e) = fs::remove_dir_all(&self.path)
             && e.kind() != io::ErrorKind::NotFound
         {
-            eprintln!("shoal: could not remove the spill directory {}: {e}", self.path.display());
+            tracing::warn!("could not remove the spill directory {}: {e}", self.path.display());
         }
     }
 }

@@ -190,13 +190,13 @@ pub fn default_memory_limit() -> u64 {
 pub fn descriptor_budget(workers: usize) -> u64 {
     use crate::limits;
     let soft = limits::raise_nofile_limit().unwrap_or_else(|e| {
-        eprintln!("shoal: warning: {e}");
+        tracing::warn!("{e}");
         limits::nofile_limit()
     });
     let budget = limits::descriptor_budget(soft, workers);
     if budget == limits::MIN_FD_BUDGET {
-        eprintln!(
-            "shoal: warning: this process may open only {soft} file descriptors (`ulimit -n`), too few for {workers} \
+        tracing::warn!(
+            "this process may open only {soft} file descriptors (`ulimit -n`), too few for {workers} \
              workers and the results they make; results will spill early, and the client may still run out. \
              Raise the hard limit (`ulimit -Hn`, or LimitNOFILE= under systemd)."
         );

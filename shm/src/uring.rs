@@ -304,7 +304,7 @@ impl Ring {
                 Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::INTR | Errno::AGAIN | Errno::BUSY)) => {}
                 Err(e) => {
                     self.broken.store(true, Ordering::Relaxed);
-                    eprintln!("shoal: the spill io_uring failed ({e}); spilling goes on with positioned I/O");
+                    tracing::warn!("the spill io_uring failed ({e}); spilling goes on with positioned I/O");
                     return Err(RingError::Stuck(e));
                 }
             }

@@ -162,6 +162,7 @@ fn job(st: &State<Threads>, id: TaskId) -> Option<Job> {
 
 impl ThreadsEngine {
     pub(crate) fn start(nthreads: usize) -> Result<Arc<ThreadsEngine>> {
+        shoal_shm::logging::install_default();
         let nthreads = nthreads.max(1);
         let mut sched = Scheduler::new(SchedulerConfig::default());
         let mut actions = Vec::new();

@@ -221,17 +221,45 @@ impl<B: Backend> State<B> {
 
     /// Feed one event to the scheduler and carry out its actions.
     pub fn handle(&mut self, event: Event, fx: &mut B::Effects) {
+        // Logged before the scheduler takes it (a failure is moved in); a
+        // disabled level costs one cached check per event.
+        let failed = match &event {
+            Event::TaskFinished { task, worker, nbytes } => {
+                tracing::debug!(target: "shoal::task", key = %self.key_of(*task), worker = worker.0, nbytes, "finished");
+                None
+            }
+            Event::TaskFailed { task, worker, failure } => {
+                if tracing::enabled!(target: "shoal::task", tracing::Level::DEBUG) {
+                    tracing::debug!(target: "shoal::task", key = %self.key_of(*task), worker = worker.0, %failure, "failed");
+                }
+                Some(*task)
+            }
+            _ => None,
+        };
         let mut actions = std::mem::take(&mut self.actions);
         self.sched.handle(event, &mut actions);
+        if let Some(task) = failed
+            && matches!(self.sched.state(task), Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing))
+        {
+            tracing::info!(target: "shoal::task", key = %self.key_of(task), "retried after a failure");
+        }
         self.apply(&mut actions, fx);
         self.actions = actions;
+    }
+
+    /// A task's key for logs.
+    fn key_of(&self, task: TaskId) -> Key {
+        self.sched.key(task).unwrap_or(Key { func: u32::MAX, token: [0; 2] })
     }
 
     /// Carry out the scheduler's actions (draining `actions`).
     pub fn apply(&mut self, actions: &mut Vec<Action>, fx: &mut B::Effects) {
         for action in actions.drain(..) {
             match action {
-                Action::Run { task, worker } => B::run(self, task, worker, fx),
+                Action::Run { task, worker } => {
+                    tracing::debug!(target: "shoal::task", key = %self.key_of(task), worker = worker.0, "run");
+                    B::run(self, task, worker, fx)
+                }
                 Action::Release { task, worker } => B::release(self, task, worker, fx),
                 Action::ReportDone { task } => {
                     if self.waiters.awaits(task) {

@@ -259,6 +259,7 @@ impl<O: Outlet> Shared<O> {
             return; // given back to the driver: it runs elsewhere
         }
         self.queued.fetch_sub(1, Ordering::AcqRel);
+        tracing::trace!(target: "shoal::task", task = task.index, "started");
         let started = Instant::now();
         let result = match entry {
             None => Err(Failure::new(FailKind::Input, format!("this worker has no task number {func}"))),

@@ -171,9 +171,9 @@ impl Running {
                     if self.stopping.load(Ordering::SeqCst) {
                         continue;
                     }
-                    eprintln!(
-                        "shoal: worker {} was lost: {reason} ({status}). The tasks it was running go back to the \
-                         queue, the results it held are recomputed if still needed, and a replacement is started.",
+                    tracing::warn!(
+                        "worker {} was lost: {reason} ({status}). The runs it had go back to the queue (the \
+                         results it made stay in this machine's store), and a replacement is started.",
                         worker.0
                     );
                     self.replace();
@@ -208,7 +208,7 @@ impl Running {
             self.died_before_hello = false;
             match self.join(p) {
                 Err(e) if self.died_before_hello && attempt < START_ATTEMPTS => {
-                    eprintln!("shoal: a starting worker died before its handshake, so another is started: {e}");
+                    tracing::warn!("a starting worker died before its handshake, so another is started: {e}");
                     attempt += 1;
                     p = self.spawn()?;
                 }
@@ -227,7 +227,7 @@ impl Running {
                 Ok(()) => return,
                 Err(Error::Closed) => return,
                 Err(e) => {
-                    eprintln!("shoal: could not start a replacement worker (attempt {attempt}): {e}");
+                    tracing::warn!("could not start a replacement worker (attempt {attempt}): {e}");
                     last = e.to_string();
                     std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
                 }

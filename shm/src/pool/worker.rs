@@ -107,7 +107,7 @@ pub fn take_role() {
     let code = match catch_unwind(|| serve(fd)) {
         Ok(code) => code,
         Err(payload) => {
-            eprintln!("shoal worker {}: internal error: {}", std::process::id(), panic_message(&*payload));
+            tracing::error!("worker process {}: internal error: {}", std::process::id(), panic_message(&*payload));
             EXIT_SETUP
         }
     };
@@ -129,14 +129,17 @@ struct Setup {
 }
 
 fn serve(fd: OsString) -> i32 {
+    // No `main` of the program runs here: the logs go to stderr (inherited
+    // from the client), filtered by the client's RUST_LOG.
+    crate::logging::install_default();
     let setup = match set_up(fd) {
         Ok(Some(setup)) => setup,
         Ok(None) => {
-            eprintln!("shoal worker {}: the client that started it is gone; exiting", std::process::id());
+            tracing::info!("worker process {}: the client that started it is gone; exiting", std::process::id());
             return 0;
         }
         Err(message) => {
-            eprintln!("shoal worker {}: cannot start: {message}", std::process::id());
+            tracing::error!("worker process {}: cannot start: {message}", std::process::id());
             return EXIT_SETUP;
         }
     };
@@ -148,21 +151,21 @@ fn serve(fd: OsString) -> i32 {
     match uds::control_to_driver(&hello) {
         Ok(outgoing) => outlet.send(&outgoing),
         Err(e) => {
-            eprintln!("shoal worker {}: {e}", std::process::id());
+            tracing::warn!("worker process {}: {e}", std::process::id());
             return EXIT_SETUP;
         }
     }
     let socket = match outlet.socket.try_clone() {
         Ok(socket) => socket,
         Err(e) => {
-            eprintln!("shoal worker {}: cannot read its socket: {e}", std::process::id());
+            tracing::error!("worker process {}: cannot read its socket: {e}", std::process::id());
             return EXIT_SETUP;
         }
     };
     let mut worker = match Worker::start(outlet, setup.threads) {
         Ok(worker) => worker,
         Err(e) => {
-            eprintln!("shoal worker {}: cannot start {} threads: {e}", std::process::id(), setup.threads);
+            tracing::error!("worker process {}: cannot start {} threads: {e}", std::process::id(), setup.threads);
             return EXIT_SETUP;
         }
     };
@@ -175,14 +178,14 @@ fn serve(fd: OsString) -> i32 {
             Ok(Some(message)) => message,
             Ok(None) => break 0,
             Err(e) if is_protocol_error(&e) => {
-                eprintln!(
-                    "shoal worker {}: protocol error: the client sent a frame this worker refuses ({e}); exiting",
+                tracing::error!(
+                    "worker process {}: protocol error: the client sent a frame this worker refuses ({e}); exiting",
                     std::process::id()
                 );
                 break EXIT_PROTOCOL;
             }
             Err(e) => {
-                eprintln!("shoal worker {}: lost the client connection: {e}", std::process::id());
+                tracing::info!("worker process {}: lost the client connection: {e}", std::process::id());
                 break 0;
             }
         };
@@ -197,7 +200,10 @@ fn serve(fd: OsString) -> i32 {
             }
             Ok(None) => {}
             Err(e) => {
-                eprintln!("shoal worker {}: malformed message from the client: {e}; exiting", std::process::id());
+                tracing::error!(
+                    "worker process {}: malformed message from the client: {e}; exiting",
+                    std::process::id()
+                );
                 break EXIT_PROTOCOL;
             }
         }
@@ -223,7 +229,7 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     // soft limit goes up to the hard one, as in the client. A worker that
     // cannot raise it works within the soft limit; it is said once.
     if let Err(e) = crate::limits::raise_nofile_limit() {
-        eprintln!("shoal worker {}: warning: {e}", std::process::id());
+        tracing::warn!("worker process {}: {e}", std::process::id());
     }
     let parent: i32 = parse_var(ENV_PARENT)?;
     if rustix::process::getppid().map(|p| p.as_raw_pid()) != Some(parent) {
@@ -317,7 +323,7 @@ impl Uplink {
             outgoing.send(&self.socket)
         };
         if let Err(e) = sent {
-            eprintln!("shoal worker {}: cannot reply to the client ({e}); exiting", std::process::id());
+            tracing::info!("worker process {}: cannot reply to the client ({e}); exiting", std::process::id());
             std::process::exit(0)
         }
     }
@@ -338,19 +344,19 @@ impl Outlet for Uplink {
             // Sealed already: nothing is published here.
             let name = || format!("shoal-w{}-late", std::process::id());
             if let Err(e) = batch.push(result, name) {
-                eprintln!("shoal worker {}: internal error: {e}", std::process::id());
+                tracing::error!("worker process {}: internal error: {e}", std::process::id());
             }
         }
         match batch.finish() {
             Ok(frames) => frames.iter().for_each(|frame| self.send(frame)),
-            Err(e) => eprintln!("shoal worker {}: internal error: {e}", std::process::id()),
+            Err(e) => tracing::error!("worker process {}: internal error: {e}", std::process::id()),
         }
     }
 
     fn send_stolen(&self, tasks: Vec<TaskId>) {
         match uds::control_to_driver(&FromWorker::Stolen(tasks)) {
             Ok(frame) => self.send(&frame),
-            Err(e) => eprintln!("shoal worker {}: internal error: {e}", std::process::id()),
+            Err(e) => tracing::error!("worker process {}: internal error: {e}", std::process::id()),
         }
     }
 }

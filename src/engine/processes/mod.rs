@@ -246,6 +246,7 @@ pub(crate) struct ProcessesEngine {
 impl ProcessesEngine {
     /// Starts the workers and waits until all of them said hello.
     pub(crate) fn start(config: Config) -> Result<Arc<ProcessesEngine>> {
+        shoal_shm::logging::install_default();
         if worker::has_untaken_role() {
             return Err(Error::Start(
                 "this process was started as a shoal worker but did not take the role; call shoal::init() \

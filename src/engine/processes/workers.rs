@@ -283,7 +283,7 @@ impl ProcessesEngine {
                 .and_then(|frames| frames.iter().try_for_each(|frame| conn.send(frame)));
             if let Err(e) = sent {
                 if !self.lock().closed {
-                    eprintln!("shoal: cannot send tasks to worker {} (pid {}): {e}; dropping it", conn.id.0, conn.pid);
+                    tracing::warn!("cannot send tasks to worker {} (pid {}): {e}; dropping it", conn.id.0, conn.pid);
                 }
                 conn.close();
             }
@@ -323,7 +323,7 @@ impl ProcessesEngine {
                 .and_then(|frame| victim.send(&frame));
             if let Err(e) = sent {
                 if !self.lock().closed {
-                    eprintln!("shoal: cannot send to worker {} (pid {}): {e}; dropping it", victim.id.0, victim.pid);
+                    tracing::warn!("cannot send to worker {} (pid {}): {e}; dropping it", victim.id.0, victim.pid);
                 }
                 victim.close();
             }
@@ -340,8 +340,8 @@ impl ProcessesEngine {
             if let Some(e) = failure {
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| {
-                    eprintln!(
-                        "shoal: warning: could not spill a result to disk, so it stays in shared memory over the \
+                    tracing::warn!(
+                        "could not spill a result to disk, so it stays in shared memory over the \
                          memory limit (further failures are counted in Client::store_stats, not logged): {e}"
                     );
                 });
