@@ -57,6 +57,8 @@
 //! runs the whole graph, like `dask.delayed`.
 
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 /// The README's Rust code blocks, run as doc tests (`cargo test --doc`).
 #[cfg(doctest)]

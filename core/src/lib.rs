@@ -16,6 +16,8 @@
 //! Users depend on the `shoal` facade, not on this crate directly.
 
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod claim;
 pub mod driver;
