@@ -58,7 +58,7 @@ fn a_diamond_survives_a_worker_death() {
                 }
                 Action::ReportDone { task } => done.push(task),
                 Action::ReportFailed { task, failure } => panic!("{task:?} failed: {failure}"),
-                Action::Release { .. } | Action::Forget { .. } => {}
+                Action::Release { .. } | Action::Forget { .. } | Action::Recall { .. } => {}
             }
         }
     }
