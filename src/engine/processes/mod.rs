@@ -228,6 +228,7 @@ pub(crate) struct Config {
     pub workers: usize,
     pub threads_per_worker: usize,
     pub env: Vec<(String, String)>,
+    pub worker_ttl: Option<std::time::Duration>,
     pub store: StoreConfig,
 }
 
@@ -262,6 +263,9 @@ impl ProcessesEngine {
         static ENGINES: AtomicU64 = AtomicU64::new(0);
         let sched = Scheduler::new(SchedulerConfig {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
+            // Workers take back an abandoned run they have not started
+            // (`Recall`), and answer for every run.
+            recall: true,
             ..SchedulerConfig::default()
         });
         let mut sched = sched;
@@ -274,7 +278,7 @@ impl ProcessesEngine {
             segment_prefix: format!("shoal-c{}.{}", std::process::id(), ENGINES.fetch_add(1, Ordering::Relaxed)),
             next_segment: AtomicU64::new(0),
         });
-        let spawn = SpawnConfig { threads, env: config.env };
+        let spawn = SpawnConfig { threads, env: config.env, silence_limit: config.worker_ttl };
         let host: std::sync::Weak<dyn PoolHost> = Arc::downgrade(&engine) as std::sync::Weak<dyn PoolHost>;
         let supervisor = Supervisor::start(host, spawn)?;
         let ready = supervisor.start_workers(workers);
