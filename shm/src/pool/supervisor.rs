@@ -34,7 +34,7 @@
 //! A worker sends `Running` every [`SpawnConfig::heartbeat_interval`] from
 //! a thread of its own (whatever its tasks do), and every frame it sends
 //! counts as hearing from it. The supervisor looks at every connection each
-//! [`WATCH_TICK`]: a worker silent for longer than
+//! `WATCH_TICK` (1 s; a quarter of the limit if shorter): a worker silent for longer than
 //! [`SpawnConfig::silence_limit`] while its reader listened (stopped with
 //! SIGSTOP, stuck in the kernel, its heartbeat thread starved) is declared
 //! lost: killed with SIGKILL, which ends its connection, so its reader
@@ -99,7 +99,7 @@ pub struct SpawnConfig {
 
 impl SpawnConfig {
     /// How often workers send their heartbeat: a quarter of the silence
-    /// limit, at most [`MAX_HEARTBEAT_INTERVAL`], at least a millisecond.
+    /// limit, at most `MAX_HEARTBEAT_INTERVAL` (1 s), at least a millisecond.
     pub fn heartbeat_interval(&self) -> Option<Duration> {
         self.silence_limit.map(|limit| (limit / 4).clamp(Duration::from_millis(1), MAX_HEARTBEAT_INTERVAL))
     }
