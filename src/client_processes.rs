@@ -2,6 +2,7 @@
 //! `Client::processes_with(..)`; its options and store figures.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use shoal_shm::SpillIo;
 
@@ -55,7 +56,20 @@ pub struct ProcessesOptions {
     /// (`Auto`, the default), or positioned I/O (`pwrite`/`pread`) always.
     /// [`StoreStats::spill_io`] says which is in use.
     pub spill_io: SpillIo,
+    /// A worker process not heard from for this long is declared lost:
+    /// killed (SIGKILL) and replaced, its runs sent elsewhere — Dask's
+    /// `worker-ttl`. Each worker sends a heartbeat from a thread of its own
+    /// every quarter of this (at most every second), whatever its tasks do,
+    /// so a long task is not silence; a stopped (SIGSTOP) or wedged process
+    /// is. Default: 60 s. `None`: never (and no heartbeats). A zero
+    /// duration is refused.
+    pub worker_ttl: Option<Duration>,
 }
+
+/// The default [`ProcessesOptions::worker_ttl`]: long against any pause of
+/// a healthy process (a swap storm, a debugger's breakpoint, a busy
+/// machine), short against a job waiting for a stopped one.
+pub const DEFAULT_WORKER_TTL: Duration = Duration::from_secs(60);
 
 impl Default for ProcessesOptions {
     fn default() -> Self {
@@ -67,6 +81,7 @@ impl Default for ProcessesOptions {
             memory_limit: None,
             spill_dir: None,
             spill_io: SpillIo::Auto,
+            worker_ttl: Some(DEFAULT_WORKER_TTL),
         }
     }
 }
@@ -84,6 +99,13 @@ impl ProcessesOptions {
         }
         if self.threads_per_worker == 0 {
             return invalid("ProcessesOptions::threads_per_worker is 0: each worker needs at least one thread".into());
+        }
+        if self.worker_ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return invalid(
+                "ProcessesOptions::worker_ttl is zero: every worker would be declared lost at once; give a \
+                 duration (default 60 s), or None to never declare a silent worker lost"
+                    .into(),
+            );
         }
         if let Some(dir) = &self.spill_dir
             && !dir.is_dir()
@@ -126,6 +148,7 @@ impl Client {
             workers: processes.workers,
             threads_per_worker: processes.threads_per_worker,
             env: processes.env,
+            worker_ttl: processes.worker_ttl,
             store: StoreConfig {
                 memory_limit: processes.memory_limit.unwrap_or_else(default_memory_limit),
                 spill_parent: processes.spill_dir.unwrap_or_else(std::env::temp_dir),

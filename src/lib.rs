@@ -76,7 +76,7 @@ mod progress;
 
 pub use args::{IntoArg, IntoArgs, One};
 pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
-pub use client_processes::ProcessesOptions;
+pub use client_processes::{DEFAULT_WORKER_TTL, ProcessesOptions};
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
 pub use lazy::Lazy;

@@ -3,6 +3,7 @@
 //! Each prints a table of medians over several rounds and the ratios that
 //! the targets are stated in, all measured in the same run.
 
+mod chaos;
 mod chart;
 mod compare;
 mod count_letters;
@@ -11,7 +12,7 @@ mod processes;
 mod table;
 
 const USAGE: &str = "\
-usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P]
+usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P] [--trials N] [--seed S]
 
 benchmarks:
   count-letters   sequential vs rayon vs shoal threads on the count_letters job
@@ -20,6 +21,10 @@ benchmarks:
   processes       the processes mode: count-letters and count-letters-pipeline vs threads and
                   rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
   all             every benchmark above
+  chaos           soak test of the processes mode: SIGKILL workers at random moments during a job
+                  with dependencies; reports correct answers, hangs and leaks (processes,
+                  descriptors, memfd segments, /dev/shm, spill files). --trials N (default 50),
+                  --seed S (default: from the clock). Not part of `all`.
   compare         shoal vs Dask side by side (same work, alternated rounds); writes
                   bench/RESULTS.md and bench/results/speedup.svg. Default 3 rounds
                   (--quick: 2, small sizes, under two minutes); --no-dask: shoal only.
@@ -40,6 +45,7 @@ fn main() {
         std::process::exit(2);
     };
     let (mut rounds, mut quick, mut dask, mut processes) = (None, false, true, None);
+    let (mut trials, mut seed) = (50, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
@@ -47,6 +53,14 @@ fn main() {
             "--processes" if name == "overhead" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(p) if p > 0 => processes = Some(p),
                 _ => fail("--processes needs a positive number"),
+            },
+            "--trials" if name == "chaos" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => trials = n,
+                _ => fail("--trials needs a positive number"),
+            },
+            "--seed" if name == "chaos" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(s) => seed = Some(s),
+                _ => fail("--seed needs a number"),
             },
             "--rounds" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) if n > 0 => rounds = Some(n),
@@ -61,6 +75,12 @@ fn main() {
         "count-letters" => count_letters::run(&opts),
         "overhead" => overhead::run(&opts, processes),
         "processes" => processes::run(&opts),
+        "chaos" => chaos::run(
+            trials,
+            seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+            }),
+        ),
         "all" => count_letters::run(&opts)
             .and_then(|_| overhead::run(&opts, None))
             .and_then(|_| overhead::run(&opts, Some(2)))

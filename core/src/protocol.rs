@@ -12,11 +12,24 @@
 //!                                  ◄───    Results [Done | Failed]
 //!   Steal { count }                    ───►  give back unstarted runs
 //!                                  ◄───    Stolen [task, …]
+//!   Recall [task, …]                   ───►  give back these if not started
+//!                                  ◄───    Recalled [task, …] (if any)
+//!                                  ◄───    Running [task, …] (every heartbeat
+//!                                          interval, and before a run with
+//!                                          `report_start`)
 //!   Shutdown                           ───►  exit
 //! ```
 //!
 //! A worker answers every run it was sent exactly once — `Done`, `Failed`,
-//! or listed in `Stolen` — unless it is lost.
+//! or listed in `Stolen` or `Recalled` — unless it is lost.
+//!
+//! `Running` lists the runs started and not ended, sent by the worker's own
+//! thread (never a task's) every heartbeat interval — so a driver that
+//! hears nothing from a worker for many intervals knows it is stuck or
+//! stopped, however long its tasks — and, synchronously, before a run sent
+//! with `report_start` starts: then the driver knows, even if the run
+//! kills the process at once, that it had started (see
+//! `Scheduler::is_suspect`).
 
 use crate::object::{Input, Obj};
 use crate::scheduler::TaskId;
@@ -30,6 +43,9 @@ pub struct Run {
     pub func: u32,
     /// One per parameter.
     pub inputs: Vec<Input>,
+    /// Say `Running` (naming this run) before starting it, and wait until
+    /// it is sent.
+    pub report_start: bool,
 }
 
 /// From a driver to a worker.
@@ -42,6 +58,10 @@ pub enum ToWorker {
         /// The most runs to give back.
         count: u32,
     },
+    /// Give back these runs if they have not started, and never start
+    /// them: answered by one [`FromWorker::Recalled`] listing those given
+    /// back, if any (the others are answered as they end).
+    Recall(Vec<TaskId>),
     /// Exit now, whatever is running.
     Shutdown,
 }
@@ -119,4 +139,10 @@ pub enum FromWorker {
     /// The answer to one [`ToWorker::Steal`]: the runs given back (maybe
     /// none), oldest first, which the worker never started and never will.
     Stolen(Vec<TaskId>),
+    /// The answer to a [`ToWorker::Recall`]: the runs given back, which the
+    /// worker never started and never will.
+    Recalled(Vec<TaskId>),
+    /// The runs started and not ended when it was sent: the heartbeat, and
+    /// the notice a `report_start` run sends before it starts.
+    Running(Vec<TaskId>),
 }

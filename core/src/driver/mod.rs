@@ -162,6 +162,13 @@ pub trait Backend: Sized + Send + 'static {
     fn run(st: &mut State<Self>, task: TaskId, worker: WorkerId, fx: &mut Self::Effects);
     /// `Action::Release`: `worker` may drop its copy of `task`'s result.
     fn release(st: &mut State<Self>, task: TaskId, worker: WorkerId, fx: &mut Self::Effects);
+    /// `Action::Recall`: take back the run of `task` sent to `worker` if it
+    /// has not started (only with `SchedulerConfig::recall`, which a backend
+    /// that overrides this sets; the default, for a pool that cannot take
+    /// runs back, does nothing).
+    fn recall(st: &mut State<Self>, task: TaskId, worker: WorkerId, fx: &mut Self::Effects) {
+        let _ = (st, task, worker, fx);
+    }
     /// `Action::Forget`: the spec is gone; drop what it holds (after
     /// unlocking, through `fx`).
     fn forget(&mut self, spec: Spec<Self::Task>, fx: &mut Self::Effects);
@@ -261,6 +268,7 @@ impl<B: Backend> State<B> {
                     B::run(self, task, worker, fx)
                 }
                 Action::Release { task, worker } => B::release(self, task, worker, fx),
+                Action::Recall { task, worker } => B::recall(self, task, worker, fx),
                 Action::ReportDone { task } => {
                     if self.waiters.awaits(task) {
                         fx.wake_clients();

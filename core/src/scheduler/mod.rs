@@ -52,15 +52,30 @@
 //!   the task was *forgotten* meanwhile, the id is stale and the scheduler
 //!   says nothing: a driver drops a result that arrives for an id it was
 //!   told to `Forget`.
-//! - **Abandoned runs free their slot at once**, so a worker may briefly run
-//!   more than its slots (the abandoned run cannot be stopped).
-//! - **Lost results.** On `WorkerLost`, what the worker ran is rescheduled
-//!   (its death count +1; `KilledWorker` once it reaches
-//!   `max_worker_deaths`, counted in a row: a good run resets it), and what
-//!   it held is recomputed if still needed. Dependents of a lost result
-//!   that were already running on *other* workers are taken back to
-//!   `waiting` too — they may not have fetched it — and their late results
-//!   are released as above.
+//! - **Abandoned runs.** A run the scheduler stops waiting for (cancelled,
+//!   failed through an input, no longer needed, an input lost) may still
+//!   run. A driver whose workers can take back a run they have not started
+//!   (`SchedulerConfig::recall`) gets `Recall { task, worker }` and must
+//!   take it back if it can; the run keeps its slot until the worker
+//!   answers for it — `TaskFinished` or `TaskFailed` if it ran,
+//!   `TaskStolen` if it was taken back — so a worker is never sent more
+//!   runs than its slots, and nothing is sent in place of a run that is
+//!   about to be cancelled too. Without `recall` (a pool that cannot take a
+//!   run back, like the threads mode's) the slot is free at once, and a
+//!   worker may briefly run more than its slots.
+//! - **Lost results.** On `WorkerLost`, what the worker ran is rescheduled,
+//!   and what it held is recomputed if still needed. Only a run *known to
+//!   have started* (`TaskStarted`) counts a death against its task
+//!   (`KilledWorker` once it reaches `max_worker_deaths`, counted in a row:
+//!   a good run resets it); a run that may only have been queued there
+//!   counts nothing — Dask's rule: a task is suspicious only if it was
+//!   executing — but makes its task a *suspect*
+//!   ([`Scheduler::is_suspect`]): the driver must learn of the start of a
+//!   suspect's next run before it runs, so a task that kills every worker
+//!   it starts on is still failed, after one uncounted loss at most.
+//!   Dependents of a lost result that were already running on *other*
+//!   workers are taken back to `waiting` too — they may not have fetched
+//!   it — and their runs are abandoned as above.
 //! - **Cancel** fails a task that is not finished, and everything on its way
 //!   that depends on it; a finished task's result stays (its futures are told
 //!   `Cancelled`; references still go through `ClientReleased`).
@@ -231,6 +246,15 @@ pub enum Event {
         /// Runs queued on a worker per thread, beyond the running one.
         extra_slots_per_thread: u32,
     },
+    /// The run of `task` on `worker` has started (the worker said so): a
+    /// loss of `worker` from now on is counted against the task (see "Lost
+    /// results" above). Ignored unless the task is processing there.
+    TaskStarted {
+        /// The task.
+        task: TaskId,
+        /// Where it runs.
+        worker: WorkerId,
+    },
     /// The run of `task` sent to `from` was given back before it started,
     /// and will never start there: run it on `to` if that is a live worker
     /// with a free slot, else queue it again (see "Stealing" above).
@@ -273,6 +297,16 @@ pub enum Action {
         /// Why.
         failure: Arc<TaskFailure>,
     },
+    /// Take back the run of `task` sent to `worker` if it has not started
+    /// (the scheduler no longer waits for it), and answer for it in any
+    /// case: `TaskStolen` if taken back, else its result or failure. Only
+    /// with [`SchedulerConfig::recall`]; the run keeps its slot until then.
+    Recall {
+        /// The task.
+        task: TaskId,
+        /// The worker it was sent to.
+        worker: WorkerId,
+    },
     /// The record is gone; the driver drops what it keeps for the id.
     Forget {
         /// The task.
@@ -288,14 +322,21 @@ pub struct SchedulerConfig {
     /// in priority order, which keeps memory low; a little slack hides the
     /// latency between a task finishing and the next one arriving.
     pub extra_slots_per_thread: u32,
-    /// A task that was running on this many workers when they died is failed
-    /// with [`TaskFailure::KilledWorker`] (Dask's `allowed-failures` + 1;
+    /// A task that was running (its start known: [`Event::TaskStarted`]) on
+    /// this many workers in a row when they died is failed with
+    /// [`TaskFailure::KilledWorker`] (Dask's `allowed-failures` + 1;
     /// 0 is taken as 1, and deaths are counted up to 255 only).
     pub max_worker_deaths: u32,
+    /// The driver's workers can take back a run they have not started, and
+    /// answer for every run they were sent: an abandoned run then keeps its
+    /// slot until its worker answers for it, and `Recall` asks for it back
+    /// (see "Abandoned runs" in the module docs). `false`: its slot is free
+    /// at once.
+    pub recall: bool,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { extra_slots_per_thread: 1, max_worker_deaths: 3 }
+        SchedulerConfig { extra_slots_per_thread: 1, max_worker_deaths: 3, recall: false }
     }
 }

@@ -68,6 +68,9 @@ pub(crate) struct Sim {
     next_worker: u32,
     /// Runs sent and not completed, with the key the task had then.
     pub running: Vec<(TaskId, WorkerId, Key)>,
+    /// Whether the scheduler runs with `recall` (then every run in flight
+    /// keeps its slot until answered, which [`Sim::check`] verifies).
+    recall: bool,
     /// Results the workers hold.
     pub held: BTreeSet<(TaskId, WorkerId)>,
     /// Every id `submit` returned, and its inputs.
@@ -85,6 +88,7 @@ impl Sim {
     pub fn new(config: SchedulerConfig, workers: u32, nthreads: u32, seed: u64) -> Sim {
         let mut sim = Sim {
             sched: Scheduler::new(config),
+            recall: config.recall,
             rng: Rng::new(seed),
             faults: Faults::default(),
             alive: BTreeSet::new(),
@@ -143,8 +147,16 @@ impl Sim {
     }
 
     /// Kills a random worker, and starts a replacement so work goes on.
+    /// Before it dies, the driver learns that some of its runs started (at
+    /// random): only those count against their tasks.
     pub fn kill_one(&mut self) {
         let w = *self.alive.iter().nth(self.rng.below(self.alive.len())).expect("a worker");
+        let on_w: Vec<TaskId> = self.running.iter().filter(|r| r.1 == w).map(|r| r.0).collect();
+        for t in on_w {
+            if self.rng.chance(50) {
+                self.event(Event::TaskStarted { task: t, worker: w });
+            }
+        }
         self.alive.remove(&w);
         self.held.retain(|&(_, h)| h != w);
         self.running.retain(|&(_, h, _)| h != w);
@@ -259,6 +271,15 @@ impl Sim {
                     *self.runs.entry(task).or_default() += 1;
                     self.running.push((task, worker, key));
                 }
+                Action::Recall { task, worker } => {
+                    assert!(self.recall, "Recall of {task:?} without SchedulerConfig::recall");
+                    assert!(self.alive.contains(&worker), "Recall of {task:?} from dead {worker:?}");
+                    assert!(
+                        self.running.iter().any(|&(t, w, _)| t == task && w == worker),
+                        "Recall of {task:?} on {worker:?}, which is not running it"
+                    );
+                    assert_ne!(self.sched.processing_on(task), Some(worker), "Recall of a run still waited for");
+                }
                 Action::Release { task, worker } => {
                     assert!(self.held.remove(&(task, worker)), "Release of {task:?} on {worker:?}, not held there");
                 }
@@ -345,6 +366,17 @@ impl Sim {
         assert_eq!(by_state, live);
         for &(t, w) in &self.held {
             assert_eq!(self.sched.holders(t), &[w], "{t:?} held on {w:?} unknown to the scheduler");
+        }
+        // Slots: with `recall`, every run in flight keeps its slot until it
+        // is answered; without, abandoned runs free theirs at once.
+        for &w in &self.alive {
+            let in_flight = self.running.iter().filter(|r| r.1 == w).count();
+            let load = self.sched.load(w).expect("a live worker is known");
+            if self.recall {
+                assert_eq!(load, in_flight, "{w:?}: slots taken ≠ runs not answered");
+            } else {
+                assert!(load <= in_flight, "{w:?}: more slots taken than runs in flight");
+            }
         }
     }
 

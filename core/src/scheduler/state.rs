@@ -4,9 +4,11 @@
 //! queue and placement in [`super::workers`], the records in
 //! [`super::record`].
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
+use super::hash::SeededState;
 use super::keys::KeyIndex;
 use super::queue::RunQueue;
 use super::record::{MAX_SLOTS, NewRecord, Priority, Slab};
@@ -78,6 +80,9 @@ pub struct Scheduler {
     pub(super) settle: Vec<TaskId>,
     /// Scratch space of placement, kept to avoid an allocation per task.
     pub(super) placement: Vec<(WorkerId, u64)>,
+    /// Tasks whose run was lost without being known to have started (see
+    /// [`Scheduler::is_suspect`]); few, and empty unless workers were lost.
+    pub(super) suspects: HashSet<TaskId, SeededState>,
 }
 
 impl fmt::Debug for Scheduler {
@@ -105,6 +110,7 @@ impl Scheduler {
             wake: Vec::new(),
             settle: Vec::new(),
             placement: Vec::new(),
+            suspects: HashSet::default(),
         }
     }
 
@@ -233,6 +239,7 @@ impl Scheduler {
             Event::Cancel { task } => self.cancel(task, out),
             Event::TaskStolen { task, from, to } => self.task_stolen(task, from, to, out),
             Event::Saturation { extra_slots_per_thread } => self.set_saturation(extra_slots_per_thread),
+            Event::TaskStarted { task, worker } => self.task_started(task, worker),
         }
         self.settle_all(out);
     }
@@ -265,10 +272,22 @@ impl Scheduler {
         self.tasks.get(task).filter(|r| r.state() == TaskState::Processing).map(|r| r.worker)
     }
 
-    /// Tasks sent to the worker and not finished (running, queued on it, or
-    /// on their way back); `None` for an unknown worker.
+    /// Runs sent to the worker and not answered (running, queued on it, on
+    /// their way back, or abandoned and not answered yet); `None` for an
+    /// unknown worker.
     pub fn load(&self, worker: WorkerId) -> Option<usize> {
-        self.workers.processing(worker).map(<[TaskId]>::len)
+        self.workers.load(worker)
+    }
+
+    /// Whether a run of the task was lost with its worker without being
+    /// known to have started ([`Event::TaskStarted`]): nothing was counted
+    /// against it, so the driver must learn when its next run starts
+    /// *before* it runs (the worker says so first), so that the next loss
+    /// is judged exactly — counted if it started, not if it was only
+    /// queued. A driver whose workers are never lost never sees one.
+    /// Cleared by a successful run.
+    pub fn is_suspect(&self, task: TaskId) -> bool {
+        !self.suspects.is_empty() && self.tasks.get(task).is_some() && self.suspects.contains(&task)
     }
 
     /// The task's inputs, one entry per edge, in the order submitted.

@@ -60,6 +60,10 @@ impl Scheduler {
     pub(super) fn task_finished(&mut self, t: TaskId, w: WorkerId, nbytes: u64, out: &mut Vec<Action>) {
         // A stale id: the driver drops the result of a task it was told to
         // forget; nothing here may touch the slot's new occupant.
+        if !self.is_processing_on(t, w) {
+            // An abandoned run's slot is free now.
+            self.abandoned_answered(t, w);
+        }
         let Some(r) = self.tasks.get(t) else { return };
         if r.state() != TaskState::Processing || r.worker != w {
             // Nobody waits for this run (cancelled, no longer needed, lost and
@@ -76,8 +80,12 @@ impl Scheduler {
         self.tasks.set_state(t, TaskState::Memory);
         let r = self.tasks.at_mut(t);
         r.nbytes = nbytes;
-        // `KilledWorker` counts deaths in a row: a good run ends the row.
+        // `KilledWorker` counts deaths in a row: a good run ends the row,
+        // and clears any suspicion.
         r.deaths = 0;
+        if !self.suspects.is_empty() {
+            self.suspects.remove(&t);
+        }
         self.add_held(t, w);
         self.release_inputs(t);
         if self.tasks.at(t).client_refs > 0 {
@@ -96,13 +104,18 @@ impl Scheduler {
     }
 
     pub(super) fn task_failed(&mut self, t: TaskId, w: WorkerId, failure: TaskFailure, out: &mut Vec<Action>) {
-        let Some(r) = self.tasks.get_mut(t) else { return };
-        if r.state() != TaskState::Processing || r.worker != w {
-            return; // a run nobody waits for any more
+        if !self.is_processing_on(t, w) {
+            // A run nobody waits for any more; if it was abandoned, its slot
+            // is free now.
+            self.abandoned_answered(t, w);
+            return;
         }
+        // The run ended: its slot is free (and `fail` below finds no open
+        // run to abandon).
+        self.stop_processing(t);
+        let r = self.tasks.at_mut(t);
         if failure.is_retryable() && r.retries > 0 {
             r.retries -= 1;
-            self.stop_processing(t);
             self.enqueue(t);
         } else {
             self.fail(t, Arc::new(failure), out);
@@ -146,10 +159,13 @@ impl Scheduler {
         }
     }
 
-    /// Everything `w` ran is rescheduled (or failed with `KilledWorker` once
-    /// it has killed enough workers); everything it held moves to `heir`
-    /// (`ProcessLost`: the results outlive the process) or is lost and
-    /// recomputed if still needed.
+    /// Everything `w` ran is rescheduled; a run known to have started
+    /// (`TaskStarted`) counts a death against its task, which fails with
+    /// `KilledWorker` once it has killed enough workers in a row, and a run
+    /// not known to have started counts nothing but makes its task a
+    /// suspect (see [`Scheduler::is_suspect`]). Everything `w` held moves to
+    /// `heir` (`ProcessLost`: the results outlive the process) or is lost
+    /// and recomputed if still needed. Its abandoned runs are gone with it.
     pub(super) fn worker_lost(&mut self, w: WorkerId, heir: Option<WorkerId>, out: &mut Vec<Action>) {
         let Some(worker) = self.workers.remove(w) else { return };
         // Results that outlive the process move to the heir.
@@ -163,11 +179,20 @@ impl Scheduler {
                 continue;
             }
             self.tasks.set_state(t, TaskState::Released);
-            self.result_lost(t, w);
+            self.result_lost(t, w, out);
             self.wake.push(t);
         }
-        for &t in &worker.processing {
+        for (&t, &started) in worker.processing.iter().zip(&worker.started) {
             debug_assert_eq!(self.tasks.at(t).state(), TaskState::Processing);
+            if !started {
+                // Maybe only queued there: innocent until its next run says
+                // otherwise (Dask: a task is suspicious only if it was
+                // executing). The driver learns that run's start before it
+                // runs, so the next loss is judged exactly.
+                self.suspects.insert(t);
+                self.replan(t);
+                continue;
+            }
             let r = self.tasks.at_mut(t);
             r.deaths = r.deaths.saturating_add(1);
             let attempts = u32::from(r.deaths);
@@ -187,7 +212,7 @@ impl Scheduler {
     /// running elsewhere are taken back too — they may not have fetched it,
     /// and a task only runs with all its inputs in memory; their runs'
     /// results will be released when they arrive.
-    fn result_lost(&mut self, t: TaskId, w: WorkerId) {
+    fn result_lost(&mut self, t: TaskId, w: WorkerId, out: &mut Vec<Action>) {
         for k in 0..self.tasks.at(t).dependents.len() {
             let d = self.tasks.at(t).dependents[k];
             let Some(dep) = self.tasks.get_mut(d) else { continue };
@@ -199,7 +224,7 @@ impl Scheduler {
                 }
                 // Tasks running on `w` itself are rescheduled by the caller.
                 TaskState::Processing if dep.worker != w => {
-                    self.stop_processing(d);
+                    self.abandon_run(d, out);
                     *self.tasks.at_mut(d).missing() = 1;
                     self.tasks.set_state(d, TaskState::Waiting);
                 }
@@ -270,7 +295,7 @@ impl Scheduler {
             }
             TaskState::Waiting | TaskState::Ready | TaskState::Processing => {
                 if r.state() == TaskState::Processing {
-                    self.stop_processing(t);
+                    self.abandon_run(t, out);
                 }
                 self.release_inputs(t);
                 self.tasks.set_state(t, TaskState::Released);
@@ -308,6 +333,9 @@ impl Scheduler {
             }
         }
         self.keys.remove(&self.tasks.at(t).key(), t);
+        if !self.suspects.is_empty() {
+            self.suspects.remove(&t);
+        }
         self.tasks.free(t);
         out.push(Action::Forget { task: t });
     }
@@ -337,7 +365,9 @@ impl Scheduler {
         let state = self.tasks.at(t).state();
         debug_assert!(!matches!(state, TaskState::Memory | TaskState::Erred));
         if state == TaskState::Processing {
-            self.stop_processing(t);
+            // Cancelled, or an input failed: the run is abandoned (a run that
+            // ended or was lost is no longer open, and nothing happens).
+            self.abandon_run(t, out);
         }
         if needs_inputs(state) {
             self.release_inputs(t);

@@ -16,6 +16,13 @@
 //! straight to the thief the driver names, if it has a free slot, or goes
 //! back to the queue.
 //!
+//! A run the scheduler gives up on (`abandon_run`: cancelled, no longer
+//! needed, an input lost) leaves `processing`. With
+//! [`super::SchedulerConfig::recall`] it moves to the worker's `abandoned`
+//! list and keeps its slot until the worker answers for it (its result, its
+//! failure, or `TaskStolen` once taken back); otherwise its slot is free at
+//! once. Either way the scheduler no longer waits for it.
+//!
 //! Placement: among workers with a free slot, the one holding the most bytes
 //! of the task's inputs, then the one processing fewest tasks, then the
 //! lowest id — deterministic, so the simulator's runs are reproducible.
@@ -33,16 +40,24 @@ pub(super) struct Worker {
     capacity: u32,
     /// Tasks sent to it and not finished; a task's `pos` is its index here.
     pub processing: Vec<TaskId>,
+    /// Beside `processing`, entry for entry: the driver said the run started
+    /// (`TaskStarted`), so a loss of the worker is counted against it.
+    pub started: Vec<bool>,
+    /// Runs the scheduler gave up on that the worker has not answered yet
+    /// (see "Abandoned runs" in the module docs of the scheduler): they keep
+    /// their slot until `TaskFinished`, `TaskFailed` or `TaskStolen` names
+    /// them. Only with [`super::SchedulerConfig::recall`]. A short list.
+    pub abandoned: Vec<TaskId>,
     /// Tasks whose result it holds; a task's `pos` is its index here.
     pub held: Vec<TaskId>,
 }
 
 impl Worker {
     fn load(&self) -> u32 {
-        // `processing` never exceeds a `u32` capacity by more than the tasks
-        // a shrinking `WorkerJoined` left on it, all of which were sent
-        // within an earlier `u32` capacity.
-        u32::try_from(self.processing.len()).unwrap_or(u32::MAX)
+        // `processing` and `abandoned` never exceed a `u32` capacity by more
+        // than the tasks a shrinking `WorkerJoined` left on it, all of which
+        // were sent within an earlier `u32` capacity.
+        u32::try_from(self.processing.len() + self.abandoned.len()).unwrap_or(u32::MAX)
     }
 
     fn has_free_slot(&self) -> bool {
@@ -63,9 +78,9 @@ impl Workers {
         self.map.contains_key(&w)
     }
 
-    /// What `w` is processing.
-    pub fn processing(&self, w: WorkerId) -> Option<&[TaskId]> {
-        self.map.get(&w).map(|worker| worker.processing.as_slice())
+    /// Runs sent to `w` and not answered: processing, and abandoned.
+    pub fn load(&self, w: WorkerId) -> Option<usize> {
+        self.map.get(&w).map(|worker| worker.processing.len() + worker.abandoned.len())
     }
 
     fn has_free_slot(&self, w: WorkerId) -> bool {
@@ -114,7 +129,14 @@ impl Scheduler {
                 });
             }
             Entry::Vacant(slot) => {
-                slot.insert(Worker { nthreads, capacity, processing: Vec::new(), held: Vec::new() });
+                slot.insert(Worker {
+                    nthreads,
+                    capacity,
+                    processing: Vec::new(),
+                    started: Vec::new(),
+                    abandoned: Vec::new(),
+                    held: Vec::new(),
+                });
                 if capacity > 0 {
                     self.workers.free.insert((0, w));
                 }
@@ -196,9 +218,11 @@ impl Scheduler {
     /// "Stealing" in the module docs): it goes to `to` if that worker is
     /// live with a free slot, else back to the queue.
     pub(super) fn task_stolen(&mut self, t: TaskId, from: WorkerId, to: Option<WorkerId>, out: &mut Vec<Action>) {
-        let Some(r) = self.tasks.get(t) else { return };
-        if r.state() != TaskState::Processing || r.worker != from {
-            return; // a run nobody waits for any more
+        if !self.is_processing_on(t, from) {
+            // A run nobody waits for any more; if it was abandoned, its slot
+            // is free now.
+            self.abandoned_answered(t, from);
+            return;
         }
         self.stop_processing(t);
         match to.filter(|&w| w != from && self.workers.has_free_slot(w)) {
@@ -210,9 +234,16 @@ impl Scheduler {
         }
     }
 
+    /// Whether `t` is live and processing on `w` (a run the scheduler waits
+    /// for there).
+    pub(super) fn is_processing_on(&self, t: TaskId, w: WorkerId) -> bool {
+        self.tasks.get(t).is_some_and(|r| r.state() == TaskState::Processing && r.worker == w)
+    }
+
     fn start_processing(&mut self, t: TaskId, w: WorkerId) {
         let pos = self.workers.update(w, |worker| {
             worker.processing.push(t);
+            worker.started.push(false);
             worker.processing.len() - 1
         });
         debug_assert!(pos.is_some(), "dispatch chose an unknown worker");
@@ -221,20 +252,91 @@ impl Scheduler {
         r.set_pos(pos.unwrap_or(0));
     }
 
-    /// Takes `t` (processing) off its worker's list, freeing the slot. The
-    /// worker may be gone already (`WorkerLost` takes its lists first).
+    /// Whether `t` (processing) still has its entry on its worker's list:
+    /// false once its run ended or was abandoned, or its worker is gone.
+    fn has_open_run(&self, t: TaskId) -> bool {
+        let r = self.tasks.at(t);
+        self.workers.map.get(&r.worker).is_some_and(|worker| worker.processing.get(r.pos()) == Some(&t))
+    }
+
+    /// Takes `t` (processing) off its worker's list, freeing the slot; the
+    /// run ended (or is the worker's no more). The worker may be gone
+    /// already (`WorkerLost` takes its lists first), and the entry too (a
+    /// run that ended, then the task failed): then nothing happens.
     pub(super) fn stop_processing(&mut self, t: TaskId) {
+        if !self.has_open_run(t) {
+            return;
+        }
         let (w, pos) = {
             let r = self.tasks.at(t);
             (r.worker, r.pos())
         };
         let moved = self.workers.update(w, |worker| {
-            debug_assert_eq!(worker.processing.get(pos), Some(&t));
             worker.processing.swap_remove(pos);
+            worker.started.swap_remove(pos);
             worker.processing.get(pos).copied()
         });
         if let Some(Some(moved)) = moved {
             self.tasks.at_mut(moved).set_pos(pos);
+        }
+    }
+
+    /// The scheduler stops waiting for `t`'s run (processing), which may
+    /// still run. A driver that can take runs back
+    /// ([`super::SchedulerConfig::recall`]) is told to (`Recall`), and the
+    /// run keeps its slot until the worker answers for it; otherwise the
+    /// slot is free at once. Nothing happens if the run is not open (it
+    /// ended, or its worker is gone).
+    pub(super) fn abandon_run(&mut self, t: TaskId, out: &mut Vec<Action>) {
+        if !self.has_open_run(t) {
+            return;
+        }
+        if !self.config.recall {
+            self.stop_processing(t);
+            return;
+        }
+        let (w, pos) = {
+            let r = self.tasks.at(t);
+            (r.worker, r.pos())
+        };
+        // The load is unchanged (one entry moves between the lists), so the
+        // free set needs no update.
+        let moved = self.workers.map.get_mut(&w).and_then(|worker| {
+            worker.processing.swap_remove(pos);
+            worker.started.swap_remove(pos);
+            worker.abandoned.push(t);
+            worker.processing.get(pos).copied()
+        });
+        if let Some(moved) = moved {
+            self.tasks.at_mut(moved).set_pos(pos);
+        }
+        out.push(Action::Recall { task: t, worker: w });
+    }
+
+    /// `w` answered for a run of `t` the scheduler no longer waits for: if
+    /// it was abandoned there, its slot is free now. Whether it was.
+    pub(super) fn abandoned_answered(&mut self, t: TaskId, w: WorkerId) -> bool {
+        self.workers
+            .update(w, |worker| match worker.abandoned.iter().position(|&x| x == t) {
+                Some(i) => {
+                    worker.abandoned.swap_remove(i);
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false)
+    }
+
+    /// The driver learned that `t`'s run on `w` started.
+    pub(super) fn task_started(&mut self, t: TaskId, w: WorkerId) {
+        if !self.is_processing_on(t, w) {
+            return; // ended, abandoned or lost meanwhile: nothing to note
+        }
+        let pos = self.tasks.at(t).pos();
+        if let Some(worker) = self.workers.map.get_mut(&w)
+            && let Some(started) = worker.started.get_mut(pos)
+        {
+            *started = true;
         }
     }
 

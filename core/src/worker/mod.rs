@@ -7,14 +7,16 @@
 //!
 //! One thread — the transport's reader — hands each message to
 //! [`Worker::handle`]: runs are queued on a work-stealing pool of threads,
-//! each with a [`Claim`]; a `Steal` gives back runs not started yet.
+//! each with a [`Claim`]; a `Steal` gives back runs not started yet, newest
+//! first, and a `Recall` the runs it names, if they have not started.
 //!
 //! # Claims: a run starts here or is given back, never both
 //!
 //! Each queued run carries a claim, `QUEUED` when it arrives. A pool thread
 //! that pops it claims it `STARTED` before touching it; the reader,
 //! answering `Steal { count }`, claims up to `count` runs `STOLEN`, newest
-//! first, and lists exactly those in its `Stolen` answer. Both are one
+//! first, and lists exactly those in its `Stolen` answer (a `Recall`
+//! claims the runs it names, and lists them in `Recalled`). Both are one
 //! compare-and-swap on the same atomic, so exactly one side wins: a stolen
 //! run is never started here (the pool drops it when it pops it), and a
 //! started run is never listed as stolen (`core/tests/loom.rs` checks it).
@@ -33,11 +35,21 @@
 //! transport, and a driver blocked sending it runs (while its own end is
 //! full of this worker's results) cannot deadlock with it.
 //!
+//! # Running runs and the heartbeat
+//!
+//! The outbox also lists the runs started and not ended. A heartbeat
+//! thread of the worker's own sends that list (`Running`) every interval,
+//! whatever its tasks do: a driver that hears nothing for many intervals
+//! knows the process is stopped or stuck, not busy. And a run sent with
+//! `report_start` is not started until a `Running` naming it is sent (by
+//! the pool thread that starts it, synchronously): if it then kills the
+//! process, its driver knows it had started.
+//!
 //! # Invariants
 //!
 //! - The reader never runs a task and never sends.
 //! - Every run received is answered exactly once — `Done`, `Failed` or
-//!   listed in `Stolen` — unless the process dies.
+//!   listed in `Stolen` or `Recalled` — unless the process dies.
 //! - A task's inputs are dropped (unmapped) before its result is posted:
 //!   once the driver sees a task done, the task holds nothing of its inputs.
 
@@ -45,7 +57,7 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::claim::Claim;
 use crate::executor::{Local, Pool, Spawner};
@@ -67,6 +79,12 @@ pub trait Outlet: Send + Sync + 'static {
     fn send_results(&self, results: Vec<RunResult>);
     /// Sends the answer to one steal.
     fn send_stolen(&self, tasks: Vec<TaskId>);
+    /// Sends the answer to a recall (the runs given back).
+    fn send_recalled(&self, tasks: Vec<TaskId>);
+    /// Sends the runs started and not ended (the heartbeat, and the notice
+    /// before a `report_start` run); called from the heartbeat thread and
+    /// from pool threads.
+    fn send_running(&self, tasks: Vec<TaskId>);
 }
 
 /// What the reader should do after a message.
@@ -86,19 +104,29 @@ struct Job {
     entry: Option<&'static TaskEntry>,
     inputs: Vec<Input>,
     claim: Arc<Claim>,
+    report_start: bool,
 }
 
-/// Messages not sent yet: results, and answers to steals (sent after the
-/// results that were there with them).
+/// An answer of the reader's, sent after the results there with it.
+enum GivenBack {
+    Stolen(Vec<TaskId>),
+    Recalled(Vec<TaskId>),
+}
+
+/// Messages not sent yet: results, and answers to steals and recalls (sent
+/// after the results that were there with them); and the runs started and
+/// not ended, which the heartbeat reports.
 struct Outbox {
     results: Vec<RunResult>,
-    stolen: Vec<Vec<TaskId>>,
+    given_back: Vec<GivenBack>,
+    /// Runs started and not ended: at most one per pool thread.
+    running: Vec<TaskId>,
     sender_asleep: bool,
 }
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.stolen.is_empty()
+        self.results.is_empty() && self.given_back.is_empty()
     }
 }
 
@@ -110,6 +138,11 @@ struct Shared<O> {
     outbox_filled: Condvar,
     /// Runs received and neither started nor stolen.
     queued: AtomicUsize,
+    /// Held while taking from the outbox and sending what was taken (taken
+    /// before the outbox's lock, never while holding it): whoever holds it
+    /// knows that everything posted before it got it is sent when it lets
+    /// go. A `report_start` run relies on that (see `run`).
+    sending: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,16 +163,34 @@ pub struct Worker<O: Outlet> {
 }
 
 impl<O: Outlet> Worker<O> {
-    /// Starts the sender thread and `threads` pool threads.
-    pub fn start(outlet: O, threads: usize) -> std::io::Result<Worker<O>> {
+    /// Starts the sender thread, `threads` pool threads and, if
+    /// `heartbeat` is given, the heartbeat thread, which sends `Running`
+    /// that often (see the module docs).
+    pub fn start(outlet: O, threads: usize, heartbeat: Option<Duration>) -> std::io::Result<Worker<O>> {
         let shared = Arc::new(Shared {
             outlet,
-            outbox: Mutex::new(Outbox { results: Vec::new(), stolen: Vec::new(), sender_asleep: false }),
+            outbox: Mutex::new(Outbox {
+                results: Vec::new(),
+                given_back: Vec::new(),
+                running: Vec::new(),
+                sender_asleep: false,
+            }),
             outbox_filled: Condvar::new(),
             queued: AtomicUsize::new(0),
+            sending: Mutex::new(()),
         });
         let for_sender = Arc::clone(&shared);
         std::thread::Builder::new().name("shoal-worker-send".into()).spawn(move || for_sender.sender())?;
+        if let Some(interval) = heartbeat {
+            let for_beat = Arc::clone(&shared);
+            std::thread::Builder::new().name("shoal-worker-beat".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(interval);
+                    let running = lock(&for_beat.outbox).running.clone();
+                    for_beat.outlet.send_running(running);
+                }
+            })?;
+        }
         let mut pool = Pool::<Job>::new(threads.max(1));
         let spawner = pool.spawner().clone();
         let for_jobs = Arc::clone(&shared);
@@ -152,6 +203,7 @@ impl<O: Outlet> Worker<O> {
         match message {
             ToWorker::Runs(runs) => self.queue_runs(runs),
             ToWorker::Steal { count } => self.steal(count),
+            ToWorker::Recall(tasks) => self.recall(&tasks),
             ToWorker::Shutdown => return Flow::Exit,
         }
         Flow::Continue
@@ -165,13 +217,13 @@ impl<O: Outlet> Worker<O> {
         // finishes one of them knows more are coming, and leaves its result
         // to be sent with theirs.
         self.shared.queued.fetch_add(runs.len(), Ordering::AcqRel);
-        for Run { task, func, inputs } in runs {
+        for Run { task, func, inputs, report_start } in runs {
             let claim = Arc::new(Claim::new());
             self.queue.push_back((task, Arc::clone(&claim)));
             // An unknown task number is answered from the pool too: the
             // reader never sends.
             let entry = registry::entries().get(func as usize).copied();
-            self.spawner.push(Job { task, func, entry, inputs, claim });
+            self.spawner.push(Job { task, func, entry, inputs, claim, report_start });
         }
     }
 
@@ -188,7 +240,30 @@ impl<O: Outlet> Worker<O> {
         // here (the scheduler's priority order).
         stolen.reverse();
         let mut outbox = lock(&self.shared.outbox);
-        outbox.stolen.push(stolen);
+        outbox.given_back.push(GivenBack::Stolen(stolen));
+        self.shared.wake_sender(&mut outbox);
+    }
+
+    /// Gives back the named runs that have not started; the others (started,
+    /// ended, or never received) are answered as they end, or were.
+    fn recall(&mut self, tasks: &[TaskId]) {
+        let mut recalled = Vec::new();
+        for &task in tasks {
+            // A short queue (the driver's slots bound it); a task queued
+            // twice here (sent again after it was abandoned) gives back one.
+            let found = self.queue.iter().find(|(t, claim)| *t == task && claim.is_queued());
+            if let Some((_, claim)) = found
+                && claim.steal()
+            {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                recalled.push(task);
+            }
+        }
+        if recalled.is_empty() {
+            return;
+        }
+        let mut outbox = lock(&self.shared.outbox);
+        outbox.given_back.push(GivenBack::Recalled(recalled));
         self.shared.wake_sender(&mut outbox);
     }
 
@@ -200,17 +275,28 @@ impl<O: Outlet> Worker<O> {
 }
 
 impl<O: Outlet> Shared<O> {
-    /// Sends what `outbox` holds (unlocking it first): the results, then the
-    /// steal answers.
-    fn send_outbox(&self, mut outbox: MutexGuard<'_, Outbox>) {
+    /// Sends what the outbox holds: the results, then the answers to
+    /// steals and recalls. Takes `sending` before the outbox's lock (see
+    /// `Shared::sending`), so the caller must not hold the latter.
+    fn flush(&self) {
+        let sending = lock(&self.sending);
+        self.send_taken(&sending);
+    }
+
+    /// [`Shared::flush`] for a caller that holds `sending` already.
+    fn send_taken(&self, _sending: &MutexGuard<'_, ()>) {
+        let mut outbox = lock(&self.outbox);
         let results = std::mem::take(&mut outbox.results);
-        let stolen = std::mem::take(&mut outbox.stolen);
+        let given_back = std::mem::take(&mut outbox.given_back);
         drop(outbox);
         if !results.is_empty() {
             self.outlet.send_results(results);
         }
-        for tasks in stolen {
-            self.outlet.send_stolen(tasks);
+        for answer in given_back {
+            match answer {
+                GivenBack::Stolen(tasks) => self.outlet.send_stolen(tasks),
+                GivenBack::Recalled(tasks) => self.outlet.send_recalled(tasks),
+            }
         }
     }
 
@@ -233,7 +319,8 @@ impl<O: Outlet> Shared<O> {
                 outbox = self.outbox_filled.wait(outbox).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            self.send_outbox(outbox);
+            drop(outbox);
+            self.flush();
             outbox = lock(&self.outbox);
         }
     }
@@ -243,23 +330,38 @@ impl<O: Outlet> Shared<O> {
     fn post(&self, result: RunResult) {
         let more = self.queued.load(Ordering::Acquire) > 0;
         let mut outbox = lock(&self.outbox);
+        let task = result.task();
+        if let Some(i) = outbox.running.iter().position(|&t| t == task) {
+            outbox.running.swap_remove(i);
+        }
         outbox.results.push(result);
         if more {
             self.wake_sender(&mut outbox);
             return;
         }
-        self.send_outbox(outbox);
+        drop(outbox);
+        self.flush();
     }
 
     /// Runs one job on a pool thread, unless it was stolen, and posts its
     /// result.
     fn run(&self, job: Job) {
-        let Job { task, func, entry, inputs, claim } = job;
+        let Job { task, func, entry, inputs, claim, report_start } = job;
         if !claim.start() {
             return; // given back to the driver: it runs elsewhere
         }
         self.queued.fetch_sub(1, Ordering::AcqRel);
         tracing::trace!(target: "shoal::task", task = task.index, "started");
+        lock(&self.outbox).running.push(task);
+        if report_start {
+            // Before the task can do anything (see the module docs): first
+            // every result this worker has (a run that ended is not one that
+            // was executing if this one kills the process), then the notice.
+            let sending = lock(&self.sending);
+            self.send_taken(&sending);
+            self.outlet.send_running(vec![task]);
+            drop(sending);
+        }
         let started = Instant::now();
         let result = match entry {
             None => Err(Failure::new(FailKind::Input, format!("this worker has no task number {func}"))),

@@ -15,7 +15,9 @@ pub mod worker;
 
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use shoal_core::protocol::FromWorker;
 use shoal_core::scheduler::WorkerId;
@@ -58,12 +60,54 @@ pub struct Conn {
     pub nthreads: u32,
     /// One message at a time: a message may take several `sendmsg` calls.
     send_lock: Mutex<()>,
+    /// When the connection was made: the origin of `heard`.
+    since: Instant,
+    /// Milliseconds from `since` to the last time its reader heard from
+    /// the worker, or went back to listening after handling what it heard.
+    heard: AtomicU64,
+    /// Its reader is handling messages (under the engine's lock): silence
+    /// then is this side's, not the worker's.
+    handling: AtomicBool,
 }
 
 impl Conn {
     /// The connection to worker `id`, process `pid`.
     pub fn new(id: WorkerId, pid: u32, socket: UnixStream, nthreads: u32) -> Conn {
-        Conn { id, pid, socket, nthreads, send_lock: Mutex::new(()) }
+        Conn {
+            id,
+            pid,
+            socket,
+            nthreads,
+            send_lock: Mutex::new(()),
+            since: Instant::now(),
+            heard: AtomicU64::new(0),
+            handling: AtomicBool::new(false),
+        }
+    }
+
+    /// Notes that the worker was heard from now (or that its reader is
+    /// listening again after handling what it heard).
+    pub fn heard_now(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard.store(ms, Ordering::Relaxed);
+    }
+
+    /// Marks the reader as handling messages (`true`) or listening.
+    pub fn set_handling(&self, handling: bool) {
+        self.handling.store(handling, Ordering::Relaxed);
+        if !handling {
+            self.heard_now();
+        }
+    }
+
+    /// How long the worker has been silent while its reader listened
+    /// (zero while the reader handles messages).
+    pub fn silence(&self) -> Duration {
+        if self.handling.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
+        let heard = Duration::from_millis(self.heard.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(heard)
     }
 
     /// Sends one frame.

@@ -28,6 +28,17 @@
 //! reader closes it, reports the worker lost to the engine, and asks the
 //! supervisor to reap the process (SIGKILL if it still runs, then `wait`)
 //! and to start a replacement, so the pool keeps its size.
+//!
+//! # Heartbeats
+//!
+//! A worker sends `Running` every [`SpawnConfig::heartbeat_interval`] from
+//! a thread of its own (whatever its tasks do), and every frame it sends
+//! counts as hearing from it. The supervisor looks at every connection each
+//! `WATCH_TICK` (1 s; a quarter of the limit if shorter): a worker silent for longer than
+//! [`SpawnConfig::silence_limit`] while its reader listened (stopped with
+//! SIGSTOP, stuck in the kernel, its heartbeat thread starved) is declared
+//! lost: killed with SIGKILL, which ends its connection, so its reader
+//! reports it lost and it is replaced as any dead worker.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -47,7 +58,7 @@ use shoal_core::scheduler::WorkerId;
 
 use shoal_core::protocol::FromWorker;
 
-use super::worker::{ENV_FD, ENV_PARENT, ENV_THREADS, WORKER_ARG};
+use super::worker::{ENV_FD, ENV_HEARTBEAT_MS, ENV_PARENT, ENV_THREADS, WORKER_ARG};
 use super::{Conn, PoolError as Error, PoolHost};
 use crate::{fdpass, uds};
 
@@ -66,6 +77,13 @@ const REPLACE_ATTEMPTS: u32 = 3;
 /// hello, or is refused, is not retried (it would do the same again).
 const START_ATTEMPTS: u32 = 3;
 
+/// How often the supervisor looks for silent workers, at most (and at
+/// least a quarter of the silence limit, so a short limit is kept closely).
+const WATCH_TICK: Duration = Duration::from_secs(1);
+/// The longest heartbeat interval: workers beat at least this often (a
+/// quarter of the silence limit if that is shorter).
+const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How each worker is started.
 #[derive(Clone, Debug)]
 pub struct SpawnConfig {
@@ -73,6 +91,22 @@ pub struct SpawnConfig {
     pub threads: usize,
     /// Variables added to each worker's environment.
     pub env: Vec<(String, String)>,
+    /// A worker not heard from for this long (while its reader listened) is
+    /// declared lost, killed and replaced (Dask's `worker-ttl`); `None`:
+    /// never (and workers send no heartbeat).
+    pub silence_limit: Option<Duration>,
+}
+
+impl SpawnConfig {
+    /// How often workers send their heartbeat: a quarter of the silence
+    /// limit, at most `MAX_HEARTBEAT_INTERVAL` (1 s), at least a millisecond.
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        self.silence_limit.map(|limit| (limit / 4).clamp(Duration::from_millis(1), MAX_HEARTBEAT_INTERVAL))
+    }
+
+    fn watch_tick(&self) -> Duration {
+        self.silence_limit.map_or(WATCH_TICK, |limit| (limit / 4).clamp(Duration::from_millis(1), WATCH_TICK))
+    }
 }
 
 /// The client's handle to the supervisor thread.
@@ -104,6 +138,7 @@ impl Supervisor {
             stopping: Arc::clone(&stopping),
             children: HashMap::new(),
             readers: HashMap::new(),
+            conns: HashMap::new(),
             next_id: 0,
             died_before_hello: false,
             exe_name: std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "shoal-worker".into()),
@@ -145,6 +180,8 @@ struct Running {
     stopping: Arc<AtomicBool>,
     children: HashMap<WorkerId, Child>,
     readers: HashMap<WorkerId, JoinHandle<()>>,
+    /// Connections of workers that said hello, watched for silence.
+    conns: HashMap<WorkerId, Arc<Conn>>,
     next_id: u32,
     exe_name: OsString,
     /// Set when the last handshake failed because the process died (not
@@ -161,7 +198,17 @@ struct Pending {
 
 impl Running {
     fn run(&mut self, rx: Receiver<Request>) {
-        while let Ok(request) = rx.recv() {
+        let tick = self.config.watch_tick();
+        loop {
+            let request = match rx.recv_timeout(tick) {
+                Ok(request) => request,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.kill_silent();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            self.kill_silent();
             match request {
                 Request::Start { count, reply } => {
                     let _ = reply.send(self.start_workers(count));
@@ -186,6 +233,31 @@ impl Running {
         }
         // Every sender is gone (the engine was dropped without a stop).
         self.stop_all(std::thread::current().id());
+    }
+
+    /// Kills every worker silent past the limit (see "Heartbeats" in the
+    /// module docs); its reader then reports it lost.
+    fn kill_silent(&mut self) {
+        let Some(limit) = self.config.silence_limit else { return };
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let silent: Vec<Arc<Conn>> = self.conns.values().filter(|c| c.silence() > limit).cloned().collect();
+        for conn in silent {
+            tracing::warn!(
+                "shoal: worker {} (pid {}) sent nothing for {:.1} s (limit {:.1} s: stopped or stuck); killing it, \
+                 its runs go back to the queue and a replacement is started",
+                conn.id.0,
+                conn.pid,
+                conn.silence().as_secs_f64(),
+                limit.as_secs_f64()
+            );
+            self.conns.remove(&conn.id);
+            if let Some(child) = self.children.get_mut(&conn.id) {
+                let _ = child.kill();
+            }
+            conn.close();
+        }
     }
 
     fn start_workers(&mut self, count: usize) -> Result<()> {
@@ -259,6 +331,7 @@ impl Running {
             .env(ENV_FD, raw.to_string())
             .env(ENV_PARENT, std::process::id().to_string())
             .env(ENV_THREADS, self.config.threads.to_string())
+            .env(ENV_HEARTBEAT_MS, self.config.heartbeat_interval().map_or(0, |d| d.as_millis()).to_string())
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec, where
@@ -372,6 +445,7 @@ impl Running {
         match reader {
             Ok(handle) => {
                 self.readers.insert(p.id, handle);
+                self.conns.insert(p.id, conn);
                 Ok(())
             }
             Err(e) => {
@@ -387,6 +461,7 @@ impl Running {
     /// Kills (if it still runs) and reaps a worker, and joins its reader;
     /// how it ended.
     fn reap(&mut self, worker: WorkerId) -> String {
+        self.conns.remove(&worker);
         let status = match self.children.remove(&worker) {
             Some(mut child) => {
                 let _ = child.kill();
@@ -449,6 +524,7 @@ fn read_connection(engine: &Weak<dyn PoolHost>, conn: &Arc<Conn>, tx: &Sender<Re
                 Ok(None) => break 'read "its connection closed (the process exited or was killed)".to_string(),
                 Err(e) => break 'read format!("its connection failed: {e}"),
             };
+            conn.heard_now();
             pass_fds += message.fds.len();
             match uds::decode_to_driver(message) {
                 Ok(message) => messages.push(message),
@@ -459,7 +535,10 @@ fn read_connection(engine: &Weak<dyn PoolHost>, conn: &Arc<Conn>, tx: &Sender<Re
             }
         }
         let Some(engine) = engine.upgrade() else { return };
-        if let Err(e) = engine.messages(conn, std::mem::take(&mut messages)) {
+        conn.set_handling(true);
+        let handled = engine.messages(conn, std::mem::take(&mut messages));
+        conn.set_handling(false);
+        if let Err(e) = handled {
             break format!("it broke the protocol ({e}), so its connection was closed");
         }
     };

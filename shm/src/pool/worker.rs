@@ -26,7 +26,10 @@
 //!    calls the task under `catch_unwind`, archives the result once
 //!    (validated there) and posts `Done` — inline, or as a new sealed
 //!    segment's descriptor — or `Failed` to the outbox. The worker keeps
-//!    nothing after replying: the client holds every result.
+//!    nothing after replying: the client holds every result. A heartbeat
+//!    thread sends the runs it has started (`Running`) every
+//!    [`ENV_HEARTBEAT_MS`] milliseconds, whatever its tasks do: a client
+//!    that hears nothing for long declares it lost.
 //! 6. **Exit** on `Shutdown`, at the end of the stream (the client closed
 //!    it or died), or on a malformed message or frame — over the frame
 //!    limit, too many descriptors — with its reason on stderr and status
@@ -42,6 +45,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::catch_unwind;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::fdpass;
 use crate::uds::{self, Outgoing, ResultBatch};
@@ -61,6 +65,8 @@ pub const ENV_FD: &str = "SHOAL_WORKER_FD";
 pub const ENV_PARENT: &str = "SHOAL_WORKER_PARENT";
 /// Threads of the worker's pool.
 pub const ENV_THREADS: &str = "SHOAL_WORKER_THREADS";
+/// Milliseconds between the worker's heartbeats (unset or 0: none).
+pub const ENV_HEARTBEAT_MS: &str = "SHOAL_WORKER_HEARTBEAT_MS";
 /// Test hook: a fingerprint (decimal) the worker announces instead of its
 /// own, so tests can exercise the client's refusal of a different binary.
 pub const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
@@ -123,6 +129,7 @@ pub fn has_untaken_role() -> bool {
 struct Setup {
     socket: UnixStream,
     threads: usize,
+    heartbeat: Option<Duration>,
     fingerprint: u128,
     /// [`ENV_DIE_BEFORE_HELLO`]'s value, if set.
     die_before_hello: Option<String>,
@@ -162,7 +169,7 @@ fn serve(fd: OsString) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let mut worker = match Worker::start(outlet, setup.threads) {
+    let mut worker = match Worker::start(outlet, setup.threads, setup.heartbeat) {
         Ok(worker) => worker,
         Err(e) => {
             tracing::error!("worker process {}: cannot start {} threads: {e}", std::process::id(), setup.threads);
@@ -236,6 +243,10 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
         return Ok(None);
     }
     let threads: usize = parse_var(ENV_THREADS)?;
+    let heartbeat = match std::env::var_os(ENV_HEARTBEAT_MS) {
+        Some(_) => Some(Duration::from_millis(parse_var(ENV_HEARTBEAT_MS)?)).filter(|d| !d.is_zero()),
+        None => None,
+    };
     let fingerprint = match std::env::var_os(ENV_FINGERPRINT_OVERRIDE) {
         Some(_) => parse_var(ENV_FINGERPRINT_OVERRIDE)?,
         None => registry::fingerprint().map_err(|e| e.to_string())?,
@@ -244,7 +255,7 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
         fd.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| format!("{ENV_FD}={fd:?} is not a number"))?;
     let socket = adopt_socket(raw)?;
     let die_before_hello = std::env::var(ENV_DIE_BEFORE_HELLO).ok();
-    for var in [ENV_FD, ENV_PARENT, ENV_THREADS, ENV_FINGERPRINT_OVERRIDE, ENV_DIE_BEFORE_HELLO] {
+    for var in [ENV_FD, ENV_PARENT, ENV_THREADS, ENV_HEARTBEAT_MS, ENV_FINGERPRINT_OVERRIDE, ENV_DIE_BEFORE_HELLO] {
         // SAFETY: `remove_var` races with other threads reading or writing
         // the environment. This runs in a worker process before it starts
         // any thread: from the `.init_array` hook, before `main` (no thread
@@ -257,7 +268,7 @@ fn set_up(fd: OsString) -> Result<Option<Setup>, String> {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
     // code; it is what std itself does at start-up.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    Ok(Some(Setup { socket, threads: threads.max(1), fingerprint, die_before_hello }))
+    Ok(Some(Setup { socket, threads: threads.max(1), heartbeat, fingerprint, die_before_hello }))
 }
 
 /// The [`ENV_DIE_BEFORE_HELLO`] test hook: returns only if this worker is
@@ -354,7 +365,22 @@ impl Outlet for Uplink {
     }
 
     fn send_stolen(&self, tasks: Vec<TaskId>) {
-        match uds::control_to_driver(&FromWorker::Stolen(tasks)) {
+        self.send_control(&FromWorker::Stolen(tasks));
+    }
+
+    fn send_recalled(&self, tasks: Vec<TaskId>) {
+        self.send_control(&FromWorker::Recalled(tasks));
+    }
+
+    fn send_running(&self, tasks: Vec<TaskId>) {
+        self.send_control(&FromWorker::Running(tasks));
+    }
+}
+
+impl Uplink {
+    /// Sends a message without objects.
+    fn send_control(&self, message: &FromWorker) {
+        match uds::control_to_driver(message) {
             Ok(frame) => self.send(&frame),
             Err(e) => tracing::error!("worker process {}: internal error: {e}", std::process::id()),
         }

@@ -99,6 +99,8 @@ pub(crate) struct WireRun {
     pub task: WireTask,
     pub func: u32,
     pub inputs: Vec<WireInput>,
+    /// Say `Running` naming it before starting it.
+    pub report_start: bool,
 }
 
 /// From the client to a worker.
@@ -111,6 +113,9 @@ pub(crate) enum WireToWorker {
     Steal { count: u32 },
     /// Exit now, whatever is running.
     Shutdown,
+    /// Give back these runs if not started: answered by one
+    /// [`WireToDriver::Recalled`] if any is.
+    Recall { tasks: Vec<WireTask> },
     /// Keep this frame's descriptors for the next `Runs` frame, whose
     /// descriptor indices count the stashed ones first: how a run with more
     /// inputs in shared memory than one frame can carry travels.
@@ -150,6 +155,12 @@ pub(crate) enum WireToDriver {
     /// The answer to one [`WireToWorker::Steal`]: the runs given back (maybe
     /// none), which this worker never started and never will.
     Stolen { tasks: Vec<WireTask> },
+    /// The runs a [`WireToWorker::Recall`] got back (never started, never
+    /// will be).
+    Recalled { tasks: Vec<WireTask> },
+    /// The runs started and not ended: the heartbeat, and the notice before
+    /// a `report_start` run.
+    Running { tasks: Vec<WireTask> },
 }
 
 /// An element of a batch: it names its descriptors by index.
@@ -333,7 +344,8 @@ impl RunBatch {
                 ),
             });
         }
-        self.batcher.push(WireRun { task: run.task.into(), func: run.func, inputs }, segments)
+        self.batcher
+            .push(WireRun { task: run.task.into(), func: run.func, inputs, report_start: run.report_start }, segments)
     }
 
     /// The frames, in order: `Runs`, or `Stash` frames ahead of a run with
@@ -391,6 +403,7 @@ impl ResultBatch {
 pub fn control_to_worker(message: &ToWorker) -> Result<Outgoing, ProtocolError> {
     let wire = match message {
         ToWorker::Steal { count } => WireToWorker::Steal { count: *count },
+        ToWorker::Recall(tasks) => WireToWorker::Recall { tasks: tasks.iter().map(|&t| t.into()).collect() },
         ToWorker::Shutdown => WireToWorker::Shutdown,
         ToWorker::Runs(_) => return Err(ProtocolError("internal error: runs go in a RunBatch".into())),
     };
@@ -404,6 +417,8 @@ pub fn control_to_driver(message: &FromWorker) -> Result<Outgoing, ProtocolError
             WireToDriver::Hello { fingerprint: split_fingerprint(*fingerprint), pid: *pid }
         }
         FromWorker::Stolen(tasks) => WireToDriver::Stolen { tasks: tasks.iter().map(|&t| t.into()).collect() },
+        FromWorker::Recalled(tasks) => WireToDriver::Recalled { tasks: tasks.iter().map(|&t| t.into()).collect() },
+        FromWorker::Running(tasks) => WireToDriver::Running { tasks: tasks.iter().map(|&t| t.into()).collect() },
         FromWorker::Results(_) => return Err(ProtocolError("internal error: results go in a ResultBatch".into())),
     };
     Ok(Outgoing { payload: encode(&wire)?, segments: Vec::new() })
@@ -477,11 +492,17 @@ pub fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<
             runs.iter()
                 .map(|run| {
                     let inputs = run.inputs.iter().map(|i| input(i, &mut fds)).collect::<Result<Vec<Input>, _>>()?;
-                    Ok(Run { task: (&run.task).into(), func: run.func.to_native(), inputs })
+                    Ok(Run {
+                        task: (&run.task).into(),
+                        func: run.func.to_native(),
+                        inputs,
+                        report_start: run.report_start,
+                    })
                 })
                 .collect::<Result<Vec<Run>, ProtocolError>>()?,
         ),
         ArchivedWireToWorker::Steal { count } => ToWorker::Steal { count: count.to_native() },
+        ArchivedWireToWorker::Recall { tasks } => ToWorker::Recall(tasks.iter().map(TaskId::from).collect()),
         ArchivedWireToWorker::Shutdown => ToWorker::Shutdown,
         // Handled above.
         ArchivedWireToWorker::Stash => return Ok(None),
@@ -539,6 +560,8 @@ pub fn decode_to_driver(message: FdMessage) -> Result<FromWorker, ProtocolError>
                 .collect::<Result<Vec<RunResult>, ProtocolError>>()?,
         ),
         ArchivedWireToDriver::Stolen { tasks } => FromWorker::Stolen(tasks.iter().map(TaskId::from).collect()),
+        ArchivedWireToDriver::Recalled { tasks } => FromWorker::Recalled(tasks.iter().map(TaskId::from).collect()),
+        ArchivedWireToDriver::Running { tasks } => FromWorker::Running(tasks.iter().map(TaskId::from).collect()),
     };
     all_used(&fds)?;
     Ok(msg)
@@ -615,6 +638,7 @@ mod tests {
                 WireRun {
                     task: WireTask { index: 3, generation: 9 },
                     func: 2,
+                    report_start: true,
                     inputs: vec![
                         WireInput::One(WireObject::Inline(archive.to_vec())),
                         WireInput::One(WireObject::Fd(1)),
@@ -623,6 +647,7 @@ mod tests {
                 WireRun {
                     task: WireTask { index: 4, generation: 1 },
                     func: 0,
+                    report_start: false,
                     inputs: vec![WireInput::One(WireObject::Fd(0))],
                 },
             ],
@@ -637,6 +662,7 @@ mod tests {
         };
         assert_eq!(runs.len(), 2);
         assert_eq!((runs[0].task, runs[0].func), (TaskId { index: 3, generation: 9 }, 2));
+        assert!(runs[0].report_start && !runs[1].report_start);
         assert_eq!(read_owned::<u64>(&*runs[0].inputs[0].objects()[0]).unwrap(), 41);
         assert_eq!(read_owned::<String>(&*runs[0].inputs[1].objects()[0]).unwrap(), "first");
         assert_eq!(read_owned::<String>(&*runs[1].inputs[0].objects()[0]).unwrap(), "second");
@@ -673,6 +699,21 @@ mod tests {
             decode_to_driver(message(&stolen, vec![])),
             Ok(FromWorker::Stolen(tasks)) if tasks == [TaskId { index: 5, generation: 2 }]
         ));
+        let t = |index| WireTask { index, generation: 3 };
+        let recall = encode(&WireToWorker::Recall { tasks: vec![t(1), t(2)] }).unwrap();
+        assert!(matches!(
+            decode_to_worker(message(&recall, vec![]), &mut Vec::new()),
+            Ok(Some(ToWorker::Recall(tasks))) if tasks == [TaskId { index: 1, generation: 3 }, TaskId { index: 2, generation: 3 }]
+        ));
+        let recalled = encode(&WireToDriver::Recalled { tasks: vec![t(2)] }).unwrap();
+        assert!(matches!(
+            decode_to_driver(message(&recalled, vec![])),
+            Ok(FromWorker::Recalled(tasks)) if tasks == [TaskId { index: 2, generation: 3 }]
+        ));
+        let running = encode(&WireToDriver::Running { tasks: vec![] }).unwrap();
+        assert!(
+            matches!(decode_to_driver(message(&running, vec![])), Ok(FromWorker::Running(tasks)) if tasks.is_empty())
+        );
     }
 
     #[test]
@@ -696,6 +737,7 @@ mod tests {
                 task: WireTask { index: 0, generation: 0 },
                 func: 0,
                 inputs: vec![WireInput::One(WireObject::Fd(0)), WireInput::One(WireObject::Fd(0))],
+                report_start: false,
             }],
         };
         assert!(
@@ -720,7 +762,7 @@ mod tests {
             ];
             batcher
                 .push(
-                    WireRun { task: WireTask { index: i, generation: 0 }, func: 0, inputs },
+                    WireRun { task: WireTask { index: i, generation: 0 }, func: 0, inputs, report_start: false },
                     vec![seg(), seg(), seg()],
                 )
                 .unwrap();
@@ -730,9 +772,12 @@ mod tests {
         let n = 2 * MAX_FDS_PER_MESSAGE + 6;
         let list = WireInput::List((0..n as u32).map(WireObject::Fd).collect());
         let task = WireTask { index: 99, generation: 0 };
-        batcher.push(WireRun { task, func: 0, inputs: vec![list] }, vec![seg(); n]).unwrap();
+        batcher.push(WireRun { task, func: 0, inputs: vec![list], report_start: false }, vec![seg(); n]).unwrap();
         let too_many = vec![seg(); MAX_STASHED_FDS + 1];
-        assert!(batcher.push(WireRun { task, func: 0, inputs: vec![] }, too_many).is_err(), "refused");
+        assert!(
+            batcher.push(WireRun { task, func: 0, inputs: vec![], report_start: false }, too_many).is_err(),
+            "refused"
+        );
         let frames = batcher.finish();
         assert_eq!(
             frames.iter().map(|(runs, segs)| (runs.len(), segs.len())).collect::<Vec<_>>(),
@@ -815,6 +860,7 @@ mod tests {
                     task: WireTask { index: 1, generation: 1 },
                     func: 0,
                     inputs: vec![WireInput::One(WireObject::Inline(payload))],
+                    report_start: false,
                 }],
             })
             .unwrap();

@@ -39,6 +39,14 @@
 //!                                              `count` runs not started, newest first
 //!                                        ◄───  Stolen [T, …] (after the results V had ready)
 //!   TaskStolen { T, from: V, to: W } → Run { T, W }
+//!   scheduler: Recall { T, W } (T cancelled, dropped, …)
+//!   Recall [T, …]                        ───►  reader: claim QUEUED → STOLEN on those not started
+//!                                        ◄───  Recalled [T, …] (if any; the others answer as they end)
+//!   TaskStolen { T, from: W, to: None }: T's slot on W is free
+//!                                        ◄───  Running [T, …] (heartbeat thread, every worker_ttl / 4;
+//!                                              and before a run sent with report_start)
+//!   TaskStarted { T, W }: a loss of W now counts against T
+//!   W silent past worker_ttl: SIGKILL W (then as below)
 //!   Shutdown (client dropped)            ───►  exit
 //!   EOF / bad frame on W's socket: ProcessLost { W, heir: STORE }, kill and reap W, start a replacement
 //! ```
@@ -93,7 +101,8 @@
 //!   worker it was stolen for (`TaskStolen { T, from, to }`), or back to the
 //!   queue if that worker is gone or full; a lost worker's runs are taken
 //!   back (`WorkerLost`) and rescheduled, or failed with `KilledWorker` after
-//!   `max_worker_deaths` deaths in a row.
+//!   `max_worker_deaths` deaths in a row (counted only for runs `W` said had
+//!   started: see "Failure model" in ARCHITECTURE.md).
 //!
 //! # Stealing between workers
 //!
@@ -128,10 +137,12 @@
 //! running it, its result was held by a worker that died and is needed
 //! again, an input of it was lost while it ran (the scheduler takes it
 //! back), or it failed and has `retries` left. A stolen run is not a second
-//! run: it never started. (A run the scheduler abandoned — the task was no
-//! longer needed while it was on its way — cannot be recalled and may still
-//! run; its result is dropped.) A result that arrives for a run the
-//! scheduler no longer waits for is dropped.
+//! run: it never started. A run the scheduler abandoned — the task was
+//! cancelled or no longer needed while it was on its way — is recalled
+//! (`Recall`), and keeps its slot on its worker until the worker gives it
+//! back or answers for it; one that had started runs to its end, and its
+//! result is dropped, as is any result for a run the scheduler no longer
+//! waits for.
 //!
 //! # Objects
 //!
@@ -228,6 +239,7 @@ pub(crate) struct Config {
     pub workers: usize,
     pub threads_per_worker: usize,
     pub env: Vec<(String, String)>,
+    pub worker_ttl: Option<std::time::Duration>,
     pub store: StoreConfig,
 }
 
@@ -263,6 +275,9 @@ impl ProcessesEngine {
         static ENGINES: AtomicU64 = AtomicU64::new(0);
         let sched = Scheduler::new(SchedulerConfig {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
+            // Workers take back an abandoned run they have not started
+            // (`Recall`), and answer for every run.
+            recall: true,
             ..SchedulerConfig::default()
         });
         let mut sched = sched;
@@ -275,7 +290,7 @@ impl ProcessesEngine {
             segment_prefix: format!("shoal-c{}.{}", std::process::id(), ENGINES.fetch_add(1, Ordering::Relaxed)),
             next_segment: AtomicU64::new(0),
         });
-        let spawn = SpawnConfig { threads, env: config.env };
+        let spawn = SpawnConfig { threads, env: config.env, silence_limit: config.worker_ttl };
         let host: std::sync::Weak<dyn PoolHost> = Arc::downgrade(&engine) as std::sync::Weak<dyn PoolHost>;
         let supervisor = Supervisor::start(host, spawn)?;
         let ready = supervisor.start_workers(workers);

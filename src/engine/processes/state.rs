@@ -58,6 +58,9 @@ pub(crate) struct Job {
     pub(crate) inputs: Vec<JobInput>,
     /// Why the run cannot be sent, if it cannot.
     pub(crate) error: Option<String>,
+    /// The worker says it starts before it does (the task is a suspect:
+    /// `Scheduler::is_suspect`).
+    pub(crate) report_start: bool,
 }
 
 /// An input of a run: in hand, or to be read back from a spill file when
@@ -72,6 +75,9 @@ pub(crate) enum JobInput {
 pub(crate) struct Effects {
     pub(crate) jobs: Vec<Job>,
     pub(crate) forgotten: Vec<Spec>,
+    /// Runs to take back (`Recall`), sent after this pass's runs: one
+    /// message per worker.
+    pub(crate) recalls: Vec<(Arc<Conn>, TaskId)>,
     /// Objects to drop, spills to write, spill files to delete.
     pub(crate) store: StoreEffects,
     pub(crate) wake_clients: bool,
@@ -103,6 +109,13 @@ impl Backend for Procs {
             && let Some(held) = spec.task.result.take()
         {
             st.backend.store.release(held.slot, &mut fx.store);
+        }
+    }
+
+    fn recall(st: &mut State, task: TaskId, worker: WorkerId, fx: &mut Effects) {
+        // A lost worker's runs need no recall: its reader reports the loss.
+        if let Some(link) = st.backend.workers.get(&worker) {
+            fx.recalls.push((Arc::clone(&link.conn), task));
         }
     }
 
@@ -157,7 +170,18 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
         .collect();
     let wants = match wants {
         Ok(wants) => wants,
-        Err(message) => return Some(Job { id, key, func, worker, conn, inputs: Vec::new(), error: Some(message) }),
+        Err(message) => {
+            return Some(Job {
+                id,
+                key,
+                func,
+                worker,
+                conn,
+                inputs: Vec::new(),
+                error: Some(message),
+                report_start: false,
+            });
+        }
     };
     let stored = |slot: &Slot| match slot {
         Slot::Stored(serial) => Some(*serial),
@@ -188,5 +212,6 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
             Want::List(slots) => inputs.push(JobInput::List(slots.iter().filter_map(&mut fetch).collect())),
         }
     }
-    Some(Job { id, key, func, worker, conn, inputs, error })
+    let report_start = st.sched.is_suspect(id);
+    Some(Job { id, key, func, worker, conn, inputs, error, report_start })
 }

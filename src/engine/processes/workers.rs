@@ -27,7 +27,7 @@ use shoal_core::failure::TaskError;
 use shoal_core::object::{Input, Obj};
 use shoal_core::protocol::FailKind;
 use shoal_core::registry::{InputError, RunError};
-use shoal_core::scheduler::{Event, TaskState, WorkerId};
+use shoal_core::scheduler::{Event, TaskId, TaskState, WorkerId};
 
 use super::state::{Effects, Held, Job, JobInput, State};
 use super::{ProcessesEngine, STORE};
@@ -192,6 +192,23 @@ impl PoolHost for ProcessesEngine {
                             }
                         }
                     }
+                    FromWorker::Running(tasks) => {
+                        // Runs that started here: a loss of this worker now
+                        // counts against them (stale ones are ignored).
+                        for task in tasks {
+                            if st.sched.processing_on(task) == Some(worker) {
+                                st.handle(Event::TaskStarted { task, worker }, &mut effects);
+                            }
+                        }
+                    }
+                    FromWorker::Recalled(tasks) => {
+                        for task in tasks {
+                            // Never started: its inputs are no longer pinned
+                            // for it, and its slot is free.
+                            st.backend.store.run_ended(task, worker, &mut effects.store);
+                            st.handle(Event::TaskStolen { task, from: worker, to: None }, &mut effects);
+                        }
+                    }
                     FromWorker::Stolen(tasks) => {
                         let Some(link) = st.backend.workers.get_mut(&worker) else { continue };
                         let Some(thief) = link.thief.take() else {
@@ -231,6 +248,9 @@ impl ProcessesEngine {
                 self.driver.wake_clients();
             }
             let failures = self.send_jobs(jobs);
+            // After the runs of this pass: a run sent and recalled in one
+            // pass reaches its worker before its recall.
+            self.send_recalls(std::mem::take(&mut effects.recalls));
             self.run_spills(std::mem::take(&mut effects.store.spills));
             if failures.is_empty() {
                 return;
@@ -255,7 +275,7 @@ impl ProcessesEngine {
         // Few workers get runs in one pass: a short list, in first-run order.
         let mut batches: Vec<(Arc<Conn>, RunBatch)> = Vec::new();
         for job in jobs {
-            let Job { id, key, func, worker, conn, inputs, error } = job;
+            let Job { id, key, func, worker, conn, inputs, error, report_start } = job;
             // Every input is resolved (a spilled one read back), even for a
             // run that fails: a read-back in progress must be finished.
             let inputs = self.resolve_inputs(inputs);
@@ -268,8 +288,9 @@ impl ProcessesEngine {
             };
             let batched = match error {
                 Some(message) => Err(message),
-                None => inputs
-                    .and_then(|inputs| batches[at].1.push(Run { task: id, func, inputs }, || self.segment_name("in"))),
+                None => inputs.and_then(|inputs| {
+                    batches[at].1.push(Run { task: id, func, inputs, report_start }, || self.segment_name("in"))
+                }),
             };
             if let Err(message) = batched {
                 let failure = TaskFailure::error(key, format!("could not send its inputs: {message}"));
@@ -312,6 +333,29 @@ impl ProcessesEngine {
         match error {
             Some(e) => Err(e),
             None => Ok(inputs),
+        }
+    }
+
+    /// Sends the recalls of one pass: one message per worker. A broken
+    /// connection is closed: its reader reports the loss.
+    fn send_recalls(&self, recalls: Vec<(Arc<Conn>, TaskId)>) {
+        let mut by_worker: Vec<(Arc<Conn>, Vec<TaskId>)> = Vec::new();
+        for (conn, task) in recalls {
+            match by_worker.iter_mut().find(|(c, _)| c.id == conn.id) {
+                Some((_, tasks)) => tasks.push(task),
+                None => by_worker.push((conn, vec![task])),
+            }
+        }
+        for (conn, tasks) in by_worker {
+            let sent = uds::control_to_worker(&ToWorker::Recall(tasks))
+                .map_err(|e| e.to_string())
+                .and_then(|frame| conn.send(&frame));
+            if let Err(e) = sent {
+                if !self.lock().closed {
+                    tracing::warn!("shoal: cannot send to worker {} (pid {}): {e}; dropping it", conn.id.0, conn.pid);
+                }
+                conn.close();
+            }
         }
     }
 

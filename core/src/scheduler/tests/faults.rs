@@ -197,8 +197,10 @@ fn a_lost_result_nobody_needs_any_more_is_not_recomputed() {
     let [a, b] = ids[..] else { unreachable!() };
     assert_eq!(out, vec![run(a, W0)]);
     assert_eq!(h.finish(a, W0, 1), vec![run(b, W0)]);
-    // W0 dies with `a`'s result and `b`'s run: `b` fails, so `a` is needed
-    // by nobody and stays released (kept: the erred `b` lists it).
+    // W0 dies with `a`'s result and `b`'s run, which had started: `b`
+    // fails, so `a` is needed by nobody and stays released (kept: the erred
+    // `b` lists it).
+    h.started(b, W0);
     let killed = Arc::new(TaskFailure::KilledWorker { key: key(1), attempts: 1 });
     assert_eq!(h.lose(W0), vec![Action::ReportFailed { task: b, failure: killed }]);
     assert_eq!(h.state(a), Some(TaskState::Released));
@@ -212,9 +214,11 @@ fn a_task_that_kills_enough_workers_fails_with_killed_worker() {
     let (ids, out) = h.submit(vec![node(0, &[], true), node(1, &[0], true)]);
     let [x, y] = ids[..] else { unreachable!() };
     assert_eq!(out, vec![run(x, W0)]);
+    h.started(x, W0);
     assert_eq!(h.lose(W0), vec![], "no worker left: queued");
     assert_eq!(h.state(x), Some(TaskState::Ready));
     assert_eq!(h.join(W1, 1), vec![run(x, W1)]);
+    h.started(x, W1);
     let out = h.lose(W1);
     let killed = Arc::new(TaskFailure::KilledWorker { key: key(0), attempts: 2 });
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Tests of the scheduler: event by event (`events`, `faults`), and
 //! property tests over random graphs driven by the simulator (`props`).
 
+mod blame;
 mod events;
 mod faults;
 mod perf;
@@ -52,7 +53,7 @@ struct H {
 
 impl H {
     fn new(extra_slots_per_thread: u32, max_worker_deaths: u32) -> H {
-        H { s: Scheduler::new(SchedulerConfig { extra_slots_per_thread, max_worker_deaths }) }
+        H { s: Scheduler::new(SchedulerConfig { extra_slots_per_thread, max_worker_deaths, recall: false }) }
     }
 
     /// One worker with one slot: the order of runs is fully visible.
@@ -85,6 +86,11 @@ impl H {
 
     fn lose(&mut self, worker: WorkerId) -> Vec<Action> {
         self.ev(Event::WorkerLost { worker })
+    }
+
+    /// The driver learned that `task`'s run on `worker` started.
+    fn started(&mut self, task: TaskId, worker: WorkerId) {
+        assert_eq!(self.ev(Event::TaskStarted { task, worker }), vec![]);
     }
 
     fn finish(&mut self, task: TaskId, worker: WorkerId, nbytes: u64) -> Vec<Action> {
