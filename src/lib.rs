@@ -83,7 +83,7 @@ pub use lazy::Lazy;
 pub use rkyv;
 pub use rkyv::Archived;
 pub use shoal_core::failure::{MAX_ARGUMENT_CHARS, MAX_ARGUMENTS_CHARS, TaskError};
-pub use shoal_core::object::Data;
+pub use shoal_core::object::{Data, Inputs};
 pub use shoal_core::registry::InputError;
 pub use shoal_core::registry::{RegistryError, TaskEntry};
 pub use shoal_core::scheduler::GraphError;
@@ -158,7 +158,7 @@ pub fn fingerprint() -> Result<u128> {
 
 /// What a program using shoal usually needs.
 pub mod prelude {
-    pub use crate::{Archived, Client, Future, Lazy, SubmitOptions, Task, as_completed, wait};
+    pub use crate::{Archived, Client, Future, Inputs, Lazy, SubmitOptions, Task, as_completed, wait};
 }
 
 /// Used by the code `#[shoal::task]` generates; not a public API.

@@ -68,3 +68,62 @@ fn list_arguments_are_assembled_where_the_task_runs_threads() {
 fn list_arguments_are_assembled_where_the_task_runs_processes() {
     check(&Client::processes(2).unwrap());
 }
+
+/// Fan-in by reference: every part read in place, none assembled or copied.
+#[shoal::task]
+fn total_len_in_place(parts: Inputs<Vec<u8>>) -> u64 {
+    parts.iter().map(|p| p.len() as u64 + u64::from(p[0])).sum()
+}
+
+/// Where each part's bytes are: the name of the mapping that holds them.
+#[shoal::task]
+fn where_parts_are(parts: Inputs<Vec<u8>>) -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    parts
+        .iter()
+        .map(|p| {
+            let at = p.as_ptr() as u64;
+            maps.lines()
+                .find_map(|line| {
+                    let (range, rest) = line.split_once(' ')?;
+                    let (lo, hi) = range.split_once('-')?;
+                    let (lo, hi) = (u64::from_str_radix(lo, 16).ok()?, u64::from_str_radix(hi, 16).ok()?);
+                    (lo <= at && at < hi).then(|| rest.split_whitespace().skip(4).collect::<Vec<_>>().join(" "))
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn check_fan_in(client: &Client) {
+    let n = 40u64;
+    let blobs = client.map(blob, 0..n).unwrap();
+    let expected: u64 = (0..n).map(|i| 70_000 + i).sum();
+    assert_eq!(client.submit(total_len_in_place, &blobs).unwrap().result().unwrap(), expected);
+    // One whole Vec<T> feeds an Inputs<T> too.
+    let whole = client.submit(all_blobs, 3u64).unwrap();
+    assert_eq!(client.submit(total_len_in_place, &whole).unwrap().result().unwrap(), 3 * 70_000 + 3);
+}
+
+#[shoal::task]
+fn all_blobs(n: u64) -> Vec<Vec<u8>> {
+    (0..n).map(|i| vec![i as u8; 70_000]).collect()
+}
+
+#[test]
+fn fan_in_by_reference_threads() {
+    check_fan_in(&Client::threads(2).unwrap());
+}
+
+#[test]
+fn fan_in_by_reference_reads_the_producers_segments_in_place_processes() {
+    let client = Client::processes(2).unwrap();
+    check_fan_in(&client);
+    let blobs = client.map(blob, 0..40u64).unwrap();
+    let places = client.submit(where_parts_are, &blobs).unwrap().result().unwrap();
+    assert_eq!(places.len(), 40);
+    for place in &places {
+        // The producer's sealed segment, mapped here: no copy was made.
+        assert!(place.starts_with("/memfd:shoal-w") && place.ends_with("(deleted)"), "{places:?}");
+    }
+}

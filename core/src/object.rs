@@ -433,6 +433,62 @@ impl Input {
     }
 }
 
+/// Several inputs of one type, each read in place: a task's zero-copy
+/// fan-in. A parameter `parts: Inputs<T>` takes a list argument — a
+/// `Vec<Future<T>>` or `Vec<Lazy<T>>` (or one `Vec<T>`) — and hands out
+/// `&Archived<T>` of each item, in order, without assembling or copying
+/// them: in the processes and cluster modes each points into its
+/// producer's shared memory. (In the threads mode an item is archived once,
+/// on first need, as for any `&Archived<T>` parameter.)
+pub struct Inputs<'a, T: Archive> {
+    items: Vec<&'a Archived<T>>,
+}
+
+impl<'a, T: Archive> Inputs<'a, T> {
+    /// How many inputs.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The `i`-th input, if there is one.
+    pub fn get(&self, i: usize) -> Option<&'a Archived<T>> {
+        self.items.get(i).copied()
+    }
+
+    /// The inputs in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a Archived<T>> + '_ {
+        self.items.iter().copied()
+    }
+}
+
+impl<'a, T: Archive> IntoIterator for Inputs<'a, T> {
+    type Item = &'a Archived<T>;
+    type IntoIter = std::vec::IntoIter<&'a Archived<T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+impl<'a, T: Archive> std::ops::Index<usize> for Inputs<'a, T> {
+    type Output = Archived<T>;
+
+    fn index(&self, i: usize) -> &Archived<T> {
+        self.items[i]
+    }
+}
+
+impl<T: Archive> fmt::Debug for Inputs<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Inputs({} items)", self.items.len())
+    }
+}
+
 /// Glue used by `#[shoal::task]` to read the `i`-th input for a parameter.
 ///
 /// A parameter of type `Vec<A>` may receive a list input, assembled here;
@@ -549,6 +605,16 @@ pub mod glue {
                 items.len()
             ))),
         }
+    }
+
+    /// An [`Inputs<T>`](super::Inputs) parameter: every item of a list
+    /// input (or of one `Vec<T>` input) read in place.
+    pub fn inputs<T: Data>(inputs: &[Input], i: usize) -> Result<super::Inputs<'_, T>, InputError> {
+        let items = match input(inputs, i)? {
+            Input::List(items) => items.iter().map(|obj| read_archived::<T>(&**obj)).collect::<Result<_, _>>()?,
+            Input::One(obj) => read_archived::<Vec<T>>(&**obj)?.iter().collect(),
+        };
+        Ok(super::Inputs { items })
     }
 
     /// A `&Archived<T>` parameter, from what [`ReadList::held`] or

@@ -127,6 +127,9 @@ enum ParamKind {
     Owned(Type),
     /// `name: &Archived<T>` — read in place; the argument is a `T`.
     Archived(Type),
+    /// `name: Inputs<T>` — several inputs read in place, in order; the
+    /// argument is a `Vec<T>` (a list of futures or lazy values).
+    Inputs(Type),
 }
 
 fn expand(func: ItemFn, pure: bool) -> syn::Result<TokenStream2> {
@@ -172,15 +175,16 @@ fn expand(func: ItemFn, pure: bool) -> syn::Result<TokenStream2> {
     let (output_ty, fallible) = output_type(output);
 
     let params_ty = {
-        let tys: Vec<&Type> = kinds
+        let tys: Vec<TokenStream2> = kinds
             .iter()
             .map(|k| match k {
-                ParamKind::Owned(t) | ParamKind::Archived(t) => t,
+                ParamKind::Owned(t) | ParamKind::Archived(t) => quote!(#t),
+                ParamKind::Inputs(t) => quote!(::std::vec::Vec<#t>),
             })
             .collect();
         match tys.len() {
             1 => {
-                let t = tys[0];
+                let t = &tys[0];
                 quote!(::shoal::__private::One<#t>)
             }
             _ => quote!((#(#tys,)*)),
@@ -202,6 +206,9 @@ fn expand(func: ItemFn, pure: bool) -> syn::Result<TokenStream2> {
                 let #var = ::shoal::__private::glue::archived::<#t>(&#held)?;
             )
         }
+        ParamKind::Inputs(t) => quote_spanned!(t.span()=>
+            let #var = ::shoal::__private::glue::inputs::<#t>(__inputs, #i)?;
+        ),
     });
     let arity = kinds.len();
     let finish = finish(output, fallible);
@@ -312,6 +319,20 @@ fn param_kind(ty: &Type) -> syn::Result<ParamKind> {
             ))
         }
         Type::ImplTrait(t) => Err(syn::Error::new(t.span(), "a task parameter cannot be `impl Trait`")),
+        // `Inputs<T>` (or `shoal::Inputs<'_, T>`): recognised by name, as
+        // `&Archived<T>` is.
+        Type::Path(p)
+            if p.qself.is_none()
+                && let Some(last) = p.path.segments.last()
+                && last.ident == "Inputs"
+                && let PathArguments::AngleBracketed(args) = &last.arguments
+                && let Some(inner) = args.args.iter().find_map(|a| match a {
+                    GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                }) =>
+        {
+            Ok(ParamKind::Inputs(inner.clone()))
+        }
         other => Ok(ParamKind::Owned(other.clone())),
     }
 }
@@ -397,6 +418,8 @@ mod tests {
         assert!(matches!(param_kind(&ty), Ok(ParamKind::Archived(_))));
         let ty: Type = syn::parse_str("Vec<u8>").unwrap();
         assert!(matches!(param_kind(&ty), Ok(ParamKind::Owned(_))));
+        let ty: Type = syn::parse_str("shoal::Inputs<'_, Vec<u8>>").unwrap();
+        assert!(matches!(param_kind(&ty), Ok(ParamKind::Inputs(t)) if quote!(#t).to_string() == "Vec < u8 >"));
     }
 
     #[test]
