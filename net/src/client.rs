@@ -112,6 +112,8 @@ struct Mirror {
     /// Why the connection is gone.
     lost: Option<String>,
     closed: bool,
+    /// The scheduler's first `Workers` message arrived.
+    workers_known: bool,
     workers: u32,
     nthreads: u32,
 }
@@ -194,7 +196,17 @@ impl Remote {
                 writer.abort();
             });
         })?;
-        Ok(Remote { inner, stop: Mutex::new(Some(stop)), thread: Mutex::new(Some(thread)) })
+        let remote = Remote { inner, stop: Mutex::new(Some(stop)), thread: Mutex::new(Some(thread)) };
+        // The scheduler tells a new client its workers at once: wait for
+        // that, so `nthreads` is right from the start.
+        let deadline = Instant::now() + config.connect_timeout;
+        match remote.wait_until(Some(deadline), |m| m.workers_known.then_some(())) {
+            Ok(Some(())) => Ok(remote),
+            Ok(None) => {
+                Err(NetError::Timeout { what: "for the scheduler's list of workers", after: config.connect_timeout })
+            }
+            Err(e) => Err(NetError::Lost { peer: address, reason: e.to_string() }),
+        }
     }
 
     fn send(&self, message: &FromClientMsg, blobs: Vec<Obj>) -> Result<(), ClientError> {
@@ -523,6 +535,7 @@ fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
             }
         }
         ArchivedToClientMsg::Workers { count, nthreads } => {
+            mirror.workers_known = true;
             mirror.workers = count.to_native();
             mirror.nthreads = nthreads.to_native();
         }

@@ -192,6 +192,7 @@ impl Server {
 /// A scheduler server running on a thread of its own.
 pub struct ServerHandle {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -200,6 +201,17 @@ impl ServerHandle {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Tasks the scheduler knows now (for tests and monitoring): a
+    /// client's tasks are gone once it released them or disconnected.
+    pub fn live_tasks(&self) -> usize {
+        self.shared.driver.lock().sched.live_tasks()
+    }
+
+    /// Workers connected now.
+    pub fn workers(&self) -> usize {
+        self.shared.driver.lock().backend.workers.len()
     }
 
     /// Its URL, `tcp://host:port`.
@@ -246,7 +258,7 @@ pub fn spawn(config: ServerConfig) -> Result<ServerHandle> {
         runtime.block_on(async {
             let server = match Server::bind(config).await.and_then(|s| Ok((s.local_addr()?, s))) {
                 Ok((addr, server)) => {
-                    let _ = bound.send(Ok(addr));
+                    let _ = bound.send(Ok((addr, Arc::clone(&server.shared))));
                     server
                 }
                 Err(e) => {
@@ -262,11 +274,11 @@ pub fn spawn(config: ServerConfig) -> Result<ServerHandle> {
         // Dropping the runtime drops every connection task: sockets close.
         drop(runtime);
     })?;
-    let addr = match bound_rx.recv() {
+    let (addr, shared) = match bound_rx.recv() {
         Ok(result) => result?,
         Err(_) => return Err(NetError::Config("the scheduler thread ended before it listened".into())),
     };
-    Ok(ServerHandle { addr, stop: Some(stop), thread: Some(thread) })
+    Ok(ServerHandle { addr, shared, stop: Some(stop), thread: Some(thread) })
 }
 
 /// Serves forever on the calling thread (the `shoal scheduler` command).
