@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal::prelude::*;
-use shoal::{Error, TaskFailure};
+use shoal::{ClientOptions, ClusterOptions, Error, TaskFailure};
 use shoal_net::server::{self, ServerConfig, ServerHandle};
 
 #[shoal::task]
@@ -236,6 +236,34 @@ fn a_client_whose_scheduler_goes_away_gets_an_error_not_a_hang() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // And every later call too.
     assert!(matches!(client.submit(inc, 1u64), Err(Error::Disconnected(_))));
+}
+
+#[test]
+fn a_cluster_with_a_secret_runs_its_peers_and_refuses_a_wrong_one() {
+    let dir = std::env::temp_dir().join(format!("shoal-cluster-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (right, wrong) = (dir.join("right"), dir.join("wrong"));
+    std::fs::write(&right, "a long random secret\n").unwrap();
+    std::fs::write(&wrong, "another one").unwrap();
+    let server = server::spawn(ServerConfig {
+        port: 0,
+        secret: Some(shoal_net::Secret::from_file(&right).unwrap()),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let right_str = right.to_str().unwrap();
+    let _worker = Worker::start_with(&server.url(), 1, &[("SHOAL_SECRET_FILE", right_str)]);
+    wait_for("the worker", || server.workers() == 1);
+    let options =
+        |file: &std::path::Path| ClusterOptions { secret_file: Some(file.to_path_buf()), ..Default::default() };
+    let client = Client::connect_with(&server.url(), options(&right), ClientOptions::default()).unwrap();
+    assert_eq!(client.submit(inc, 41u64).unwrap().result().unwrap(), 42);
+    let refused = Client::connect_with(&server.url(), options(&wrong), ClientOptions::default()).err().unwrap();
+    assert!(refused.to_string().contains("wrong secret"), "{refused}");
+    let mut intruder = Worker::start_with(&server.url(), 1, &[("SHOAL_SECRET_FILE", wrong.to_str().unwrap())]);
+    assert!(!intruder.0.wait().unwrap().success(), "a worker with the wrong secret exits");
+    assert_eq!(server.workers(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

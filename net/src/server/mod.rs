@@ -1,5 +1,5 @@
-//! The scheduler server: the core's [`Driver`](shoal_core::driver::Driver)
-//! over TCP links, on tokio — the `shoal scheduler` command.
+//! The scheduler server: the core's [`Driver`] over TCP links, on tokio — the
+//! `shoal scheduler` command.
 //!
 //! # Connections
 //!
