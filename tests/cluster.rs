@@ -158,6 +158,10 @@ fn large_results_stream_through_and_lazy_graphs_compute() {
     let sum = client.submit(checksum, &data).unwrap();
     let expected: u64 = (0..3_000_000u32).map(|i| u64::from((i as u8).wrapping_mul(7))).sum();
     assert_eq!(sum.result().unwrap(), expected);
+    // A large literal argument streams from the client too.
+    let literal: Vec<u8> = (0..2_500_000u32).map(|i| (i % 7) as u8).collect();
+    let literal_sum: u64 = literal.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(client.submit(checksum, literal).unwrap().result().unwrap(), literal_sum);
     let back = data.result().unwrap();
     assert_eq!(back.len(), 3_000_000);
     assert_eq!(back[1000], (1000u32 as u8).wrapping_mul(7));

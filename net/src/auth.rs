@@ -174,6 +174,7 @@ where
         let heartbeat_ms = u32::try_from(settings.heartbeat.as_millis()).unwrap_or(u32::MAX);
         writer.send(&Outgoing::message(wire::to_bytes(&Welcome { mac, id, heartbeat_ms })?)).await?;
         writer.flush().await?;
+        reader.established();
         Ok(info)
     };
     let answer = match tokio::time::timeout(settings.timeout, steps).await {
@@ -251,10 +252,12 @@ where
                 reader.peer
             )));
         }
-        Ok(Welcomed {
+        let welcomed = Welcomed {
             id: welcome.id.to_native(),
             heartbeat: Duration::from_millis(u64::from(welcome.heartbeat_ms.to_native()).max(1)),
-        })
+        };
+        reader.established();
+        Ok(welcomed)
     };
     match tokio::time::timeout(timeout, steps).await {
         Ok(answer) => answer,

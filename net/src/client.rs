@@ -211,6 +211,16 @@ impl Remote {
 
     fn send(&self, message: &FromClientMsg, blobs: Vec<Obj>) -> Result<(), ClientError> {
         let body = wire::to_bytes(message).map_err(|e| ClientError::Refused(e.to_string()))?;
+        // Refused here rather than by the writer, which would have to drop
+        // the connection: the frame limit bounds one message (a graph).
+        let frame = body.len() + 5 + 8 * blobs.len();
+        if frame > crate::frame::MAX_FRAME {
+            return Err(ClientError::Refused(format!(
+                "this submission takes {frame} bytes, over the {} MiB a message may take; submit the graph in \
+                 smaller parts (a lazy graph of about a million tasks fits)",
+                crate::frame::MAX_FRAME >> 20
+            )));
+        }
         self.inner.tx.send(Outgoing::Message { body, blobs }).map_err(|_| self.lost())
     }
 

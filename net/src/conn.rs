@@ -71,8 +71,17 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of `io`, talking to `peer`.
+    /// Until [`FrameReader::established`], frames are limited to
+    /// [`frame::HANDSHAKE_MAX_FRAME`].
     pub fn new(io: R, peer: String, idle: Duration) -> FrameReader<R> {
-        FrameReader { io, codec: frame::codec(), buf: BytesMut::with_capacity(64 << 10), peer, idle }
+        let mut codec = frame::codec();
+        codec.set_max_frame_length(frame::HANDSHAKE_MAX_FRAME);
+        FrameReader { io, codec, buf: BytesMut::with_capacity(64 << 10), peer, idle }
+    }
+
+    /// The handshake is done: frames up to [`frame::MAX_FRAME`] are accepted.
+    pub fn established(&mut self) {
+        self.codec.set_max_frame_length(frame::MAX_FRAME);
     }
 
     /// The next frame; `None` when the peer closed the stream between frames.

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! The length prefix is tokio-util's `LengthDelimitedCodec` (its default
-//! layout), built with [`MAX_FRAME`] as its limit: a length over it is
-//! refused when the header is read, before anything is allocated.
+//! layout) with a limit: [`HANDSHAKE_MAX_FRAME`] until the handshake is
+//! done, [`MAX_FRAME`] after; a length over it is refused when the header is
+//! read, before anything is allocated.
 //!
 //! A MESSAGE names the objects too large to travel inline (`blobs`, each
 //! with its length); their bytes follow it at once, in order, as CHUNK
@@ -37,10 +38,13 @@ use crate::error::{NetError, Result};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The first bytes of a HELLO.
 pub const MAGIC: &[u8; 8] = b"SHOALNET";
-/// The largest frame payload accepted or sent: far above any message (large
-/// objects are streamed in chunks), small enough that a peer cannot make the
-/// receiver buffer much for one frame.
-pub const MAX_FRAME: usize = 64 << 20;
+/// The largest frame payload accepted (after the handshake) or sent: one
+/// message — a graph of about a million tasks fits; large objects are
+/// streamed in chunks, never framed whole.
+pub const MAX_FRAME: usize = 256 << 20;
+/// The largest frame accepted before the handshake is done: a peer that
+/// has not proved anything cannot make the receiver buffer more.
+pub const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
 /// The most bytes of a streamed object in one CHUNK frame.
 pub const CHUNK: usize = 1 << 20;
 /// The most objects streamed after one message.
@@ -77,7 +81,7 @@ pub enum Frame {
     Close(String),
 }
 
-/// The codec of frame lengths, with the limit.
+/// The codec of frame lengths, with the limit of an established connection.
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
 }
@@ -124,7 +128,7 @@ pub fn decode(codec: &mut LengthDelimitedCodec, buf: &mut BytesMut) -> Result<Op
     match codec.decode(buf) {
         Ok(Some(payload)) => parse(payload.freeze()).map(Some),
         Ok(None) => Ok(None),
-        Err(e) => Err(NetError::protocol(format!("bad frame: {e} (the limit is {MAX_FRAME} bytes)"))),
+        Err(e) => Err(NetError::protocol(format!("bad frame: {e} (the limit is {} bytes)", codec.max_frame_length()))),
     }
 }
 

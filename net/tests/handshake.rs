@@ -137,6 +137,16 @@ async fn a_frame_over_the_limit_is_refused_from_its_header() {
 }
 
 #[tokio::test]
+async fn before_the_handshake_even_a_one_mebibyte_frame_is_refused() {
+    let server = start(None);
+    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    stream.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
+    stream.write_all(b"\x01SHOALNET").await.unwrap();
+    let reason = close_reason(&mut stream).await;
+    assert!(reason.contains(&format!("the limit is {} bytes", frame::HANDSHAKE_MAX_FRAME)), "{reason}");
+}
+
+#[tokio::test]
 async fn a_peer_that_never_finishes_its_handshake_is_dropped() {
     let server = start(None);
     let started = Instant::now();

@@ -52,6 +52,7 @@ async fn a_large_object_travels_in_chunks_and_arrives_whole() {
 
     // And through the reader: the message with its object, intact.
     let mut reader = FrameReader::new(&raw[..], "test".into(), Duration::from_secs(5));
+    reader.established();
     let incoming = reader.message().await.unwrap();
     let archived = wire::access::<Vec<WireObject>>(&incoming.body).unwrap();
     let mut objects = incoming.objects;
