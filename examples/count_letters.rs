@@ -2,7 +2,7 @@
 //! counted, one task per file — the original Dask demonstration.
 //!
 //! ```text
-//! cargo run --release --example count_letters -- [--files N] [--size BYTES] [--dir PATH] [--threads N | --processes P]
+//! cargo run --release --example count_letters -- [--files N] [--size BYTES] [--dir PATH] [--threads N | --processes P | --scheduler tcp://HOST:PORT]
 //! ```
 //!
 //! It makes the files if they are not there yet (default 100 files of
@@ -28,12 +28,13 @@ struct Options {
     dir: Option<String>,
     threads: Option<usize>,
     processes: Option<usize>,
+    scheduler: Option<String>,
 }
 
-const USAGE: &str = "usage: count_letters [--files N] [--size BYTES] [--dir PATH] [--threads N | --processes P]";
+const USAGE: &str = "usage: count_letters [--files N] [--size BYTES] [--dir PATH] [--threads N | --processes P | --scheduler tcp://HOST:PORT]";
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options { files: 100, size: 10_000_000, dir: None, threads: None, processes: None };
+    let mut o = Options { files: 100, size: 10_000_000, dir: None, threads: None, processes: None, scheduler: None };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -44,6 +45,7 @@ fn parse_args() -> Result<Options, String> {
             "--dir" => o.dir = Some(value()?),
             "--threads" => o.threads = Some(number(value()?)? as usize),
             "--processes" => o.processes = Some(number(value()?)? as usize),
+            "--scheduler" => o.scheduler = Some(value()?),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -67,6 +69,7 @@ fn main() -> shoal::Result<()> {
     println!("data ready in {:.2} s", started.elapsed().as_secs_f64());
 
     let (client, mode) = match (o.processes, o.threads) {
+        _ if o.scheduler.is_some() => (Client::connect(o.scheduler.as_deref().unwrap_or_default())?, "cluster"),
         (Some(p), _) => (Client::processes(p)?, "processes"),
         (None, Some(n)) => (Client::threads(n)?, "threads"),
         (None, None) => (Client::local()?, "threads"),

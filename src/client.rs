@@ -135,6 +135,10 @@ impl Client {
 
     /// A client over any engine (each mode's constructor ends here).
     pub(crate) fn from_engine(engine: Arc<dyn Engine>, options: ClientOptions) -> Client {
+        // Keep the cluster worker hook linked into every binary that makes
+        // a client: such a binary can be started as a cluster worker.
+        #[cfg(target_os = "linux")]
+        std::hint::black_box(&crate::engine::cluster::CLUSTER_HOOK);
         let handle = Arc::new(EngineHandle(Arc::clone(&engine)));
         Client { inner: Arc::new(ClientInner { engine, handle, options }) }
     }

@@ -74,6 +74,12 @@ pub enum Error {
         /// The client's fingerprint.
         client: u128,
     },
+    /// The connection to the cluster's scheduler is gone (it stopped, the
+    /// network failed, or it stayed silent too long): every pending and
+    /// later call of that client fails with this; make a new client once
+    /// the scheduler is back.
+    #[error("the connection to the shoal scheduler was lost: {0}")]
+    Disconnected(String),
     /// A message from user code in a task: `Err(shoal::Error::msg("…"))`.
     #[error("{0}")]
     Message(String),

@@ -67,6 +67,7 @@ pub struct ReadmeDoctests;
 
 mod args;
 mod client;
+mod client_cluster;
 mod client_processes;
 mod engine;
 mod error;
@@ -76,6 +77,7 @@ mod progress;
 
 pub use args::{IntoArg, IntoArgs, One};
 pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
+pub use client_cluster::{ClusterOptions, ENV_SECRET_FILE};
 pub use client_processes::{DEFAULT_WORKER_TTL, ProcessesOptions};
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
@@ -146,8 +148,12 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// be workers too; `init` is the explicit form, and harmless.
 pub fn init() {
     #[cfg(target_os = "linux")]
-    std::hint::black_box(&engine::processes::WORKER_HOOK);
+    {
+        std::hint::black_box(&engine::processes::WORKER_HOOK);
+        std::hint::black_box(&engine::cluster::CLUSTER_HOOK);
+    }
     shoal_shm::pool::worker::take_role();
+    engine::cluster::take_role();
 }
 
 /// The registry fingerprint of this binary: processes exchange tasks only

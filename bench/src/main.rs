@@ -12,12 +12,13 @@ mod processes;
 mod table;
 
 const USAGE: &str = "\
-usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P] [--trials N] [--seed S]
+usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P] [--scheduler URL] [--trials N] [--seed S]
 
 benchmarks:
   count-letters   sequential vs rayon vs shoal threads on the count_letters job
   overhead        per-task cost: map, tree reduction, chain, round trip, million tasks, memory
-                  (--processes P: in the processes mode, on P worker processes)
+                  (--processes P: in the processes mode, on P worker processes;
+                   --scheduler tcp://HOST:PORT: on a cluster started by hand)
   processes       the processes mode: count-letters and count-letters-pipeline vs threads and
                   rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
   all             every benchmark above
@@ -46,6 +47,7 @@ fn main() {
     };
     let (mut rounds, mut quick, mut dask, mut processes) = (None, false, true, None);
     let (mut trials, mut seed) = (50, None);
+    let mut scheduler: Option<String> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
@@ -62,6 +64,10 @@ fn main() {
                 Some(s) => seed = Some(s),
                 _ => fail("--seed needs a number"),
             },
+            "--scheduler" if name == "overhead" => match args.next() {
+                Some(url) => scheduler = Some(url),
+                None => fail("--scheduler needs a URL such as tcp://127.0.0.1:8786"),
+            },
             "--rounds" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) if n > 0 => rounds = Some(n),
                 _ => fail("--rounds needs a positive number"),
@@ -73,7 +79,7 @@ fn main() {
     let result = match name.as_str() {
         "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask }),
         "count-letters" => count_letters::run(&opts),
-        "overhead" => overhead::run(&opts, processes),
+        "overhead" => overhead::run(&opts, processes, scheduler.as_deref()),
         "processes" => processes::run(&opts),
         "chaos" => chaos::run(
             trials,
@@ -82,8 +88,8 @@ fn main() {
             }),
         ),
         "all" => count_letters::run(&opts)
-            .and_then(|_| overhead::run(&opts, None))
-            .and_then(|_| overhead::run(&opts, Some(2)))
+            .and_then(|_| overhead::run(&opts, None, None))
+            .and_then(|_| overhead::run(&opts, Some(2), None))
             .and_then(|_| processes::run(&opts)),
         "-h" | "--help" => {
             println!("{USAGE}");

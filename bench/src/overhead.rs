@@ -152,13 +152,19 @@ const THREADS: Targets = Targets {
 const PROCESSES: Targets =
     Targets { tasks_per_s: 200_000.0, hop_s: None, round_trip_s: 50e-6, million_s: None, bytes_per_task: None };
 
+/// The cluster mode (issue 8): map and round trip through the scheduler.
+const CLUSTER: Targets =
+    Targets { tasks_per_s: 100_000.0, hop_s: None, round_trip_s: 200e-6, million_s: None, bytes_per_task: None };
+
 /// `processes`: run on that many worker processes (one thread each)
-/// instead of the threads mode.
-pub fn run(opts: &Opts, processes: Option<usize>) -> shoal::Result<()> {
+/// instead of the threads mode; `scheduler`: on the cluster of the
+/// scheduler at that URL (start it and its workers first).
+pub fn run(opts: &Opts, processes: Option<usize>, scheduler: Option<&str>) -> shoal::Result<()> {
     let sz = Sizes::new(opts.quick);
-    let (client, targets) = match processes {
-        Some(p) => (Client::processes(p)?, PROCESSES),
-        None => (Client::local()?, THREADS),
+    let (client, targets) = match (scheduler, processes) {
+        (Some(url), _) => (Client::connect(url)?, CLUSTER),
+        (None, Some(p)) => (Client::processes(p)?, PROCESSES),
+        (None, None) => (Client::local()?, THREADS),
     };
     // Memory first, while the allocator holds nothing from other cases.
     let bytes_per_task = memory_per_task(&client, sz.memory_tasks)?;
@@ -186,9 +192,10 @@ pub fn run(opts: &Opts, processes: Option<usize>) -> shoal::Result<()> {
     let million_tasks = 2 * sz.million_leaves - 1;
     println!(
         "\noverhead: {}, median of {} rounds{}",
-        match processes {
-            Some(p) => format!("processes mode, {p} worker processes of 1 thread"),
-            None => format!("{} threads", client.nthreads()),
+        match (scheduler, processes) {
+            (Some(url), _) => format!("cluster mode at {url}, {} worker threads", client.nthreads()),
+            (None, Some(p)) => format!("processes mode, {p} worker processes of 1 thread"),
+            (None, None) => format!("{} threads", client.nthreads()),
         },
         opts.rounds,
         if opts.quick { " (quick sizes)" } else { "" }

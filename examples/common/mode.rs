@@ -1,9 +1,11 @@
-//! The mode flags shared by the small examples: `--threads N` or
-//! `--processes P` (default: `Client::local()`, one thread per core).
+//! The mode flags shared by the small examples: `--threads N`,
+//! `--processes P` or `--scheduler tcp://HOST:PORT` (a cluster: start
+//! `shoal scheduler` and workers `SHOAL_WORKER=tcp://HOST:PORT <this example>`
+//! first); default: `Client::local()`, one thread per core.
 
 use shoal::Client;
 
-const USAGE: &str = "flags: [--threads N | --processes P]";
+const USAGE: &str = "flags: [--threads N | --processes P | --scheduler tcp://HOST:PORT]";
 
 /// The client the command line asks for; exits with a usage line on a bad flag.
 pub fn client_from_args() -> shoal::Result<Client> {
@@ -21,6 +23,13 @@ pub fn client_from_args() -> shoal::Result<Client> {
         None => Client::local(),
         Some("--threads") => Client::threads(number(0)),
         Some("--processes") => Client::processes(number(0)),
+        Some("--scheduler") => match args.get(1) {
+            Some(url) => Client::connect(url),
+            None => {
+                eprintln!("--scheduler needs a URL such as tcp://127.0.0.1:8786\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
         Some(other) => {
             eprintln!("unknown argument {other}\n{USAGE}");
             std::process::exit(2);

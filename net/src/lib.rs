@@ -1,1 +1,50 @@
+//! `shoal-net`: shoal's cluster mode — the TCP wire protocol, the scheduler
+//! server, the worker agent and the client's link to a scheduler.
+//!
+//! - [`frame`]: length-delimited frames with a size limit; large objects
+//!   streamed in chunks;
+//! - [`wire`]: the messages as rkyv types, validated on receipt;
+//! - [`conn`]: a connection's reader and writer (heartbeats, liveness);
+//! - [`auth`]: the handshake — protocol version, shared secret by
+//!   challenge-response, registry fingerprint;
+//! - [`server`]: the scheduler server (`shoal scheduler`);
+//! - [`agent`]: a worker: the user's binary started with `SHOAL_WORKER`;
+//! - [`client`]: a client's link to a scheduler (behind
+//!   `Client::connect`).
+//!
+//! The protocol, its invariants and the decisions behind them are in
+//! `net/README.md`.
 
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod auth;
+pub mod client;
+pub mod conn;
+pub mod error;
+pub mod frame;
+pub mod server;
+// rkyv's derives generate resolver types for enum variants with no docs to
+// copy; every type written here is documented.
+#[allow(missing_docs)]
+pub mod wire;
+
+pub use auth::Secret;
+pub use error::{NetError, Result};
+
+/// Parses `tcp://host:port` (or `host:port`) into what to connect to.
+pub fn parse_url(url: &str) -> Result<String> {
+    let rest = url.strip_prefix("tcp://").unwrap_or(url);
+    if rest.contains("://") {
+        return Err(NetError::Config(format!(
+            "{url:?}: only tcp:// scheduler addresses are supported (tcp://host:8786)"
+        )));
+    }
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err(NetError::Config(format!("{url:?} has no port: write tcp://host:8786")));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(NetError::Config(format!("{url:?} is not tcp://host:port (for example tcp://127.0.0.1:8786)")));
+    }
+    Ok(rest.to_string())
+}

@@ -7,6 +7,7 @@
 //! what each driver pass leaves to do ([`Mode`]); the API calls are the same
 //! for every mode (the blanket `impl Engine for M: Mode` below).
 
+pub(crate) mod cluster;
 pub(crate) mod processes;
 pub(crate) mod threads;
 

@@ -172,6 +172,14 @@ pub trait Backend: Sized + Send + 'static {
     /// `Action::Forget`: the spec is gone; drop what it holds (after
     /// unlocking, through `fx`).
     fn forget(&mut self, spec: Spec<Self::Task>, fx: &mut Self::Effects);
+    /// `Action::ReportDone` / `ReportFailed`: the task's futures can see
+    /// its end now ([`State::status`] says how it ended). A mode whose
+    /// clients wait on this driver's condition variable needs nothing more
+    /// (they are woken); one whose clients are elsewhere (the cluster's
+    /// scheduler) sends them the news.
+    fn report(st: &mut State<Self>, task: TaskId, fx: &mut Self::Effects) {
+        let _ = (st, task, fx);
+    }
 }
 
 /// The driver's state under its lock.
@@ -273,6 +281,7 @@ impl<B: Backend> State<B> {
                     if self.waiters.awaits(task) {
                         fx.wake_clients();
                     }
+                    B::report(self, task, fx);
                 }
                 Action::ReportFailed { task, .. } => {
                     // The failure itself stays in the scheduler's record,
@@ -285,6 +294,7 @@ impl<B: Backend> State<B> {
                     if self.waiters.awaits(task) {
                         fx.wake_clients();
                     }
+                    B::report(self, task, fx);
                 }
                 Action::Forget { task } => {
                     if self.spec(task).is_some()

@@ -1,0 +1,556 @@
+//! A client's link to a scheduler: the calls a `Client` makes, as messages,
+//! and a mirror of the tasks it holds futures on.
+//!
+//! # Protocol
+//!
+//! ```text
+//! client                                        scheduler
+//!   Submit { request, nodes }              ───►  driver.submit; the client's references counted
+//!                                          ◄───  Submitted { request, ids } | Rejected { request, message }
+//!                                          ◄───  Status [(id, Finished | Failed)]   for its futures, as they end
+//!   Retain / Release / Cancel [id, …]      ───►  (only ids it holds references to)
+//!   Gather { request, ids }                ───►
+//!                                          ◄───  Objects { request, [Object | Failed | Missing] } (+ streamed chunks)
+//!                                          ◄───  Workers { count, nthreads }      when workers come and go
+//!   Heartbeat                              ◄──►  Heartbeat                        every heartbeat period
+//! ```
+//!
+//! # The mirror
+//!
+//! The link keeps, per task it holds futures on, the number of references,
+//! the key and the status the scheduler last reported; waiting for tasks
+//! is waiting on this mirror (a condition variable), so `wait`, `wait_any`
+//! and `as_completed` cost no round trip. The connection's reader updates
+//! it: it registers a submission's ids when it reads `Submitted` (before
+//! any `Status` that follows it on the connection, so no news is lost),
+//! then applies the `Status` messages.
+//!
+//! # Invariants
+//!
+//! - A lost scheduler (closed connection, silence past `dead_after`, a bad
+//!   message) fails every pending and later call with
+//!   [`ClientError::Lost`] — never a hang: every wait also watches the
+//!   connection's state.
+//! - Each future's reference is given back exactly once (`Release`), and
+//!   the scheduler releases everything this client held when it goes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use shoal_core::Key;
+use shoal_core::TaskFailure;
+use shoal_core::driver::{DriverError, GraphNode, NodeArg, Status};
+use shoal_core::object::Obj;
+use shoal_core::scheduler::{Dep, TaskId};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use crate::auth::{self, Secret};
+use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
+use crate::error::NetError;
+use crate::wire::{
+    self, ArchivedToClientMsg, ArchivedWireGathered, ArchivedWireStatus, FromClientMsg, MAX_ITEMS, ObjectsOut, Role,
+    WireArg, WireDep, WireNode, WireTask,
+};
+
+/// What a client call can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// As the driver of a local mode would fail (a task failed, the
+    /// client was shut down, a malformed graph).
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The connection to the scheduler is gone.
+    #[error("{0}")]
+    Lost(String),
+    /// The scheduler refused a submission, or a value could not be sent.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `tcp://host:port`.
+    pub url: String,
+    /// The cluster's shared secret, if it has one.
+    pub secret: Option<Secret>,
+    /// This binary's registry fingerprint.
+    pub fingerprint: u128,
+    /// How long connecting and the handshake may take.
+    pub connect_timeout: Duration,
+    /// How long the scheduler may stay silent before it is taken as gone.
+    pub dead_after: Duration,
+}
+
+/// A pending request's bookkeeping.
+enum Pending {
+    Submit { keys: Vec<Key>, wanted: Vec<bool> },
+    Gather,
+}
+
+/// A request's answer.
+enum Answer {
+    Submitted(Vec<TaskId>),
+    Rejected(String),
+    Objects(Vec<Result<Obj, ClientError>>),
+}
+
+struct Entry {
+    refs: u32,
+    key: Key,
+    status: Status,
+}
+
+#[derive(Default)]
+struct Mirror {
+    tasks: HashMap<TaskId, Entry>,
+    pending: HashMap<u64, Pending>,
+    answers: HashMap<u64, Answer>,
+    next_request: u64,
+    /// Why the connection is gone.
+    lost: Option<String>,
+    closed: bool,
+    /// The scheduler's first `Workers` message arrived.
+    workers_known: bool,
+    workers: u32,
+    nthreads: u32,
+}
+
+impl Mirror {
+    fn stopped(&self) -> Option<ClientError> {
+        if self.closed {
+            return Some(ClientError::Driver(DriverError::Closed));
+        }
+        self.lost.clone().map(ClientError::Lost)
+    }
+}
+
+struct Inner {
+    mirror: Mutex<Mirror>,
+    changed: Condvar,
+    tx: UnboundedSender<Outgoing>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Mirror> {
+        shoal_core::driver::wait::lock(&self.mirror)
+    }
+}
+
+/// A connected client link. Dropping it closes the connection.
+pub struct Remote {
+    inner: Arc<Inner>,
+    /// The connection's runtime thread; it ends with the connection.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Remote {
+    /// Connects to a scheduler and shakes hands (within the config's
+    /// timeout).
+    pub fn connect(config: ClientConfig) -> Result<Remote, NetError> {
+        let address = crate::parse_url(&config.url)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let connect = async {
+            let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&address))
+                .await
+                .map_err(|_| NetError::Timeout { what: "connecting to the scheduler", after: config.connect_timeout })?
+                .map_err(|e| NetError::Config(format!("cannot connect to the scheduler at {address}: {e}")))?;
+            let _ = stream.set_nodelay(true);
+            let (r, w) = stream.into_split();
+            let mut reader = FrameReader::new(r, address.clone(), config.dead_after);
+            let mut writer = FrameWriter::new(w);
+            let welcome = auth::connect(
+                &mut reader,
+                &mut writer,
+                Role::Client,
+                config.fingerprint,
+                0,
+                config.secret.as_ref(),
+                config.connect_timeout,
+            )
+            .await?;
+            Ok::<_, NetError>((reader, writer, welcome))
+        };
+        let (reader, writer, welcome) = runtime.block_on(connect)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner { mirror: Mutex::new(Mirror::default()), changed: Condvar::new(), tx });
+        let beat = wire::to_bytes(&FromClientMsg::Heartbeat)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let for_thread = Arc::clone(&inner);
+        let thread = std::thread::Builder::new().name("shoal-client-net".into()).spawn(move || {
+            runtime.block_on(async move {
+                let writer = tokio::spawn(write_loop(writer, rx, beat, welcome.heartbeat));
+                let read = read_loop(&for_thread, reader);
+                let reason = tokio::select! {
+                    reason = read => reason,
+                    _ = stopped => "the client was shut down".to_string(),
+                };
+                {
+                    let mut mirror = for_thread.lock();
+                    mirror.lost.get_or_insert(reason);
+                }
+                for_thread.changed.notify_all();
+                writer.abort();
+            });
+        })?;
+        let remote = Remote { inner, stop: Mutex::new(Some(stop)), thread: Mutex::new(Some(thread)) };
+        // The scheduler tells a new client its workers at once: wait for
+        // that, so `nthreads` is right from the start.
+        let deadline = Instant::now() + config.connect_timeout;
+        match remote.wait_until(Some(deadline), |m| m.workers_known.then_some(())) {
+            Ok(Some(())) => Ok(remote),
+            Ok(None) => {
+                Err(NetError::Timeout { what: "for the scheduler's list of workers", after: config.connect_timeout })
+            }
+            Err(e) => Err(NetError::Lost { peer: address, reason: e.to_string() }),
+        }
+    }
+
+    fn send(&self, message: &FromClientMsg, blobs: Vec<Obj>) -> Result<(), ClientError> {
+        let body = wire::to_bytes(message).map_err(|e| ClientError::Refused(e.to_string()))?;
+        // Refused here rather than by the writer, which would have to drop
+        // the connection: the frame limit bounds one message (a graph).
+        let frame = body.len() + 5 + 8 * blobs.len();
+        if frame > crate::frame::MAX_FRAME {
+            return Err(ClientError::Refused(format!(
+                "this submission takes {frame} bytes, over the {} MiB a message may take; submit the graph in \
+                 smaller parts (a lazy graph of about a million tasks fits)",
+                crate::frame::MAX_FRAME >> 20
+            )));
+        }
+        self.inner.tx.send(Outgoing::Message { body, blobs }).map_err(|_| self.lost())
+    }
+
+    fn lost(&self) -> ClientError {
+        self.inner.lock().stopped().unwrap_or_else(|| ClientError::Lost("the connection is closed".into()))
+    }
+
+    /// Waits for the answer to `request`.
+    fn answer(&self, request: u64) -> Result<Answer, ClientError> {
+        let mut mirror = self.inner.lock();
+        loop {
+            if let Some(answer) = mirror.answers.remove(&request) {
+                return Ok(answer);
+            }
+            if let Some(e) = mirror.stopped() {
+                mirror.pending.remove(&request);
+                return Err(e);
+            }
+            mirror = self.inner.changed.wait(mirror).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Submits a graph (topologically ordered): one id per node; each
+    /// wanted one carries one reference of this client.
+    pub fn submit(&self, nodes: Vec<GraphNode>) -> Result<Vec<TaskId>, ClientError> {
+        let mut out = ObjectsOut::default();
+        let keys: Vec<Key> = nodes.iter().map(|n| n.key).collect();
+        let wanted: Vec<bool> = nodes.iter().map(|n| n.wanted).collect();
+        let dep = |d: &Dep| match *d {
+            Dep::Node(i) => WireDep::Node(i as u32),
+            Dep::Task(id) => WireDep::Task(id.into()),
+        };
+        let mut wire_nodes = Vec::with_capacity(nodes.len());
+        for node in &nodes {
+            let args = node
+                .args
+                .iter()
+                .map(|arg| {
+                    Ok(match arg {
+                        NodeArg::Value(obj) => WireArg::Value(out.object(obj).map_err(ClientError::Refused)?),
+                        NodeArg::Dep(d) => WireArg::Dep(dep(d)),
+                        NodeArg::List(ds) => WireArg::List(ds.iter().map(dep).collect()),
+                    })
+                })
+                .collect::<Result<Vec<_>, ClientError>>()?;
+            wire_nodes.push(WireNode {
+                key: node.key.into(),
+                args,
+                wanted: node.wanted,
+                priority: node.priority,
+                retries: node.retries,
+            });
+        }
+        let request = {
+            let mut mirror = self.inner.lock();
+            if let Some(e) = mirror.stopped() {
+                return Err(e);
+            }
+            mirror.next_request += 1;
+            let request = mirror.next_request;
+            mirror.pending.insert(request, Pending::Submit { keys, wanted });
+            request
+        };
+        self.send(&FromClientMsg::Submit { request, nodes: wire_nodes }, out.blobs)?;
+        match self.answer(request)? {
+            Answer::Submitted(ids) => Ok(ids),
+            Answer::Rejected(message) => Err(ClientError::Refused(message)),
+            Answer::Objects(_) => Err(ClientError::Lost("the scheduler answered a submission with objects".into())),
+        }
+    }
+
+    /// One reference less to the task (a future dropped).
+    pub fn release(&self, id: TaskId) {
+        {
+            let mut mirror = self.inner.lock();
+            let Some(entry) = mirror.tasks.get_mut(&id) else { return };
+            entry.refs -= 1;
+            if entry.refs == 0 {
+                mirror.tasks.remove(&id);
+            }
+        }
+        // A lost connection released everything already.
+        let _ = self.send(&FromClientMsg::Release(vec![id.into()]), Vec::new());
+    }
+
+    /// One reference more (a future cloned).
+    pub fn retain(&self, id: TaskId) {
+        if let Some(entry) = self.inner.lock().tasks.get_mut(&id) {
+            entry.refs += 1;
+        }
+        let _ = self.send(&FromClientMsg::Retain(vec![id.into()]), Vec::new());
+    }
+
+    /// Cancels the task.
+    pub fn cancel(&self, id: TaskId) {
+        let _ = self.send(&FromClientMsg::Cancel(vec![id.into()]), Vec::new());
+    }
+
+    /// The task's status as last reported.
+    pub fn status(&self, id: TaskId) -> Status {
+        self.inner.lock().tasks.get(&id).map(|e| e.status.clone()).unwrap_or(Status::Pending)
+    }
+
+    /// The task's key, while this client holds a future on it.
+    pub fn key(&self, id: TaskId) -> Option<Key> {
+        self.inner.lock().tasks.get(&id).map(|e| e.key)
+    }
+
+    /// Workers connected, and their threads in all.
+    pub fn workers(&self) -> (u32, u32) {
+        let mirror = self.inner.lock();
+        (mirror.workers, mirror.nthreads)
+    }
+
+    /// Waits until `check` answers or the deadline passes (`Ok(None)`).
+    fn wait_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut check: impl FnMut(&Mirror) -> Option<T>,
+    ) -> Result<Option<T>, ClientError> {
+        let mut mirror = self.inner.lock();
+        loop {
+            if let Some(answer) = check(&mirror) {
+                return Ok(Some(answer));
+            }
+            if let Some(e) = mirror.stopped() {
+                return Err(e);
+            }
+            mirror = match deadline {
+                None => self.inner.changed.wait(mirror).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(t) if !t.is_zero() => {
+                        self.inner.changed.wait_timeout(mirror, t).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0)
+                    }
+                    _ => return Ok(None),
+                },
+            };
+        }
+    }
+
+    /// Blocks until the task finished or the deadline passed.
+    pub fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status, ClientError> {
+        let status =
+            self.wait_until(deadline, |m| m.tasks.get(&id).map(|e| e.status.clone()).filter(Status::is_finished))?;
+        Ok(status.unwrap_or(Status::Pending))
+    }
+
+    /// Blocks until one of the tasks finished or the deadline passed; the
+    /// indices of the finished ones.
+    pub fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>, ClientError> {
+        let found = self.wait_until(deadline, |m| {
+            let done: Vec<usize> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| m.tasks.get(id).is_some_and(|e| e.status.is_finished()))
+                .map(|(i, _)| i)
+                .collect();
+            (!done.is_empty() || ids.is_empty()).then_some(done)
+        })?;
+        Ok(found.unwrap_or_default())
+    }
+
+    /// Blocks until `ids[from..]` finished in order, one failed, or the
+    /// deadline passed (as the driver's `wait_prefix`).
+    pub fn wait_prefix(
+        &self,
+        ids: &[TaskId],
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, Option<Arc<TaskFailure>>), ClientError> {
+        let mut cursor = from;
+        let answer = self.wait_until(deadline, |m| {
+            while let Some(id) = ids.get(cursor) {
+                match m.tasks.get(id).map(|e| &e.status) {
+                    Some(Status::Finished) => cursor += 1,
+                    Some(Status::Failed(f)) => return Some((cursor, Some(Arc::clone(f)))),
+                    _ => return None,
+                }
+            }
+            Some((cursor, None))
+        })?;
+        Ok(answer.unwrap_or((cursor, None)))
+    }
+
+    /// The results of finished tasks, in order, from the scheduler.
+    pub fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>, ClientError> {
+        let mut objects = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_ITEMS) {
+            let request = {
+                let mut mirror = self.inner.lock();
+                if let Some(e) = mirror.stopped() {
+                    return Err(e);
+                }
+                mirror.next_request += 1;
+                let request = mirror.next_request;
+                mirror.pending.insert(request, Pending::Gather);
+                request
+            };
+            let tasks: Vec<WireTask> = part.iter().map(|&id| id.into()).collect();
+            self.send(&FromClientMsg::Gather { request, tasks }, Vec::new())?;
+            match self.answer(request)? {
+                Answer::Objects(items) if items.len() == part.len() => {
+                    for item in items {
+                        objects.push(item?);
+                    }
+                }
+                _ => return Err(ClientError::Lost("the scheduler answered a gather wrongly".into())),
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Closes the connection: every later call fails with `Closed`.
+    pub fn shutdown(&self) {
+        self.inner.lock().closed = true;
+        self.inner.changed.notify_all();
+        if let Some(stop) = shoal_core::driver::wait::lock(&self.stop).take() {
+            let _ = stop.send(());
+        }
+        let thread = shoal_core::driver::wait::lock(&self.thread).take();
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads the scheduler's messages into the mirror until the connection
+/// ends; why it ended.
+async fn read_loop(inner: &Inner, mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+    let peer = reader.peer.clone();
+    loop {
+        let message = match reader.message_or_end().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return format!("the scheduler at {peer} closed the connection"),
+            Err(e) => return format!("lost the connection to the scheduler at {peer}: {e}"),
+        };
+        if let Err(e) = apply(inner, message) {
+            let reason = format!("the scheduler at {peer} broke the protocol: {e}");
+            tracing::warn!("{reason}");
+            let _ = inner.tx.send(Outgoing::Close(e.to_string()));
+            return reason;
+        }
+    }
+}
+
+/// Applies one message from the scheduler to the mirror.
+fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
+    let Incoming { body, mut objects } = message;
+    let msg = wire::access::<wire::ToClientMsg>(&body)?;
+    // Objects are taken (validated for their index) before the lock.
+    let gathered: Option<(u64, Vec<Result<Obj, ClientError>>)> = match msg {
+        ArchivedToClientMsg::Objects { request, items } => {
+            let items = items
+                .iter()
+                .map(|item| {
+                    Ok(match item {
+                        ArchivedWireGathered::Object(obj) => Ok(objects.take(obj)?),
+                        ArchivedWireGathered::Failed(f) => {
+                            Err(ClientError::Driver(DriverError::Task(Arc::new(wire::failure_in(f)))))
+                        }
+                        ArchivedWireGathered::Missing(message) => {
+                            Err(ClientError::Refused(format!("the scheduler has no result: {}", message.as_str())))
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, NetError>>()?;
+            Some((request.to_native(), items))
+        }
+        _ => None,
+    };
+    objects.finish()?;
+    let mut mirror = inner.lock();
+    match msg {
+        ArchivedToClientMsg::Heartbeat => return Ok(()),
+        ArchivedToClientMsg::Submitted { request, ids } => {
+            let request = request.to_native();
+            let ids: Vec<TaskId> = ids.iter().map(TaskId::from).collect();
+            match mirror.pending.remove(&request) {
+                Some(Pending::Submit { keys, wanted }) if keys.len() == ids.len() => {
+                    for ((id, key), wanted) in ids.iter().zip(keys).zip(wanted) {
+                        if wanted {
+                            let entry =
+                                mirror.tasks.entry(*id).or_insert(Entry { refs: 0, key, status: Status::Pending });
+                            entry.refs += 1;
+                        }
+                    }
+                    mirror.answers.insert(request, Answer::Submitted(ids));
+                }
+                _ => return Err(NetError::protocol("an answer to a submission never made")),
+            }
+        }
+        ArchivedToClientMsg::Rejected { request, message } => {
+            let request = request.to_native();
+            mirror.pending.remove(&request);
+            mirror.answers.insert(request, Answer::Rejected(message.as_str().to_string()));
+        }
+        ArchivedToClientMsg::Status(news) => {
+            for entry in news.iter() {
+                let (task, status) = (&entry.0, &entry.1);
+                if let Some(e) = mirror.tasks.get_mut(&TaskId::from(task)) {
+                    e.status = match status {
+                        ArchivedWireStatus::Finished => Status::Finished,
+                        ArchivedWireStatus::Failed(f) => Status::Failed(Arc::new(wire::failure_in(f))),
+                    };
+                }
+            }
+        }
+        ArchivedToClientMsg::Objects { .. } => {
+            if let Some((request, items)) = gathered {
+                if !matches!(mirror.pending.remove(&request), Some(Pending::Gather)) {
+                    return Err(NetError::protocol("objects for a gather never asked for"));
+                }
+                mirror.answers.insert(request, Answer::Objects(items));
+            }
+        }
+        ArchivedToClientMsg::Workers { count, nthreads } => {
+            mirror.workers_known = true;
+            mirror.workers = count.to_native();
+            mirror.nthreads = nthreads.to_native();
+        }
+    }
+    drop(mirror);
+    inner.changed.notify_all();
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! A connection's two halves: a reader that yields whole messages (with the
+//! objects streamed after them), and a writer task that sends queued
+//! messages and heartbeats.
+//!
+//! # Invariants
+//!
+//! - **Liveness is bounded.** Every read of the socket is bounded by the
+//!   connection's `idle` limit: a peer that sends nothing at all — not even
+//!   the heartbeat it owes every `heartbeat` — for that long is lost. A long
+//!   streamed object is no silence: each chunk counts.
+//! - **Memory follows the bytes that arrive.** A streamed object's length is
+//!   checked against [`MAX_ARCHIVE_LEN`] before a byte of it is read, and
+//!   its buffer grows as chunks arrive, not to the announced length at once.
+//! - **The writer never interleaves:** a message and its streamed objects go
+//!   out back to back, from one task, so a CHUNK always belongs to the last
+//!   MESSAGE.
+//! - A CLOSE from the peer ends the connection with the peer's reason.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rkyv::util::AlignedVec;
+use shoal_core::object::{MAX_ARCHIVE_LEN, Obj};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::codec::LengthDelimitedCodec;
+
+use crate::error::{NetError, Result};
+use crate::frame::{self, CHUNK, CHUNK_KIND, CLOSE, Frame, HELLO, MAGIC, MESSAGE, PROTOCOL_VERSION};
+use crate::wire::{ObjectsIn, aligned};
+
+/// A message received: its archive (aligned, not validated yet) and the
+/// objects streamed after it.
+pub struct Incoming {
+    /// The archive.
+    pub body: AlignedVec,
+    /// The streamed objects.
+    pub objects: ObjectsIn,
+}
+
+/// Something to send.
+pub enum Outgoing {
+    /// A message, and the objects to stream after it.
+    Message {
+        /// The message's archive.
+        body: AlignedVec,
+        /// The objects it names as streamed, in order.
+        blobs: Vec<Obj>,
+    },
+    /// Say why, then close the connection.
+    Close(String),
+}
+
+impl Outgoing {
+    /// A message without streamed objects.
+    pub fn message(body: AlignedVec) -> Outgoing {
+        Outgoing::Message { body, blobs: Vec::new() }
+    }
+}
+
+/// The reading half.
+pub struct FrameReader<R> {
+    io: R,
+    codec: LengthDelimitedCodec,
+    buf: BytesMut,
+    /// Who is at the other end (for errors).
+    pub peer: String,
+    /// The longest the peer may stay silent.
+    pub idle: Duration,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of `io`, talking to `peer`.
+    /// Until [`FrameReader::established`], frames are limited to
+    /// [`frame::HANDSHAKE_MAX_FRAME`].
+    pub fn new(io: R, peer: String, idle: Duration) -> FrameReader<R> {
+        let mut codec = frame::codec();
+        codec.set_max_frame_length(frame::HANDSHAKE_MAX_FRAME);
+        FrameReader { io, codec, buf: BytesMut::with_capacity(64 << 10), peer, idle }
+    }
+
+    /// The handshake is done: frames up to [`frame::MAX_FRAME`] are accepted.
+    pub fn established(&mut self) {
+        self.codec.set_max_frame_length(frame::MAX_FRAME);
+    }
+
+    /// The next frame; `None` when the peer closed the stream between frames.
+    pub async fn frame(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = frame::decode(&mut self.codec, &mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            let read = tokio::time::timeout(self.idle, self.io.read_buf(&mut self.buf)).await;
+            match read {
+                Err(_) => {
+                    return Err(NetError::Lost {
+                        peer: self.peer.clone(),
+                        reason: format!("it sent nothing for {:?}", self.idle),
+                    });
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(0)) if self.buf.is_empty() => return Ok(None),
+                Ok(Ok(0)) => return Err(NetError::protocol("the stream ended inside a frame")),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next frame, where the end of the stream or a CLOSE is an error.
+    pub async fn expect_frame(&mut self) -> Result<Frame> {
+        match self.frame().await? {
+            Some(Frame::Close(reason)) => Err(NetError::Refused { peer: self.peer.clone(), reason }),
+            Some(frame) => Ok(frame),
+            None => Err(NetError::Lost { peer: self.peer.clone(), reason: "it closed the connection".into() }),
+        }
+    }
+
+    /// The next message with its streamed objects.
+    pub async fn message(&mut self) -> Result<Incoming> {
+        match self.message_or_end().await? {
+            Some(message) => Ok(message),
+            None => Err(NetError::Lost { peer: self.peer.clone(), reason: "it closed the connection".into() }),
+        }
+    }
+
+    /// The next message with its streamed objects; `None` when the peer
+    /// closed the stream between messages.
+    pub async fn message_or_end(&mut self) -> Result<Option<Incoming>> {
+        let (blobs, body) = match self.frame().await? {
+            None => return Ok(None),
+            Some(Frame::Message { blobs, body }) => (blobs, body),
+            Some(Frame::Close(reason)) => return Err(NetError::Refused { peer: self.peer.clone(), reason }),
+            Some(other) => {
+                return Err(NetError::protocol(format!("expected a message, got {}", kind_name(&other))));
+            }
+        };
+        let mut objects = Vec::with_capacity(blobs.len());
+        for len in blobs {
+            objects.push(self.blob(len).await?);
+        }
+        Ok(Some(Incoming { body: aligned(&body), objects: ObjectsIn::new(objects) }))
+    }
+
+    /// One streamed object of `len` bytes, from its chunks.
+    async fn blob(&mut self, len: u64) -> Result<AlignedVec> {
+        let len = usize::try_from(len).ok().filter(|&l| l <= MAX_ARCHIVE_LEN).ok_or_else(|| {
+            NetError::protocol(format!("a streamed object of {len} bytes, over the limit of {MAX_ARCHIVE_LEN}"))
+        })?;
+        let mut bytes = AlignedVec::with_capacity(len.min(4 * CHUNK));
+        while bytes.len() < len {
+            match self.expect_frame().await? {
+                Frame::Chunk(chunk) if chunk.len() <= len - bytes.len() => bytes.extend_from_slice(&chunk),
+                Frame::Chunk(_) => return Err(NetError::protocol("a chunk runs past the end of its object")),
+                other => {
+                    return Err(NetError::protocol(format!(
+                        "expected a chunk of a streamed object, got {}",
+                        kind_name(&other)
+                    )));
+                }
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+fn kind_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Hello { .. } => "a hello",
+        Frame::Message { .. } => "a message",
+        Frame::Chunk(_) => "a chunk",
+        Frame::Close(_) => "a close",
+    }
+}
+
+/// The writing half (buffered: [`FrameWriter::flush`] sends).
+pub struct FrameWriter<W: AsyncWrite> {
+    io: BufWriter<W>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// A writer to `io`.
+    pub fn new(io: W) -> FrameWriter<W> {
+        FrameWriter { io: BufWriter::with_capacity(256 << 10, io) }
+    }
+
+    async fn frame(&mut self, kind: u8, parts: &[&[u8]]) -> Result<()> {
+        let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+        self.io.write_all(&frame::header(len)?).await?;
+        self.io.write_all(&[kind]).await?;
+        for part in parts {
+            self.io.write_all(part).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a HELLO frame.
+    pub async fn hello(&mut self, body: &[u8]) -> Result<()> {
+        self.frame(HELLO, &[MAGIC, &PROTOCOL_VERSION.to_le_bytes(), body]).await?;
+        self.flush().await
+    }
+
+    /// Writes one outgoing item (not flushed). `Ok(false)` after a close.
+    pub async fn send(&mut self, out: &Outgoing) -> Result<bool> {
+        match out {
+            Outgoing::Message { body, blobs } => {
+                let mut header = Vec::with_capacity(4 + 8 * blobs.len());
+                header.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+                let mut archives = Vec::with_capacity(blobs.len());
+                for obj in blobs {
+                    let bytes = obj.archived_bytes().map_err(|e| NetError::protocol(e.to_string()))?;
+                    header.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                    archives.push(bytes);
+                }
+                self.frame(MESSAGE, &[&header, body]).await?;
+                for bytes in archives {
+                    for chunk in bytes.chunks(CHUNK) {
+                        self.frame(CHUNK_KIND, &[chunk]).await?;
+                    }
+                }
+                Ok(true)
+            }
+            Outgoing::Close(reason) => {
+                self.frame(CLOSE, &[reason.as_bytes()]).await?;
+                self.flush().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends everything written.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Says why and closes (errors ignored: the connection is going anyway).
+    pub async fn close(mut self, reason: String) {
+        let _ = self.send(&Outgoing::Close(reason)).await;
+        let _ = self.io.shutdown().await;
+    }
+}
+
+/// The writer task of a connection: sends what is queued (everything queued
+/// at the moment in one flush) and a heartbeat every `heartbeat`, until the
+/// queue's senders are all gone, a `Close` is sent, or the socket fails.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    heartbeat: AlignedVec,
+    every: Duration,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            next = rx.recv() => {
+                let Some(out) = next else { break };
+                if !writer.send(&out).await? {
+                    return Ok(());
+                }
+                while let Ok(out) = rx.try_recv() {
+                    if !writer.send(&out).await? {
+                        return Ok(());
+                    }
+                }
+                writer.flush().await?;
+            }
+            _ = tick.tick() => {
+                writer.send(&Outgoing::message(heartbeat.clone())).await?;
+                writer.flush().await?;
+            }
+        }
+    }
+    let _ = writer.io.shutdown().await;
+    Ok(())
+}

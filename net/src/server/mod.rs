@@ -1,0 +1,298 @@
+//! The scheduler server: the core's [`Driver`] over TCP links, on tokio — the
+//! `shoal scheduler` command.
+//!
+//! # Connections
+//!
+//! Every connection starts with the handshake of [`crate::auth`]. Then a
+//! worker gets runs and sends results; a client submits graphs, holds and
+//! drops futures, cancels, and gathers results; both sides send a
+//! heartbeat every [`ServerConfig::heartbeat`], and a peer silent for
+//! [`ServerConfig::dead_after`] is dropped. Each connection has a reader
+//! task (which handles what arrives under the driver's lock, then carries
+//! out the effects) and a writer task (which drains the connection's
+//! queue). A bad frame or message closes that connection only, with a
+//! logged reason and a CLOSE frame the peer can read.
+//!
+//! # Security
+//!
+//! Without a secret the server listens on loopback only, and says so;
+//! asked to listen on any other address without a secret it refuses to
+//! start, saying why — whoever can connect can run the tasks of the binary
+//! its workers run, on any inputs. With a secret every peer must prove it
+//! knows it (and the server proves it too).
+//!
+//! # Clients and their futures
+//!
+//! The server counts the client references each client holds per task
+//! (each wanted node of a submission, each `Retain`, less each `Release`);
+//! a release of a reference the client does not hold is ignored, so one
+//! client cannot release another's results. When a client disconnects, all
+//! its references are released. Pure keys are shared between clients, as
+//! Dask shares them: the same call submitted by two clients is one task.
+//! A client hears of the tasks it holds futures on when they finish or fail
+//! (`Status`), including tasks that had finished before it took its future.
+
+mod backend;
+mod peers;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::driver::Driver;
+use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig};
+use tokio::net::TcpListener;
+
+pub use self::backend::{Cluster, ClusterDriver, STORE};
+use crate::auth::Secret;
+use crate::error::{NetError, Result};
+
+/// The port a scheduler listens on by default (Dask's).
+pub const DEFAULT_PORT: u16 = 8786;
+/// How often each side sends a heartbeat by default.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a peer may stay silent by default before it is dropped: several
+/// heartbeats, so one late packet is not a death.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(5);
+/// How long a connecting peer has for its handshake by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Runs a worker may hold beyond its threads, per thread: the next runs are
+/// at hand when one ends, and runs travel in batches (each costs a round
+/// trip). There is no stealing between machines yet, so this stays small.
+pub const EXTRA_SLOTS_PER_THREAD: u32 = 4;
+
+/// How a scheduler server is set up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The address to listen on: an IP address (or `localhost`).
+    pub host: String,
+    /// The port (0: any free port).
+    pub port: u16,
+    /// The shared secret every peer must prove it knows.
+    pub secret: Option<Secret>,
+    /// How often heartbeats are sent, both ways.
+    pub heartbeat: Duration,
+    /// How long a peer may send nothing before it is dropped.
+    pub dead_after: Duration,
+    /// How long a connecting peer has for its handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: DEFAULT_PORT,
+            secret: None,
+            heartbeat: DEFAULT_HEARTBEAT,
+            dead_after: DEFAULT_DEAD_AFTER,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The address to bind, checked against the security rule (see the
+    /// module docs).
+    pub fn address(&self) -> Result<SocketAddr> {
+        let ip: IpAddr = if self.host == "localhost" {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            self.host.parse().map_err(|_| {
+                NetError::Config(format!(
+                    "--host {:?} is not an IP address; give one, such as 127.0.0.1 (loopback only) or 0.0.0.0 \
+                     (every interface, needs --secret-file)",
+                    self.host
+                ))
+            })?
+        };
+        if self.secret.is_none() && !ip.is_loopback() {
+            return Err(NetError::Config(format!(
+                "refusing to listen on {ip} without a shared secret: anyone who can reach this port could make the \
+                 workers run tasks. Pass --secret-file FILE (the same file to the workers and clients, as \
+                 SHOAL_SECRET_FILE), or listen on 127.0.0.1 only"
+            )));
+        }
+        if self.heartbeat.is_zero() || self.dead_after <= self.heartbeat {
+            return Err(NetError::Config(format!(
+                "the heartbeat ({:?}) must be positive and shorter than the silence after which a peer is dropped \
+                 ({:?})",
+                self.heartbeat, self.dead_after
+            )));
+        }
+        Ok(SocketAddr::new(ip, self.port))
+    }
+}
+
+/// What the connection tasks share.
+pub(crate) struct Shared {
+    pub(crate) driver: ClusterDriver,
+    pub(crate) config: ServerConfig,
+    /// Ids of peers (workers and clients alike).
+    pub(crate) next_id: std::sync::atomic::AtomicU32,
+}
+
+/// A bound scheduler server, not serving yet.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Binds the listening socket (checked against the security rule).
+    pub async fn bind(config: ServerConfig) -> Result<Server> {
+        let addr = config.address()?;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|e| NetError::Config(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener.local_addr()?;
+        if config.secret.is_none() {
+            tracing::warn!(
+                "shoal scheduler listening on {local} without a shared secret: loopback only (give --secret-file to \
+                 listen on other addresses)"
+            );
+        } else {
+            tracing::info!("shoal scheduler listening on {local}; peers must prove the shared secret");
+        }
+        let mut sched = Scheduler::new(SchedulerConfig {
+            extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
+            ..SchedulerConfig::default()
+        });
+        sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
+        let shared = Arc::new(Shared {
+            driver: Driver::new(sched, Cluster::default()),
+            config,
+            next_id: std::sync::atomic::AtomicU32::new(0),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Accepts and serves connections until the task is dropped.
+    pub async fn run(self) -> Result<()> {
+        loop {
+            let (stream, addr) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, say: wait a moment rather than spin.
+                    tracing::warn!("could not accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(peers::serve(Arc::clone(&self.shared), stream, addr));
+        }
+    }
+}
+
+/// A scheduler server running on a thread of its own.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Tasks the scheduler knows now (for tests and monitoring): a
+    /// client's tasks are gone once it released them or disconnected.
+    pub fn live_tasks(&self) -> usize {
+        self.shared.driver.lock().sched.live_tasks()
+    }
+
+    /// Workers connected now.
+    pub fn workers(&self) -> usize {
+        self.shared.driver.lock().backend.workers.len()
+    }
+
+    /// Its URL, `tcp://host:port`.
+    pub fn url(&self) -> String {
+        format!("tcp://{}", self.addr)
+    }
+
+    /// Stops it: every connection is closed, as if the process had died.
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// Starts a scheduler server on a thread of its own (with its own tokio
+/// runtime); it serves until the handle is stopped or dropped.
+pub fn spawn(config: ServerConfig) -> Result<ServerHandle> {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (bound, bound_rx) = std::sync::mpsc::channel();
+    // Everything tokio happens on the new thread, so this may be called
+    // from inside another runtime (an async test) as well as from plain code.
+    let thread = std::thread::Builder::new().name("shoal-scheduler".into()).spawn(move || {
+        let runtime = match runtime() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = bound.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async {
+            let server = match Server::bind(config).await.and_then(|s| Ok((s.local_addr()?, s))) {
+                Ok((addr, server)) => {
+                    let _ = bound.send(Ok((addr, Arc::clone(&server.shared))));
+                    server
+                }
+                Err(e) => {
+                    let _ = bound.send(Err(e));
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = server.run() => {}
+                _ = stopped => {}
+            }
+        });
+        // Dropping the runtime drops every connection task: sockets close.
+        drop(runtime);
+    })?;
+    let (addr, shared) = match bound_rx.recv() {
+        Ok(result) => result?,
+        Err(_) => return Err(NetError::Config("the scheduler thread ended before it listened".into())),
+    };
+    Ok(ServerHandle { addr, shared, stop: Some(stop), thread: Some(thread) })
+}
+
+/// Serves forever on the calling thread (the `shoal scheduler` command).
+pub fn serve_forever(config: ServerConfig) -> Result<()> {
+    let runtime = runtime()?;
+    runtime.block_on(async { Server::bind(config).await?.run().await })
+}
+
+/// The scheduler's runtime: two threads are plenty (it parses messages and
+/// moves results; tasks run elsewhere).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shoal-scheduler-io")
+        .enable_all()
+        .build()?)
+}

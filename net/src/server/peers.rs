@@ -1,0 +1,490 @@
+//! One task per connection: the handshake, then the worker's or the
+//! client's messages, then the cleanup (a worker's runs go back to the
+//! scheduler; a client's references are released).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use shoal_core::Key;
+use shoal_core::TaskFailure;
+use shoal_core::driver::{GraphNode, NodeArg};
+use shoal_core::failure::TaskError;
+use shoal_core::registry::{InputError, RunError};
+use shoal_core::scheduler::{Dep, Event, TaskId, TaskState, WorkerId};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use super::Shared;
+use super::backend::{ClientLink, Effects, STORE, WorkerLink, carry_out, status_now};
+use crate::auth::{self, Accept, PeerInfo};
+use crate::conn::{FrameReader, FrameWriter, Outgoing, write_loop};
+use crate::error::{NetError, Result};
+use crate::wire::{
+    self, ArchivedFromClientMsg, ArchivedFromWorkerMsg, ArchivedWireArg, ArchivedWireDep, ArchivedWireFailKind,
+    ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, ObjectsIn, ObjectsOut, Role, ToClientMsg, ToWorkerMsg,
+    WireFailKind, WireGathered,
+};
+
+/// Serves one accepted connection to its end.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r, addr.to_string(), shared.config.dead_after);
+    let mut writer = FrameWriter::new(w);
+    let mut admitted = None;
+    let settings = Accept {
+        secret: shared.config.secret.as_ref(),
+        timeout: shared.config.handshake_timeout,
+        heartbeat: shared.config.heartbeat,
+    };
+    let accepted = auth::accept(&mut reader, &mut writer, settings, |info| {
+        let id = admit(&shared, info)?;
+        admitted = Some(id);
+        Ok(id)
+    })
+    .await;
+    let (info, id) = match (accepted, admitted) {
+        (Ok(info), Some(id)) => (info, id),
+        (result, admitted) => {
+            if let Err(e) = result {
+                tracing::warn!("refused a connection from {addr}: {e}");
+            }
+            if admitted.is_some() {
+                unadmit(&shared);
+            }
+            return;
+        }
+    };
+    let role = match info.role {
+        Role::Client => "client",
+        Role::Worker => "worker",
+    };
+    tracing::info!("{role} {id} connected from {addr} (pid {}, {} threads)", info.pid, info.nthreads);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let heartbeat = match info.role {
+        Role::Worker => wire::to_bytes(&ToWorkerMsg::Heartbeat),
+        Role::Client => wire::to_bytes(&ToClientMsg::Heartbeat),
+    };
+    let heartbeat = match heartbeat {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}");
+            unadmit(&shared);
+            return;
+        }
+    };
+    let writer = tokio::spawn(write_loop(writer, rx, heartbeat, shared.config.heartbeat));
+    let outcome = match info.role {
+        Role::Worker => serve_worker(&shared, WorkerId(id), &info, &mut reader, &tx).await,
+        Role::Client => serve_client(&shared, id, &mut reader, &tx).await,
+    };
+    match &outcome {
+        Ok(()) => tracing::info!("{role} {id} ({addr}) disconnected"),
+        Err(e) => {
+            tracing::warn!("{role} {id} ({addr}) dropped: {e}");
+            let _ = tx.send(Outgoing::Close(e.to_string()));
+        }
+    }
+    match info.role {
+        Role::Worker => worker_lost(&shared, WorkerId(id)),
+        Role::Client => client_gone(&shared, id),
+    }
+    unadmit(&shared);
+    drop(tx);
+    // The writer ends once every queue sender is gone (the link's went
+    // with the cleanup); it is not waited for past a moment.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+}
+
+/// The fingerprint check: the first peer to connect while none is connected
+/// sets the cluster's; every other must have the same.
+fn admit(shared: &Shared, info: &PeerInfo) -> std::result::Result<u32, String> {
+    let mut st = shared.driver.lock();
+    let role = match info.role {
+        Role::Client => "client",
+        Role::Worker => "worker",
+    };
+    match &st.backend.fingerprint {
+        Some((fingerprint, who)) if *fingerprint != info.fingerprint => {
+            return Err(format!(
+                "registry fingerprint mismatch: this {role} (pid {}) has the task registry {:032x}, but the cluster \
+                 runs {fingerprint:032x} (set by {who}); start the workers and clients from the same build of the \
+                 same program",
+                info.pid, info.fingerprint
+            ));
+        }
+        Some(_) => {}
+        None => {
+            st.backend.fingerprint = Some((info.fingerprint, format!("the first {role} to connect, pid {}", info.pid)))
+        }
+    }
+    st.backend.peers += 1;
+    Ok(shared.next_id.fetch_add(1, Ordering::Relaxed))
+}
+
+fn unadmit(shared: &Shared) {
+    let mut st = shared.driver.lock();
+    st.backend.peers = st.backend.peers.saturating_sub(1);
+    if st.backend.peers == 0 {
+        st.backend.fingerprint = None;
+    }
+}
+
+/// Tells every client how many workers (and threads) there are now.
+fn announce_workers(shared: &Shared) {
+    let (count, nthreads, clients) = {
+        let st = shared.driver.lock();
+        let nthreads: u32 = st.backend.workers.values().map(|w| w.nthreads).sum();
+        let clients: Vec<UnboundedSender<Outgoing>> = st.backend.clients.values().map(|c| c.tx.clone()).collect();
+        (st.backend.workers.len() as u32, nthreads, clients)
+    };
+    if let Ok(body) = wire::to_bytes(&ToClientMsg::Workers { count, nthreads }) {
+        for tx in clients {
+            let _ = tx.send(Outgoing::message(body.clone()));
+        }
+    }
+}
+
+/// One ended run, decoded outside the lock.
+enum Ended {
+    Done { task: TaskId, obj: shoal_core::object::Obj, nbytes: u64 },
+    Failed { task: TaskId, kind: WireFailKind, message: String, type_name: String, chain: Vec<String> },
+}
+
+async fn serve_worker(
+    shared: &Shared,
+    worker: WorkerId,
+    info: &PeerInfo,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    tx: &UnboundedSender<Outgoing>,
+) -> Result<()> {
+    let nthreads = info.nthreads.max(1);
+    let mut fx = Effects::default();
+    {
+        let mut st = shared.driver.lock();
+        st.backend.workers.insert(worker, WorkerLink { tx: tx.clone(), nthreads });
+        st.handle(Event::WorkerJoined { worker, nthreads }, &mut fx);
+    }
+    carry_out(&shared.driver, fx);
+    announce_workers(shared);
+    loop {
+        let message = match reader.message_or_end().await? {
+            Some(m) => m,
+            None => return Ok(()),
+        };
+        let msg = wire::access::<FromWorkerMsg>(&message.body)?;
+        let mut objects = message.objects;
+        let results = match msg {
+            ArchivedFromWorkerMsg::Heartbeat => continue,
+            ArchivedFromWorkerMsg::Stolen(_) => return Err(NetError::protocol("gave back runs nobody asked for")),
+            ArchivedFromWorkerMsg::Recalled(_) => return Err(NetError::protocol("gave back runs nobody recalled")),
+            ArchivedFromWorkerMsg::Running(tasks) => {
+                // Runs that started there: a loss of this worker now counts
+                // against them (stale ones are ignored).
+                let mut fx = Effects::default();
+                {
+                    let mut st = shared.driver.lock();
+                    for task in tasks.iter().map(TaskId::from) {
+                        if st.sched.processing_on(task) == Some(worker) {
+                            st.handle(Event::TaskStarted { task, worker }, &mut fx);
+                        }
+                    }
+                }
+                carry_out(&shared.driver, fx);
+                continue;
+            }
+            ArchivedFromWorkerMsg::Results(results) => decode_results(results.as_slice(), &mut objects)?,
+        };
+        objects.finish()?;
+        let mut fx = Effects::default();
+        {
+            let mut st = shared.driver.lock();
+            for ended in results {
+                if let Some(event) = result_event(&mut st, worker, ended) {
+                    st.handle(event, &mut fx);
+                }
+            }
+        }
+        carry_out(&shared.driver, fx);
+    }
+}
+
+fn decode_results(results: &[ArchivedWireResult], objects: &mut ObjectsIn) -> Result<Vec<Ended>> {
+    let text = |s: &rkyv::string::ArchivedString| s.as_str().to_string();
+    results
+        .iter()
+        .map(|r| {
+            Ok(match r {
+                ArchivedWireResult::Done { task, result, nbytes, .. } => {
+                    Ended::Done { task: task.into(), obj: objects.take(result)?, nbytes: nbytes.to_native() }
+                }
+                ArchivedWireResult::Failed { task, kind, message, type_name, chain, .. } => Ended::Failed {
+                    task: task.into(),
+                    kind: match kind {
+                        ArchivedWireFailKind::Error => WireFailKind::Error,
+                        ArchivedWireFailKind::Panic => WireFailKind::Panic,
+                        ArchivedWireFailKind::Input => WireFailKind::Input,
+                    },
+                    message: text(message),
+                    type_name: text(type_name),
+                    chain: chain.iter().map(text).collect(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The scheduler event for one ended run, keeping the result if the
+/// scheduler takes it (the task is processing on this worker); a late or
+/// duplicate run's result is dropped.
+fn result_event(st: &mut super::backend::State, worker: WorkerId, ended: Ended) -> Option<Event> {
+    Some(match ended {
+        Ended::Done { task, obj, nbytes } => {
+            let accepted = st.sched.state(task) == Some(TaskState::Processing)
+                && st.sched.processing_on(task) == Some(worker)
+                && st.spec(task).is_some();
+            if accepted && let Some(spec) = st.spec_mut(task) {
+                spec.task.result = Some((obj, worker));
+            }
+            Event::TaskFinished { task, worker, nbytes }
+        }
+        Ended::Failed { task, kind, message, type_name, chain } => {
+            let key = st.sched.key(task)?;
+            // The scheduler has no user code: it cannot show the arguments'
+            // values, so failures carry none.
+            let failure = match kind {
+                WireFailKind::Error => TaskFailure::from_run(
+                    key,
+                    RunError::Returned(TaskError::from_parts(type_name, message, chain)),
+                    || None,
+                ),
+                WireFailKind::Panic => TaskFailure::Panic { key, message, arguments: None },
+                WireFailKind::Input => TaskFailure::from_run(key, RunError::Input(InputError(message)), || None),
+            };
+            Event::TaskFailed { task, worker, failure }
+        }
+    })
+}
+
+/// A worker's connection ended: what it ran goes back to the scheduler;
+/// its results live on here (held by [`STORE`]).
+fn worker_lost(shared: &Shared, worker: WorkerId) {
+    let mut fx = Effects::default();
+    {
+        let mut st = shared.driver.lock();
+        if st.backend.workers.remove(&worker).is_none() {
+            return;
+        }
+        for spec in st.specs_mut() {
+            if let Some((_, holder)) = spec.task.result.as_mut().filter(|(_, w)| *w == worker) {
+                *holder = STORE;
+            }
+        }
+        st.handle(Event::ProcessLost { worker, heir: STORE }, &mut fx);
+    }
+    carry_out(&shared.driver, fx);
+    announce_workers(shared);
+}
+
+async fn serve_client(
+    shared: &Shared,
+    client: u32,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    tx: &UnboundedSender<Outgoing>,
+) -> Result<()> {
+    shared.driver.lock().backend.clients.insert(client, ClientLink { tx: tx.clone(), refs: HashMap::new() });
+    announce_workers(shared);
+    loop {
+        let message = match reader.message_or_end().await? {
+            Some(m) => m,
+            None => return Ok(()),
+        };
+        let msg = wire::access::<FromClientMsg>(&message.body)?;
+        let mut objects = message.objects;
+        match msg {
+            ArchivedFromClientMsg::Heartbeat => {}
+            ArchivedFromClientMsg::Submit { request, nodes } => {
+                let nodes = decode_nodes(nodes.as_slice(), &mut objects)?;
+                objects.finish()?;
+                submit(shared, client, request.to_native(), nodes, tx)?;
+            }
+            ArchivedFromClientMsg::Release(tasks) => {
+                references(shared, client, tasks.iter().map(TaskId::from), Change::Release)
+            }
+            ArchivedFromClientMsg::Retain(tasks) => {
+                references(shared, client, tasks.iter().map(TaskId::from), Change::Retain)
+            }
+            ArchivedFromClientMsg::Cancel(tasks) => {
+                references(shared, client, tasks.iter().map(TaskId::from), Change::Cancel)
+            }
+            ArchivedFromClientMsg::Gather { request, tasks } => {
+                if tasks.len() > MAX_ITEMS {
+                    return Err(NetError::protocol(format!("a gather of {} results, over {MAX_ITEMS}", tasks.len())));
+                }
+                gather(shared, request.to_native(), tasks.iter().map(TaskId::from).collect(), tx)?;
+            }
+        }
+    }
+}
+
+fn decode_nodes(nodes: &[wire::ArchivedWireNode], objects: &mut ObjectsIn) -> Result<Vec<GraphNode>> {
+    let dep = |d: &ArchivedWireDep| match d {
+        ArchivedWireDep::Node(i) => Dep::Node(i.to_native() as usize),
+        ArchivedWireDep::Task(t) => Dep::Task(t.into()),
+    };
+    nodes
+        .iter()
+        .map(|n| {
+            let args = n
+                .args
+                .iter()
+                .map(|a| {
+                    Ok(match a {
+                        ArchivedWireArg::Value(obj) => NodeArg::Value(objects.take(obj)?),
+                        ArchivedWireArg::Dep(d) => NodeArg::Dep(dep(d)),
+                        ArchivedWireArg::List(ds) => NodeArg::List(ds.iter().map(dep).collect()),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(GraphNode {
+                key: Key::from(&n.key),
+                args,
+                wanted: n.wanted,
+                priority: n.priority.to_native(),
+                retries: n.retries.to_native(),
+            })
+        })
+        .collect()
+}
+
+fn submit(
+    shared: &Shared,
+    client: u32,
+    request: u64,
+    nodes: Vec<GraphNode>,
+    tx: &UnboundedSender<Outgoing>,
+) -> Result<()> {
+    let wanted: Vec<bool> = nodes.iter().map(|n| n.wanted).collect();
+    let (ids, fx) = match shared.driver.submit(nodes) {
+        Ok(answer) => answer,
+        Err(e) => {
+            let body = wire::to_bytes(&ToClientMsg::Rejected { request, message: e.to_string() })?;
+            let _ = tx.send(Outgoing::message(body));
+            return Ok(());
+        }
+    };
+    carry_out(&shared.driver, fx);
+    // The client's references, then the news of what is finished already
+    // (a task that finished before they were counted was reported to no one).
+    let mut news = Vec::new();
+    {
+        let mut st = shared.driver.lock();
+        for (&id, _) in ids.iter().zip(&wanted).filter(|(_, w)| **w) {
+            if let Some(link) = st.backend.clients.get_mut(&client) {
+                *link.refs.entry(id).or_insert(0) += 1;
+            }
+            if let Some(status) = status_now(&st, id) {
+                news.push((id.into(), status));
+            }
+        }
+    }
+    let body = wire::to_bytes(&ToClientMsg::Submitted { request, ids: ids.iter().map(|&id| id.into()).collect() })?;
+    let _ = tx.send(Outgoing::message(body));
+    if !news.is_empty() {
+        let _ = tx.send(Outgoing::message(wire::to_bytes(&ToClientMsg::Status(news))?));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Release,
+    Retain,
+    Cancel,
+}
+
+/// Applies a client's releases, retains or cancels — only of tasks it holds
+/// a reference to, so that no client can touch another's futures.
+fn references(shared: &Shared, client: u32, tasks: impl Iterator<Item = TaskId>, change: Change) {
+    let mut fx = Effects::default();
+    {
+        let mut st = shared.driver.lock();
+        for task in tasks {
+            let Some(link) = st.backend.clients.get_mut(&client) else { return };
+            let Some(count) = link.refs.get_mut(&task) else {
+                tracing::debug!("client {client} named task {task:?}, which it holds no future on; ignored");
+                continue;
+            };
+            let event = match change {
+                Change::Release => {
+                    *count -= 1;
+                    if *count == 0 {
+                        link.refs.remove(&task);
+                    }
+                    Event::ClientReleased { task }
+                }
+                Change::Retain => {
+                    *count += 1;
+                    Event::ClientRetained { task }
+                }
+                Change::Cancel => Event::Cancel { task },
+            };
+            st.handle(event, &mut fx);
+        }
+    }
+    carry_out(&shared.driver, fx);
+}
+
+fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSender<Outgoing>) -> Result<()> {
+    enum Item {
+        Obj(shoal_core::object::Obj),
+        Failed(wire::WireFailure),
+        Missing(String),
+    }
+    let items: Vec<Item> = {
+        let st = shared.driver.lock();
+        tasks
+            .iter()
+            .map(|&task| match st.finished(task) {
+                Ok(spec) => match &spec.task.result {
+                    Some((obj, _)) => Item::Obj(Arc::clone(obj)),
+                    None => Item::Missing("the scheduler holds no result for it".into()),
+                },
+                Err(shoal_core::driver::DriverError::Task(failure)) => Item::Failed(wire::failure_out(&failure)),
+                Err(e) => Item::Missing(e.to_string()),
+            })
+            .collect()
+    };
+    let mut out = ObjectsOut::default();
+    let items = items
+        .into_iter()
+        .map(|item| match item {
+            Item::Obj(obj) => match out.object(&obj) {
+                Ok(wire_obj) => WireGathered::Object(wire_obj),
+                Err(message) => WireGathered::Missing(message),
+            },
+            Item::Failed(failure) => WireGathered::Failed(failure),
+            Item::Missing(message) => WireGathered::Missing(message),
+        })
+        .collect();
+    let body = wire::to_bytes(&ToClientMsg::Objects { request, items })?;
+    let _ = tx.send(Outgoing::Message { body, blobs: out.blobs });
+    Ok(())
+}
+
+/// A client's connection ended: every reference it held is released.
+fn client_gone(shared: &Shared, client: u32) {
+    let mut fx = Effects::default();
+    {
+        let mut st = shared.driver.lock();
+        let Some(link) = st.backend.clients.remove(&client) else { return };
+        for (task, count) in link.refs {
+            for _ in 0..count {
+                st.handle(Event::ClientReleased { task }, &mut fx);
+            }
+        }
+    }
+    carry_out(&shared.driver, fx);
+}

@@ -1,0 +1,615 @@
+//! The messages as they travel: rkyv types, validated on receipt with
+//! `rkyv::access::<_, BoxedError>` (never unchecked), then turned into the
+//! protocol's values ([`shoal_core::protocol`]) or the client's requests.
+//!
+//! An object travels as a [`WireObject`]: its archive inline when short
+//! ([`INLINE_MAX`], and while the message's inline bytes stay under
+//! [`INLINE_BUDGET`]), else as the index of an object streamed after the
+//! message (see [`crate::frame`]). On receipt every streamed object must be
+//! named exactly once, and every archive is copied into 16-byte aligned
+//! memory before anything reads it.
+
+use std::sync::Arc;
+
+use rkyv::rancor::BoxedError;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+use shoal_core::Key;
+use shoal_core::TaskFailure;
+use shoal_core::failure::TaskError;
+use shoal_core::object::{Obj, RawArchive};
+use shoal_core::scheduler::TaskId;
+
+use crate::error::{NetError, Result};
+
+/// Objects up to this many bytes travel inside their message.
+pub const INLINE_MAX: usize = 64 << 10;
+/// Inline object bytes per message; past it, objects are streamed, so a
+/// message stays far under the frame limit.
+pub const INLINE_BUDGET: usize = 1 << 20;
+/// The most characters of one failure text (a message, a cause) that
+/// travel; a longer one is cut, so a failure always fits its frame.
+pub const MAX_TEXT: usize = 16 << 10;
+/// The most items (runs, results, tasks) in one message.
+pub const MAX_ITEMS: usize = 4096;
+
+/// Which side a connecting peer is.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A program with a `Client`.
+    Client,
+    /// A machine's worker.
+    Worker,
+}
+
+/// A connecting peer's first message (inside the HELLO frame).
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct Hello {
+    /// Client or worker.
+    pub role: Role,
+    /// Its registry fingerprint (high word first).
+    pub fingerprint: [u64; 2],
+    /// A fresh random nonce: the scheduler proves it knows the secret over it.
+    pub nonce: [u8; 32],
+    /// Its process id (for logs).
+    pub pid: u32,
+    /// Worker threads (0 for a client).
+    pub nthreads: u32,
+}
+
+/// The scheduler's answer to a hello.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct Challenge {
+    /// The nonce the peer proves it knows the secret over.
+    pub nonce: [u8; 32],
+    /// Whether the scheduler has a secret (and checks the proof).
+    pub secret: bool,
+}
+
+/// The peer's proof: HMAC-SHA256 of the secret over both nonces (zeros
+/// when it has no secret).
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct Proof {
+    /// The MAC.
+    pub mac: [u8; 32],
+}
+
+/// The scheduler accepts the peer.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct Welcome {
+    /// The scheduler's own proof over both nonces (zeros without a secret).
+    pub mac: [u8; 32],
+    /// The peer's id at the scheduler.
+    pub id: u32,
+    /// How often each side sends a heartbeat, in milliseconds.
+    pub heartbeat_ms: u32,
+}
+
+/// A task as the scheduler names it.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireTask {
+    /// `TaskId::index`.
+    pub index: u32,
+    /// `TaskId::generation`.
+    pub generation: u32,
+}
+
+impl From<TaskId> for WireTask {
+    fn from(id: TaskId) -> Self {
+        WireTask { index: id.index, generation: id.generation }
+    }
+}
+
+impl From<&ArchivedWireTask> for TaskId {
+    fn from(t: &ArchivedWireTask) -> Self {
+        TaskId { index: t.index.to_native(), generation: t.generation.to_native() }
+    }
+}
+
+/// A task key.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireKey {
+    /// `Key::func`.
+    pub func: u32,
+    /// `Key::token`.
+    pub token: [u64; 2],
+}
+
+impl From<Key> for WireKey {
+    fn from(k: Key) -> Self {
+        WireKey { func: k.func, token: k.token }
+    }
+}
+
+impl From<&ArchivedWireKey> for Key {
+    fn from(k: &ArchivedWireKey) -> Self {
+        Key { func: k.func.to_native(), token: [k.token[0].to_native(), k.token[1].to_native()] }
+    }
+}
+
+/// An object: inline, or the `n`-th object streamed after the message.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub enum WireObject {
+    /// The archive itself.
+    Inline(Vec<u8>),
+    /// Streamed after the message, at this index.
+    Streamed(u32),
+}
+
+/// One input of a run.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum WireInput {
+    /// One object.
+    One(WireObject),
+    /// The items of a `Vec` parameter.
+    List(Vec<WireObject>),
+}
+
+/// One run.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct WireRun {
+    /// The task.
+    pub task: WireTask,
+    /// Its index in the sorted registry.
+    pub func: u32,
+    /// One per parameter.
+    pub inputs: Vec<WireInput>,
+    /// Report the start (`Running`) before the task runs: it is a suspect
+    /// of a worker's death (see `shoal_core::protocol::Run`).
+    pub report_start: bool,
+}
+
+/// How a run failed ([`shoal_core::protocol::FailKind`]).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireFailKind {
+    /// Returned `Err`.
+    Error,
+    /// Panicked.
+    Panic,
+    /// Bad inputs, or the result could not be stored.
+    Input,
+}
+
+/// How one run ended.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum WireResult {
+    /// It succeeded.
+    Done {
+        /// The task.
+        task: WireTask,
+        /// Its result.
+        result: WireObject,
+        /// The result's archive length.
+        nbytes: u64,
+        /// How long it ran (µs).
+        micros: u32,
+    },
+    /// It failed.
+    Failed {
+        /// The task.
+        task: WireTask,
+        /// How.
+        kind: WireFailKind,
+        /// Why.
+        message: String,
+        /// The error's type name (errors only).
+        type_name: String,
+        /// The error's causes.
+        chain: Vec<String>,
+        /// How long it ran (µs).
+        micros: u32,
+    },
+}
+
+/// Scheduler → worker.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum ToWorkerMsg {
+    /// Queue these runs.
+    Runs(Vec<WireRun>),
+    /// Give back up to `count` unstarted runs.
+    Steal(u32),
+    /// Exit.
+    Shutdown,
+    /// Still here.
+    Heartbeat,
+    /// Take back these runs if they have not started.
+    Recall(Vec<WireTask>),
+}
+
+/// Worker → scheduler.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum FromWorkerMsg {
+    /// Runs that ended.
+    Results(Vec<WireResult>),
+    /// Runs given back.
+    Stolen(Vec<WireTask>),
+    /// Still here.
+    Heartbeat,
+    /// Runs started here and not ended: a loss of this worker counts
+    /// against them.
+    Running(Vec<WireTask>),
+    /// Recalled runs taken back (never started).
+    Recalled(Vec<WireTask>),
+}
+
+/// A dependency of a submitted node.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum WireDep {
+    /// An earlier node of the same submission.
+    Node(u32),
+    /// A task the scheduler knows.
+    Task(WireTask),
+}
+
+/// An argument of a submitted node.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum WireArg {
+    /// A literal value.
+    Value(WireObject),
+    /// Another task's result.
+    Dep(WireDep),
+    /// Several results, as one `Vec` parameter.
+    List(Vec<WireDep>),
+}
+
+/// A submitted node ([`shoal_core::driver::GraphNode`]).
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct WireNode {
+    /// Its key.
+    pub key: WireKey,
+    /// Its arguments.
+    pub args: Vec<WireArg>,
+    /// The client holds a future on it.
+    pub wanted: bool,
+    /// User priority.
+    pub priority: i32,
+    /// Retries.
+    pub retries: u32,
+}
+
+/// The root of a failure (never a dependency failure).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum WireRoot {
+    /// Returned `Err` (or shoal could not read inputs or store the result).
+    Error {
+        /// The task.
+        key: WireKey,
+        /// The error's type name.
+        type_name: String,
+        /// Its message.
+        message: String,
+        /// Its causes.
+        chain: Vec<String>,
+        /// The task's arguments, shortened.
+        arguments: Option<String>,
+    },
+    /// Panicked.
+    Panic {
+        /// The task.
+        key: WireKey,
+        /// The panic's message.
+        message: String,
+        /// The task's arguments, shortened.
+        arguments: Option<String>,
+    },
+    /// Killed the workers it ran on.
+    KilledWorker {
+        /// The task.
+        key: WireKey,
+        /// How many.
+        attempts: u32,
+    },
+    /// Cancelled.
+    Cancelled {
+        /// The task.
+        key: WireKey,
+    },
+}
+
+/// A task's failure: its root, and the dependent it is reported for (if
+/// it is a dependency failure).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct WireFailure {
+    /// The task the failure is reported for, when it is not the root.
+    pub dependent: Option<WireKey>,
+    /// What went wrong, where.
+    pub root: WireRoot,
+}
+
+/// Client → scheduler.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum FromClientMsg {
+    /// Submit a graph; answered by `Submitted` or `Rejected` with the same
+    /// `request`.
+    Submit {
+        /// The client's number for the request.
+        request: u64,
+        /// The graph, topologically ordered.
+        nodes: Vec<WireNode>,
+    },
+    /// One client reference less, per task listed.
+    Release(Vec<WireTask>),
+    /// One client reference more, per task listed.
+    Retain(Vec<WireTask>),
+    /// Cancel these tasks.
+    Cancel(Vec<WireTask>),
+    /// Send these tasks' results; answered by `Objects`.
+    Gather {
+        /// The client's number for the request.
+        request: u64,
+        /// The tasks.
+        tasks: Vec<WireTask>,
+    },
+    /// Still here.
+    Heartbeat,
+}
+
+/// One answer of a gather.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum WireGathered {
+    /// The result.
+    Object(WireObject),
+    /// The task failed.
+    Failed(WireFailure),
+    /// There is no result to send (not finished, or forgotten); why.
+    Missing(String),
+}
+
+/// A task's news for a client that holds a future on it.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum WireStatus {
+    /// In memory.
+    Finished,
+    /// Failed (or cancelled).
+    Failed(WireFailure),
+}
+
+/// Scheduler → client.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum ToClientMsg {
+    /// The ids of a submitted graph's nodes.
+    Submitted {
+        /// The request answered.
+        request: u64,
+        /// One per node.
+        ids: Vec<WireTask>,
+    },
+    /// A submission was refused; why.
+    Rejected {
+        /// The request answered.
+        request: u64,
+        /// Why.
+        message: String,
+    },
+    /// News of tasks the client holds futures on.
+    Status(Vec<(WireTask, WireStatus)>),
+    /// The answer to a gather, one per task asked for.
+    Objects {
+        /// The request answered.
+        request: u64,
+        /// One per task.
+        items: Vec<WireGathered>,
+    },
+    /// The cluster's workers now: how many, and their threads.
+    Workers {
+        /// Workers connected.
+        count: u32,
+        /// Their threads in all.
+        nthreads: u32,
+    },
+    /// Still here.
+    Heartbeat,
+}
+
+/// Serializes a message.
+pub fn to_bytes<T>(value: &T) -> Result<AlignedVec>
+where
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, BoxedError>,
+    >,
+{
+    rkyv::to_bytes::<BoxedError>(value).map_err(|e| NetError::protocol(format!("could not encode a message: {e}")))
+}
+
+/// Validates a received archive as `T` (never unchecked).
+pub fn access<T>(bytes: &[u8]) -> Result<&T::Archived>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, BoxedError>>,
+{
+    rkyv::access::<T::Archived, BoxedError>(bytes)
+        .map_err(|e| NetError::protocol(format!("an invalid {} message: {e}", short_name::<T>())))
+}
+
+fn short_name<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+/// Bytes copied into 16-byte aligned memory, as rkyv needs to read them.
+pub fn aligned(bytes: &[u8]) -> AlignedVec {
+    let mut v = AlignedVec::with_capacity(bytes.len());
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Text cut to [`MAX_TEXT`] characters.
+pub fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// Objects going out with a message: inline ones are copied into it, the
+/// others are streamed after it.
+#[derive(Default)]
+pub struct ObjectsOut {
+    /// The objects to stream, in index order.
+    pub blobs: Vec<Obj>,
+    inline_bytes: usize,
+}
+
+impl ObjectsOut {
+    /// The wire form of an object (its archive is made here if it was not).
+    pub fn object(&mut self, obj: &Obj) -> std::result::Result<WireObject, String> {
+        let bytes = obj.archived_bytes().map_err(|e| e.to_string())?;
+        if bytes.len() <= INLINE_MAX && self.inline_bytes + bytes.len() <= INLINE_BUDGET {
+            self.inline_bytes += bytes.len();
+            return Ok(WireObject::Inline(bytes.to_vec()));
+        }
+        if self.blobs.len() >= crate::frame::MAX_BLOBS {
+            return Err("too many large objects in one message".into());
+        }
+        let index = self.blobs.len() as u32;
+        self.blobs.push(Arc::clone(obj));
+        Ok(WireObject::Streamed(index))
+    }
+
+    /// Inline bytes so far (to cut batches).
+    pub fn inline_bytes(&self) -> usize {
+        self.inline_bytes
+    }
+}
+
+/// The objects streamed after a received message; each must be taken
+/// exactly once.
+pub struct ObjectsIn {
+    blobs: Vec<Option<AlignedVec>>,
+}
+
+impl ObjectsIn {
+    /// The streamed objects of one message.
+    pub fn new(blobs: Vec<AlignedVec>) -> ObjectsIn {
+        ObjectsIn { blobs: blobs.into_iter().map(Some).collect() }
+    }
+
+    /// The object a received [`WireObject`] names.
+    pub fn take(&mut self, object: &ArchivedWireObject) -> Result<Obj> {
+        let bytes = match object {
+            ArchivedWireObject::Inline(bytes) => aligned(bytes.as_slice()),
+            ArchivedWireObject::Streamed(i) => {
+                let i = i.to_native() as usize;
+                self.blobs
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(|| NetError::protocol(format!("streamed object {i} named twice or never sent")))?
+            }
+        };
+        Ok(Arc::new(RawArchive::new(bytes)))
+    }
+
+    /// Every streamed object was taken.
+    pub fn finish(self) -> Result<()> {
+        match self.blobs.iter().position(Option::is_some) {
+            Some(i) => Err(NetError::protocol(format!("streamed object {i} is named by no part of its message"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A failure's wire form.
+pub fn failure_out(failure: &TaskFailure) -> WireFailure {
+    let (dependent, root) = match failure {
+        TaskFailure::DependencyFailed { key, cause } => (Some(WireKey::from(*key)), cause.root()),
+        other => (None, other),
+    };
+    let root = match root {
+        TaskFailure::Error { key, error } => WireRoot::Error {
+            key: (*key).into(),
+            type_name: bounded(error.type_name()),
+            message: bounded(error.message()),
+            chain: error.chain().iter().map(|c| bounded(c)).collect(),
+            arguments: error.arguments().map(bounded),
+        },
+        TaskFailure::Panic { key, message, arguments } => WireRoot::Panic {
+            key: (*key).into(),
+            message: bounded(message),
+            arguments: arguments.as_deref().map(bounded),
+        },
+        TaskFailure::KilledWorker { key, attempts } => {
+            WireRoot::KilledWorker { key: (*key).into(), attempts: *attempts }
+        }
+        TaskFailure::Cancelled { key } => WireRoot::Cancelled { key: (*key).into() },
+        // `root()` never returns a dependency failure.
+        TaskFailure::DependencyFailed { key, .. } => WireRoot::Cancelled { key: (*key).into() },
+    };
+    WireFailure { dependent, root }
+}
+
+/// A received failure.
+pub fn failure_in(failure: &ArchivedWireFailure) -> TaskFailure {
+    let text = |s: &rkyv::string::ArchivedString| s.as_str().to_string();
+    let root = match &failure.root {
+        ArchivedWireRoot::Error { key, type_name, message, chain, arguments } => TaskFailure::Error {
+            key: key.into(),
+            error: Box::new(
+                TaskError::from_parts(text(type_name), text(message), chain.iter().map(text).collect())
+                    .with_arguments(arguments.as_ref().map(text)),
+            ),
+        },
+        ArchivedWireRoot::Panic { key, message, arguments } => {
+            TaskFailure::Panic { key: key.into(), message: text(message), arguments: arguments.as_ref().map(text) }
+        }
+        ArchivedWireRoot::KilledWorker { key, attempts } => {
+            TaskFailure::KilledWorker { key: key.into(), attempts: attempts.to_native() }
+        }
+        ArchivedWireRoot::Cancelled { key } => TaskFailure::Cancelled { key: key.into() },
+    };
+    match failure.dependent.as_ref() {
+        Some(key) => TaskFailure::DependencyFailed { key: key.into(), cause: Arc::new(root) },
+        None => root,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn failures_round_trip_with_their_root() {
+        let key = Key { func: 3, token: [1, 2] };
+        let root = TaskFailure::Panic { key, message: "boom".into(), arguments: Some("(1, 2)".into()) };
+        let dep = TaskFailure::DependencyFailed { key: Key { func: 4, token: [5, 6] }, cause: Arc::new(root.clone()) };
+        for failure in [root, dep, TaskFailure::error(key, "bad input"), TaskFailure::KilledWorker { key, attempts: 3 }]
+        {
+            let bytes = to_bytes(&failure_out(&failure)).unwrap();
+            let back = failure_in(access::<WireFailure>(&bytes).unwrap());
+            assert_eq!(back, failure);
+        }
+    }
+
+    #[test]
+    fn long_texts_are_cut() {
+        let long = "é".repeat(MAX_TEXT + 10);
+        let cut = bounded(&long);
+        assert_eq!(cut.chars().count(), MAX_TEXT + 1);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn a_streamed_object_must_be_named_exactly_once() {
+        let mut objects = ObjectsIn::new(vec![aligned(b"0123456789abcdef")]);
+        let bytes = to_bytes(&WireObject::Streamed(0)).unwrap();
+        let named = access::<WireObject>(&bytes).unwrap();
+        assert_eq!(objects.take(named).unwrap().nbytes(), 16);
+        assert!(objects.take(named).is_err(), "named twice");
+        objects.finish().unwrap();
+        let unnamed = ObjectsIn::new(vec![aligned(b"x")]);
+        assert!(unnamed.finish().is_err());
+    }
+
+    proptest! {
+        /// Random bytes as any message: validated and refused, never a panic.
+        #[test]
+        fn random_archives_are_refused_or_read(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let bytes = aligned(&bytes);
+            let _ = access::<ToWorkerMsg>(&bytes);
+            let _ = access::<FromWorkerMsg>(&bytes);
+            let _ = access::<FromClientMsg>(&bytes);
+            let _ = access::<ToClientMsg>(&bytes);
+            let _ = access::<Hello>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The `shoal` command: `shoal scheduler` runs a cluster's scheduler
+//! server; `shoal worker` explains how to start workers (they are your own
+//! program, started with `SHOAL_WORKER`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Arg, Command, value_parser};
+use shoal_net::server::{self, ServerConfig};
+
+const WORKER_HELP: &str = "\
+A shoal worker is your own program, started with the worker role in its
+environment: the tasks it runs are the #[shoal::task] functions compiled
+into it, so workers and clients must run the same build (the scheduler
+refuses a worker whose task registry differs, naming both fingerprints).
+
+    SHOAL_WORKER=tcp://HOST:8786 ./target/release/your_app
+
+Before main (or in shoal::init(), which main should call first), the
+program sees SHOAL_WORKER, connects to that scheduler and serves it until
+the scheduler stops it; it never runs your main.
+
+Environment:
+    SHOAL_WORKER                  tcp://host:port of the scheduler (the role)
+    SHOAL_WORKER_THREADS          threads that run tasks (default: one per core)
+    SHOAL_SECRET_FILE             file with the cluster's shared secret (the
+                                  scheduler's --secret-file; clients read it too)
+    SHOAL_WORKER_CONNECT_TIMEOUT  seconds to keep trying to reach the scheduler,
+                                  at start and after losing it (default 30)
+
+A worker that loses its scheduler connects again with backoff, and exits
+with a message once the scheduler has been unreachable for the timeout.
+Then connect a client from your program: Client::connect(\"tcp://HOST:8786\").";
+
+fn command() -> Command {
+    Command::new("shoal")
+        .about("shoal: a parallel and distributed task runtime")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("scheduler")
+                .about("Run a cluster's scheduler: workers and clients connect to it")
+                .arg(
+                    Arg::new("host")
+                        .long("host")
+                        .value_name("H")
+                        .default_value("127.0.0.1")
+                        .help("Address to listen on; anything but loopback needs --secret-file"),
+                )
+                .arg(
+                    Arg::new("port")
+                        .long("port")
+                        .value_name("PORT")
+                        .default_value("8786")
+                        .value_parser(value_parser!(u16))
+                        .help("Port to listen on (0: any free port)"),
+                )
+                .arg(
+                    Arg::new("secret-file")
+                        .long("secret-file")
+                        .value_name("F")
+                        .value_parser(value_parser!(PathBuf))
+                        .help("File with the shared secret every worker and client must prove it knows"),
+                )
+                .arg(
+                    Arg::new("dead-after")
+                        .long("dead-after")
+                        .value_name("SECONDS")
+                        .default_value("5")
+                        .value_parser(value_parser!(f64))
+                        .help("Drop a worker or client that sends nothing (not even a heartbeat) for this long"),
+                ),
+        )
+        .subcommand(Command::new("worker").about("How to start workers (your own program, with SHOAL_WORKER set)"))
+}
+
+fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    let matches = command().get_matches();
+    match matches.subcommand() {
+        Some(("scheduler", m)) => match scheduler(m) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("shoal scheduler: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(("worker", _)) => {
+            println!("{WORKER_HELP}");
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn scheduler(m: &clap::ArgMatches) -> shoal_net::Result<()> {
+    let host = m.get_one::<String>("host").cloned().unwrap_or_else(|| "127.0.0.1".into());
+    let port = m.get_one::<u16>("port").copied().unwrap_or(server::DEFAULT_PORT);
+    let secret = match m.get_one::<PathBuf>("secret-file") {
+        Some(path) => Some(shoal_net::Secret::from_file(path)?),
+        None => None,
+    };
+    let dead_after = m.get_one::<f64>("dead-after").copied().unwrap_or(5.0);
+    if !(dead_after.is_finite() && dead_after > 0.0) {
+        return Err(shoal_net::NetError::Config(format!(
+            "--dead-after {dead_after} is not a positive number of seconds"
+        )));
+    }
+    let dead_after = Duration::from_secs_f64(dead_after);
+    let heartbeat = (dead_after / 10).max(Duration::from_millis(10));
+    server::serve_forever(ServerConfig { host, port, secret, heartbeat, dead_after, ..ServerConfig::default() })
+}

@@ -1,0 +1,73 @@
+//! The cluster mode's constructors: `Client::connect(url)` and
+//! `Client::connect_with(..)`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::{Client, ClientOptions};
+use crate::engine::cluster::ClusterEngine;
+use crate::error::{Error, Result};
+
+/// The variable naming the file that holds a cluster's shared secret, read
+/// by clients (when [`ClusterOptions::secret_file`] is `None`) and workers.
+pub const ENV_SECRET_FILE: &str = shoal_net::agent::ENV_SECRET_FILE;
+
+/// Settings of a connection to a scheduler.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// A file holding the cluster's shared secret (the scheduler's
+    /// `--secret-file`). `None`: the file named by `SHOAL_SECRET_FILE`, if
+    /// set; else no secret (only a loopback scheduler accepts that).
+    pub secret_file: Option<PathBuf>,
+    /// How long connecting and the handshake may take (default 10 s).
+    pub connect_timeout: Duration,
+    /// How long the scheduler may stay silent (it sends heartbeats) before
+    /// every pending call fails with [`Error::Disconnected`] (default 5 s).
+    pub dead_after: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            secret_file: None,
+            connect_timeout: Duration::from_secs(10),
+            dead_after: shoal_net::agent::DEFAULT_DEAD_AFTER,
+        }
+    }
+}
+
+impl Client {
+    /// A client of the scheduler at `url` (`tcp://host:8786`), started with
+    /// `shoal scheduler`; tasks run on the workers connected to it — this
+    /// same binary, started as `SHOAL_WORKER=tcp://host:8786 ./app`.
+    ///
+    /// The program is the same as in the other modes. Results live in the
+    /// scheduler until no future needs them; a worker that dies loses only
+    /// the runs it had, which are run again elsewhere. If the scheduler
+    /// goes away, every pending and later call fails with
+    /// [`Error::Disconnected`].
+    pub fn connect(url: &str) -> Result<Client> {
+        Client::connect_with(url, ClusterOptions::default(), ClientOptions::default())
+    }
+
+    /// [`connect`](Client::connect) with options.
+    pub fn connect_with(url: &str, cluster: ClusterOptions, options: ClientOptions) -> Result<Client> {
+        #[cfg(target_os = "linux")]
+        std::hint::black_box(&crate::engine::cluster::CLUSTER_HOOK);
+        shoal_core::registry::check()?;
+        let secret_file = cluster.secret_file.or_else(|| std::env::var_os(ENV_SECRET_FILE).map(PathBuf::from));
+        let secret = match secret_file {
+            Some(path) => Some(shoal_net::Secret::from_file(&path).map_err(|e| Error::InvalidOption(e.to_string()))?),
+            None => None,
+        };
+        let remote = shoal_net::client::Remote::connect(shoal_net::client::ClientConfig {
+            url: url.to_string(),
+            secret,
+            fingerprint: shoal_core::registry::fingerprint()?,
+            connect_timeout: cluster.connect_timeout,
+            dead_after: cluster.dead_after,
+        })
+        .map_err(|e| Error::Start(format!("cannot connect to the shoal scheduler at {url}: {e}")))?;
+        Ok(Client::from_engine(ClusterEngine::new(remote), options))
+    }
+}

@@ -1,0 +1,334 @@
+//! The cluster mode on loopback: a scheduler server, workers started from
+//! this test binary with `SHOAL_WORKER` (the hook takes the role before the
+//! test harness's `main`), and clients connected with `Client::connect`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal::prelude::*;
+use shoal::{ClientOptions, ClusterOptions, Error, TaskFailure};
+use shoal_net::server::{self, ServerConfig, ServerHandle};
+
+#[shoal::task]
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+#[shoal::task]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[shoal::task]
+fn total(xs: Vec<u64>) -> u64 {
+    xs.iter().sum()
+}
+
+/// Three megabytes: streamed in chunks from the worker to the scheduler,
+/// on to the next worker, and to the client.
+#[shoal::task]
+fn blob(seed: u8) -> Vec<u8> {
+    (0..3_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
+}
+
+#[shoal::task]
+fn checksum(data: &Archived<Vec<u8>>) -> u64 {
+    data.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// Letter counts of a text, as count_letters does per file.
+#[shoal::task]
+fn letters(text: String) -> Vec<u64> {
+    let mut counts = vec![0u64; 26];
+    for b in text.bytes().filter(u8::is_ascii_lowercase) {
+        counts[usize::from(b - b'a')] += 1;
+    }
+    counts
+}
+
+#[shoal::task]
+fn merge(parts: Vec<Vec<u64>>) -> Vec<u64> {
+    let mut all = vec![0u64; 26];
+    for part in parts {
+        for (a, p) in all.iter_mut().zip(part) {
+            *a += p;
+        }
+    }
+    all
+}
+
+#[shoal::task]
+fn nap(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(150));
+    x * 2
+}
+
+#[shoal::task]
+fn fails(x: u64) -> Result<u64, String> {
+    if x == 3 { Err(format!("three is not allowed (got {x})")) } else { Ok(x) }
+}
+
+fn scheduler() -> ServerHandle {
+    server::spawn(ServerConfig {
+        port: 0,
+        heartbeat: Duration::from_millis(100),
+        dead_after: Duration::from_secs(2),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+}
+
+/// A worker process (this binary, with the worker role); killed on drop.
+struct Worker(Child);
+
+impl Worker {
+    fn start(url: &str, threads: usize) -> Worker {
+        Worker::start_with(url, threads, &[])
+    }
+
+    fn start_with(url: &str, threads: usize, env: &[(&str, &str)]) -> Worker {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .env("SHOAL_WORKER", url)
+            .env("SHOAL_WORKER_THREADS", threads.to_string())
+            .env("SHOAL_WORKER_CONNECT_TIMEOUT", "2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Worker(command.spawn().unwrap())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scheduler with `n` workers of two threads, all connected.
+fn cluster(n: usize) -> (ServerHandle, Vec<Worker>) {
+    let server = scheduler();
+    let workers = (0..n).map(|_| Worker::start(&server.url(), 2)).collect();
+    wait_for("the workers", || server.workers() == n);
+    (server, workers)
+}
+
+#[test]
+fn futures_map_submit_and_gather_give_the_right_answers() {
+    let (server, _workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    assert_eq!(client.nthreads(), 4);
+    let xs: Vec<u64> = (0..300).collect();
+    let incs = client.map(inc, xs.clone()).unwrap();
+    let got: Vec<u64> = client.gather(&incs).unwrap();
+    assert_eq!(got, xs.iter().map(|x| x + 1).collect::<Vec<_>>());
+    let sum = client.submit(add, (&incs[1], &incs[2])).unwrap();
+    assert_eq!(sum.result().unwrap(), 2 + 3);
+    let all = client.submit(total, incs.clone()).unwrap();
+    assert_eq!(all.result().unwrap(), (1..=300).sum::<u64>());
+    // A failure names its task and its error, and reaches its dependents.
+    let bad = client.map(fails, vec![1u64, 3, 5]).unwrap();
+    let err = client.gather(&bad).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("three is not allowed") && text.contains("fails"), "{text}");
+    let after = client.submit(add, (&bad[1], 1u64)).unwrap();
+    match after.result() {
+        Err(Error::Task(f)) => assert!(matches!(&*f, TaskFailure::DependencyFailed { .. }), "{f}"),
+        other => panic!("expected a dependency failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn large_results_stream_through_and_lazy_graphs_compute() {
+    let (server, _workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    let data = client.submit(blob, 7u8).unwrap();
+    let sum = client.submit(checksum, &data).unwrap();
+    let expected: u64 = (0..3_000_000u32).map(|i| u64::from((i as u8).wrapping_mul(7))).sum();
+    assert_eq!(sum.result().unwrap(), expected);
+    // A large literal argument streams from the client too.
+    let literal: Vec<u8> = (0..2_500_000u32).map(|i| (i % 7) as u8).collect();
+    let literal_sum: u64 = literal.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(client.submit(checksum, literal).unwrap().result().unwrap(), literal_sum);
+    let back = data.result().unwrap();
+    assert_eq!(back.len(), 3_000_000);
+    assert_eq!(back[1000], (1000u32 as u8).wrapping_mul(7));
+
+    // delayed-style: a lazy graph submitted whole.
+    let leaves: Vec<_> = (0..20u64).map(|i| inc.lazy(i)).collect();
+    let pairs: Vec<_> = leaves.chunks(2).map(|p| add.lazy((&p[0], &p[1]))).collect();
+    let top = total.lazy(pairs);
+    assert_eq!(top.compute(&client).unwrap(), (1..=20).sum::<u64>());
+}
+
+#[test]
+fn count_letters_style_job_matches_a_local_count() {
+    let (server, _workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    let texts: Vec<String> =
+        (0..40).map(|i| (0..2000).map(|j| (b'a' + ((i * 7 + j * 13) % 26) as u8) as char).collect()).collect();
+    let parts = client.map(letters, texts.clone()).unwrap();
+    let all = client.submit(merge, parts).unwrap().result().unwrap();
+    let mut expected = vec![0u64; 26];
+    for t in &texts {
+        for b in t.bytes() {
+            expected[usize::from(b - b'a')] += 1;
+        }
+    }
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn two_clients_share_pure_keys_and_a_departed_clients_tasks_are_released() {
+    let (server, _workers) = cluster(1);
+    let a = Client::connect(&server.url()).unwrap();
+    let b = Client::connect(&server.url()).unwrap();
+    let fa = a.map(inc, (0..50u64).collect::<Vec<_>>()).unwrap();
+    let fb = b.map(inc, (25..75u64).collect::<Vec<_>>()).unwrap();
+    assert_eq!(a.gather(&fa).unwrap(), (1..51).collect::<Vec<u64>>());
+    assert_eq!(b.gather(&fb).unwrap(), (26..76).collect::<Vec<u64>>());
+    // 75 distinct keys: 25 are shared.
+    assert_eq!(server.live_tasks(), 75);
+    drop(fa);
+    // `a` still connected but holding nothing: its own keys are gone.
+    wait_for("a's released keys", || server.live_tasks() == 50);
+    let again = a.map(inc, vec![1000u64]).unwrap();
+    wait_for("the new task", || server.live_tasks() == 51);
+    std::mem::forget(again); // never released by the client itself
+    drop(a);
+    wait_for("a disconnected client's keys to be released", || server.live_tasks() == 50);
+    assert_eq!(b.gather(&fb).unwrap().len(), 50, "b's results are untouched");
+}
+
+#[test]
+fn a_killed_workers_runs_are_recomputed_elsewhere() {
+    let (server, mut workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    let xs: Vec<u64> = (0..24).collect();
+    let futures = client.map(nap, xs.clone()).unwrap();
+    // Let both workers start on their runs, then kill one of them.
+    std::thread::sleep(Duration::from_millis(250));
+    let victim = workers.remove(0);
+    drop(victim);
+    let got = client.gather(&futures).unwrap();
+    assert_eq!(got, xs.iter().map(|x| x * 2).collect::<Vec<_>>());
+    assert_eq!(server.workers(), 1);
+}
+
+#[test]
+fn a_client_whose_scheduler_goes_away_gets_an_error_not_a_hang() {
+    let (server, _workers) = cluster(1);
+    let client = Client::connect(&server.url()).unwrap();
+    let futures = client.map(nap, (0..40u64).collect::<Vec<_>>()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    server.stop();
+    let err = client.gather(&futures).unwrap_err();
+    assert!(matches!(err, Error::Disconnected(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // And every later call too.
+    assert!(matches!(client.submit(inc, 1u64), Err(Error::Disconnected(_))));
+}
+
+#[test]
+fn a_cluster_with_a_secret_runs_its_peers_and_refuses_a_wrong_one() {
+    let dir = std::env::temp_dir().join(format!("shoal-cluster-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (right, wrong) = (dir.join("right"), dir.join("wrong"));
+    std::fs::write(&right, "a long random secret\n").unwrap();
+    std::fs::write(&wrong, "another one").unwrap();
+    let server = server::spawn(ServerConfig {
+        port: 0,
+        secret: Some(shoal_net::Secret::from_file(&right).unwrap()),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let right_str = right.to_str().unwrap();
+    let _worker = Worker::start_with(&server.url(), 1, &[("SHOAL_SECRET_FILE", right_str)]);
+    wait_for("the worker", || server.workers() == 1);
+    let options =
+        |file: &std::path::Path| ClusterOptions { secret_file: Some(file.to_path_buf()), ..Default::default() };
+    let client = Client::connect_with(&server.url(), options(&right), ClientOptions::default()).unwrap();
+    assert_eq!(client.submit(inc, 41u64).unwrap().result().unwrap(), 42);
+    let refused = Client::connect_with(&server.url(), options(&wrong), ClientOptions::default()).err().unwrap();
+    assert!(refused.to_string().contains("wrong secret"), "{refused}");
+    let mut intruder = Worker::start_with(&server.url(), 1, &[("SHOAL_SECRET_FILE", wrong.to_str().unwrap())]);
+    assert!(!intruder.0.wait().unwrap().success(), "a worker with the wrong secret exits");
+    assert_eq!(server.workers(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_worker_of_another_build_is_refused_naming_both_fingerprints() {
+    let server = scheduler();
+    let client = Client::connect(&server.url()).unwrap();
+    let mut worker = Worker::start_with(&server.url(), 1, &[("SHOAL_TEST_FINGERPRINT_OVERRIDE", "12345")]);
+    let status = worker.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(worker.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("fingerprint mismatch"), "{stderr}");
+    assert!(stderr.contains(&format!("{:032x}", 12345u128)), "{stderr}");
+    assert!(stderr.contains(&format!("{:032x}", shoal::fingerprint().unwrap())), "{stderr}");
+    drop(client);
+}
+
+#[test]
+fn a_worker_without_a_scheduler_gives_up_with_a_clear_message() {
+    // A port nothing listens on: bind one, note it, free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut worker =
+        Worker::start_with(&format!("tcp://127.0.0.1:{port}"), 1, &[("SHOAL_WORKER_CONNECT_TIMEOUT", "1")]);
+    let started = Instant::now();
+    let status = worker.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(worker.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("could not reach the scheduler"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn the_shoal_command_runs_a_scheduler_and_refuses_an_open_one_without_a_secret() {
+    let bin = env!("CARGO_BIN_EXE_shoal");
+    let refused = Command::new(bin).args(["scheduler", "--host", "0.0.0.0", "--port", "0"]).output().unwrap();
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(text.contains("without a shared secret"), "{text}");
+
+    let mut scheduler = Command::new(bin)
+        .args(["scheduler", "--port", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(scheduler.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("the scheduler said where it listens").unwrap();
+        if let Some(at) = line.find("listening on ") {
+            let rest = &line[at + "listening on ".len()..];
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    let url = format!("tcp://{address}");
+    let _worker = Worker::start(&url, 2);
+    let client = Client::connect(&url).unwrap();
+    let futures = client.map(inc, (0..10u64).collect::<Vec<_>>()).unwrap();
+    assert_eq!(client.gather(&futures).unwrap(), (1..11).collect::<Vec<u64>>());
+    drop(client);
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
+}
