@@ -260,6 +260,10 @@ impl<B: Backend> State<B> {
         }
         self.apply(&mut actions, fx);
         self.actions = actions;
+        // The scheduler gave its tables back: so do the specs.
+        if self.sched.table_slots() == 0 && self.specs.capacity() > 0 {
+            self.specs = Vec::new();
+        }
     }
 
     /// A task's key for logs.

@@ -88,6 +88,13 @@ impl KeyIndex {
         }
     }
 
+    /// With no key left, frees the buckets (see `Slab::give_back`).
+    pub fn give_back(&mut self) {
+        if self.len == 0 {
+            self.buckets = Vec::new();
+        }
+    }
+
     /// Records `id` (live, its key absent) under `key`.
     pub fn insert(&mut self, key: &Key, id: TaskId) {
         if (self.len + 1) * 2 > self.buckets.len() {

@@ -48,6 +48,12 @@ pub(super) struct RunQueue {
 }
 
 impl RunQueue {
+    /// Drops every entry and its memory (no task is ready: they are all
+    /// stale).
+    pub fn give_back(&mut self) {
+        *self = RunQueue::default();
+    }
+
     /// Entries pushed from now until [`RunQueue::end_batch`] form a batch.
     pub fn begin_batch(&mut self) {
         self.staging = true;

@@ -223,7 +223,15 @@ pub(super) struct Slab {
     failures: HashMap<u32, Arc<TaskFailure>, SeededState>,
     free: Vec<u32>,
     counts: [usize; STATES],
+    /// The generation new slots start at: above every generation issued
+    /// before the table was last given back, so that no id from before can
+    /// name a task made after.
+    generation_floor: u32,
 }
+
+/// Slots past which an empty table gives its memory back (see
+/// [`Slab::give_back`]): below, keeping it is cheaper than growing again.
+pub(super) const KEEP_SLOTS: usize = 1 << 14;
 
 /// The largest number of slots: slot indices are `u32`.
 pub(super) const MAX_SLOTS: usize = u32::MAX as usize;
@@ -352,9 +360,33 @@ impl Slab {
             let index = self.records.len() as u32;
             debug_assert!(self.records.len() < MAX_SLOTS, "submit checks the slot limit");
             self.records.push(record);
-            self.generations.push(0);
-            TaskId { index, generation: 0 }
+            let generation = self.generation_floor;
+            self.generations.push(generation);
+            TaskId { index, generation }
         }
+    }
+
+    /// Slots allocated (live or free).
+    pub fn slots(&self) -> usize {
+        self.records.len()
+    }
+
+    /// With no live record left, frees the table's memory (a million-task
+    /// graph leaves ~100 MB of slots behind otherwise, until the client
+    /// goes). Ids issued before stay stale: new slots start above every
+    /// generation issued so far. `false` if there was nothing to give back.
+    pub fn give_back(&mut self) -> bool {
+        if self.live() != 0 || self.records.len() <= KEEP_SLOTS {
+            return false;
+        }
+        let top = self.generations.iter().copied().max().unwrap_or(0);
+        // The largest is a free slot's next generation, never issued.
+        self.generation_floor = self.generation_floor.max(top);
+        self.records = Vec::new();
+        self.generations = Vec::new();
+        self.free = Vec::new();
+        self.failures = HashMap::default();
+        true
     }
 
     /// Drops the record; its slot's next occupant gets the next generation.

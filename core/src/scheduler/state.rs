@@ -242,6 +242,18 @@ impl Scheduler {
             Event::TaskStarted { task, worker } => self.task_started(task, worker),
         }
         self.settle_all(out);
+        // The last task forgotten: the tables' memory goes back (a cheap
+        // test when tasks are alive).
+        if self.tasks.live() == 0 && self.tasks.give_back() {
+            self.keys.give_back();
+            self.queue.give_back();
+            self.suspects = Default::default();
+        }
+    }
+
+    /// Slots in the task table (live or free): what it holds on to.
+    pub fn table_slots(&self) -> usize {
+        self.tasks.slots()
     }
 
     /// The task's state; `None` for a stale (forgotten) or unknown id.

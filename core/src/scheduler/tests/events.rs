@@ -413,3 +413,33 @@ fn saturation_changes_every_worker_s_slots() {
     assert_eq!(h.s.load(W2), Some(1));
     assert_eq!(h.s.count(TaskState::Ready), 12 - 9 - 1 - 1);
 }
+
+/// A graph forgotten whole gives the tables' memory back, and no id from
+/// before can name a task made after.
+#[test]
+fn the_last_task_forgotten_gives_the_tables_back_and_old_ids_stay_stale() {
+    let mut h = H::new(0, 3);
+    h.join(W0, 4);
+    let n = 20_000;
+    let (ids, out) = h.submit((0..n).map(|i| node(i, &[], true)).collect());
+    assert_eq!(runs(&out).len(), 4, "one per slot");
+    // Run everything, then drop every future.
+    let mut pending: Vec<TaskId> = runs(&out);
+    while let Some(t) = pending.pop() {
+        pending.extend(runs(&h.finish(t, W0, 8)));
+    }
+    assert!(ids.iter().all(|&t| h.state(t) == Some(TaskState::Memory)));
+    assert!(h.s.table_slots() >= n as usize);
+    for &t in &ids[..ids.len() - 1] {
+        h.drop_ref(t);
+    }
+    assert!(h.s.table_slots() >= n as usize, "one task still alive: nothing given back");
+    h.drop_ref(ids[ids.len() - 1]);
+    assert_eq!(h.s.table_slots(), 0, "the tables were given back");
+    // Old ids are stale, and new tasks get ids none of them had.
+    assert!(ids.iter().all(|&t| h.state(t).is_none()));
+    let (new, _) = h.submit((0..100).map(|i| node(n + i, &[], true)).collect());
+    assert!(new.iter().all(|t| !ids.contains(t)), "a new id equals an old one");
+    assert!(ids.iter().all(|&t| h.state(t).is_none()), "an old id names a new task");
+    assert_eq!(h.s.live_tasks(), 100);
+}
