@@ -815,6 +815,21 @@ mod tests {
         assert_eq!(sizes, [2, 2, 1, 1]);
     }
 
+    /// Every validation error names what was wrong, in release builds too
+    /// (rkyv's default error type says "failed without error information"
+    /// there).
+    #[test]
+    fn a_garbage_frame_gets_a_reason() {
+        for bytes in [&[0xffu8; 32][..], &[7u8; 9][..], &[0u8; 3][..]] {
+            let e = decode_to_driver(message(bytes, vec![])).err().expect("garbage is refused");
+            assert!(e.0.starts_with("invalid message: ") && e.0.len() > "invalid message: ".len() + 10, "{e}");
+            assert!(!e.0.contains("without error information"), "{e}");
+            let mut stash = Vec::new();
+            let e = decode_to_worker(message(bytes, vec![]), &mut stash).err().expect("garbage is refused");
+            assert!(!e.0.contains("without error information"), "{e}");
+        }
+    }
+
     #[test]
     fn truncated_and_empty_payloads_are_errors() {
         let done = results(vec![done(5, WireObject::Inline(vec![1, 2, 3]))]);
