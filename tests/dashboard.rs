@@ -231,3 +231,25 @@ fn a_bad_dashboard_address_is_refused_with_what_to_do() {
     let err = Client::threads_with(1, ClientOptions::default().dashboard(taken)).err().expect("the port is taken");
     assert!(err.to_string().contains("could not listen on"), "{err}");
 }
+
+#[test]
+fn dropping_the_client_with_a_page_open_does_not_wait_for_the_page() {
+    let client = Client::threads_with(1, options()).unwrap();
+    let addr = host_of(&client.dashboard_url().unwrap());
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    while !line.starts_with("data: ") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended before a frame");
+    }
+    let start = std::time::Instant::now();
+    drop(client);
+    assert!(start.elapsed() < Duration::from_secs(5), "the client's drop waited for an open page");
+    let mut rest = Vec::new();
+    // The server closed the stream (a read error is a reset: closed too).
+    let _ = reader.read_to_end(&mut rest);
+    assert!(start.elapsed() < Duration::from_secs(5), "the stream was closed");
+}

@@ -145,8 +145,8 @@ fn status_counts_runs_and_live_tasks_per_task_name() {
 #[test]
 fn future_status_tells_queued_from_running() {
     let client = Client::threads(1).unwrap();
-    // One thread takes the first run and holds the next (one slot of
-    // slack); the rest wait in the scheduler's queue.
+    // One thread takes the first run; the rest wait in the scheduler's
+    // queue (the threads mode keeps no run queued beyond its threads).
     let futures = client.map(held, 0..4u64).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while futures[0].status() != FutureStatus::Running && std::time::Instant::now() < deadline {
@@ -155,7 +155,8 @@ fn future_status_tells_queued_from_running() {
     assert_eq!(futures[0].status(), FutureStatus::Running);
     assert_eq!(futures[3].status(), FutureStatus::Queued);
     let status = client.status();
-    assert_eq!((status.tasks.processing, status.tasks.queued), (2, 2));
+    assert_eq!((status.tasks.processing, status.tasks.queued), (1, 3));
+    assert_eq!(futures[1].status(), FutureStatus::Queued);
     GATE.store(true, Ordering::SeqCst);
     shoal::wait(&futures).unwrap();
     assert!(futures.iter().all(|f| f.status() == FutureStatus::Finished));

@@ -119,11 +119,10 @@ const shoal = (() => {
     }
   }
 
-  function live() {
-    const es = new EventSource("events" + location.search);
-    let frames = 0;
-    es.onmessage = e => {
-      const f = JSON.parse(e.data);
+  // One frame: the first one comes with the page (so that it paints at
+  // once, before its load event), the next ones by the event stream.
+  let frames = 0;
+  function frame(f) {
       frames++;
       ingest(f);
       drawStream(runs, f.now - WINDOW_S, f.now);
@@ -136,7 +135,11 @@ const shoal = (() => {
       drawChart(f.now, t.tasks_per_s, t.transferred_per_s);
       $("status").textContent = "live · " + frames + " frames";
       document.body.dataset.frames = frames;
-    };
+  }
+
+  function live() {
+    const es = new EventSource("events" + location.search);
+    es.onmessage = e => frame(JSON.parse(e.data));
     es.onerror = () => { $("status").textContent = "disconnected (retrying)"; };
   }
 
@@ -161,5 +164,5 @@ const shoal = (() => {
       `<th>mean</th><th>result bytes</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
   }
 
-  return {live, report};
+  return {frame, live, report};
 })();

@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! GET /            the page (HTML; its script and the vendored uPlot from /static/)
+//! GET /first.js    the first frame, as a script the page runs while it loads
 //! GET /events      server-sent events: one JSON frame per SAMPLE_EVERY while
 //!                  someone listens (the first one with the recent runs)
 //! GET /metrics     Prometheus text format, computed per scrape

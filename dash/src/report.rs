@@ -130,6 +130,7 @@ fn inline(data: &str) -> String {
     PAGE.replace(r#"<link rel="stylesheet" href="static/uPlot.min.css">"#, &format!("<style>\n{UPLOT_CSS}\n</style>"))
         .replace(r#"<script src="static/uPlot.iife.min.js"></script>"#, &format!("<script>\n{UPLOT_JS}\n</script>"))
         .replace(r#"<script src="static/dash.js"></script>"#, &format!("<script>\n{PAGE_JS}\n</script>"))
+        .replace("<!--FIRST-FRAME-->\n", "")
         .replace("<script>shoal.live();</script>", &format!("<script>shoal.report({data});</script>"))
         .replace("<title>shoal dashboard</title>", "<title>shoal performance report</title>")
 }

@@ -2,6 +2,7 @@
 //! routes (see the crate docs for the protocol).
 
 use std::convert::Infallible;
+use std::future::IntoFuture;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Weak};
@@ -149,15 +150,17 @@ async fn serve(app: Arc<App>, listener: TcpListener, stopped: oneshot::Receiver<
     let router = Router::new()
         .route("/", get(index))
         .route("/events", get(events))
+        .route("/first.js", get(first))
         .route("/metrics", get(metrics))
         .route("/static/dash.js", get(|| async { asset("text/javascript", PAGE_JS) }))
         .route("/static/uPlot.iife.min.js", get(|| async { asset("text/javascript", UPLOT_JS) }))
         .route("/static/uPlot.min.css", get(|| async { asset("text/css", UPLOT_CSS) }))
         .with_state(app);
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+    // Not a graceful shutdown: an open page's event stream never ends by
+    // itself, and a client being dropped must not wait for a browser. When
+    // this returns, the runtime is dropped with every connection's task.
+    let server = std::pin::pin!(axum::serve(listener, router).into_future());
+    if let futures_util::future::Either::Left((Err(e), _)) = futures_util::future::select(server, stopped).await {
         tracing::warn!("the dashboard stopped: {e}");
     }
     sampler.abort();
@@ -212,7 +215,31 @@ async fn index(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Res
     if !allowed(&app, &uri, &headers) {
         return forbidden();
     }
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
+    // The first frame is a script the page loads while it is parsed, with
+    // the same token (checked to be hex: nothing else reaches the HTML).
+    let token = app.token.as_ref().map_or(String::new(), |t| format!("?token={t}"));
+    let page = PAGE.replace("<!--FIRST-FRAME-->", &format!(r#"<script src="first.js{token}"></script>"#));
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+/// The first frame, as a script: the recent runs and the state now.
+async fn first(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    if !allowed(&app, &uri, &headers) {
+        return forbidden();
+    }
+    let Some(frame) = first_frame(&app) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the client is gone\n").into_response();
+    };
+    ([(header::CONTENT_TYPE, "text/javascript"), (header::CACHE_CONTROL, "no-store")], format!("shoal.frame({frame});"))
+        .into_response()
+}
+
+/// A frame with the runs of the last moments, so that a page just opened
+/// shows bars at once.
+fn first_frame(app: &App) -> Option<String> {
+    let source = app.source.upgrade()?;
+    let next = source.snapshot(u64::MAX, 0).next;
+    Some(Sampler::new(next.saturating_sub(MAX_RUNS_PER_FRAME as u64)).frame(&*source))
 }
 
 async fn metrics(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
@@ -233,13 +260,9 @@ async fn events(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Re
     if !allowed(&app, &uri, &headers) {
         return forbidden();
     }
-    // The first frame: the runs of the last moments, so that a page just
-    // opened shows bars at once.
-    let first = app.source.upgrade().map(|source| {
-        let next = source.snapshot(u64::MAX, 0).next;
-        let frame: Arc<str> = Sampler::new(next.saturating_sub(MAX_RUNS_PER_FRAME as u64)).frame(&*source).into();
-        frame
-    });
+    // A stream opened on its own (not by the page) starts with the recent
+    // runs too; the page skips what it has (`from` / `next`).
+    let first: Option<Arc<str>> = first_frame(&app).map(Into::into);
     let rx = app.frames.subscribe();
     let stream = futures_util::stream::unfold((first, rx), |(first, mut rx)| async move {
         if let Some(frame) = first {

@@ -16,9 +16,14 @@
 //!    `Release`s drop results (after unlocking), `Report`s mark futures
 //!    done and wake the client threads waiting on exactly those tasks.
 //!
-//! The engine is one worker (`WorkerId(0)`) with one slot per thread, plus
-//! the scheduler's slack: tasks beyond that stay queued in the scheduler in
-//! priority order, which is what keeps a large graph's memory low.
+//! The engine is one worker (`WorkerId(0)`) with one slot per thread and
+//! no slack (`extra_slots_per_thread: 0`): the thread that finishes a task
+//! gets the next run from the scheduler in the same pass and runs it at
+//! once, so a queued run would hide no latency — it would only wait in the
+//! pool's injector while newer runs overtook it from the threads' own
+//! deques (map items then start out of order). Tasks beyond the slots stay
+//! queued in the scheduler in priority order, which is what keeps a large
+//! graph's memory low.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -168,7 +173,7 @@ fn job(st: &State<Threads>, id: TaskId) -> Option<Job> {
 impl ThreadsEngine {
     pub(crate) fn start(nthreads: usize) -> Result<Arc<ThreadsEngine>> {
         let nthreads = nthreads.max(1);
-        let mut sched = Scheduler::new(SchedulerConfig::default());
+        let mut sched = Scheduler::new(SchedulerConfig { extra_slots_per_thread: 0, ..SchedulerConfig::default() });
         let mut actions = Vec::new();
         sched.handle(Event::WorkerJoined { worker: WORKER, nthreads: nthreads as u32 }, &mut actions);
         let pool = Pool::new(nthreads);

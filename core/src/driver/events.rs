@@ -34,10 +34,12 @@ use std::time::{Duration, Instant};
 use crate::Key;
 use crate::scheduler::{TaskState, WorkerId};
 
-/// Run records kept: the last this many runs. 64 Ki records of 64 bytes are
-/// 4 MiB at most, a few seconds of the fastest workloads and the whole
-/// of most; totals do not depend on it.
-pub const RING_CAPACITY: usize = 1 << 16;
+/// Run records kept: the last this many runs. 16 Ki records of 64 bytes are
+/// 1 MiB: small enough that writing them in turn stays mostly in cache (a
+/// 4 MiB ring cost the fastest graphs a cache miss per task), and more
+/// than a page draws (a few thousand bars) or a frame carries; totals do
+/// not depend on it.
+pub const RING_CAPACITY: usize = 1 << 14;
 
 /// The thread of a run when the mode does not know it (a worker process
 /// reports only its duration).
