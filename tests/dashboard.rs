@@ -253,3 +253,33 @@ fn dropping_the_client_with_a_page_open_does_not_wait_for_the_page() {
     let _ = reader.read_to_end(&mut rest);
     assert!(start.elapsed() < Duration::from_secs(5), "the stream was closed");
 }
+
+/// Run by `the_environment_turns_the_dashboard_on` in a process of its own
+/// (the environment is process-wide): what `SHOAL_DASHBOARD` does.
+#[test]
+#[ignore = "run by the_environment_turns_the_dashboard_on, with SHOAL_DASHBOARD set"]
+fn environment_child() {
+    let expect = std::env::var("SHOAL_TEST_EXPECT").expect("run by the_environment_turns_the_dashboard_on");
+    match (expect.as_str(), Client::threads(1)) {
+        ("on", Ok(client)) => {
+            let url = client.dashboard_url().expect("SHOAL_DASHBOARD turns the dashboard on");
+            assert_eq!(get(&host_of(&url), "/metrics").0, 200);
+        }
+        ("refused", Err(e)) => assert!(e.to_string().contains("SHOAL_DASHBOARD=\"nonsense\""), "{e}"),
+        (expect, got) => panic!("expected {expect}, got {:?}", got.map(|c| c.dashboard_url())),
+    }
+}
+
+#[test]
+fn the_environment_turns_the_dashboard_on() {
+    for (value, expect) in [("127.0.0.1:0", "on"), ("nonsense", "refused")] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "environment_child", "--ignored", "--test-threads=1"])
+            .env("SHOAL_DASHBOARD", value)
+            .env("SHOAL_TEST_EXPECT", expect)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "{value}: {text}");
+    }
+}

@@ -6,8 +6,9 @@
 //!
 //! The driver keeps the [`Scheduler`], one [`Spec`] per live task (the
 //! task's arguments, and whatever the mode keeps of its result), the client
-//! threads waiting for tasks ([`wait`]), and whether the mode is shut down
-//! or broken. It does everything that does not depend on where tasks run:
+//! threads waiting for tasks ([`wait`]), the task events every mode feeds
+//! ([`events`]: what ran where and when, for progress, status, the
+//! dashboard and reports), and whether the mode is shut down or broken. It does everything that does not depend on where tasks run:
 //! submission, client references, cancel, status, waiting, and turning the
 //! scheduler's actions into work. Where tasks run is a [`Backend`]'s
 //! business: it decides what a `Run` becomes (a job on a local pool, a
@@ -465,7 +466,8 @@ impl<B: Backend> Driver<B> {
 
     /// What a monitor reads: run records from sequence number `since` (the
     /// newest `max`), totals, live counts, and the load of each of
-    /// `workers`. The lock is held for the copies only.
+    /// `workers`, under one lock (the live counts are a scan of every live
+    /// task: a monitor's few looks a second, not the hot path).
     pub fn snapshot(&self, since: u64, max: usize, workers: &[WorkerId]) -> Snapshot {
         let st = self.lock();
         let (runs, next) = st.events.since(since, max);
