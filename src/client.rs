@@ -1,6 +1,10 @@
 //! The client: where a program submits work, in every mode.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use shoal_dash::Dashboard;
 
 use shoal_core::Key;
 use shoal_core::object::{Data, read_owned};
@@ -13,7 +17,9 @@ use crate::engine::threads::ThreadsEngine;
 use crate::error::{Error, Result};
 use crate::future::{EngineHandle, EngineRef, Future};
 use crate::lazy::{GraphBuilder, Lazy};
-use crate::progress::Progress;
+use crate::monitor::{EngineSource, PerformanceReport, start_dashboard};
+use crate::progress::{Progress, ProgressBar};
+use crate::status::ClientStatus;
 
 /// Per-call options, like Dask's `submit(..., pure=, priority=, retries=)`.
 #[derive(Clone, Debug)]
@@ -56,25 +62,36 @@ impl SubmitOptions {
     }
 }
 
-/// When to draw a progress bar on `gather` and `compute`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProgressBar {
-    /// When stderr is a terminal and the call takes more than a moment.
-    Auto,
-    /// Never.
-    Never,
-}
-
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// When to draw a progress bar (default [`ProgressBar::Auto`]).
+    /// When to show progress (default [`ProgressBar::Auto`]).
     pub progress: ProgressBar,
+    /// Serve the live dashboard (and Prometheus `/metrics`) on this
+    /// address, e.g. `127.0.0.1:8787` (port 0 picks a free one). Default
+    /// `None`: served only if the environment variable `SHOAL_DASHBOARD`
+    /// names an address. On an address that is not loopback the pages
+    /// require a token, printed on stderr at start.
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { progress: ProgressBar::Auto }
+        ClientOptions { progress: ProgressBar::Auto, dashboard: None }
+    }
+}
+
+impl ClientOptions {
+    /// Set [`progress`](ClientOptions::progress).
+    pub fn progress(mut self, progress: ProgressBar) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Set [`dashboard`](ClientOptions::dashboard).
+    pub fn dashboard(mut self, addr: SocketAddr) -> Self {
+        self.dashboard = Some(addr);
+        self
     }
 }
 
@@ -92,10 +109,15 @@ struct ClientInner {
     /// The same engine, as the futures of this client hold it.
     handle: EngineRef,
     options: ClientOptions,
+    /// The same engine, as the dashboard and reports read it.
+    source: Arc<EngineSource>,
+    dashboard: Option<Dashboard>,
 }
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
+        // The server first: no page reads a stopped engine.
+        drop(self.dashboard.take());
         self.engine.shutdown();
     }
 }
@@ -109,8 +131,14 @@ const FALLBACK_THREADS: usize = 4;
 impl Client {
     /// All cores of this machine, in this process: one worker thread per core.
     pub fn local() -> Result<Client> {
+        Client::local_with(ClientOptions::default())
+    }
+
+    /// [`local`](Client::local) with options, e.g. without a progress bar:
+    /// `Client::local_with(ClientOptions::default().progress(ProgressBar::Never))`.
+    pub fn local_with(options: ClientOptions) -> Result<Client> {
         let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(FALLBACK_THREADS);
-        Client::threads(n)
+        Client::threads_with(n, options)
     }
 
     /// `n` worker threads in this process; `0` is refused with
@@ -130,17 +158,56 @@ impl Client {
         }
         shoal_core::registry::check()?;
         let engine = ThreadsEngine::start(n)?;
-        Ok(Client::from_engine(engine, options))
+        Client::from_engine(engine, options)
     }
 
-    /// A client over any engine (each mode's constructor ends here).
-    pub(crate) fn from_engine(engine: Arc<dyn Engine>, options: ClientOptions) -> Client {
+    /// A client over any engine (each mode's constructor ends here); its
+    /// dashboard started if asked.
+    pub(crate) fn from_engine(engine: Arc<dyn Engine>, options: ClientOptions) -> Result<Client> {
         // Keep the cluster worker hook linked into every binary that makes
         // a client: such a binary can be started as a cluster worker.
         #[cfg(target_os = "linux")]
         std::hint::black_box(&crate::engine::cluster::CLUSTER_HOOK);
         let handle = Arc::new(EngineHandle(Arc::clone(&engine)));
-        Client { inner: Arc::new(ClientInner { engine, handle, options }) }
+        let source = Arc::new(EngineSource(Arc::clone(&engine)));
+        let dashboard = match start_dashboard(&options, &source) {
+            Ok(d) => d,
+            Err(e) => {
+                engine.shutdown();
+                return Err(e);
+            }
+        };
+        Ok(Client { inner: Arc::new(ClientInner { engine, handle, options, source, dashboard }) })
+    }
+
+    /// The dashboard's URL (with its token if it needs one), if this client
+    /// serves one (see [`ClientOptions::dashboard`]).
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.inner.dashboard.as_ref().map(Dashboard::url)
+    }
+
+    /// Records a performance report (like Dask's `performance_report`):
+    /// when the returned guard is dropped, `path` gets one self-contained
+    /// HTML file (nothing fetched when it opens) with the task stream, time
+    /// per task name, transfers and the totals of what ran meanwhile.
+    ///
+    /// ```no_run
+    /// # let client = shoal::Client::local()?;
+    /// {
+    ///     let _report = client.performance_report("report.html");
+    ///     // … submit and gather …
+    /// } // report.html written here
+    /// # Ok::<(), shoal::Error>(())
+    /// ```
+    pub fn performance_report(&self, path: impl Into<PathBuf>) -> PerformanceReport {
+        PerformanceReport::new(Arc::clone(&self.inner.source), path.into())
+    }
+
+    /// What the client's tasks are doing: live tasks by state, and per
+    /// task name its live tasks by state, its runs done and failed, their
+    /// time and result bytes.
+    pub fn status(&self) -> ClientStatus {
+        ClientStatus::from_snapshot(&self.engine().snapshot(u64::MAX, 0))
     }
 
     /// How many tasks can run at once.
@@ -218,10 +285,16 @@ impl Client {
     /// node carries one client reference, so a node must not be listed
     /// twice (see [`compute_all`](Client::compute_all)).
     fn submit_graph<T>(&self, graph: GraphBuilder, wanted: &[usize]) -> Result<Vec<Future<T>>> {
+        Ok(self.submit_graph_ids(graph, wanted)?.0)
+    }
+
+    /// [`submit_graph`](Client::submit_graph), and the ids of every node.
+    fn submit_graph_ids<T>(&self, graph: GraphBuilder, wanted: &[usize]) -> Result<(Vec<Future<T>>, Vec<TaskId>)> {
         self.check_same_engine(&graph)?;
         let ids = self.engine().submit(graph.nodes)?;
         drop(graph.futures);
-        Ok(wanted.iter().map(|&i| Future::new(Arc::clone(&self.inner.handle), ids[i])).collect())
+        let futures = wanted.iter().map(|&i| Future::new(Arc::clone(&self.inner.handle), ids[i])).collect();
+        Ok((futures, ids))
     }
 
     fn check_same_engine(&self, graph: &GraphBuilder) -> Result<()> {
@@ -242,15 +315,23 @@ impl Client {
             return futures.iter().map(Future::result).collect();
         }
         let ids: Vec<TaskId> = futures.iter().map(|f| f.core.id).collect();
-        self.wait_all(&ids)?;
-        let objs = self.engine().results(&ids)?;
+        self.gather_ids(&ids, &ids)
+    }
+
+    /// Wait for `ids` (showing progress over `all`, which includes them)
+    /// and read their results.
+    fn gather_ids<T: Data>(&self, ids: &[TaskId], all: &[TaskId]) -> Result<Vec<T>> {
+        self.wait_all(ids, all)?;
+        let objs = self.engine().results(ids)?;
         objs.iter().map(|obj| Ok(read_owned::<T>(&**obj)?)).collect()
     }
 
-    /// Block until every task finished, with a progress bar if enabled;
-    /// stop at the first failure.
-    fn wait_all(&self, ids: &[TaskId]) -> Result<()> {
-        let mut progress = Progress::new(self.inner.options.progress, ids.len());
+    /// Block until every task of `ids` finished, stopping at the first
+    /// failure, with progress shown if enabled: the count of finished tasks
+    /// among `all` (every task the call waits on, directly or not), in any
+    /// order.
+    fn wait_all(&self, ids: &[TaskId], all: &[TaskId]) -> Result<()> {
+        let mut progress = Progress::new(&self.inner.options.progress, all.len());
         let mut done = 0;
         let outcome = loop {
             match self.engine().wait_prefix(ids, done, progress.next_tick()) {
@@ -258,11 +339,16 @@ impl Client {
                 Ok((n, None)) if n == ids.len() => break Ok(()),
                 Ok((n, None)) => {
                     done = n;
-                    progress.update(done);
+                    if progress.shown() {
+                        progress.update(self.engine().count_finished(all));
+                    }
                 }
                 Err(e) => break Err(e),
             }
         };
+        if progress.shown() {
+            progress.update(self.engine().count_finished(all));
+        }
         progress.finish();
         outcome
     }
@@ -275,6 +361,12 @@ impl Client {
 
     /// Submit several lazy values as one graph (shared parts computed once).
     pub fn compute_all<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<Vec<Future<T>>> {
+        Ok(self.compute_all_ids(lazies)?.0)
+    }
+
+    /// [`compute_all`](Client::compute_all), and the ids of every task of
+    /// the graph.
+    fn compute_all_ids<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<(Vec<Future<T>>, Vec<TaskId>)> {
         // Lazy nodes are made without a check (see `Task::lazy`).
         shoal_core::registry::check()?;
         let mut graph = GraphBuilder::new();
@@ -284,14 +376,18 @@ impl Client {
         let mut distinct = nodes.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        let futures: Vec<Future<T>> = self.submit_graph(graph, &distinct)?;
-        Ok(nodes.iter().map(|i| futures[distinct.partition_point(|d| d < i)].clone()).collect())
+        let (futures, all) = self.submit_graph_ids::<T>(graph, &distinct)?;
+        let futures = nodes.iter().map(|i| futures[distinct.partition_point(|d| d < i)].clone()).collect();
+        Ok((futures, all))
     }
 
     /// Compute lazy values and return their values (like `dask.compute`),
     /// with a progress bar if enabled.
+    ///
+    /// The progress counts every task of the graph, not only the outputs.
     pub fn compute_values<T: Data>(&self, lazies: &[Lazy<T>]) -> Result<Vec<T>> {
-        let futures = self.compute_all(lazies)?;
-        self.gather(&futures)
+        let (futures, all) = self.compute_all_ids(lazies)?;
+        let ids: Vec<TaskId> = futures.iter().map(|f| f.core.id).collect();
+        self.gather_ids(&ids, &all)
     }
 }

@@ -68,6 +68,6 @@ impl Client {
             dead_after: cluster.dead_after,
         })
         .map_err(|e| Error::Start(format!("cannot connect to the shoal scheduler at {url}: {e}")))?;
-        Ok(Client::from_engine(ClusterEngine::new(remote), options))
+        Client::from_engine(ClusterEngine::new(remote), options)
     }
 }

@@ -156,7 +156,7 @@ impl Client {
                 descriptors: None,
             },
         })?;
-        Ok(Client::from_engine(engine, options))
+        Client::from_engine(engine, options)
     }
 
     /// The process ids of the live worker processes (empty in the threads

@@ -58,6 +58,9 @@ pub enum Error {
     /// An option has a value shoal refuses; the message says which and why.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The dashboard could not be served.
+    #[error(transparent)]
+    Dashboard(#[from] shoal_dash::DashboardError),
     /// A task's input had an unexpected form (an internal error, or a
     /// different binary on the other side).
     #[error("bad task input: {0}")]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::object::{Data, read_owned};
-use shoal_core::scheduler::TaskId;
+use shoal_core::scheduler::{TaskId, TaskState};
 
 use crate::engine::{Engine, Status};
 use crate::error::{Error, Result};
@@ -76,8 +76,12 @@ impl<T> std::fmt::Debug for Future<T> {
 /// What a future's task has come to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FutureStatus {
-    /// Not finished yet.
-    Pending,
+    /// Not started: waiting for its inputs, or for a free worker thread.
+    Queued,
+    /// Handed to a worker: running, or next in that worker's queue (a
+    /// worker holds a run or a few beyond its threads so the next one is at
+    /// hand).
+    Running,
     /// The result is ready.
     Finished,
     /// The task failed (or a task it needed did): why.
@@ -106,7 +110,15 @@ impl<T> Future<T> {
 
     /// Where the task stands now (does not wait).
     pub fn status(&self) -> FutureStatus {
-        status_of(self.core.engine.status(self.core.id))
+        match self.core.engine.status(self.core.id) {
+            // Two looks: a task that finishes in between reads as running
+            // (it was, a moment ago).
+            Status::Pending => match self.core.engine.state(self.core.id) {
+                Some(TaskState::Processing | TaskState::Memory | TaskState::Erred) => FutureStatus::Running,
+                _ => FutureStatus::Queued,
+            },
+            status => status_of(status),
+        }
     }
 
     /// Cancel the task, and every task that needs it, unless it has finished
@@ -147,7 +159,7 @@ impl<T: Data> Future<T> {
 
 fn status_of(status: Status) -> FutureStatus {
     match status {
-        Status::Pending => FutureStatus::Pending,
+        Status::Pending => FutureStatus::Queued,
         Status::Finished => FutureStatus::Finished,
         Status::Failed(f) if matches!(*f, TaskFailure::Cancelled { .. }) => FutureStatus::Cancelled,
         Status::Failed(f) => FutureStatus::Error(f),

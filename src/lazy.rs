@@ -97,9 +97,10 @@ impl<T: Data> Lazy<T> {
     }
 
     /// Compute the graph that ends here and return the value (like
-    /// `dask.compute`).
+    /// `dask.compute`), with a progress bar over every task of the graph
+    /// if the client shows one.
     pub fn compute(&self, client: &Client) -> Result<T> {
-        client.compute(self)?.result()
+        client.compute_values(std::slice::from_ref(self))?.pop().ok_or(crate::Error::Closed)
     }
 }
 

@@ -73,15 +73,19 @@ mod engine;
 mod error;
 mod future;
 mod lazy;
+mod monitor;
 mod progress;
+mod status;
 
 pub use args::{IntoArg, IntoArgs, One};
-pub use client::{Client, ClientOptions, ProgressBar, SubmitOptions};
+pub use client::{Client, ClientOptions, SubmitOptions};
 pub use client_cluster::{ClusterOptions, ENV_SECRET_FILE};
 pub use client_processes::{DEFAULT_WORKER_TTL, ProcessesOptions};
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};
 pub use lazy::Lazy;
+pub use monitor::{DASHBOARD_ENV, PerformanceReport};
+pub use progress::{ProgressBar, ProgressUpdate};
 pub use rkyv;
 pub use rkyv::Archived;
 pub use shoal_core::failure::{MAX_ARGUMENT_CHARS, MAX_ARGUMENTS_CHARS, TaskError};
@@ -93,6 +97,7 @@ pub use shoal_core::{Key, TaskFailure};
 pub use shoal_macros::{data, task};
 pub use shoal_shm::store::StoreStats;
 pub use shoal_shm::{SpillBackend, SpillIo};
+pub use status::{ClientStatus, NameStatus, StateCounts};
 
 /// A registered task: the handle `#[shoal::task]` makes for a function.
 #[diagnostic::on_unimplemented(

@@ -59,7 +59,7 @@ fn inc(x: u64) -> u64 {
 fn processes() -> Client {
     Client::processes_with(
         ProcessesOptions { workers: 1, ..ProcessesOptions::default() },
-        ClientOptions { progress: shoal::ProgressBar::Never },
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
     )
     .expect("processes client")
 }

@@ -65,7 +65,7 @@ fn own_types_work_in_the_threads_mode() {
 fn own_types_work_in_the_processes_mode() {
     let client = Client::processes_with(
         ProcessesOptions { workers: 2, ..ProcessesOptions::default() },
-        ClientOptions { progress: shoal::ProgressBar::Never },
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
     )
     .unwrap();
     run(&client);

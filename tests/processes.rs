@@ -108,7 +108,7 @@ fn poison(x: u64) -> u64 {
 fn processes(n: usize) -> Client {
     Client::processes_with(
         ProcessesOptions { workers: n, ..ProcessesOptions::default() },
-        ClientOptions { progress: shoal::ProgressBar::Never },
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
     )
     .expect("processes client")
 }

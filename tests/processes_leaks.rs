@@ -61,7 +61,7 @@ fn serial() -> MutexGuard<'static, ()> {
 fn processes(n: usize) -> Client {
     Client::processes_with(
         ProcessesOptions { workers: n, ..ProcessesOptions::default() },
-        ClientOptions { progress: shoal::ProgressBar::Never },
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
     )
     .expect("processes client")
 }

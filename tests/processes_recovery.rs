@@ -47,7 +47,7 @@ fn sleep_ms(ms: u64) -> u64 {
 }
 
 fn quiet() -> ClientOptions {
-    ClientOptions { progress: shoal::ProgressBar::Never }
+    ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() }
 }
 
 // ---- only the task that kills its workers is blamed ----

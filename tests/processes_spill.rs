@@ -101,7 +101,7 @@ fn client(limit: usize, spill_dir: &Path, io: SpillIo) -> Client {
             spill_io: io,
             ..ProcessesOptions::default()
         },
-        ClientOptions { progress: shoal::ProgressBar::Never },
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
     )
     .expect("processes client")
 }

@@ -27,7 +27,7 @@ fn mark(dir: String, ms: u64, tag: u64) -> Result<u32, String> {
 fn client(workers: usize) -> Client {
     Client::processes_with(
         ProcessesOptions { workers, threads_per_worker: 1, ..ProcessesOptions::default() },
-        ClientOptions { progress: shoal::ProgressBar::Never },
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
     )
     .expect("processes client")
 }

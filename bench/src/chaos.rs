@@ -162,7 +162,10 @@ fn one_trial(rng: &mut Rng, spill: &Path, want: u64) -> Outcome {
         spill_dir: Some(spill.to_path_buf()),
         ..ProcessesOptions::default()
     };
-    let client = match Client::processes_with(options, ClientOptions { progress: shoal::ProgressBar::Never }) {
+    let client = match Client::processes_with(
+        options,
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
+    ) {
         Ok(c) => c,
         Err(e) => {
             o.error = Some(format!("start: {e}"));

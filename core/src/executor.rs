@@ -46,6 +46,12 @@ impl<J> Local<'_, J> {
         self.worker.push(job);
         self.shared.wake_one();
     }
+
+    /// Whether no job waits in the pool's injector (a job pushed here now
+    /// would not run before older ones queued there).
+    pub fn injector_is_empty(&self) -> bool {
+        self.shared.injector.is_empty()
+    }
 }
 
 /// Where jobs go: onto the current pool thread's deque when called from a

@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use shoal_core::Key;
 use shoal_core::TaskFailure;
+use shoal_core::driver::events::Snapshot;
 use shoal_core::driver::{GraphNode, Status};
 use shoal_core::object::Obj;
-use shoal_core::scheduler::TaskId;
+use shoal_core::scheduler::{TaskId, TaskState, WorkerId};
 use shoal_net::client::{ClientError, Remote};
 
 use super::Engine;
@@ -91,6 +92,33 @@ impl Engine for ClusterEngine {
 
     fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>> {
         Ok(self.remote.results(ids)?)
+    }
+
+    /// What the client's mirror knows: finished (in memory), failed, or
+    /// not yet — which reads as queued (the scheduler, not this process,
+    /// knows whether a run started).
+    fn state(&self, id: TaskId) -> Option<TaskState> {
+        Some(match self.remote.status(id) {
+            Status::Finished => TaskState::Memory,
+            Status::Failed(_) => TaskState::Erred,
+            Status::Pending => TaskState::Waiting,
+        })
+    }
+
+    fn count_finished(&self, ids: &[TaskId]) -> usize {
+        ids.iter().filter(|&&id| self.remote.status(id).is_finished()).count()
+    }
+
+    /// The task events live in the scheduler process (its dashboard shows
+    /// them); a cluster client records none.
+    fn snapshot(&self, _since: u64, _max: usize) -> Snapshot {
+        Snapshot::default()
+    }
+
+    /// The scheduler tells a client how many workers and threads there
+    /// are, not which: none are listed here.
+    fn workers(&self) -> Vec<(WorkerId, u32, u32)> {
+        Vec::new()
     }
 
     fn nthreads(&self) -> usize {

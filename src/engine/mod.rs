@@ -17,9 +17,10 @@ use std::time::Instant;
 use shoal_core::Key;
 use shoal_core::TaskFailure;
 pub(crate) use shoal_core::driver::Status;
+use shoal_core::driver::events::Snapshot;
 use shoal_core::driver::{Backend, Driver, GraphNode};
 use shoal_core::object::Obj;
-use shoal_core::scheduler::{Event, TaskId};
+use shoal_core::scheduler::{Event, TaskId, TaskState, WorkerId};
 
 use crate::error::Result;
 
@@ -45,6 +46,14 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>>;
     /// The result of a finished task.
     fn result(&self, id: TaskId) -> Result<Obj>;
+    /// The task's scheduler state (`None` once forgotten).
+    fn state(&self, id: TaskId) -> Option<TaskState>;
+    /// How many of the tasks are finished (a forgotten one counts).
+    fn count_finished(&self, ids: &[TaskId]) -> usize;
+    /// What a monitor reads (see [`Driver::snapshot`]).
+    fn snapshot(&self, since: u64, max: usize) -> Snapshot;
+    /// The workers: id, process id, threads.
+    fn workers(&self) -> Vec<(WorkerId, u32, u32)>;
     /// Block until `ids[from..]` finished in order, one failed, or the
     /// deadline passed: how many of `ids` are finished from the start, and
     /// the failure that stopped the scan, if any.
@@ -83,6 +92,8 @@ pub(crate) trait Mode: Send + Sync + 'static {
     /// The results of finished tasks, in order.
     fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>>;
     fn nthreads(&self) -> usize;
+    /// The workers: id, process id, threads (for monitoring).
+    fn workers(&self) -> Vec<(WorkerId, u32, u32)>;
     fn worker_pids(&self) -> Vec<u32> {
         Vec::new()
     }
@@ -128,6 +139,19 @@ impl<M: Mode> Engine for M {
         Ok(self.driver().wait_any(ids, deadline)?)
     }
 
+    fn state(&self, id: TaskId) -> Option<TaskState> {
+        self.driver().state(id)
+    }
+
+    fn count_finished(&self, ids: &[TaskId]) -> usize {
+        self.driver().count_finished(ids)
+    }
+
+    fn snapshot(&self, since: u64, max: usize) -> Snapshot {
+        let ids: Vec<WorkerId> = Mode::workers(self).iter().map(|w| w.0).collect();
+        self.driver().snapshot(since, max, &ids)
+    }
+
     fn result(&self, id: TaskId) -> Result<Obj> {
         let mut objs = Mode::results(self, &[id])?;
         objs.pop().ok_or(crate::Error::Closed)
@@ -152,6 +176,10 @@ impl<M: Mode> Engine for M {
 
     fn worker_pids(&self) -> Vec<u32> {
         Mode::worker_pids(self)
+    }
+
+    fn workers(&self) -> Vec<(WorkerId, u32, u32)> {
+        Mode::workers(self)
     }
 
     fn store_stats(&self) -> Option<shoal_shm::store::StoreStats> {

@@ -16,18 +16,25 @@
 //!    `Release`s drop results (after unlocking), `Report`s mark futures
 //!    done and wake the client threads waiting on exactly those tasks.
 //!
-//! The engine is one worker (`WorkerId(0)`) with one slot per thread, plus
-//! the scheduler's slack: tasks beyond that stay queued in the scheduler in
-//! priority order, which is what keeps a large graph's memory low.
+//! The engine is one worker (`WorkerId(0)`) with one slot per thread and
+//! no slack (`extra_slots_per_thread: 0`): the thread that finishes a task
+//! gets the next run from the scheduler in the same pass and runs it at
+//! once, so a queued run would hide no latency — it would only wait in the
+//! pool's injector while newer runs overtook it from the threads' own
+//! deques (map items then start out of order). Tasks beyond the slots stay
+//! queued in the scheduler in priority order, which is what keeps a large
+//! graph's memory low.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use shoal_core::Key;
 use shoal_core::TaskFailure;
+use shoal_core::driver::events::{RunTimes, UNKNOWN_THREAD};
 use shoal_core::driver::wait::lock;
 use shoal_core::driver::{Backend, Driver, Effects, SpecArg, State};
-use shoal_core::executor::{Local, Pool, Sink, Spawner};
+use shoal_core::executor::{Local, Pool, Spawner};
 use shoal_core::object::{Input, Obj, describe};
 use shoal_core::registry::{self, TaskEntry};
 use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig, TaskId, WorkerId};
@@ -83,6 +90,9 @@ pub(crate) struct Job {
 #[derive(Default)]
 pub(crate) struct ThreadsEffects {
     jobs: Vec<Job>,
+    /// The first `local` jobs take the result just made on this pool
+    /// thread: they go to its own deque.
+    local: usize,
     garbage: Vec<Obj>,
     forgotten: Vec<Body>,
     wake_clients: bool,
@@ -164,7 +174,7 @@ impl ThreadsEngine {
     pub(crate) fn start(nthreads: usize) -> Result<Arc<ThreadsEngine>> {
         shoal_shm::logging::install_default();
         let nthreads = nthreads.max(1);
-        let mut sched = Scheduler::new(SchedulerConfig::default());
+        let mut sched = Scheduler::new(SchedulerConfig { extra_slots_per_thread: 0, ..SchedulerConfig::default() });
         let mut actions = Vec::new();
         sched.handle(Event::WorkerJoined { worker: WORKER, nthreads: nthreads as u32 }, &mut actions);
         let pool = Pool::new(nthreads);
@@ -191,7 +201,10 @@ impl ThreadsEngine {
     /// Run one job on a pool thread, then report it (see the module docs).
     fn run(&self, job: Job, local: &Local<'_, Job>) {
         let Job { id, key, entry, inputs } = job;
+        // Taken outside the lock (see `driver::events`).
+        let start = Instant::now();
         let outcome = execute(key, entry, inputs);
+        let times = RunTimes { thread: thread_index(), start, stop: Instant::now() };
         let mut fx = ThreadsEffects::default();
         {
             let mut st = self.driver.lock();
@@ -206,16 +219,36 @@ impl ThreadsEngine {
                 }
                 Err(failure) => Event::TaskFailed { task: id, worker: WORKER, failure },
             };
-            st.handle(event, &mut fx);
+            st.handle_run(event, times, &mut fx);
+            // A job that takes this result runs here, next, while it is in
+            // cache; others too unless older jobs wait in the injector, in
+            // which case they go behind those — so that tasks start in the
+            // scheduler's order (map items in submission order) rather than
+            // the newest first (see `carry_out`).
+            if fx.jobs.len() > 1 {
+                fx.jobs.sort_by_key(|job| !st.sched.deps(job.id).contains(&id));
+            }
+            fx.local = fx.jobs.iter().take_while(|job| st.sched.deps(job.id).contains(&id)).count();
         }
-        self.carry_out(fx, &Sink::Local(local));
+        self.carry_out(fx, Some(local));
     }
 
     /// Everything done after unlocking: queue jobs, wake clients, drop.
-    fn carry_out(&self, fx: ThreadsEffects, sink: &Sink<'_, Job>) {
-        for job in fx.jobs {
-            sink.push(job);
+    fn carry_out(&self, mut fx: ThreadsEffects, local: Option<&Local<'_, Job>>) {
+        let keep = match local {
+            Some(local) if local.injector_is_empty() => fx.jobs.len(),
+            _ => fx.local.min(fx.jobs.len()),
+        };
+        let global = fx.jobs.split_off(keep);
+        if let Some(local) = local {
+            // Pushed last to first: the deque runs the last pushed first.
+            for job in fx.jobs.into_iter().rev() {
+                local.push(job);
+            }
+        } else {
+            global_jobs(&self.spawner, fx.jobs);
         }
+        global_jobs(&self.spawner, global);
         // Free released results before waking clients, so a client that
         // sees its tasks done also sees their inputs freed.
         drop(fx.garbage);
@@ -224,6 +257,25 @@ impl ThreadsEngine {
             self.driver.wake_clients();
         }
     }
+}
+
+/// Queue jobs on the pool's injector, in order.
+fn global_jobs(spawner: &Spawner<Job>, jobs: Vec<Job>) {
+    for job in jobs {
+        spawner.push(job);
+    }
+}
+
+/// The pool thread's index, from its name `shoal-{i}` (read once per thread).
+fn thread_index() -> u32 {
+    thread_local! {
+        static INDEX: u32 = std::thread::current()
+            .name()
+            .and_then(|n| n.rsplit('-').next())
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(UNKNOWN_THREAD);
+    }
+    INDEX.with(|i| *i)
 }
 
 /// Call the task, turning errors and panics into a [`TaskFailure`] that
@@ -253,7 +305,7 @@ impl Mode for ThreadsEngine {
     }
 
     fn finish(&self, fx: ThreadsEffects) {
-        self.carry_out(fx, &Sink::Global(&self.spawner));
+        self.carry_out(fx, None);
     }
 
     fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>> {
@@ -263,6 +315,10 @@ impl Mode for ThreadsEngine {
 
     fn nthreads(&self) -> usize {
         self.nthreads
+    }
+
+    fn workers(&self) -> Vec<(WorkerId, u32, u32)> {
+        vec![(WORKER, std::process::id(), self.nthreads as u32)]
     }
 
     fn shutdown(&self) {

@@ -6,8 +6,9 @@
 //!
 //! The driver keeps the [`Scheduler`], one [`Spec`] per live task (the
 //! task's arguments, and whatever the mode keeps of its result), the client
-//! threads waiting for tasks ([`wait`]), and whether the mode is shut down
-//! or broken. It does everything that does not depend on where tasks run:
+//! threads waiting for tasks ([`wait`]), the task events every mode feeds
+//! ([`events`]: what ran where and when, for progress, status, the
+//! dashboard and reports), and whether the mode is shut down or broken. It does everything that does not depend on where tasks run:
 //! submission, client references, cancel, status, waiting, and turning the
 //! scheduler's actions into work. Where tasks run is a [`Backend`]'s
 //! business: it decides what a `Run` becomes (a job on a local pool, a
@@ -38,6 +39,7 @@
 //!   ([`wait::Waiters::awaits`]).
 //! - Nothing here knows a socket, a process or a `Client`.
 
+pub mod events;
 pub mod wait;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -48,6 +50,7 @@ use crate::TaskFailure;
 use crate::object::{Bounded, Obj, Object, describe};
 use crate::scheduler::{Action, Dep, Event, GraphError, NewTask, Scheduler, TaskId, TaskState, WorkerId};
 
+use self::events::{Events, Outcome, RunRecord, RunTimes, Snapshot, StateCounts, TaskCounts};
 use self::wait::{Interest, Waitable, Waiters, block_until, block_until_with, lock};
 
 /// Why a driver call could not be answered.
@@ -196,6 +199,8 @@ pub struct State<B: Backend> {
     pub broken: Option<String>,
     /// Reused buffer for the scheduler's actions.
     actions: Vec<Action>,
+    /// What ran where and when ([`events`]).
+    pub events: Events,
     /// The mode's own state.
     pub backend: B,
 }
@@ -251,6 +256,7 @@ impl<B: Backend> State<B> {
             }
             _ => None,
         };
+        self.events.event();
         let mut actions = std::mem::take(&mut self.actions);
         self.sched.handle(event, &mut actions);
         if let Some(task) = failed
@@ -277,6 +283,7 @@ impl<B: Backend> State<B> {
             match action {
                 Action::Run { task, worker } => {
                     tracing::debug!(target: "shoal::task", key = %self.key_of(task), worker = worker.0, "run");
+                    self.events.started();
                     B::run(self, task, worker, fx)
                 }
                 Action::Release { task, worker } => B::release(self, task, worker, fx),
@@ -309,6 +316,55 @@ impl<B: Backend> State<B> {
                 }
             }
         }
+    }
+
+    /// A run ended: record it ([`events`]) and feed its event
+    /// (`TaskFinished` or `TaskFailed`) to the scheduler. `times` were
+    /// taken by the mode outside the lock. Any other event is only fed.
+    pub fn handle_run(&mut self, event: Event, times: RunTimes, fx: &mut B::Effects) {
+        let (task, worker, nbytes, failed) = match &event {
+            Event::TaskFinished { task, worker, nbytes } => (*task, *worker, *nbytes, false),
+            Event::TaskFailed { task, worker, .. } => (*task, *worker, 0, true),
+            _ => return self.handle(event, fx),
+        };
+        // Taken before the pass: the task may be forgotten by it.
+        let key = self.sched.key(task);
+        let waited = self.sched.processing_on(task) == Some(worker);
+        self.handle(event, fx);
+        let Some(key) = key else { return };
+        let outcome = match (waited, failed) {
+            (false, _) => Outcome::Late,
+            (true, false) => Outcome::Done,
+            (true, true) => Outcome::Failed,
+        };
+        let record = RunRecord {
+            key,
+            worker,
+            thread: times.thread,
+            start_ns: self.events.nanos(times.start),
+            stop_ns: self.events.nanos(times.stop),
+            nbytes,
+            outcome,
+        };
+        self.events.record(record);
+    }
+
+    /// Live tasks by state, in all and per task name (a scan of every live
+    /// task: for status calls and monitoring, not the hot path).
+    pub fn task_counts(&self) -> TaskCounts {
+        let mut counts = TaskCounts::default();
+        for (index, spec) in self.specs.iter().enumerate() {
+            let Some(spec) = spec else { continue };
+            let id = TaskId { index: index as u32, generation: spec.generation };
+            let (Some(state), Some(key)) = (self.sched.state(id), self.sched.key(id)) else { continue };
+            counts.all.add(state);
+            let func = key.func as usize;
+            if counts.per_func.len() <= func {
+                counts.per_func.resize(func + 1, StateCounts::default());
+            }
+            counts.per_func[func].add(state);
+        }
+        counts
     }
 
     /// Where the task stands, as its futures see it.
@@ -354,6 +410,7 @@ impl<B: Backend> State<B> {
             }
         };
         let ids: Vec<TaskId> = submitted.iter().map(|s| s.id).collect();
+        self.events.submitted(submitted.iter().filter(|s| s.new).count() as u64);
         for (node, s) in nodes.into_iter().zip(&submitted) {
             if !s.new {
                 if let Some(spec) = self.spec_mut(s.id) {
@@ -393,6 +450,7 @@ impl<B: Backend> Driver<B> {
                 closed: false,
                 broken: None,
                 actions: Vec::new(),
+                events: Events::new(),
                 backend,
             }),
             changed: Condvar::new(),
@@ -430,6 +488,46 @@ impl<B: Backend> Driver<B> {
     /// Where the task stands.
     pub fn status(&self, id: TaskId) -> Status {
         self.lock().status(id)
+    }
+
+    /// The task's scheduler state (`None` once forgotten).
+    pub fn state(&self, id: TaskId) -> Option<TaskState> {
+        self.lock().sched.state(id)
+    }
+
+    /// How many of `ids` are finished: in memory, failed, or — for a task
+    /// the caller submitted as needed — released or forgotten (it ran, and
+    /// its result was dropped once its dependents had it). One lock, a
+    /// lookup per id.
+    pub fn count_finished(&self, ids: &[TaskId]) -> usize {
+        let st = self.lock();
+        let pending = |id: TaskId| {
+            matches!(st.sched.state(id), Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing))
+        };
+        ids.iter().filter(|&&id| !pending(id)).count()
+    }
+
+    /// Live tasks by state, in all and per task name.
+    pub fn task_counts(&self) -> TaskCounts {
+        self.lock().task_counts()
+    }
+
+    /// What a monitor reads: run records from sequence number `since` (the
+    /// newest `max`), totals, live counts, and the load of each of
+    /// `workers`, under one lock (the live counts are a scan of every live
+    /// task: a monitor's few looks a second, not the hot path).
+    pub fn snapshot(&self, since: u64, max: usize, workers: &[WorkerId]) -> Snapshot {
+        let st = self.lock();
+        let (runs, next) = st.events.since(since, max);
+        Snapshot {
+            runs,
+            next,
+            now_ns: st.events.nanos(Instant::now()),
+            totals: st.events.totals(),
+            per_func: st.events.per_func().to_vec(),
+            counts: st.task_counts(),
+            loads: workers.iter().filter_map(|&w| Some((w, st.sched.load(w)? as u64))).collect(),
+        }
     }
 
     /// The task's key (`None` once forgotten).

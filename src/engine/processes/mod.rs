@@ -388,6 +388,13 @@ impl Mode for ProcessesEngine {
         self.nthreads
     }
 
+    fn workers(&self) -> Vec<(WorkerId, u32, u32)> {
+        let mut workers: Vec<(WorkerId, u32, u32)> =
+            self.lock().backend.workers.values().map(|l| (l.conn.id, l.conn.pid, l.conn.nthreads)).collect();
+        workers.sort_unstable();
+        workers
+    }
+
     fn worker_pids(&self) -> Vec<u32> {
         self.pids()
     }

@@ -20,9 +20,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use shoal_core::TaskFailure;
 use shoal_core::driver::describe_args;
+use shoal_core::driver::events::RunTimes;
 use shoal_core::failure::TaskError;
 use shoal_core::object::{Input, Obj};
 use shoal_core::protocol::FailKind;
@@ -164,6 +166,7 @@ impl PoolHost for ProcessesEngine {
     /// one breaks the protocol: the caller then drops the connection.
     fn messages(&self, conn: &Arc<Conn>, messages: Vec<FromWorker>) -> std::result::Result<(), String> {
         let worker = conn.id;
+        let seen = Instant::now();
         let mut effects = Effects::default();
         let steals;
         {
@@ -187,8 +190,15 @@ impl PoolHost for ProcessesEngine {
                         }
                         drop(pacing);
                         for result in results {
+                            // A worker reports how long a run took, not when it
+                            // started on this clock: it ended by the time its
+                            // frame was read.
+                            let times = RunTimes::ended_at(seen, result.micros());
                             if let Some(event) = result_event(&mut st, worker, result, &mut effects) {
-                                st.handle(event, &mut effects);
+                                if let Event::TaskFinished { nbytes, .. } = &event {
+                                    st.events.transferred(*nbytes);
+                                }
+                                st.handle_run(event, times, &mut effects);
                             }
                         }
                     }
