@@ -360,25 +360,27 @@ fn submit(
         }
     };
     carry_out(&shared.driver, fx);
-    // The client's references, then the news of what is finished already
-    // (a task that finished before they were counted was reported to no one).
+    // The client's references, its answer, then the news of what is
+    // finished already (a task that finished before the references were
+    // counted was reported to no one). All under the lock: a report made
+    // after the references are counted is queued after it is released, so
+    // the client always reads `Submitted` before any news of these ids.
+    let answer = wire::to_bytes(&ToClientMsg::Submitted { request, ids: ids.iter().map(|&id| id.into()).collect() })?;
+    let mut st = shared.driver.lock();
     let mut news = Vec::new();
-    {
-        let mut st = shared.driver.lock();
-        for (&id, _) in ids.iter().zip(&wanted).filter(|(_, w)| **w) {
-            if let Some(link) = st.backend.clients.get_mut(&client) {
-                *link.refs.entry(id).or_insert(0) += 1;
-            }
-            if let Some(status) = status_now(&st, id) {
-                news.push((id.into(), status));
-            }
+    for (&id, _) in ids.iter().zip(&wanted).filter(|(_, w)| **w) {
+        if let Some(link) = st.backend.clients.get_mut(&client) {
+            *link.refs.entry(id).or_insert(0) += 1;
+        }
+        if let Some(status) = status_now(&st, id) {
+            news.push((id.into(), status));
         }
     }
-    let body = wire::to_bytes(&ToClientMsg::Submitted { request, ids: ids.iter().map(|&id| id.into()).collect() })?;
-    let _ = tx.send(Outgoing::message(body));
+    let _ = tx.send(Outgoing::message(answer));
     if !news.is_empty() {
         let _ = tx.send(Outgoing::message(wire::to_bytes(&ToClientMsg::Status(news))?));
     }
+    drop(st);
     Ok(())
 }
 
