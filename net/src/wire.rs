@@ -346,13 +346,19 @@ pub enum WireGathered {
 }
 
 /// A task's news for a client that holds a future on it.
-#[derive(Archive, Serialize, Deserialize, Debug)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum WireStatus {
-    /// In memory.
-    Finished,
+    /// In memory; with the result's archive when it is at most
+    /// [`NEWS_RESULT_MAX`] bytes (the client then needs no gather for it).
+    Finished(Option<Vec<u8>>),
     /// Failed (or cancelled).
     Failed(WireFailure),
 }
+
+/// Results up to this many bytes travel with the news that their task
+/// finished: a `result()` or `gather` of small results costs no round trip
+/// more, and the client holds at most this much per future it keeps.
+pub const NEWS_RESULT_MAX: usize = 1024;
 
 /// Scheduler → client.
 #[derive(Archive, Serialize, Deserialize, Debug)]

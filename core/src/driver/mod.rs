@@ -38,6 +38,7 @@
 //!   ([`wait::Waiters::awaits`]).
 //! - Nothing here knows a socket, a process or a `Client`.
 
+pub mod pacing;
 pub mod wait;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

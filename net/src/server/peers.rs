@@ -27,6 +27,7 @@ use crate::wire::{
     ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, ObjectsIn, ObjectsOut, Role, ToClientMsg, ToWorkerMsg,
     WireFailKind, WireGathered,
 };
+use shoal_core::driver::pacing::Pacing;
 
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
@@ -185,7 +186,14 @@ async fn serve_worker(
         let mut fx = Effects::default();
         {
             let mut st = shared.driver.lock();
-            for ended in results {
+            let pacing = st.backend.pacing.get_or_insert_with(|| Pacing::new(super::EXTRA_SLOTS_PER_THREAD));
+            for (_, micros) in &results {
+                pacing.note(*micros);
+            }
+            if let Some(extra_slots_per_thread) = pacing.update() {
+                st.handle(Event::Saturation { extra_slots_per_thread }, &mut fx);
+            }
+            for (ended, _) in results {
                 if let Some(event) = result_event(&mut st, worker, ended) {
                     st.handle(event, &mut fx);
                 }
@@ -195,26 +203,30 @@ async fn serve_worker(
     }
 }
 
-fn decode_results(results: &[ArchivedWireResult], objects: &mut ObjectsIn) -> Result<Vec<Ended>> {
+fn decode_results(results: &[ArchivedWireResult], objects: &mut ObjectsIn) -> Result<Vec<(Ended, u32)>> {
     let text = |s: &rkyv::string::ArchivedString| s.as_str().to_string();
     results
         .iter()
         .map(|r| {
             Ok(match r {
-                ArchivedWireResult::Done { task, result, nbytes, .. } => {
-                    Ended::Done { task: task.into(), obj: objects.take(result)?, nbytes: nbytes.to_native() }
-                }
-                ArchivedWireResult::Failed { task, kind, message, type_name, chain, .. } => Ended::Failed {
-                    task: task.into(),
-                    kind: match kind {
-                        ArchivedWireFailKind::Error => WireFailKind::Error,
-                        ArchivedWireFailKind::Panic => WireFailKind::Panic,
-                        ArchivedWireFailKind::Input => WireFailKind::Input,
+                ArchivedWireResult::Done { task, result, nbytes, micros } => (
+                    Ended::Done { task: task.into(), obj: objects.take(result)?, nbytes: nbytes.to_native() },
+                    micros.to_native(),
+                ),
+                ArchivedWireResult::Failed { task, kind, message, type_name, chain, micros } => (
+                    Ended::Failed {
+                        task: task.into(),
+                        kind: match kind {
+                            ArchivedWireFailKind::Error => WireFailKind::Error,
+                            ArchivedWireFailKind::Panic => WireFailKind::Panic,
+                            ArchivedWireFailKind::Input => WireFailKind::Input,
+                        },
+                        message: text(message),
+                        type_name: text(type_name),
+                        chain: chain.iter().map(text).collect(),
                     },
-                    message: text(message),
-                    type_name: text(type_name),
-                    chain: chain.iter().map(text).collect(),
-                },
+                    micros.to_native(),
+                ),
             })
         })
         .collect()
