@@ -133,6 +133,10 @@ struct Inner {
     mirror: Mutex<Mirror>,
     changed: Condvar,
     tx: UnboundedSender<Outgoing>,
+    /// Released tasks, sent in batches by the connection's thread: dropping
+    /// a list of futures costs a message or a few, not one per future.
+    /// (Only releases wait: a delayed release never frees a result early.)
+    releases: UnboundedSender<TaskId>,
 }
 
 impl Inner {
@@ -178,13 +182,15 @@ impl Remote {
         };
         let (reader, writer, welcome) = runtime.block_on(connect)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner { mirror: Mutex::new(Mirror::default()), changed: Condvar::new(), tx });
+        let (releases, released) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner { mirror: Mutex::new(Mirror::default()), changed: Condvar::new(), tx, releases });
         let beat = wire::to_bytes(&FromClientMsg::Heartbeat)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let for_thread = Arc::clone(&inner);
         let thread = std::thread::Builder::new().name("shoal-client-net".into()).spawn(move || {
             runtime.block_on(async move {
                 let writer = tokio::spawn(write_loop(writer, rx, beat, welcome.heartbeat));
+                let batcher = tokio::spawn(batch_releases(released, for_thread.tx.clone()));
                 let read = read_loop(&for_thread, reader);
                 let reason = tokio::select! {
                     reason = read => reason,
@@ -195,6 +201,7 @@ impl Remote {
                     mirror.lost.get_or_insert(reason);
                 }
                 for_thread.changed.notify_all();
+                batcher.abort();
                 writer.abort();
             });
         })?;
@@ -305,7 +312,7 @@ impl Remote {
             }
         }
         // A lost connection released everything already.
-        let _ = self.send(&FromClientMsg::Release(vec![id.into()]), Vec::new());
+        let _ = self.inner.releases.send(id);
     }
 
     /// One reference more (a future cloned).
@@ -459,6 +466,27 @@ impl Remote {
 impl Drop for Remote {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Sends the released tasks in batches: everything released by the time
+/// this task runs goes in one message (up to [`MAX_ITEMS`]).
+async fn batch_releases(mut released: mpsc::UnboundedReceiver<TaskId>, tx: UnboundedSender<Outgoing>) {
+    while let Some(first) = released.recv().await {
+        let mut ids = vec![WireTask::from(first)];
+        while ids.len() < MAX_ITEMS
+            && let Ok(id) = released.try_recv()
+        {
+            ids.push(id.into());
+        }
+        match wire::to_bytes(&FromClientMsg::Release(ids)) {
+            Ok(body) => {
+                if tx.send(Outgoing::message(body)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!("could not encode releases: {e}"),
+        }
     }
 }
 
