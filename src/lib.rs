@@ -148,7 +148,8 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// Call it first in `main`, before any thread is started. In a program
 /// started by a user it returns at once. The processes mode starts worker
 /// processes from the same binary; there `init` runs the worker and never
-/// returns. On Linux a hook that runs before `main` does the same, so
+/// returns. So it does in a process started as a cluster worker
+/// (`SHOAL_WORKER=tcp://host:8786 ./app`, see [`Client::connect`]). On Linux a hook that runs before `main` does the same, so
 /// binaries whose `main` is not yours (integration tests, benchmarks) can
 /// be workers too; `init` is the explicit form, and harmless.
 pub fn init() {

@@ -151,6 +151,24 @@ fn futures_map_submit_and_gather_give_the_right_answers() {
 }
 
 #[test]
+fn many_short_tasks_in_many_submissions_all_report_their_end() {
+    // Short tasks finish while their submission is still being answered:
+    // every one must still be reported to the client (no lost news).
+    let (server, _workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        for round in 0..30u64 {
+            let futures = client.map(inc, (round * 1000..round * 1000 + 1000).collect::<Vec<_>>()).unwrap();
+            shoal::wait(&futures).unwrap();
+        }
+        let _ = done_tx.send(());
+    });
+    done_rx.recv_timeout(Duration::from_secs(120)).expect("every task reported within the bound");
+    waiter.join().unwrap();
+}
+
+#[test]
 fn large_results_stream_through_and_lazy_graphs_compute() {
     let (server, _workers) = cluster(2);
     let client = Client::connect(&server.url()).unwrap();

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::driver::{DriverError, GraphNode, NodeArg, Status};
-use shoal_core::object::Obj;
+use shoal_core::object::{Obj, RawArchive};
 use shoal_core::scheduler::{Dep, TaskId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, UnboundedSender};
@@ -101,6 +101,8 @@ struct Entry {
     refs: u32,
     key: Key,
     status: Status,
+    /// The result, when it came with the news (small results).
+    result: Option<Obj>,
 }
 
 #[derive(Default)]
@@ -131,6 +133,10 @@ struct Inner {
     mirror: Mutex<Mirror>,
     changed: Condvar,
     tx: UnboundedSender<Outgoing>,
+    /// Released tasks, sent in batches by the connection's thread: dropping
+    /// a list of futures costs a message or a few, not one per future.
+    /// (Only releases wait: a delayed release never frees a result early.)
+    releases: UnboundedSender<TaskId>,
 }
 
 impl Inner {
@@ -176,13 +182,15 @@ impl Remote {
         };
         let (reader, writer, welcome) = runtime.block_on(connect)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner { mirror: Mutex::new(Mirror::default()), changed: Condvar::new(), tx });
+        let (releases, released) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner { mirror: Mutex::new(Mirror::default()), changed: Condvar::new(), tx, releases });
         let beat = wire::to_bytes(&FromClientMsg::Heartbeat)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let for_thread = Arc::clone(&inner);
         let thread = std::thread::Builder::new().name("shoal-client-net".into()).spawn(move || {
             runtime.block_on(async move {
                 let writer = tokio::spawn(write_loop(writer, rx, beat, welcome.heartbeat));
+                let batcher = tokio::spawn(batch_releases(released, for_thread.tx.clone()));
                 let read = read_loop(&for_thread, reader);
                 let reason = tokio::select! {
                     reason = read => reason,
@@ -193,6 +201,7 @@ impl Remote {
                     mirror.lost.get_or_insert(reason);
                 }
                 for_thread.changed.notify_all();
+                batcher.abort();
                 writer.abort();
             });
         })?;
@@ -303,7 +312,7 @@ impl Remote {
             }
         }
         // A lost connection released everything already.
-        let _ = self.send(&FromClientMsg::Release(vec![id.into()]), Vec::new());
+        let _ = self.inner.releases.send(id);
     }
 
     /// One reference more (a future cloned).
@@ -405,10 +414,15 @@ impl Remote {
         Ok(answer.unwrap_or((cursor, None)))
     }
 
-    /// The results of finished tasks, in order, from the scheduler.
+    /// The results of finished tasks, in order: small ones came with their
+    /// news; the others are gathered from the scheduler.
     pub fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>, ClientError> {
-        let mut objects = Vec::with_capacity(ids.len());
-        for part in ids.chunks(MAX_ITEMS) {
+        let mut objects: Vec<Option<Obj>> = {
+            let mirror = self.inner.lock();
+            ids.iter().map(|id| mirror.tasks.get(id).and_then(|e| e.result.clone())).collect()
+        };
+        let missing: Vec<usize> = (0..ids.len()).filter(|&i| objects[i].is_none()).collect();
+        for part in missing.chunks(MAX_ITEMS) {
             let request = {
                 let mut mirror = self.inner.lock();
                 if let Some(e) = mirror.stopped() {
@@ -419,18 +433,18 @@ impl Remote {
                 mirror.pending.insert(request, Pending::Gather);
                 request
             };
-            let tasks: Vec<WireTask> = part.iter().map(|&id| id.into()).collect();
+            let tasks: Vec<WireTask> = part.iter().map(|&i| ids[i].into()).collect();
             self.send(&FromClientMsg::Gather { request, tasks }, Vec::new())?;
             match self.answer(request)? {
                 Answer::Objects(items) if items.len() == part.len() => {
-                    for item in items {
-                        objects.push(item?);
+                    for (&i, item) in part.iter().zip(items) {
+                        objects[i] = Some(item?);
                     }
                 }
                 _ => return Err(ClientError::Lost("the scheduler answered a gather wrongly".into())),
             }
         }
-        Ok(objects)
+        Ok(objects.into_iter().flatten().collect())
     }
 
     /// Closes the connection: every later call fails with `Closed`.
@@ -452,6 +466,27 @@ impl Remote {
 impl Drop for Remote {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Sends the released tasks in batches: everything released by the time
+/// this task runs goes in one message (up to [`MAX_ITEMS`]).
+async fn batch_releases(mut released: mpsc::UnboundedReceiver<TaskId>, tx: UnboundedSender<Outgoing>) {
+    while let Some(first) = released.recv().await {
+        let mut ids = vec![WireTask::from(first)];
+        while ids.len() < MAX_ITEMS
+            && let Ok(id) = released.try_recv()
+        {
+            ids.push(id.into());
+        }
+        match wire::to_bytes(&FromClientMsg::Release(ids)) {
+            Ok(body) => {
+                if tx.send(Outgoing::message(body)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!("could not encode releases: {e}"),
+        }
     }
 }
 
@@ -510,8 +545,12 @@ fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
                 Some(Pending::Submit { keys, wanted }) if keys.len() == ids.len() => {
                     for ((id, key), wanted) in ids.iter().zip(keys).zip(wanted) {
                         if wanted {
-                            let entry =
-                                mirror.tasks.entry(*id).or_insert(Entry { refs: 0, key, status: Status::Pending });
+                            let entry = mirror.tasks.entry(*id).or_insert(Entry {
+                                refs: 0,
+                                key,
+                                status: Status::Pending,
+                                result: None,
+                            });
                             entry.refs += 1;
                         }
                     }
@@ -529,10 +568,15 @@ fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
             for entry in news.iter() {
                 let (task, status) = (&entry.0, &entry.1);
                 if let Some(e) = mirror.tasks.get_mut(&TaskId::from(task)) {
-                    e.status = match status {
-                        ArchivedWireStatus::Finished => Status::Finished,
-                        ArchivedWireStatus::Failed(f) => Status::Failed(Arc::new(wire::failure_in(f))),
-                    };
+                    match status {
+                        ArchivedWireStatus::Finished(small) => {
+                            e.status = Status::Finished;
+                            e.result = small
+                                .as_ref()
+                                .map(|bytes| Arc::new(RawArchive::new(wire::aligned(bytes.as_slice()))) as Obj);
+                        }
+                        ArchivedWireStatus::Failed(f) => e.status = Status::Failed(Arc::new(wire::failure_in(f))),
+                    }
                 }
             }
         }

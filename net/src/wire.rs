@@ -2,10 +2,10 @@
 //! `rkyv::access::<_, BoxedError>` (never unchecked), then turned into the
 //! protocol's values ([`shoal_core::protocol`]) or the client's requests.
 //!
-//! An object travels as a [`WireObject`]: its archive inline when short
-//! ([`INLINE_MAX`], and while the message's inline bytes stay under
-//! [`INLINE_BUDGET`]), else as the index of an object streamed after the
-//! message (see [`crate::frame`]). On receipt every streamed object must be
+//! An object travels as a [`WireObject`]: its archive inline when tiny
+//! ([`ALWAYS_INLINE`]) or short ([`INLINE_MAX`], while the message's inline
+//! bytes stay under [`INLINE_BUDGET`]), else as the index of an object
+//! streamed after the message (see [`crate::frame`]). On receipt every streamed object must be
 //! named exactly once, and every archive is copied into 16-byte aligned
 //! memory before anything reads it.
 
@@ -24,9 +24,14 @@ use crate::error::{NetError, Result};
 
 /// Objects up to this many bytes travel inside their message.
 pub const INLINE_MAX: usize = 64 << 10;
-/// Inline object bytes per message; past it, objects are streamed, so a
-/// message stays far under the frame limit.
+/// Inline object bytes per message; past it, objects over
+/// [`ALWAYS_INLINE`] are streamed, so a message stays far under the frame
+/// limit.
 pub const INLINE_BUDGET: usize = 1 << 20;
+/// Objects up to this many bytes always travel inline, whatever the budget:
+/// streaming one would cost more than its bytes (a length and a frame), and
+/// a large graph has one literal per leaf.
+pub const ALWAYS_INLINE: usize = 1024;
 /// The most characters of one failure text (a message, a cause) that
 /// travel; a longer one is cut, so a failure always fits its frame.
 pub const MAX_TEXT: usize = 16 << 10;
@@ -356,13 +361,19 @@ pub enum WireGathered {
 }
 
 /// A task's news for a client that holds a future on it.
-#[derive(Archive, Serialize, Deserialize, Debug)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum WireStatus {
-    /// In memory.
-    Finished,
+    /// In memory; with the result's archive when it is at most
+    /// [`NEWS_RESULT_MAX`] bytes (the client then needs no gather for it).
+    Finished(Option<Vec<u8>>),
     /// Failed (or cancelled).
     Failed(WireFailure),
 }
+
+/// Results up to this many bytes travel with the news that their task
+/// finished: a `result()` or `gather` of small results costs no round trip
+/// more, and the client holds at most this much per future it keeps.
+pub const NEWS_RESULT_MAX: usize = 1024;
 
 /// Scheduler → client.
 #[derive(Archive, Serialize, Deserialize, Debug)]
@@ -454,7 +465,9 @@ impl ObjectsOut {
     /// The wire form of an object (its archive is made here if it was not).
     pub fn object(&mut self, obj: &Obj) -> std::result::Result<WireObject, String> {
         let bytes = obj.archived_bytes().map_err(|e| e.to_string())?;
-        if bytes.len() <= INLINE_MAX && self.inline_bytes + bytes.len() <= INLINE_BUDGET {
+        if bytes.len() <= ALWAYS_INLINE
+            || (bytes.len() <= INLINE_MAX && self.inline_bytes + bytes.len() <= INLINE_BUDGET)
+        {
             self.inline_bytes += bytes.len();
             return Ok(WireObject::Inline(bytes.to_vec()));
         }
@@ -578,6 +591,23 @@ mod tests {
             let back = failure_in(access::<WireFailure>(&bytes).unwrap());
             assert_eq!(back, failure);
         }
+    }
+
+    #[test]
+    fn tiny_objects_stay_inline_past_the_budget_and_large_ones_stream() {
+        let mut out = ObjectsOut::default();
+        let tiny: Obj = Arc::new(RawArchive::new(aligned(&[1u8; 16])));
+        let mid: Obj = Arc::new(RawArchive::new(aligned(&vec![2u8; 60 << 10])));
+        let big: Obj = Arc::new(RawArchive::new(aligned(&vec![3u8; INLINE_MAX + 16])));
+        assert!(matches!(out.object(&big).unwrap(), WireObject::Streamed(0)));
+        while out.inline_bytes() + (60 << 10) <= INLINE_BUDGET {
+            assert!(matches!(out.object(&mid).unwrap(), WireObject::Inline(_)));
+        }
+        assert!(matches!(out.object(&mid).unwrap(), WireObject::Streamed(1)), "over the budget");
+        for _ in 0..100_000 {
+            assert!(matches!(out.object(&tiny).unwrap(), WireObject::Inline(_)), "tiny ones never stream");
+        }
+        assert_eq!(out.blobs.len(), 2);
     }
 
     #[test]

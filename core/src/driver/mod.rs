@@ -40,6 +40,7 @@
 //! - Nothing here knows a socket, a process or a `Client`.
 
 pub mod events;
+pub mod pacing;
 pub mod wait;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use shoal_core::driver::pacing::Pacing;
 use shoal_core::driver::{Backend, Driver, SpecArg, Status};
 use shoal_core::object::{Input, Obj};
 use shoal_core::protocol::Run;
@@ -63,6 +64,8 @@ pub struct Cluster {
     pub fingerprint: Option<(u128, String)>,
     /// Connected peers (clients and workers) that passed the handshake.
     pub peers: usize,
+    /// How many runs workers queue, from how long runs take.
+    pub pacing: Option<Pacing>,
 }
 
 /// What the driver keeps per task.
@@ -148,11 +151,7 @@ impl Backend for Cluster {
     }
 
     fn report(st: &mut State, task: TaskId, fx: &mut Effects) {
-        let status = match st.status(task) {
-            Status::Finished => WireStatus::Finished,
-            Status::Failed(failure) => WireStatus::Failed(wire::failure_out(&failure)),
-            Status::Pending => return,
-        };
+        let Some(status) = status_now(st, task) else { return };
         let holders: Vec<(u32, UnboundedSender<Outgoing>)> = st
             .backend
             .clients
@@ -164,7 +163,7 @@ impl Backend for Cluster {
         let n = holders.len();
         for (i, (id, tx)) in holders.into_iter().enumerate() {
             // The last holder takes the status itself; the others a copy.
-            let s = if i + 1 == n { status.take() } else { status.as_ref().map(clone_status) };
+            let s = if i + 1 == n { status.take() } else { status.clone() };
             if let Some(s) = s {
                 fx.news.entry(id).or_insert_with(|| (tx, Vec::new())).1.push((task.into(), s));
             }
@@ -172,18 +171,19 @@ impl Backend for Cluster {
     }
 }
 
-fn clone_status(s: &WireStatus) -> WireStatus {
-    match s {
-        WireStatus::Finished => WireStatus::Finished,
-        WireStatus::Failed(f) => WireStatus::Failed(f.clone()),
-    }
-}
-
-/// The news of `task` for one client that just took a future on it, if the
-/// task is finished already.
+/// The news of `task` for its futures, if it is finished (with its result
+/// if small: see [`wire::NEWS_RESULT_MAX`]).
 pub fn status_now(st: &State, task: TaskId) -> Option<WireStatus> {
     match st.status(task) {
-        Status::Finished => Some(WireStatus::Finished),
+        Status::Finished => {
+            let small = st
+                .spec(task)
+                .and_then(|spec| spec.task.result.as_ref())
+                .and_then(|(obj, _)| obj.archived_bytes().ok())
+                .filter(|bytes| bytes.len() <= wire::NEWS_RESULT_MAX)
+                .map(<[u8]>::to_vec);
+            Some(WireStatus::Finished(small))
+        }
         Status::Failed(failure) => Some(WireStatus::Failed(wire::failure_out(&failure))),
         Status::Pending => None,
     }

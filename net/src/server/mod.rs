@@ -56,9 +56,11 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(5);
 /// How long a connecting peer has for its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Runs a worker may hold beyond its threads, per thread: the next runs are
-/// at hand when one ends, and runs travel in batches (each costs a round
-/// trip). There is no stealing between machines yet, so this stays small.
+/// Runs a worker may hold beyond its threads, per thread, until the first
+/// results say how long runs take; then `shoal_core::driver::pacing` keeps
+/// about a millisecond of work queued per thread (1 to 64 runs beyond the
+/// running one): short runs travel by the dozen per round trip, long ones
+/// one or two at a time (there is no stealing between workers yet).
 pub const EXTRA_SLOTS_PER_THREAD: u32 = 4;
 
 /// How a scheduler server is set up.

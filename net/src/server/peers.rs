@@ -27,6 +27,7 @@ use crate::wire::{
     ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, ObjectsIn, ObjectsOut, Role, ToClientMsg, ToWorkerMsg,
     WireFailKind, WireGathered,
 };
+use shoal_core::driver::pacing::Pacing;
 
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
@@ -201,7 +202,14 @@ async fn serve_worker(
         let mut fx = Effects::default();
         {
             let mut st = shared.driver.lock();
-            for ended in results {
+            let pacing = st.backend.pacing.get_or_insert_with(|| Pacing::new(super::EXTRA_SLOTS_PER_THREAD));
+            for (_, micros) in &results {
+                pacing.note(*micros);
+            }
+            if let Some(extra_slots_per_thread) = pacing.update() {
+                st.handle(Event::Saturation { extra_slots_per_thread }, &mut fx);
+            }
+            for (ended, _) in results {
                 if let Some(event) = result_event(&mut st, worker, ended) {
                     st.handle(event, &mut fx);
                 }
@@ -211,26 +219,30 @@ async fn serve_worker(
     }
 }
 
-fn decode_results(results: &[ArchivedWireResult], objects: &mut ObjectsIn) -> Result<Vec<Ended>> {
+fn decode_results(results: &[ArchivedWireResult], objects: &mut ObjectsIn) -> Result<Vec<(Ended, u32)>> {
     let text = |s: &rkyv::string::ArchivedString| s.as_str().to_string();
     results
         .iter()
         .map(|r| {
             Ok(match r {
-                ArchivedWireResult::Done { task, result, nbytes, .. } => {
-                    Ended::Done { task: task.into(), obj: objects.take(result)?, nbytes: nbytes.to_native() }
-                }
-                ArchivedWireResult::Failed { task, kind, message, type_name, chain, .. } => Ended::Failed {
-                    task: task.into(),
-                    kind: match kind {
-                        ArchivedWireFailKind::Error => WireFailKind::Error,
-                        ArchivedWireFailKind::Panic => WireFailKind::Panic,
-                        ArchivedWireFailKind::Input => WireFailKind::Input,
+                ArchivedWireResult::Done { task, result, nbytes, micros } => (
+                    Ended::Done { task: task.into(), obj: objects.take(result)?, nbytes: nbytes.to_native() },
+                    micros.to_native(),
+                ),
+                ArchivedWireResult::Failed { task, kind, message, type_name, chain, micros } => (
+                    Ended::Failed {
+                        task: task.into(),
+                        kind: match kind {
+                            ArchivedWireFailKind::Error => WireFailKind::Error,
+                            ArchivedWireFailKind::Panic => WireFailKind::Panic,
+                            ArchivedWireFailKind::Input => WireFailKind::Input,
+                        },
+                        message: text(message),
+                        type_name: text(type_name),
+                        chain: chain.iter().map(text).collect(),
                     },
-                    message: text(message),
-                    type_name: text(type_name),
-                    chain: chain.iter().map(text).collect(),
-                },
+                    micros.to_native(),
+                ),
             })
         })
         .collect()
@@ -376,25 +388,27 @@ fn submit(
         }
     };
     carry_out(&shared.driver, fx);
-    // The client's references, then the news of what is finished already
-    // (a task that finished before they were counted was reported to no one).
+    // The client's references, its answer, then the news of what is
+    // finished already (a task that finished before the references were
+    // counted was reported to no one). All under the lock: a report made
+    // after the references are counted is queued after it is released, so
+    // the client always reads `Submitted` before any news of these ids.
+    let answer = wire::to_bytes(&ToClientMsg::Submitted { request, ids: ids.iter().map(|&id| id.into()).collect() })?;
+    let mut st = shared.driver.lock();
     let mut news = Vec::new();
-    {
-        let mut st = shared.driver.lock();
-        for (&id, _) in ids.iter().zip(&wanted).filter(|(_, w)| **w) {
-            if let Some(link) = st.backend.clients.get_mut(&client) {
-                *link.refs.entry(id).or_insert(0) += 1;
-            }
-            if let Some(status) = status_now(&st, id) {
-                news.push((id.into(), status));
-            }
+    for (&id, _) in ids.iter().zip(&wanted).filter(|(_, w)| **w) {
+        if let Some(link) = st.backend.clients.get_mut(&client) {
+            *link.refs.entry(id).or_insert(0) += 1;
+        }
+        if let Some(status) = status_now(&st, id) {
+            news.push((id.into(), status));
         }
     }
-    let body = wire::to_bytes(&ToClientMsg::Submitted { request, ids: ids.iter().map(|&id| id.into()).collect() })?;
-    let _ = tx.send(Outgoing::message(body));
+    let _ = tx.send(Outgoing::message(answer));
     if !news.is_empty() {
         let _ = tx.send(Outgoing::message(wire::to_bytes(&ToClientMsg::Status(news))?));
     }
+    drop(st);
     Ok(())
 }
 
