@@ -124,6 +124,12 @@ impl Edges {
 pub(super) fn order(graph: &[NewTask]) -> Vec<u32> {
     debug_assert!(graph.len() <= MAX_NODES);
     let n = graph.len();
+    // Independent nodes (a `map`'s chunk: inputs only from earlier
+    // submissions) run in submission order, which is what the walk would
+    // give them; skip building it for the most common submission.
+    if graph.iter().all(|node| node.deps.iter().all(|d| matches!(d, Dep::Task(_)))) {
+        return (0..n as u32).collect();
+    }
     let edges = Edges::new(graph);
     // Subgraph sizes, counted with repetition (a shared input counts once
     // per path), saturating: only their ranking matters.
