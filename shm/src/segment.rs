@@ -61,7 +61,13 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
+
+/// Further attempts at sealing a segment whose pages are briefly held by
+/// the kernel (see [`SegmentWriter::seal`]), and the pause before the
+/// first of them (growing linearly): 10 + 20 + … + 50 ms at most.
+const SEAL_RETRIES: u32 = 5;
+const SEAL_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::io::Errno;
 
@@ -129,6 +135,11 @@ impl SegmentWriter {
             writable: true,
             source,
         })?;
+        // Not inherited by a child forked meanwhile (a worker being started
+        // by another thread): its copy of this writable shared mapping would
+        // make `seal` fail with EBUSY until the child calls exec. Found by
+        // the chaos soak test (a read-back racing a replacement's start).
+        map.advise(Advice::DontFork).map_err(|source| ShmError::Map { len, writable: true, source })?;
         Ok(SegmentWriter { map, fd })
     }
 
@@ -163,8 +174,22 @@ impl SegmentWriter {
         // Writes through a shared mapping are already in the page cache:
         // there is nothing to flush, only the mapping to remove.
         drop(map);
-        rustix::fs::fcntl_add_seals(&fd, CONTENT_SEALS)
-            .map_err(|source| ShmError::Seal { seals: CONTENT_SEALS_NAME, source })?;
+        // The kernel also refuses `F_SEAL_WRITE` (EBUSY, after waiting a
+        // little itself) while something else holds an extra reference to
+        // a page — transiently, e.g. while the kernel migrates or samples
+        // pages (seen under the chaos soak test, 1 seal in ~1,000). Such a
+        // reference goes away: try again a few times before failing.
+        let mut attempt = 0;
+        loop {
+            match rustix::fs::fcntl_add_seals(&fd, CONTENT_SEALS) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::BUSY) if attempt < SEAL_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(SEAL_RETRY_PAUSE * attempt);
+                }
+                Err(source) => return Err(ShmError::Seal { seals: CONTENT_SEALS_NAME, source }),
+            }
+        }
         Segment::map_sealed(fd, len)
     }
 }
