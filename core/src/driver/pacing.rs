@@ -5,8 +5,7 @@
 //! deep queues for microsecond tasks, whose cost is the message per batch,
 //! shallow ones for long tasks, so priorities keep their say.
 //!
-//! (The processes engine has the same rule in `src/engine/processes/workers.rs`;
-//! this is the copy below the facade, used by the cluster's scheduler.)
+//! Used by the processes engine and the cluster's scheduler alike.
 
 /// Work to keep queued per worker thread, in microseconds of runs: many
 /// round trips' worth, so that runs and results travel in large batches.

@@ -74,7 +74,7 @@
 //! - **Pacing.** How many runs a worker holds bounds how many travel in
 //!   one batch, so the client sets the scheduler's saturation (`extra`
 //!   slots per thread, `Event::Saturation`) from how long runs take, as
-//!   workers measure it ([`workers::Pacing`]): about a millisecond of work
+//!   workers measure it (`shoal_core::driver::pacing::Pacing`): about a millisecond of work
 //!   per thread, between 1 and 64 runs beyond the running one
 //!   ([`EXTRA_SLOTS_PER_THREAD`] until the first results). Short tasks then
 //!   go to a worker by the dozen; long ones one or two at a time, so the
@@ -206,6 +206,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use shoal_core::driver::pacing::Pacing;
 use shoal_core::driver::wait::lock;
 use shoal_core::driver::{Driver, GraphNode, NodeArg};
 use shoal_core::object::Obj;
@@ -222,7 +223,7 @@ use shoal_shm::store::{self, Store, StoreConfig};
 pub(crate) use shoal_shm::pool::worker::WORKER_HOOK;
 
 /// Runs a worker may hold beyond its threads, per thread, until the first
-/// results say how long runs take (then [`workers::Pacing`] decides): the
+/// results say how long runs take (then `shoal_core::driver::pacing::Pacing` decides): the
 /// next runs are at hand when one ends, and runs and results travel in
 /// batches of about this size (each batch costs a frame and a wake-up on
 /// each side). Stealing evens out what this lets pile up on one worker.
@@ -248,7 +249,7 @@ pub(crate) struct ProcessesEngine {
     supervisor: Mutex<Option<Supervisor>>,
     /// How many runs the workers queue, from how long runs take (taken
     /// under the engine lock).
-    pacing: Mutex<workers::Pacing>,
+    pacing: Mutex<Pacing>,
     nthreads: usize,
     /// Prefix of the segments this client creates (for literal arguments).
     segment_prefix: String,
@@ -285,7 +286,7 @@ impl ProcessesEngine {
         let engine = Arc::new(ProcessesEngine {
             driver: Driver::new(sched, Procs { workers: HashMap::new(), store }),
             supervisor: Mutex::new(None),
-            pacing: Mutex::new(workers::Pacing::new(EXTRA_SLOTS_PER_THREAD)),
+            pacing: Mutex::new(Pacing::new(EXTRA_SLOTS_PER_THREAD)),
             nthreads: workers * threads,
             segment_prefix: format!("shoal-c{}.{}", std::process::id(), ENGINES.fetch_add(1, Ordering::Relaxed)),
             next_segment: AtomicU64::new(0),

@@ -15,7 +15,7 @@
 //! a `Steal` goes to each busy one chosen.
 //!
 //! Pacing: the durations workers report with their results set the
-//! scheduler's saturation ([`Pacing`]), so short runs go to a worker by
+//! scheduler's saturation (`shoal_core::driver::pacing::Pacing`), so short runs go to a worker by
 //! the dozen and long ones one or two at a time.
 
 use std::sync::Arc;
@@ -38,50 +38,6 @@ use shoal_core::protocol::{FromWorker, Run, RunResult, ToWorker};
 use shoal_shm::pool::{Conn, PoolHost};
 use shoal_shm::store::{self, Fetched, SpillJob};
 use shoal_shm::uds::{self, RunBatch};
-
-/// Work to keep queued per worker thread, in microseconds of runs: many
-/// client round trips' worth, so that runs and results travel in large
-/// batches, and little enough that with long tasks a worker holds only the
-/// next run or two (priorities and stealing keep their say).
-const QUEUE_MICROS: f64 = 1_000.0;
-/// Bounds of the scheduler's `extra_slots_per_thread` that [`Pacing`] sets.
-const MIN_EXTRA_SLOTS: u32 = 1;
-const MAX_EXTRA_SLOTS: u32 = 64;
-
-/// How many runs to queue on each worker thread, learned from how long
-/// runs take: about [`QUEUE_MICROS`] of work per thread, between
-/// [`MIN_EXTRA_SLOTS`] and [`MAX_EXTRA_SLOTS`] beyond the running one.
-pub(crate) struct Pacing {
-    /// Moving average of the runs' durations in the workers (µs).
-    mean_micros: Option<f64>,
-    /// The scheduler's `extra_slots_per_thread` now.
-    extra: u32,
-}
-
-impl Pacing {
-    pub(crate) fn new(extra: u32) -> Pacing {
-        Pacing { mean_micros: None, extra }
-    }
-
-    /// Notes how long one run took.
-    fn note(&mut self, micros: u32) {
-        let x = f64::from(micros);
-        self.mean_micros = Some(self.mean_micros.map_or(x, |m| m + (x - m) / 8.0));
-    }
-
-    /// The new `extra_slots_per_thread`, if it should change: only by a
-    /// factor of two or more, so that noise does not churn it.
-    fn update(&mut self) -> Option<u32> {
-        let per_thread = (QUEUE_MICROS / self.mean_micros?.max(1.0)).round();
-        // In range after the clamp: the cast cannot truncate.
-        let want = (per_thread - 1.0).clamp(f64::from(MIN_EXTRA_SLOTS), f64::from(MAX_EXTRA_SLOTS)) as u32;
-        if want >= self.extra.saturating_mul(2) || want.saturating_mul(2) <= self.extra {
-            self.extra = want;
-            return Some(want);
-        }
-        None
-    }
-}
 
 /// A worker as the driver keeps it: its connection, and the steal
 /// bookkeeping (changed under the driver's lock).
@@ -505,38 +461,4 @@ fn plan_steals(st: &mut State) -> Vec<(Arc<Conn>, u32)> {
         }
     }
     steals
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pacing_queues_many_short_runs_and_few_long_ones() {
-        let mut pacing = Pacing::new(8);
-        assert_eq!(pacing.update(), None, "nothing measured yet");
-        // Runs of a microsecond or two: as many as allowed.
-        for micros in [1, 2, 1, 1] {
-            pacing.note(micros);
-        }
-        assert_eq!(pacing.update(), Some(MAX_EXTRA_SLOTS));
-        assert_eq!(pacing.update(), None, "no change, no event");
-        // Runs of 100 µs: about 1 ms of work per thread.
-        for _ in 0..60 {
-            pacing.note(100);
-        }
-        assert_eq!(pacing.update(), Some(9));
-        // Noise within a factor of two changes nothing.
-        for _ in 0..60 {
-            pacing.note(70);
-        }
-        assert_eq!(pacing.update(), None);
-        // Long runs: the next one only.
-        for _ in 0..60 {
-            pacing.note(250_000);
-        }
-        assert_eq!(pacing.update(), Some(MIN_EXTRA_SLOTS));
-        pacing.note(u32::MAX);
-        assert_eq!(pacing.update(), None);
-    }
 }
