@@ -140,3 +140,43 @@ fn zero_workers_and_a_missing_spill_dir_are_refused_saying_so() {
     assert!(m.contains("not an existing directory") && m.contains(&missing.display().to_string()), "{m}");
     assert!(!missing.exists(), "not created");
 }
+
+/// Gates for `gated`: item `i` waits until `GATES[i]` is open.
+static GATES: [std::sync::atomic::AtomicBool; 3] = [const { std::sync::atomic::AtomicBool::new(false) }; 3];
+
+#[shoal::task]
+fn gated(i: u64) -> shoal::Result<u64> {
+    if i == 1 {
+        return Err(shoal::Error::msg("item 1 fails"));
+    }
+    while !GATES[i as usize].load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(i)
+}
+
+/// `gather` waits on a long list by sleeping until its last unfinished task
+/// ends; a failure must still end the wait as soon as everything before the
+/// failed item is done, not when the slow items after it end.
+#[test]
+fn gather_reports_a_failure_without_waiting_for_the_items_after_it() {
+    let client = Client::threads(3).unwrap();
+    let futures = client.map(gated, 0..3u64).unwrap();
+    let opener = std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        GATES[0].store(true, Ordering::SeqCst);
+    });
+    // Item 2 opens only after gather returned, or after 20 s (then the
+    // assertion below fails instead of the test hanging).
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = rx.recv_timeout(std::time::Duration::from_secs(20)).is_err();
+        GATES[2].store(true, Ordering::SeqCst);
+        timed_out
+    });
+    let err = client.gather(&futures).unwrap_err();
+    tx.send(()).unwrap();
+    assert!(!watchdog.join().unwrap(), "gather waited for item 2, after the failed item 1");
+    opener.join().unwrap();
+    assert!(err.to_string().contains("item 1 fails"), "{err}");
+}

@@ -6,7 +6,7 @@
 //! microseconds), then registers what it waits for (an [`Interest`]) and
 //! sleeps on the driver's condition variable. A driver that reports a task
 //! wakes the sleepers only if one of them is interested in it
-//! ([`Waiters::awaits`]), so a client waiting on one task is not woken by
+//! ([`Waiters::reported`]), so a client waiting on one task is not woken by
 //! every other.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -25,18 +25,36 @@ pub const CLIENT_SPINS: u32 = 32;
 pub enum Interest {
     /// This task finishing.
     Task(TaskId),
+    /// This task finishing, or any task failing: how a client waits for a
+    /// long list ([`Driver::wait_prefix`](super::Driver::wait_prefix)).
+    TaskOrFailure(TaskId),
     /// Any task finishing.
     Any,
 }
 
-/// The interests of the client threads sleeping right now.
+/// The interests of the client threads sleeping right now, and how many
+/// failures were reported so far.
 #[derive(Default)]
-pub struct Waiters(Vec<Interest>);
+pub struct Waiters {
+    sleeping: Vec<Interest>,
+    failures: u64,
+}
 
 impl Waiters {
-    /// Whether a sleeper must be woken when `task` is reported.
-    pub fn awaits(&self, task: TaskId) -> bool {
-        self.0.iter().any(|w| *w == Interest::Any || *w == Interest::Task(task))
+    /// `task` was reported (`failed`: as failed): whether a sleeper must
+    /// be woken.
+    pub fn reported(&mut self, task: TaskId, failed: bool) -> bool {
+        self.failures += u64::from(failed);
+        self.sleeping.iter().any(|w| match *w {
+            Interest::Any => true,
+            Interest::Task(t) => t == task,
+            Interest::TaskOrFailure(t) => failed || t == task,
+        })
+    }
+
+    /// How many failures were reported so far (any task's).
+    pub fn failures(&self) -> u64 {
+        self.failures
     }
 }
 
@@ -88,12 +106,12 @@ pub fn block_until_with<S: Waitable, T>(
             },
             None => None,
         };
-        st.waiters().0.push(interest);
+        st.waiters().sleeping.push(interest);
         st = match timeout {
             Some(t) => changed.wait_timeout(st, t).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0),
             None => changed.wait(st).unwrap_or_else(|p| p.into_inner()),
         };
-        let waiters = &mut st.waiters().0;
+        let waiters = &mut st.waiters().sleeping;
         if let Some(pos) = waiters.iter().position(|w| *w == interest) {
             waiters.swap_remove(pos);
         }
