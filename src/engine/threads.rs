@@ -27,11 +27,10 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use shoal_core::Key;
 use shoal_core::TaskFailure;
-use shoal_core::driver::events::{RunTimes, UNKNOWN_THREAD};
+use shoal_core::driver::events::{RunTimes, UNKNOWN_THREAD, now_ns};
 use shoal_core::driver::wait::lock;
 use shoal_core::driver::{Backend, Driver, Effects, SpecArg, State};
 use shoal_core::executor::{Local, Pool, Spawner};
@@ -202,9 +201,9 @@ impl ThreadsEngine {
     fn run(&self, job: Job, local: &Local<'_, Job>) {
         let Job { id, key, entry, inputs } = job;
         // Taken outside the lock (see `driver::events`).
-        let start = Instant::now();
+        let start_ns = now_ns();
         let outcome = execute(key, entry, inputs);
-        let times = RunTimes { thread: thread_index(), start, stop: Instant::now() };
+        let times = RunTimes { thread: thread_index(), start_ns, stop_ns: now_ns() };
         let mut fx = ThreadsEffects::default();
         {
             let mut st = self.driver.lock();

@@ -342,8 +342,8 @@ impl<B: Backend> State<B> {
             key,
             worker,
             thread: times.thread,
-            start_ns: self.events.nanos(times.start),
-            stop_ns: self.events.nanos(times.stop),
+            start_ns: self.events.since_start(times.start_ns),
+            stop_ns: self.events.since_start(times.stop_ns),
             nbytes,
             outcome,
         };
@@ -523,7 +523,7 @@ impl<B: Backend> Driver<B> {
         Snapshot {
             runs,
             next,
-            now_ns: st.events.nanos(Instant::now()),
+            now_ns: st.events.since_start(events::now_ns()),
             totals: st.events.totals(),
             per_func: st.events.per_func().to_vec(),
             counts: st.task_counts(),

@@ -20,11 +20,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use shoal_core::TaskFailure;
 use shoal_core::driver::describe_args;
-use shoal_core::driver::events::RunTimes;
+use shoal_core::driver::events::{RunTimes, now_ns};
 use shoal_core::failure::TaskError;
 use shoal_core::object::{Input, Obj};
 use shoal_core::protocol::FailKind;
@@ -122,7 +121,7 @@ impl PoolHost for ProcessesEngine {
     /// one breaks the protocol: the caller then drops the connection.
     fn messages(&self, conn: &Arc<Conn>, messages: Vec<FromWorker>) -> std::result::Result<(), String> {
         let worker = conn.id;
-        let seen = Instant::now();
+        let seen = now_ns();
         let mut effects = Effects::default();
         let steals;
         {
