@@ -380,7 +380,7 @@ fn a_malformed_frame_closes_only_that_workers_connection() {
 
 /// The future's result, failing the test (rather than hanging it) if it
 /// takes more than 30 s.
-fn within<T: shoal::Data>(future: &Future<T>) -> shoal::Result<T> {
+fn within<T: shoal::Data>(future: &shoal::Future<T>) -> shoal::Result<T> {
     assert!(future.wait_timeout(Duration::from_secs(30)).unwrap(), "{:?} did not finish in 30 s", future.key());
     future.result()
 }

@@ -107,7 +107,7 @@ const WORKERS: usize = 2;
 /// 400 runs of 50 ms on 2 workers; after 300 ms, `stop` lets go of them
 /// (cancel in order, or drop). At most threads × 2 runs may start after
 /// that, and a new task must start within 100 ms plus one run.
-fn queued_runs_are_taken_back(what: &str, stop: impl FnOnce(Vec<Future<u64>>)) {
+fn queued_runs_are_taken_back(what: &str, stop: impl FnOnce(Vec<shoal::Future<u64>>)) {
     let dir = mark_dir(what);
     let options = ProcessesOptions {
         workers: WORKERS,
