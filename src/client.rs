@@ -239,7 +239,7 @@ impl Client {
         args: A,
         options: &SubmitOptions,
     ) -> Result<Future<K::Output>> {
-        let mut futures = self.map_with(task, std::iter::once(args), options)?;
+        let mut futures = self.calls(task, std::iter::once(args), options, false)?;
         futures.pop().ok_or(Error::Closed)
     }
 
@@ -260,6 +260,18 @@ impl Client {
         items: impl IntoIterator<Item = A>,
         options: &SubmitOptions,
     ) -> Result<Vec<Future<K::Output>>> {
+        self.calls(task, items, options, true)
+    }
+
+    /// Submit one call of `task` per item; with `indexed` (a `map`), each
+    /// call carries its item's index, which its failures name.
+    fn calls<K: Task, A: IntoArgs<K::Params>>(
+        &self,
+        task: K,
+        items: impl IntoIterator<Item = A>,
+        options: &SubmitOptions,
+        indexed: bool,
+    ) -> Result<Vec<Future<K::Output>>> {
         let entry = task.entry();
         let func = entry.index()?;
         let mut futures = Vec::new();
@@ -274,7 +286,9 @@ impl Client {
                 let mut tokens = Tokenizer::new(options.pure && task.pure(), entry);
                 let args = args.into_args(&mut tokens);
                 let key = Key { func, token: tokens.finish() };
-                wanted.push(graph.add_call(key, args, options, true));
+                // An index past `u32::MAX` is not kept (see `Spec::item`).
+                let item = if indexed { u32::try_from(futures.len() + wanted.len()).ok() } else { None };
+                wanted.push(graph.add_call(key, args, options, true, item));
             }
             futures.extend(self.submit_graph(graph, &wanted)?);
         }

@@ -119,10 +119,20 @@ impl GraphBuilder {
         GraphBuilder { nodes: Vec::new(), seen: HashMap::new(), futures: Vec::new() }
     }
 
-    /// Add one call (with its lazy inputs, first) and return its index.
-    pub fn add_call(&mut self, key: Key, args: Vec<Arg>, options: &SubmitOptions, wanted: bool) -> usize {
+    /// Add one call (with its lazy inputs, first) and return its index;
+    /// `item` is the call's index in its `map`, if a `map` makes it.
+    pub fn add_call(
+        &mut self,
+        key: Key,
+        args: Vec<Arg>,
+        options: &SubmitOptions,
+        wanted: bool,
+        item: Option<u32>,
+    ) -> usize {
         let args = args.into_iter().map(|a| self.convert_owned(a)).collect();
-        self.push(key, args, options, wanted)
+        let i = self.push(key, args, options, wanted);
+        self.nodes[i].item = item;
+        i
     }
 
     /// [`convert`](Self::convert) for an argument we own: its futures move
@@ -187,7 +197,14 @@ impl GraphBuilder {
 
     fn push(&mut self, key: Key, args: Vec<NodeArg>, options: &SubmitOptions, wanted: bool) -> usize {
         let i = self.nodes.len();
-        self.nodes.push(GraphNode { key, args, wanted, priority: options.priority, retries: options.retries });
+        self.nodes.push(GraphNode {
+            key,
+            args,
+            wanted,
+            priority: options.priority,
+            retries: options.retries,
+            item: None,
+        });
         i
     }
 

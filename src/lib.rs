@@ -21,7 +21,7 @@
 //! fn main() -> shoal::Result<()> {
 //!     shoal::init();
 //!     let client = Client::local()?;
-//!     let squares = client.map(square, 1..=10u64)?;      // Vec<Future<u64>>
+//!     let squares = client.map(square, 1..=10u64)?;      // Vec<shoal::Future<u64>>
 //!     let sum = client.submit(total, &squares)?;          // waits for all ten
 //!     assert_eq!(sum.result()?, 385);
 //!     assert_eq!(client.gather(&squares)?[2], 9);
@@ -169,8 +169,14 @@ pub fn fingerprint() -> Result<u128> {
 }
 
 /// What a program using shoal usually needs.
+///
+/// [`Future`] is not in it: Rust's own prelude (edition 2024) has the
+/// `std::future::Future` trait, which a glob import would shadow, breaking
+/// `impl Future<Output = T>` and other async code in the same module. A
+/// shoal future rarely needs naming (`client.submit` and `map` return
+/// one); where it does, write `shoal::Future<T>`.
 pub mod prelude {
-    pub use crate::{Archived, Client, Future, Inputs, Lazy, SubmitOptions, Task, as_completed, wait};
+    pub use crate::{Archived, Client, Inputs, Lazy, SubmitOptions, Task, as_completed, wait};
 }
 
 /// Used by the code `#[shoal::task]` generates; not a public API.

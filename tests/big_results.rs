@@ -56,7 +56,7 @@ fn processes(n: usize) -> Client {
 /// the task `key`.
 fn error_message(err: &Error, key: shoal::Key) -> String {
     match err.task_failure() {
-        Some(TaskFailure::Error { key: k, error }) if *k == key => error.message().to_string(),
+        Some(TaskFailure::Error { key: k, error, .. }) if *k == key => error.message().to_string(),
         other => panic!("expected an error of task {key}, got {other:?}"),
     }
 }

@@ -143,11 +143,24 @@ fn futures_map_submit_and_gather_give_the_right_answers() {
     let err = client.gather(&bad).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("three is not allowed") && text.contains("fails"), "{text}");
+    // The map index travels with the task to the scheduler and back in
+    // every report: `gather`, the item's own future, a dependent's failure.
+    assert!(matches!(&err, Error::TaskAt { index: 1, failure } if failure.item() == Some(1)), "{err:?}");
+    let own = bad[1].result().unwrap_err();
+    assert_eq!(own.task_failure().and_then(TaskFailure::item), Some(1), "{own}");
+    assert!(own.to_string().contains("(map item 1, cluster::fails at tests/cluster.rs:"), "{own}");
     let after = client.submit(add, (&bad[1], 1u64)).unwrap();
     match after.result() {
-        Err(Error::Task(f)) => assert!(matches!(&*f, TaskFailure::DependencyFailed { .. }), "{f}"),
+        Err(Error::Task(f)) => {
+            assert!(matches!(&*f, TaskFailure::DependencyFailed { .. }), "{f}");
+            assert_eq!((f.item(), f.root().item()), (None, Some(1)), "{f}");
+        }
         other => panic!("expected a dependency failure, got {other:?}"),
     }
+    let mapped = client.map(inc, bad.iter()).unwrap();
+    let f = mapped[1].result().unwrap_err();
+    let f = f.task_failure().expect("a task failure");
+    assert_eq!((f.item(), f.root().item()), (Some(1), Some(1)), "{f}");
 }
 
 #[test]

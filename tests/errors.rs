@@ -56,6 +56,11 @@ fn inc(x: u64) -> u64 {
     x + 1
 }
 
+#[shoal::task]
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
 fn processes() -> Client {
     Client::processes_with(
         ProcessesOptions { workers: 1, ..ProcessesOptions::default() },
@@ -150,4 +155,73 @@ fn processes_mode_errors_carry_type_chain_and_arguments_as_text() {
     let failing_inc = client.submit(long_input, "abc".to_string()).unwrap();
     let msg = failing_inc.result().expect_err("must fail").to_string();
     assert!(msg.contains("refused 3 bytes") && msg.contains("(\"abc\")"), "{msg}");
+}
+
+/// Every report of a map item's failure names the item's index: its own
+/// future's `result()`, `gather` (beside the list's own index), and the
+/// failures of the tasks that needed it (which show their own index too if
+/// a `map` made them). A plain `submit` names none.
+fn map_items_name_their_index(client: &Client) {
+    let texts: Vec<String> = ["1", "2", "three", "4"].iter().map(|s| s.to_string()).collect();
+    let parsed = client.map(parse_plain, texts).unwrap();
+    let err = parsed[2].result().expect_err("item 2 fails");
+    assert_eq!(err.task_failure().and_then(TaskFailure::item), Some(2), "{err}");
+    assert!(err.to_string().contains("(map item 2, errors::parse_plain at tests/errors.rs:"), "{err}");
+    assert_eq!(parsed[1].result().unwrap(), 2);
+
+    let err = client.gather(&parsed[1..]).expect_err("item 2 of the map fails");
+    match &err {
+        shoal::Error::TaskAt { index: 1, failure } => assert_eq!(failure.item(), Some(2), "{err}"),
+        other => panic!("expected the list's item 1, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.starts_with("item 1 of the list failed: task ") && msg.contains("(map item 2, "), "{msg}");
+
+    let after = client.submit(inc, &parsed[2]).unwrap();
+    let err = after.result().expect_err("its input failed");
+    let failure = err.task_failure().expect("a task failure");
+    assert!(matches!(failure, TaskFailure::DependencyFailed { .. }), "{err}");
+    assert_eq!((failure.item(), failure.root().item()), (None, Some(2)), "{err}");
+    assert!(err.to_string().contains("a dependency failed: task ") && err.to_string().contains("(map item 2, "));
+
+    // (Not `inc` again: an equal pure call is the same task, `after`.)
+    let doubles = client.map(double, parsed[2..].iter()).unwrap();
+    let err = doubles[0].result().expect_err("its input failed");
+    let failure = err.task_failure().expect("a task failure");
+    assert_eq!((failure.item(), failure.root().item()), (Some(0), Some(2)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("(map item 0) did not run because a dependency failed") && msg.contains("(map item 2, "),
+        "{msg}"
+    );
+    assert_eq!(doubles[1].result().unwrap(), 8);
+
+    let single = client.submit(parse_plain, "3x".to_string()).unwrap();
+    let err = single.result().expect_err("not a number");
+    assert_eq!(err.task_failure().and_then(TaskFailure::item), None, "{err}");
+    assert!(!err.to_string().contains("map item"), "{err}");
+}
+
+#[test]
+fn a_map_items_failure_names_its_index_everywhere_in_threads_mode() {
+    map_items_name_their_index(&Client::threads(2).unwrap());
+}
+
+#[test]
+fn a_map_items_failure_names_its_index_everywhere_in_processes_mode() {
+    map_items_name_their_index(&processes());
+}
+
+#[test]
+fn a_map_index_counts_across_the_chunks_a_long_map_is_submitted_in() {
+    // Longer than one submission chunk of `map` (8192 calls): the index is
+    // the item's place in the whole map, not in its chunk.
+    const BAD: usize = 8_195;
+    let client = Client::threads(2).unwrap();
+    let texts = (0..8_200).map(|i| if i == BAD { "bad".to_string() } else { i.to_string() });
+    let parsed = client.map(parse_plain, texts).unwrap();
+    let err = parsed[BAD].result().expect_err("the bad item fails");
+    assert_eq!(err.task_failure().and_then(TaskFailure::item), Some(BAD), "{err}");
+    assert!(err.to_string().contains(&format!("(map item {BAD}, ")), "{err}");
+    assert_eq!(parsed[BAD - 1].result().unwrap(), BAD as u64 - 1);
 }

@@ -73,7 +73,7 @@ fn dependents_fail_naming_the_root_cause_and_the_rest_goes_on() {
     for dependent in [&mid, &leaf, &joined] {
         let err = dependent.result().expect_err("dependent must fail");
         match err.task_failure() {
-            Some(TaskFailure::DependencyFailed { key, cause }) => {
+            Some(TaskFailure::DependencyFailed { key, cause, .. }) => {
                 assert_eq!(*key, dependent.key());
                 assert_eq!(cause.key(), root.key(), "names the root, not an intermediate");
                 assert!(matches!(**cause, TaskFailure::Error { .. }));

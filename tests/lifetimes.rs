@@ -71,7 +71,7 @@ fn results_are_freed_when_no_future_and_no_waiting_dependent_needs_them() {
     assert_eq!(LIVE.load(Ordering::SeqCst), 0, "freed with its last future");
 
     // An intermediate result nobody holds is freed once its dependents ran.
-    let ends: Vec<Future<u64>> = {
+    let ends: Vec<shoal::Future<u64>> = {
         let mid = client.submit(make, 2).unwrap();
         let ends = vec![client.submit(read, &mid).unwrap(), client.submit(read_in_place, &mid).unwrap()];
         ends

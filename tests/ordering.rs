@@ -80,7 +80,7 @@ fn sleep_then_rank(ms: u64) -> u64 {
 fn as_completed_yields_in_finishing_order() {
     let client = Client::threads(2).unwrap();
     let opts = SubmitOptions::default().pure(false);
-    let futures: Vec<Future<u64>> =
+    let futures: Vec<shoal::Future<u64>> =
         [300u64, 10, 150, 60].iter().map(|&ms| client.submit_with(sleep_then_rank, ms, &opts).unwrap()).collect();
     let ranks: Vec<u64> = shoal::as_completed(futures).map(|f| f.result().unwrap()).collect();
     let mut sorted = ranks.clone();

@@ -165,7 +165,7 @@ fn errors_carry_key_and_message_and_dependents_name_the_root() {
     assert!(msg.contains(&bad.key().to_string()) && msg.contains("unlucky number 13"), "{msg}");
     assert!(matches!(err.task_failure(), Some(TaskFailure::Error { key, .. }) if *key == bad.key()));
     match dependent.result().expect_err("must fail").task_failure() {
-        Some(TaskFailure::DependencyFailed { key, cause }) => {
+        Some(TaskFailure::DependencyFailed { key, cause, .. }) => {
             assert_eq!(*key, dependent.key());
             assert_eq!(cause.key(), bad.key(), "names the root");
         }
@@ -324,17 +324,27 @@ fn a_worker_killed_mid_job_does_not_change_the_answer() {
 #[test]
 fn a_task_that_kills_its_workers_fails_with_killed_worker() {
     let client = processes(2);
-    let doomed = client.submit(abort_worker, 1).unwrap();
-    let err = within(&doomed).expect_err("must fail");
+    // Item 1 of a map kills its workers; a task that needs it fails too.
+    let items = client.map(abort_worker, [0u64, 1]).unwrap();
+    let doomed = &items[1];
+    let after = client.submit(inc, doomed).unwrap();
+    let err = within(doomed).expect_err("must fail");
     match err.task_failure() {
-        Some(TaskFailure::KilledWorker { key, attempts }) => {
+        Some(TaskFailure::KilledWorker { key, item, attempts }) => {
             assert_eq!(*key, doomed.key());
+            assert_eq!(*item, Some(1), "the map index travels with the task");
             assert_eq!(*attempts, 3);
         }
         other => panic!("expected KilledWorker, got {other:?}"),
     }
     let msg = err.to_string();
     assert!(msg.contains(&doomed.key().to_string()) && msg.contains("workers that died"), "{msg}");
+    assert!(msg.contains("(map item 1, processes::abort_worker at tests/processes.rs:"), "{msg}");
+    // The scheduler makes this failure, not a run: its root is labelled too.
+    let err = within(&after).expect_err("its input failed");
+    let failure = err.task_failure().expect("a task failure");
+    assert_eq!((failure.item(), failure.root().item()), (None, Some(1)), "{err}");
+    assert!(err.to_string().contains("map item 1"), "{err}");
     // The client still works, on replacement workers.
     assert_eq!(client.submit(inc, 41).unwrap().result().unwrap(), 42);
     eventually(|| client.worker_pids().len() == 2, "replacements join");
@@ -370,7 +380,7 @@ fn a_malformed_frame_closes_only_that_workers_connection() {
 
 /// The future's result, failing the test (rather than hanging it) if it
 /// takes more than 30 s.
-fn within<T: shoal::Data>(future: &Future<T>) -> shoal::Result<T> {
+fn within<T: shoal::Data>(future: &shoal::Future<T>) -> shoal::Result<T> {
     assert!(future.wait_timeout(Duration::from_secs(30)).unwrap(), "{:?} did not finish in 30 s", future.key());
     future.result()
 }

@@ -126,7 +126,7 @@ fn dropping_the_client_leaves_no_segment_and_no_worker() {
     let pids = client.worker_pids();
     assert_eq!(pids.len(), 2);
     let data = client.map(make, 0..4u64).unwrap();
-    let lengths: Vec<Future<u64>> = data.iter().map(|d| client.submit(length, d).unwrap()).collect();
+    let lengths: Vec<shoal::Future<u64>> = data.iter().map(|d| client.submit(length, d).unwrap()).collect();
     let literal = client.submit(owned_length, vec![7u8; 300_000]).unwrap();
     assert_eq!(client.gather(&lengths).unwrap(), vec![1 << 20; 4]);
     assert_eq!(literal.result().unwrap(), 300_000);
@@ -215,7 +215,8 @@ fn a_worker_killed_by_sigkill_mid_job_leaves_no_segment_behind() {
     let mut workers = client.worker_pids();
     let (victim, other) = (workers[0], workers[1]);
     let data = client.map(slow_make, 0..N).unwrap();
-    let sums: Vec<Future<u64>> = data.windows(2).map(|ab| client.submit(pair_sum, (&ab[0], &ab[1])).unwrap()).collect();
+    let sums: Vec<shoal::Future<u64>> =
+        data.windows(2).map(|ab| client.submit(pair_sum, (&ab[0], &ab[1])).unwrap()).collect();
     let all = client.submit(total, &sums).unwrap();
     // Kill it while its segments are in flight: held by the client, and
     // mapped by the other worker, which is reading them.

@@ -69,8 +69,9 @@ fn an_aborting_item_among_thousands_of_short_ones_fails_alone() {
     let blamed: Vec<u64> = failed.iter().map(|(i, _)| *i).collect();
     assert_eq!(blamed, vec![CULPRIT], "only the aborting item fails; the others were only queued beside it");
     match failed[0].1.task_failure() {
-        Some(TaskFailure::KilledWorker { key, attempts }) => {
+        Some(TaskFailure::KilledWorker { key, item, attempts }) => {
             assert_eq!(*key, futures[CULPRIT as usize].key());
+            assert_eq!(*item, Some(CULPRIT as u32), "the map index of the culprit");
             assert_eq!(*attempts, 3, "max_worker_deaths counted deaths");
         }
         other => panic!("expected KilledWorker, got {other:?}"),
@@ -106,7 +107,7 @@ const WORKERS: usize = 2;
 /// 400 runs of 50 ms on 2 workers; after 300 ms, `stop` lets go of them
 /// (cancel in order, or drop). At most threads × 2 runs may start after
 /// that, and a new task must start within 100 ms plus one run.
-fn queued_runs_are_taken_back(what: &str, stop: impl FnOnce(Vec<Future<u64>>)) {
+fn queued_runs_are_taken_back(what: &str, stop: impl FnOnce(Vec<shoal::Future<u64>>)) {
     let dir = mark_dir(what);
     let options = ProcessesOptions {
         workers: WORKERS,

@@ -171,7 +171,7 @@ fn twice_the_limit(io: SpillIo, expected: SpillBackend) {
 
     // Each result read in place by a task: spilled ones come back first,
     // byte for byte (the checksums are of the producer's bytes).
-    let sums: Vec<Future<u64>> = data.iter().map(|d| client.submit(checksum, d).unwrap()).collect();
+    let sums: Vec<shoal::Future<u64>> = data.iter().map(|d| client.submit(checksum, d).unwrap()).collect();
     assert_eq!(client.gather(&sums).unwrap(), expected_sums, "read back byte-identical");
     let s = settle(&client, within_limit);
     assert!(s.unspills >= 8, "spilled inputs were read back: {s:?}");
@@ -258,7 +258,7 @@ fn a_full_disk_keeps_results_in_memory() {
         let s = settle(&client, |s| s.spill_failures >= 1);
         assert!(s.memory_bytes > limit as u64, "{io:?}: the results stayed in memory: {s:?}");
         assert_eq!(s.memory_objects, 4, "{io:?}: none lost: {s:?}");
-        let sums: Vec<Future<u64>> = data.iter().map(|d| client.submit(checksum, d).unwrap()).collect();
+        let sums: Vec<shoal::Future<u64>> = data.iter().map(|d| client.submit(checksum, d).unwrap()).collect();
         let expected: Vec<u64> = (0..4).map(|i| fnv(&bytes(i, PART))).collect();
         assert_eq!(client.gather(&sums).unwrap(), expected, "{io:?}");
         // The failed spills left no partial file.

@@ -42,7 +42,8 @@ fn results_of_a_killed_worker_process_are_not_recomputed() {
     let dir_arg = dir.0.to_string_lossy().into_owned();
     let client = Client::processes(2).unwrap();
     let n = 20u64;
-    let parts: Vec<Future<Vec<u8>>> = (0..n).map(|i| client.submit(counted, (i, dir_arg.clone())).unwrap()).collect();
+    let parts: Vec<shoal::Future<Vec<u8>>> =
+        (0..n).map(|i| client.submit(counted, (i, dir_arg.clone())).unwrap()).collect();
     shoal::wait(&parts).unwrap();
     assert!((0..n).all(|i| runs(&dir.0, i) == 1));
     // Every worker process made some of them; kill one.

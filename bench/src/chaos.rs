@@ -221,7 +221,7 @@ fn one_trial(rng: &mut Rng, spill: &Path, want: u64) -> Outcome {
 fn job(client: &Client) -> Result<Option<u64>, String> {
     let e = |e: shoal::Error| e.to_string();
     let leaves = client.map(leaf, 0..LEAVES).map_err(e)?;
-    let mut level: Vec<Future<u64>> =
+    let mut level: Vec<shoal::Future<u64>> =
         leaves.iter().map(|f| client.submit(total_of, f)).collect::<Result<_, _>>().map_err(e)?;
     drop(leaves);
     while level.len() > 1 {

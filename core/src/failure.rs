@@ -7,6 +7,12 @@
 //! cross processes, and in the threads mode the original error too, for
 //! [`TaskError::downcast_ref`].
 //!
+//! A task submitted by a `map` carries its item's index (`item`), which the
+//! driver kept in the task's spec since submission: the failure of a run is
+//! stamped with it before the scheduler takes it, so every dependency
+//! failure that names it as the root shows it too, and a reported failure
+//! gets the reporting task's own index (see `driver::State::status`).
+//!
 //! A dependent of a failed task fails with [`TaskFailure::DependencyFailed`],
 //! which points straight at the *root* failure (never at a chain of
 //! intermediate dependency failures), so the message a user reads always
@@ -173,6 +179,8 @@ pub enum TaskFailure {
     Error {
         /// The task.
         key: Key,
+        /// The task's index in the `map` that submitted it, if one did.
+        item: Option<u32>,
         /// What it returned (boxed: failures travel in `Result`s, kept small).
         error: Box<TaskError>,
     },
@@ -180,6 +188,8 @@ pub enum TaskFailure {
     Panic {
         /// The task.
         key: Key,
+        /// The task's index in the `map` that submitted it, if one did.
+        item: Option<u32>,
         /// The panic's message.
         message: String,
         /// The task's arguments, shortened.
@@ -189,6 +199,8 @@ pub enum TaskFailure {
     KilledWorker {
         /// The task.
         key: Key,
+        /// The task's index in the `map` that submitted it, if one did.
+        item: Option<u32>,
         /// How many workers died running it.
         attempts: u32,
     },
@@ -201,6 +213,8 @@ pub enum TaskFailure {
     DependencyFailed {
         /// The task that did not run.
         key: Key,
+        /// Its index in the `map` that submitted it, if one did.
+        item: Option<u32>,
         /// The failure that started it all.
         cause: Arc<TaskFailure>,
     },
@@ -209,7 +223,11 @@ pub enum TaskFailure {
 impl TaskFailure {
     /// A failure with a message from shoal itself (not from the task).
     pub fn error(key: Key, message: impl Into<String>) -> TaskFailure {
-        TaskFailure::Error { key, error: Box::new(TaskError::from_parts(String::new(), message.into(), Vec::new())) }
+        TaskFailure::Error {
+            key,
+            item: None,
+            error: Box::new(TaskError::from_parts(String::new(), message.into(), Vec::new())),
+        }
     }
 
     /// How a run that ended in `error` fails its task. `arguments` renders
@@ -220,12 +238,12 @@ impl TaskFailure {
             RunError::Returned(error) => error,
             RunError::Input(e) => TaskError::from_parts(String::new(), format!("bad input: {e}"), vec![]),
         };
-        TaskFailure::Error { key, error: Box::new(error.with_arguments(arguments())) }
+        TaskFailure::Error { key, item: None, error: Box::new(error.with_arguments(arguments())) }
     }
 
     /// How a run that panicked with `payload` fails its task.
     pub fn from_panic(key: Key, payload: &(dyn Any + Send), arguments: impl FnOnce() -> Option<String>) -> TaskFailure {
-        TaskFailure::Panic { key, message: panic_message(payload), arguments: arguments() }
+        TaskFailure::Panic { key, item: None, message: panic_message(payload), arguments: arguments() }
     }
 
     /// The task this failure is about.
@@ -237,6 +255,35 @@ impl TaskFailure {
             | TaskFailure::Cancelled { key }
             | TaskFailure::DependencyFailed { key, .. } => *key,
         }
+    }
+
+    /// The index, in the `map` that submitted it, of the task this failure
+    /// is about (`None` for a task not submitted by a `map`, and for a
+    /// cancellation). For a dependency failure, `root().item()` is the
+    /// index of the task that went wrong.
+    pub fn item(&self) -> Option<usize> {
+        match self {
+            TaskFailure::Error { item, .. }
+            | TaskFailure::Panic { item, .. }
+            | TaskFailure::KilledWorker { item, .. }
+            | TaskFailure::DependencyFailed { item, .. } => item.map(|i| i as usize),
+            TaskFailure::Cancelled { .. } => None,
+        }
+    }
+
+    /// The same failure, about the task at index `index` of its `map`
+    /// (nothing changes for `None`, nor for a cancellation).
+    pub fn with_item(mut self, index: Option<u32>) -> TaskFailure {
+        if let Some(index) = index {
+            match &mut self {
+                TaskFailure::Error { item, .. }
+                | TaskFailure::Panic { item, .. }
+                | TaskFailure::KilledWorker { item, .. }
+                | TaskFailure::DependencyFailed { item, .. } => *item = Some(index),
+                TaskFailure::Cancelled { .. } => {}
+            }
+        }
+        self
     }
 
     /// The failure that started it all: `self` unless this is a dependency
@@ -284,15 +331,19 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// `key (module::name at file.rs:12)`: which task, and where it is written.
-struct Where(Key);
+/// `key (map item 17, module::name at file.rs:12)`: which task (and which
+/// item of its `map`), and where it is written.
+struct Where(Key, Option<u32>);
 
 impl fmt::Display for Where {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = self.0;
-        match crate::registry::entries().get(key.func as usize) {
-            Some(entry) => write!(f, "{key} ({} at {})", entry.name(), entry.location()),
-            None => write!(f, "{key}"),
+        let Where(key, item) = *self;
+        let entry = crate::registry::entries().get(key.func as usize);
+        match (item, entry) {
+            (Some(i), Some(entry)) => write!(f, "{key} (map item {i}, {} at {})", entry.name(), entry.location()),
+            (Some(i), None) => write!(f, "{key} (map item {i})"),
+            (None, Some(entry)) => write!(f, "{key} ({} at {})", entry.name(), entry.location()),
+            (None, None) => write!(f, "{key}"),
         }
     }
 }
@@ -307,23 +358,26 @@ fn with_arguments(f: &mut fmt::Formatter<'_>, arguments: &Option<String>) -> fmt
 impl fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TaskFailure::Error { key, error } => {
-                write!(f, "task {} failed: {error}", Where(*key))?;
+            TaskFailure::Error { key, item, error } => {
+                write!(f, "task {} failed: {error}", Where(*key, *item))?;
                 with_arguments(f, &error.arguments)
             }
-            TaskFailure::Panic { key, message, arguments } => {
-                write!(f, "task {} panicked: {message}", Where(*key))?;
+            TaskFailure::Panic { key, item, message, arguments } => {
+                write!(f, "task {} panicked: {message}", Where(*key, *item))?;
                 with_arguments(f, arguments)
             }
-            TaskFailure::KilledWorker { key, attempts } => write!(
+            TaskFailure::KilledWorker { key, item, attempts } => write!(
                 f,
                 "task {} was running on {attempts} workers that died; \
                  it is failed so it cannot kill more (suspect a crash or out-of-memory in it)",
-                Where(*key)
+                Where(*key, *item)
             ),
             TaskFailure::Cancelled { key } => write!(f, "task {key} was cancelled"),
-            TaskFailure::DependencyFailed { key, cause } => {
+            TaskFailure::DependencyFailed { key, item: None, cause } => {
                 write!(f, "task {key} did not run because a dependency failed: {cause}")
+            }
+            TaskFailure::DependencyFailed { key, item: Some(i), cause } => {
+                write!(f, "task {key} (map item {i}) did not run because a dependency failed: {cause}")
             }
         }
     }
@@ -355,6 +409,21 @@ mod tests {
         assert_eq!(e.to_string(), "outer (E); caused by: middle; caused by: inner");
         let own = TaskFailure::error(Key { func: u32::MAX, token: [1, 2] }, "its result could not be stored");
         assert!(own.to_string().ends_with("failed: its result could not be stored"), "{own}");
+    }
+
+    #[test]
+    fn a_map_index_is_shown_for_the_task_and_for_its_root() {
+        let key = Key { func: u32::MAX, token: [1, 2] };
+        let root = TaskFailure::error(key, "disk on fire").with_item(Some(17));
+        assert_eq!(root.item(), Some(17));
+        assert!(root.to_string().starts_with(&format!("task {key} (map item 17) failed: disk on fire")), "{root}");
+        let dependent = TaskFailure::DependencyFailed { key, item: None, cause: Arc::new(root.clone()) };
+        assert_eq!((dependent.item(), dependent.root().item()), (None, Some(17)));
+        assert!(dependent.to_string().contains("(map item 17) failed"), "{dependent}");
+        let dependent = dependent.with_item(Some(3));
+        assert!(dependent.to_string().starts_with(&format!("task {key} (map item 3) did not run")), "{dependent}");
+        assert_eq!(TaskFailure::Cancelled { key }.with_item(Some(1)).item(), None, "a cancellation has none");
+        assert_eq!(TaskFailure::error(key, "x").with_item(None).item(), None);
     }
 
     #[test]

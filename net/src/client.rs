@@ -281,6 +281,7 @@ impl Remote {
                 wanted: node.wanted,
                 priority: node.priority,
                 retries: node.retries,
+                item: node.item,
             });
         }
         let request = {

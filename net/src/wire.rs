@@ -270,6 +270,8 @@ pub struct WireNode {
     pub priority: i32,
     /// Retries.
     pub retries: u32,
+    /// Its index in the `map` that submitted it, if one did.
+    pub item: Option<u32>,
 }
 
 /// The root of a failure (never a dependency failure).
@@ -279,6 +281,8 @@ pub enum WireRoot {
     Error {
         /// The task.
         key: WireKey,
+        /// Its `map` index.
+        item: Option<u32>,
         /// The error's type name.
         type_name: String,
         /// Its message.
@@ -292,6 +296,8 @@ pub enum WireRoot {
     Panic {
         /// The task.
         key: WireKey,
+        /// Its `map` index.
+        item: Option<u32>,
         /// The panic's message.
         message: String,
         /// The task's arguments, shortened.
@@ -301,6 +307,8 @@ pub enum WireRoot {
     KilledWorker {
         /// The task.
         key: WireKey,
+        /// Its `map` index.
+        item: Option<u32>,
         /// How many.
         attempts: u32,
     },
@@ -317,6 +325,8 @@ pub enum WireRoot {
 pub struct WireFailure {
     /// The task the failure is reported for, when it is not the root.
     pub dependent: Option<WireKey>,
+    /// The dependent's `map` index.
+    pub dependent_item: Option<u32>,
     /// What went wrong, where.
     pub root: WireRoot,
 }
@@ -523,54 +533,65 @@ impl ObjectsIn {
 
 /// A failure's wire form.
 pub fn failure_out(failure: &TaskFailure) -> WireFailure {
-    let (dependent, root) = match failure {
-        TaskFailure::DependencyFailed { key, cause } => (Some(WireKey::from(*key)), cause.root()),
-        other => (None, other),
+    let (dependent, dependent_item, root) = match failure {
+        TaskFailure::DependencyFailed { key, item, cause } => (Some(WireKey::from(*key)), *item, cause.root()),
+        other => (None, None, other),
     };
     let root = match root {
-        TaskFailure::Error { key, error } => WireRoot::Error {
+        TaskFailure::Error { key, item, error } => WireRoot::Error {
             key: (*key).into(),
+            item: *item,
             type_name: bounded(error.type_name()),
             message: bounded(error.message()),
             chain: error.chain().iter().map(|c| bounded(c)).collect(),
             arguments: error.arguments().map(bounded),
         },
-        TaskFailure::Panic { key, message, arguments } => WireRoot::Panic {
+        TaskFailure::Panic { key, item, message, arguments } => WireRoot::Panic {
             key: (*key).into(),
+            item: *item,
             message: bounded(message),
             arguments: arguments.as_deref().map(bounded),
         },
-        TaskFailure::KilledWorker { key, attempts } => {
-            WireRoot::KilledWorker { key: (*key).into(), attempts: *attempts }
+        TaskFailure::KilledWorker { key, item, attempts } => {
+            WireRoot::KilledWorker { key: (*key).into(), item: *item, attempts: *attempts }
         }
         TaskFailure::Cancelled { key } => WireRoot::Cancelled { key: (*key).into() },
         // `root()` never returns a dependency failure.
         TaskFailure::DependencyFailed { key, .. } => WireRoot::Cancelled { key: (*key).into() },
     };
-    WireFailure { dependent, root }
+    WireFailure { dependent, dependent_item, root }
 }
 
 /// A received failure.
 pub fn failure_in(failure: &ArchivedWireFailure) -> TaskFailure {
     let text = |s: &rkyv::string::ArchivedString| s.as_str().to_string();
+    let native = |i: &rkyv::option::ArchivedOption<rkyv::rend::u32_le>| i.as_ref().map(|i| i.to_native());
     let root = match &failure.root {
-        ArchivedWireRoot::Error { key, type_name, message, chain, arguments } => TaskFailure::Error {
+        ArchivedWireRoot::Error { key, item, type_name, message, chain, arguments } => TaskFailure::Error {
             key: key.into(),
+            item: native(item),
             error: Box::new(
                 TaskError::from_parts(text(type_name), text(message), chain.iter().map(text).collect())
                     .with_arguments(arguments.as_ref().map(text)),
             ),
         },
-        ArchivedWireRoot::Panic { key, message, arguments } => {
-            TaskFailure::Panic { key: key.into(), message: text(message), arguments: arguments.as_ref().map(text) }
-        }
-        ArchivedWireRoot::KilledWorker { key, attempts } => {
-            TaskFailure::KilledWorker { key: key.into(), attempts: attempts.to_native() }
+        ArchivedWireRoot::Panic { key, item, message, arguments } => TaskFailure::Panic {
+            key: key.into(),
+            item: native(item),
+            message: text(message),
+            arguments: arguments.as_ref().map(text),
+        },
+        ArchivedWireRoot::KilledWorker { key, item, attempts } => {
+            TaskFailure::KilledWorker { key: key.into(), item: native(item), attempts: attempts.to_native() }
         }
         ArchivedWireRoot::Cancelled { key } => TaskFailure::Cancelled { key: key.into() },
     };
     match failure.dependent.as_ref() {
-        Some(key) => TaskFailure::DependencyFailed { key: key.into(), cause: Arc::new(root) },
+        Some(key) => TaskFailure::DependencyFailed {
+            key: key.into(),
+            item: native(&failure.dependent_item),
+            cause: Arc::new(root),
+        },
         None => root,
     }
 }
@@ -583,10 +604,15 @@ mod tests {
     #[test]
     fn failures_round_trip_with_their_root() {
         let key = Key { func: 3, token: [1, 2] };
-        let root = TaskFailure::Panic { key, message: "boom".into(), arguments: Some("(1, 2)".into()) };
-        let dep = TaskFailure::DependencyFailed { key: Key { func: 4, token: [5, 6] }, cause: Arc::new(root.clone()) };
-        for failure in [root, dep, TaskFailure::error(key, "bad input"), TaskFailure::KilledWorker { key, attempts: 3 }]
-        {
+        let root = TaskFailure::Panic { key, item: Some(17), message: "boom".into(), arguments: Some("(1, 2)".into()) };
+        let dep = TaskFailure::DependencyFailed {
+            key: Key { func: 4, token: [5, 6] },
+            item: Some(3),
+            cause: Arc::new(root.clone()),
+        };
+        let killed = TaskFailure::KilledWorker { key, item: Some(0), attempts: 3 };
+        let plain = TaskFailure::KilledWorker { key, item: None, attempts: 3 };
+        for failure in [root, dep, TaskFailure::error(key, "bad input").with_item(Some(9)), killed, plain] {
             let bytes = to_bytes(&failure_out(&failure)).unwrap();
             let back = failure_in(access::<WireFailure>(&bytes).unwrap());
             assert_eq!(back, failure);

@@ -19,9 +19,13 @@
 //!   `module_path!()::count_letters`, whose type-erased entry point reads
 //!   each parameter from its input object and runs the body.
 //!
-//! Rules, checked here with errors that point at the offending code: no
-//! `self`, no generics, no `async`; parameters are plain identifiers; a
-//! reference parameter must be `&Archived<T>`.
+//! Rules, checked here with errors that point at the offending code: a free
+//! function, not one in an `impl` or `trait` block (`context.rs` finds the
+//! block in the source, since no expansion can report it first); no `self`,
+//! no generics, no `async`; parameters are plain identifiers; a reference
+//! parameter must be `&Archived<T>`.
+
+mod context;
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -47,7 +51,10 @@ use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type, 
 ///   `let total = client.submit(total, …)` is an error ("interpreted as a
 ///   unit struct"); name the result after what it holds (`let sum = …`).
 /// - **Where.** On a free function (module level, or inside a function):
-///   not on a method in an `impl` block, no `self`, no generics, no `async`.
+///   not on a method or an associated function in an `impl` or `trait`
+///   block (a compile error says to move it out; the macro finds the block
+///   in the source file, see `context.rs`), no `self`, no generics, no
+///   `async`.
 /// - **Parameters** are plain names of `shoal::Data` types, taken by value
 ///   (`T`) or in place (`&Archived<T>`); several make the argument a tuple.
 /// - **The result** is a `Data` type `T`, or `Result<T, E>` written as such
@@ -75,10 +82,45 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     });
     parse_macro_input!(attr with parser);
     let func = parse_macro_input!(item as ItemFn);
+    let block = proc_macro::Span::call_site()
+        .local_file()
+        .and_then(|file| context::block_at(&file, proc_macro::Span::call_site().line()));
+    if let Some(refused) = not_a_free_function(&func, block) {
+        return refused.into();
+    }
     match expand(func, pure) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
     }
+}
+
+/// The error for a task written as a method or an associated function
+/// (`block` is what surrounds it, if known: see [`context`]), with the
+/// function left as it was, so that this is the only error: its callers
+/// still find it. `None` for a free function.
+fn not_a_free_function(func: &ItemFn, block: Option<context::Block>) -> Option<TokenStream2> {
+    let name = &func.sig.ident;
+    let receiver = func.sig.receiver().is_some();
+    let block = match block {
+        Some(context::Block::Trait) => "trait",
+        Some(context::Block::Impl) => "impl",
+        _ if receiver => "impl",
+        _ => return None,
+    };
+    let why = if receiver {
+        format!(
+            "; a task cannot take `self`: pass what `fn {name}` reads from `self` as parameters \
+             (they must be `shoal::Data`, e.g. a `#[shoal::data]` struct)"
+        )
+    } else {
+        format!("; call it there as `{name}::call(…)`, or run it with `client.submit({name}, …)`")
+    };
+    let message = format!(
+        "`#[shoal::task]` must be on a free function at module level: move `fn {name}` out of the `{block}` \
+         block{why}"
+    );
+    let error = syn::Error::new(name.span(), message).to_compile_error();
+    Some(quote!(#error #func))
 }
 
 /// Make a struct or enum a shoal data type: derives rkyv's `Archive,
@@ -493,6 +535,24 @@ mod tests {
         assert!(err.contains("no_clone"), "{err}");
         let union: syn::DeriveInput = syn::parse_str("union U { a: u32 }").unwrap();
         assert!(expand_data(TokenStream2::new(), union).unwrap_err().to_string().contains("not unions"));
+    }
+
+    #[test]
+    fn functions_in_impl_or_trait_blocks_and_methods_are_refused_and_kept() {
+        use context::Block;
+        let assoc: ItemFn = syn::parse_str("fn parse(s: String) -> u64 { 0 }").unwrap();
+        for block in [None, Some(Block::Module), Some(Block::Other)] {
+            assert!(not_a_free_function(&assoc, block).is_none(), "{block:?}");
+        }
+        for (block, word) in [(Block::Impl, "`impl` block"), (Block::Trait, "`trait` block")] {
+            let out = not_a_free_function(&assoc, Some(block)).expect("refused").to_string();
+            assert!(out.contains("must be on a free function at module level: move `fn parse` out of the"), "{out}");
+            assert!(out.contains(word) && out.contains("parse::call"), "{out}");
+            assert!(out.ends_with("fn parse (s : String) -> u64 { 0 }"), "the function stays: {out}");
+        }
+        let method: ItemFn = syn::parse_str("fn advance(&self, x: u64) -> u64 { x }").unwrap();
+        let out = not_a_free_function(&method, None).expect("a method, wherever it is").to_string();
+        assert!(out.contains("`impl` block") && out.contains("cannot take `self`"), "{out}");
     }
 
     #[test]

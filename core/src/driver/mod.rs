@@ -83,6 +83,9 @@ pub struct GraphNode {
     pub priority: i32,
     /// Retries of a failing run.
     pub retries: u32,
+    /// The node's index in the `map` that submitted it (`None` for any
+    /// other submission): its failures name it (see [`Spec::item`]).
+    pub item: Option<u32>,
 }
 
 /// One argument of a [`GraphNode`].
@@ -129,11 +132,39 @@ impl Status {
 pub struct Spec<T> {
     /// The generation of the id it belongs to.
     pub generation: u32,
-    /// The client cancelled the task after it finished (its futures then
-    /// report "cancelled", as Dask's do).
-    pub cancelled: bool,
+    /// Whether the client cancelled the task after it finished, and the
+    /// task's `map` index, packed in one word so a spec stays as small as
+    /// it was before it carried the index (see [`Spec::cancelled`],
+    /// [`Spec::item`]).
+    flags: u32,
     /// The mode's data: arguments, result.
     pub task: T,
+}
+
+/// The bit of [`Spec::flags`] that says the task was cancelled after it
+/// finished; the bits below it hold the `map` index plus one (0: none).
+const CANCELLED: u32 = 1 << 31;
+
+impl<T> Spec<T> {
+    fn new(generation: u32, item: Option<u32>, task: T) -> Spec<T> {
+        // An index that does not fit below the flag bit is not kept: a map
+        // of two billion items cannot be held (a live task costs far more
+        // than a byte), so this never drops a real one.
+        let flags = item.and_then(|i| i.checked_add(1)).filter(|&i| i < CANCELLED).unwrap_or(0);
+        Spec { generation, flags, task }
+    }
+
+    /// The client cancelled the task after it finished (its futures then
+    /// report "cancelled", as Dask's do).
+    pub fn cancelled(&self) -> bool {
+        self.flags & CANCELLED != 0
+    }
+
+    /// The task's index in the `map` that submitted it, if one did (for a
+    /// pure call merged into a live task, the first submission's).
+    pub fn item(&self) -> Option<u32> {
+        (self.flags & !CANCELLED).checked_sub(1)
+    }
 }
 
 /// What a pass leaves to do after unlocking; the driver only asks for
@@ -257,6 +288,15 @@ impl<B: Backend> State<B> {
             }
             _ => None,
         };
+        // A run's failure names the task's `map` index from the start, so
+        // every dependency failure the scheduler makes of it names it too.
+        let event = match event {
+            Event::TaskFailed { task, worker, failure } => {
+                let item = self.spec(task).and_then(Spec::item);
+                Event::TaskFailed { task, worker, failure: failure.with_item(item) }
+            }
+            other => other,
+        };
         self.events.event();
         let mut actions = std::mem::take(&mut self.actions);
         self.sched.handle(event, &mut actions);
@@ -301,7 +341,7 @@ impl<B: Backend> State<B> {
                     if self.sched.state(task) == Some(TaskState::Memory)
                         && let Some(spec) = self.spec_mut(task)
                     {
-                        spec.cancelled = true;
+                        spec.flags |= CANCELLED;
                     }
                     if self.waiters.reported(task, true) {
                         fx.wake_clients();
@@ -372,17 +412,44 @@ impl<B: Backend> State<B> {
     pub fn status(&self, id: TaskId) -> Status {
         match self.sched.state(id) {
             Some(TaskState::Memory) => match self.spec(id) {
-                Some(spec) if spec.cancelled => Status::Failed(Arc::new(TaskFailure::Cancelled {
+                Some(spec) if spec.cancelled() => Status::Failed(Arc::new(TaskFailure::Cancelled {
                     key: self.sched.key(id).unwrap_or(Key { func: u32::MAX, token: [0; 2] }),
                 })),
                 _ => Status::Finished,
             },
             Some(TaskState::Erred) => match self.sched.failure(id) {
-                Some(failure) => Status::Failed(failure),
+                Some(failure) => Status::Failed(self.labelled(id, failure)),
                 None => Status::Pending,
             },
             _ => Status::Pending,
         }
+    }
+
+    /// `failure` (the scheduler's, of task `id`) with the `map` indices it
+    /// lacks: the task's own (the scheduler makes dependency failures and
+    /// `KilledWorker` without one), and its root's if that is missing (a
+    /// `KilledWorker` root). A run's failure had its index from the start
+    /// ([`State::handle`]). The root is found by its key and accepted only
+    /// if its record holds this very failure, so an index is never taken
+    /// from another task. Unchanged (no allocation) when nothing is missing.
+    fn labelled(&self, id: TaskId, failure: Arc<TaskFailure>) -> Arc<TaskFailure> {
+        let own = self.spec(id).and_then(Spec::item).filter(|_| failure.item().is_none());
+        let root = match &*failure {
+            TaskFailure::DependencyFailed { cause, .. } if cause.item().is_none() => self
+                .sched
+                .lookup(&cause.key())
+                .filter(|&r| self.sched.failure(r).is_some_and(|f| Arc::ptr_eq(&f, cause)))
+                .and_then(|r| self.spec(r)?.item()),
+            _ => None,
+        };
+        if own.is_none() && root.is_none() {
+            return failure;
+        }
+        let mut labelled = (*failure).clone();
+        if let (Some(root), TaskFailure::DependencyFailed { cause, .. }) = (root, &mut labelled) {
+            *cause = Arc::new((**cause).clone().with_item(Some(root)));
+        }
+        Arc::new(labelled.with_item(own))
     }
 
     /// The spec of a task whose result the client asks for: its failure if
@@ -424,7 +491,7 @@ impl<B: Backend> State<B> {
             if self.specs.len() <= index {
                 self.specs.resize_with(index + 1, || None);
             }
-            self.specs[index] = Some(Spec { generation: s.id.generation, cancelled: false, task });
+            self.specs[index] = Some(Spec::new(s.id.generation, node.item, task));
         }
         self.apply(&mut actions, fx);
         self.actions = actions;
@@ -690,4 +757,23 @@ pub fn spec_args(args: Vec<NodeArg>, ids: &[TaskId]) -> Box<[SpecArg]> {
             NodeArg::List(ds) => SpecArg::List(ds.iter().map(resolve).collect()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_keeps_its_map_index_beside_the_cancelled_flag_in_one_word() {
+        let mut spec = Spec::new(7, Some(0), ());
+        assert_eq!((spec.item(), spec.cancelled()), (Some(0), false));
+        spec.flags |= CANCELLED;
+        assert_eq!((spec.item(), spec.cancelled()), (Some(0), true));
+        assert_eq!(Spec::new(7, None, ()).item(), None);
+        assert_eq!(Spec::new(7, Some(CANCELLED - 2), ()).item(), Some(CANCELLED - 2));
+        assert_eq!(Spec::new(7, Some(CANCELLED - 1), ()).item(), None, "too large to keep");
+        assert_eq!(Spec::new(7, Some(u32::MAX), ()).item(), None);
+        // generation + flags: the index made a spec no larger.
+        assert_eq!(size_of::<Spec<[u64; 3]>>(), 32);
+    }
 }

@@ -215,7 +215,7 @@ impl Sim {
             match self.faults.flaky.get_mut(&key) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
-                    Some(TaskFailure::Panic { key, message: "injected panic".into(), arguments: None })
+                    Some(TaskFailure::Panic { key, item: None, message: "injected panic".into(), arguments: None })
                 }
                 _ => None,
             }

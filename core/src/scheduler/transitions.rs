@@ -197,7 +197,7 @@ impl Scheduler {
             r.deaths = r.deaths.saturating_add(1);
             let attempts = u32::from(r.deaths);
             if attempts >= self.config.max_worker_deaths.max(1) {
-                let failure = TaskFailure::KilledWorker { key: r.key(), attempts };
+                let failure = TaskFailure::KilledWorker { key: r.key(), item: None, attempts };
                 self.fail(t, Arc::new(failure), out);
             } else {
                 self.replan(t);
@@ -269,7 +269,7 @@ impl Scheduler {
             (dep.state() == TaskState::Erred).then(|| self.tasks.failure(d).cloned()).flatten()
         });
         if let Some(input_failure) = erred_input {
-            let failure = TaskFailure::DependencyFailed { key: r.key(), cause: root_of(&input_failure) };
+            let failure = TaskFailure::DependencyFailed { key: r.key(), item: None, cause: root_of(&input_failure) };
             self.fail(t, Arc::new(failure), out);
             return;
         }
@@ -353,7 +353,7 @@ impl Scheduler {
                 // Finished dependents keep their results; `Released` ones need
                 // nothing now and fail if they are ever started again.
                 if needs_inputs(dep.state()) {
-                    let failure = TaskFailure::DependencyFailed { key: dep.key(), cause: root.clone() };
+                    let failure = TaskFailure::DependencyFailed { key: dep.key(), item: None, cause: root.clone() };
                     self.set_erred(d, Arc::new(failure), out);
                     stack.push(d);
                 }

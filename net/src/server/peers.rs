@@ -272,7 +272,7 @@ fn result_event(st: &mut super::backend::State, worker: WorkerId, ended: Ended) 
                     RunError::Returned(TaskError::from_parts(type_name, message, chain)),
                     || None,
                 ),
-                WireFailKind::Panic => TaskFailure::Panic { key, message, arguments: None },
+                WireFailKind::Panic => TaskFailure::Panic { key, item: None, message, arguments: None },
                 WireFailKind::Input => TaskFailure::from_run(key, RunError::Input(InputError(message)), || None),
             };
             Event::TaskFailed { task, worker, failure }
@@ -366,6 +366,7 @@ fn decode_nodes(nodes: &[wire::ArchivedWireNode], objects: &mut ObjectsIn) -> Re
                 wanted: n.wanted,
                 priority: n.priority.to_native(),
                 retries: n.retries.to_native(),
+                item: n.item.as_ref().map(|i| i.to_native()),
             })
         })
         .collect()

@@ -414,7 +414,7 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
                     RunError::Returned(TaskError::from_parts(type_name, message, chain)),
                     arguments,
                 ),
-                FailKind::Panic => TaskFailure::Panic { key, message, arguments: arguments() },
+                FailKind::Panic => TaskFailure::Panic { key, item: None, message, arguments: arguments() },
                 FailKind::Input => TaskFailure::from_run(key, RunError::Input(InputError(message)), arguments),
             };
             Event::TaskFailed { task, worker, failure }

@@ -61,7 +61,7 @@ fn a_suspect_that_starts_and_kills_again_is_counted_and_fails_in_the_end() {
     assert_eq!(killed_keys(&out), vec![key(0)]);
     assert_eq!(
         reported_failure(&out, x),
-        Some(TaskFailure::KilledWorker { key: key(0), attempts: 2 }),
+        Some(TaskFailure::KilledWorker { key: key(0), item: None, attempts: 2 }),
         "the uncounted loss is not in the count"
     );
 }

@@ -267,7 +267,7 @@ fn existing_tasks_as_inputs_in_memory_released_or_erred() {
     let (ids, out) = h.submit(vec![node_on(5, &[e], true), node_on(6, &[e], false)]);
     assert_eq!(
         reported_failure(&out, ids[0]),
-        Some(TaskFailure::DependencyFailed { key: key(5), cause: error(4).into() })
+        Some(TaskFailure::DependencyFailed { key: key(5), item: None, cause: error(4).into() })
     );
     assert_eq!(out.len(), 2, "reported, and the unwanted node forgotten: {out:?}");
     assert_eq!(out[1], forget(ids[1]));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::*;
 
 fn panic(i: u64) -> TaskFailure {
-    TaskFailure::Panic { key: key(i), message: "oops".into(), arguments: None }
+    TaskFailure::Panic { key: key(i), item: None, message: "oops".into(), arguments: None }
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn a_failure_reaches_exactly_its_transitive_dependents() {
     let root = Arc::new(error(0));
     assert_eq!(reported_failure(&out, a), Some(error(0)));
     for (t, i) in [(b, 1), (c, 2), (e, 4), (g, 6)] {
-        let expected = TaskFailure::DependencyFailed { key: key(i), cause: root.clone() };
+        let expected = TaskFailure::DependencyFailed { key: key(i), item: None, cause: root.clone() };
         assert_eq!(reported_failure(&out, t), Some(expected.clone()), "task {i}");
         assert_eq!(h.s.failure(t).as_deref(), Some(&expected));
         assert_eq!(h.state(t), Some(TaskState::Erred));
@@ -75,7 +75,7 @@ fn the_root_cause_is_kept_through_dependency_failures() {
     let mut h = H::one_slot();
     let (ids, _) = h.submit(vec![node(0, &[], false), node(1, &[0], false), node(2, &[1], true)]);
     let out = h.fail(ids[0], W0, panic(0));
-    let Some(TaskFailure::DependencyFailed { key: k, cause }) = reported_failure(&out, ids[2]) else {
+    let Some(TaskFailure::DependencyFailed { key: k, cause, .. }) = reported_failure(&out, ids[2]) else {
         panic!("{out:?}")
     };
     assert_eq!(k, key(2));
@@ -99,7 +99,7 @@ fn cancelling_a_running_task_fails_it_and_its_dependents_and_frees_the_slot() {
             Action::ReportFailed { task: a, failure: cancelled.clone() },
             Action::ReportFailed {
                 task: b,
-                failure: Arc::new(TaskFailure::DependencyFailed { key: key(1), cause: cancelled.clone() })
+                failure: Arc::new(TaskFailure::DependencyFailed { key: key(1), item: None, cause: cancelled.clone() })
             },
         ]
     );
@@ -201,7 +201,7 @@ fn a_lost_result_nobody_needs_any_more_is_not_recomputed() {
     // fails, so `a` is needed by nobody and stays released (kept: the erred
     // `b` lists it).
     h.started(b, W0);
-    let killed = Arc::new(TaskFailure::KilledWorker { key: key(1), attempts: 1 });
+    let killed = Arc::new(TaskFailure::KilledWorker { key: key(1), item: None, attempts: 1 });
     assert_eq!(h.lose(W0), vec![Action::ReportFailed { task: b, failure: killed }]);
     assert_eq!(h.state(a), Some(TaskState::Released));
     assert_eq!(h.drop_ref(b), vec![forget(b), forget(a)]);
@@ -220,14 +220,14 @@ fn a_task_that_kills_enough_workers_fails_with_killed_worker() {
     assert_eq!(h.join(W1, 1), vec![run(x, W1)]);
     h.started(x, W1);
     let out = h.lose(W1);
-    let killed = Arc::new(TaskFailure::KilledWorker { key: key(0), attempts: 2 });
+    let killed = Arc::new(TaskFailure::KilledWorker { key: key(0), item: None, attempts: 2 });
     assert_eq!(
         out,
         vec![
             Action::ReportFailed { task: x, failure: killed.clone() },
             Action::ReportFailed {
                 task: y,
-                failure: Arc::new(TaskFailure::DependencyFailed { key: key(1), cause: killed })
+                failure: Arc::new(TaskFailure::DependencyFailed { key: key(1), item: None, cause: killed })
             },
         ]
     );

@@ -154,7 +154,7 @@ proptest! {
                 let expected = if i == f {
                     root.clone()
                 } else {
-                    TaskFailure::DependencyFailed { key: key(i as u64), cause: Arc::new(root.clone()) }
+                    TaskFailure::DependencyFailed { key: key(i as u64), item: None, cause: Arc::new(root.clone()) }
                 };
                 prop_assert_eq!(&*failures[0], &expected);
                 prop_assert!(!sim.done.contains_key(&t));
@@ -233,7 +233,7 @@ proptest! {
                 Some(TaskState::Memory) => prop_assert!(sim.done.contains_key(&t)),
                 Some(TaskState::Erred) => {
                     let failure = sim.sched.failure(t).unwrap();
-                    let TaskFailure::KilledWorker { key: culprit, attempts } = failure.root().clone() else {
+                    let TaskFailure::KilledWorker { key: culprit, attempts, .. } = failure.root().clone() else {
                         return Err(TestCaseError::fail(format!("node {i}: {failure:?}")));
                     };
                     prop_assert_eq!(attempts, max_deaths);
