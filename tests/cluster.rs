@@ -25,11 +25,28 @@ fn total(xs: Vec<u64>) -> u64 {
     xs.iter().sum()
 }
 
-/// Three megabytes: streamed in chunks from the worker to the scheduler,
-/// on to the next worker, and to the client.
+/// Three megabytes: stays on the worker that made it; streamed in chunks
+/// to the workers and clients that fetch it.
 #[shoal::task]
 fn blob(seed: u8) -> Vec<u8> {
     (0..3_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
+}
+
+/// A blob that takes a while to make: two submitted at once land on two
+/// workers.
+#[shoal::task]
+fn slow_blob(seed: u8) -> Vec<u8> {
+    std::thread::sleep(Duration::from_millis(300));
+    (0..3_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
+}
+
+fn blob_sum(seed: u8) -> u64 {
+    (0..3_000_000u32).map(|i| u64::from((i as u8).wrapping_mul(seed))).sum()
+}
+
+#[shoal::task]
+fn both(a: &Archived<Vec<u8>>, b: &Archived<Vec<u8>>) -> u64 {
+    a.iter().chain(b.iter()).map(|&b| u64::from(b)).sum()
 }
 
 #[shoal::task]
@@ -349,4 +366,56 @@ fn the_shoal_command_runs_a_scheduler_and_refuses_an_open_one_without_a_secret()
     drop(client);
     let _ = scheduler.kill();
     let _ = scheduler.wait();
+}
+
+/// Two large results made on two workers: a task that needs both fetches
+/// one from the other worker directly; tasks that need one run where it is;
+/// the scheduler never receives a large result, and the client fetches one
+/// from its holder.
+#[test]
+fn large_results_stay_on_their_workers_and_move_peer_to_peer() {
+    let (server, _workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    let a = client.submit(slow_blob, 3u8).unwrap();
+    let b = client.submit(slow_blob, 5u8).unwrap();
+    shoal::wait(&[a.clone(), b.clone()]).unwrap();
+    let before = server.counts();
+    // Each checksum runs where its blob is (placement by input bytes).
+    let sums = [client.submit(checksum, &a).unwrap(), client.submit(checksum, &b).unwrap()];
+    assert_eq!(sums[0].result().unwrap(), blob_sum(3));
+    assert_eq!(sums[1].result().unwrap(), blob_sum(5));
+    let placed = server.counts();
+    assert_eq!(placed.remote_inputs, before.remote_inputs, "a task ran away from its only large input: {placed:?}");
+    // A task that needs both: one of them crosses between the workers.
+    assert_eq!(client.submit(both, (&a, &b)).unwrap().result().unwrap(), blob_sum(3) + blob_sum(5));
+    let after = server.counts();
+    assert_eq!(after.remote_inputs, placed.remote_inputs + 1, "{after:?}");
+    assert!(after.remote_bytes >= placed.remote_bytes + 3_000_000, "{after:?}");
+    // The client gathers a large result from its holder.
+    let back = a.result().unwrap();
+    assert_eq!(back.len(), 3_000_000);
+    assert_eq!(back[1000], (1000u32 as u8).wrapping_mul(3));
+    let end = server.counts();
+    assert!(end.result_bytes_received < 100_000, "a large result went through the scheduler: {end:?}");
+}
+
+/// A worker that dies takes its results with it: the scheduler sees it and
+/// recomputes them from lineage on another worker, for a dependent and for
+/// the client's gather.
+#[test]
+fn a_lost_workers_large_results_are_recomputed_from_lineage() {
+    let server = scheduler();
+    let first = Worker::start(&server.url(), 1);
+    wait_for("the first worker", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let data = client.submit(blob, 7u8).unwrap();
+    shoal::wait(std::slice::from_ref(&data)).unwrap();
+    let _second = Worker::start(&server.url(), 1);
+    wait_for("the second worker", || server.workers() == 2);
+    drop(first);
+    wait_for("the loss of the first worker", || server.workers() == 1);
+    assert_eq!(client.submit(checksum, &data).unwrap().result().unwrap(), blob_sum(7));
+    let back = data.result().unwrap();
+    assert_eq!(back.len(), 3_000_000);
+    assert_eq!(back[999], (999u32 as u8).wrapping_mul(7));
 }
