@@ -24,8 +24,9 @@
 //!    store as a copy for later runs); a run whose input cannot be fetched
 //!    is given back (`Unfetched`) after [`UNFETCHED_PAUSE`]. `Release`
 //!    drops results and copies. Heartbeats go out at the period the
-//!    scheduler gave; a scheduler silent for [`DEFAULT_DEAD_AFTER`] is
-//!    lost.
+//!    scheduler gave; a scheduler silent for `SHOAL_WORKER_DEAD_AFTER`
+//!    seconds ([`DEFAULT_DEAD_AFTER`]) is lost, and so is a fetch from a
+//!    peer silent that long.
 //! 4. **Scheduler lost:** the session's runs are abandoned (the scheduler
 //!    has rescheduled them), its store emptied (the scheduler counts its
 //!    results lost), and the worker connects again as in step 2 —
@@ -61,6 +62,9 @@ pub const ENV_THREADS: &str = "SHOAL_WORKER_THREADS";
 pub const ENV_SECRET_FILE: &str = "SHOAL_SECRET_FILE";
 /// Seconds to keep trying to reach the scheduler (default 30).
 pub const ENV_CONNECT_TIMEOUT: &str = "SHOAL_WORKER_CONNECT_TIMEOUT";
+/// Seconds the scheduler (or a peer sending a result) may stay silent
+/// before the worker takes it as gone (default 5).
+pub const ENV_DEAD_AFTER: &str = "SHOAL_WORKER_DEAD_AFTER";
 /// Test hook: a fingerprint (decimal) announced instead of the binary's own.
 pub const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
 
@@ -116,22 +120,26 @@ pub fn config_from_env() -> Option<Result<AgentConfig>> {
             Some(path) => Some(Secret::from_file(std::path::Path::new(&path))?),
             None => None,
         };
-        let connect_for = match std::env::var(ENV_CONNECT_TIMEOUT) {
-            Ok(s) => {
-                Duration::from_secs_f64(s.parse::<f64>().ok().filter(|s| *s >= 0.0 && s.is_finite()).ok_or_else(
-                    || NetError::Config(format!("{ENV_CONNECT_TIMEOUT}={s:?} is not a number of seconds")),
-                )?)
-            }
-            Err(_) => DEFAULT_CONNECT_FOR,
+        let seconds = |var: &str, default: Duration| match std::env::var(var) {
+            Ok(s) => s
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s >= 0.0 && s.is_finite())
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| NetError::Config(format!("{var}={s:?} is not a number of seconds"))),
+            Err(_) => Ok(default),
         };
+        let connect_for = seconds(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_FOR)?;
+        let dead_after = seconds(ENV_DEAD_AFTER, DEFAULT_DEAD_AFTER)?.max(Duration::from_millis(100));
         let fingerprint = match std::env::var(ENV_FINGERPRINT_OVERRIDE) {
             Ok(s) => s.parse::<u128>().map_err(|_| NetError::Config(format!("bad {ENV_FINGERPRINT_OVERRIDE}")))?,
             Err(_) => shoal_core::registry::fingerprint().map_err(|e| NetError::Config(e.to_string()))?,
         };
-        Ok(AgentConfig { address, threads, secret, connect_for, dead_after: DEFAULT_DEAD_AFTER, fingerprint })
+        Ok(AgentConfig { address, threads, secret, connect_for, dead_after, fingerprint })
     };
     let config = read();
-    for var in [ENV_WORKER, ENV_THREADS, ENV_SECRET_FILE, ENV_CONNECT_TIMEOUT, ENV_FINGERPRINT_OVERRIDE] {
+    for var in [ENV_WORKER, ENV_THREADS, ENV_SECRET_FILE, ENV_CONNECT_TIMEOUT, ENV_DEAD_AFTER, ENV_FINGERPRINT_OVERRIDE]
+    {
         // SAFETY: `remove_var` races only with other threads reading or
         // writing the environment; this runs before `main` (the hook) or
         // first in `main` (`shoal::init`, documented as to be called before
