@@ -49,6 +49,12 @@ fn both(a: &Archived<Vec<u8>>, b: &Archived<Vec<u8>>) -> u64 {
     a.iter().chain(b.iter()).map(|&b| u64::from(b)).sum()
 }
 
+/// A byte of a blob, plus `k` (a distinct key per `k`).
+#[shoal::task]
+fn byte_at(data: &Archived<Vec<u8>>, k: u64) -> u64 {
+    u64::from(data[k as usize]) + k
+}
+
 #[shoal::task]
 fn checksum(data: &Archived<Vec<u8>>) -> u64 {
     data.iter().map(|&b| u64::from(b)).sum()
@@ -418,4 +424,30 @@ fn a_lost_workers_large_results_are_recomputed_from_lineage() {
     let back = data.result().unwrap();
     assert_eq!(back.len(), 3_000_000);
     assert_eq!(back[999], (999u32 as u8).wrapping_mul(7));
+}
+
+/// Placement by input bytes: many tasks reading one of two large results,
+/// held on two workers, all submitted at once, each run where its input is
+/// — a least-loaded placement would spread them over both workers and move
+/// blobs.
+#[test]
+fn ready_tasks_go_to_the_worker_holding_their_input_bytes() {
+    let (server, _workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    let a = client.submit(slow_blob, 3u8).unwrap();
+    let b = client.submit(slow_blob, 5u8).unwrap();
+    shoal::wait(&[a.clone(), b.clone()]).unwrap();
+    let before = server.counts();
+    let mut futures = Vec::new();
+    for k in 0..6u64 {
+        futures.push(client.submit(byte_at, (&a, k)).unwrap());
+        futures.push(client.submit(byte_at, (&b, k)).unwrap());
+    }
+    let got: Vec<u64> = client.gather(&futures).unwrap();
+    let expected: Vec<u64> = (0..6u64)
+        .flat_map(|k| [u64::from((k as u8).wrapping_mul(3)) + k, u64::from((k as u8).wrapping_mul(5)) + k])
+        .collect();
+    assert_eq!(got, expected);
+    let after = server.counts();
+    assert_eq!(after.remote_inputs, before.remote_inputs, "tasks ran away from their input: {after:?}");
 }

@@ -290,7 +290,7 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
                     }
                     Fetched::Unfetched(tasks) => {
                         let tasks = tasks.into_iter().map(WireTask::from).collect();
-                        queue(&tx, FromWorkerMsg::Unfetched(tasks), Vec::new());
+                        queue(&tx, FromWorkerMsg::Unfetched(tasks));
                     }
                 }
                 continue;
@@ -605,33 +605,33 @@ impl Outlet for TcpOutlet {
             };
             batch.push(wire);
             if batch.len() >= MAX_ITEMS || inline >= wire::INLINE_BUDGET {
-                queue(&self.tx, FromWorkerMsg::Results(std::mem::take(&mut batch)), Vec::new());
+                queue(&self.tx, FromWorkerMsg::Results(std::mem::take(&mut batch)));
                 inline = 0;
             }
         }
         if !batch.is_empty() {
-            queue(&self.tx, FromWorkerMsg::Results(batch), Vec::new());
+            queue(&self.tx, FromWorkerMsg::Results(batch));
         }
     }
 
     fn send_stolen(&self, tasks: Vec<TaskId>) {
-        queue(&self.tx, FromWorkerMsg::Stolen(tasks.into_iter().map(Into::into).collect()), Vec::new());
+        queue(&self.tx, FromWorkerMsg::Stolen(tasks.into_iter().map(Into::into).collect()));
     }
 
     fn send_running(&self, tasks: Vec<TaskId>) {
-        queue(&self.tx, FromWorkerMsg::Running(tasks.into_iter().map(Into::into).collect()), Vec::new());
+        queue(&self.tx, FromWorkerMsg::Running(tasks.into_iter().map(Into::into).collect()));
     }
 
     fn send_recalled(&self, tasks: Vec<TaskId>) {
-        queue(&self.tx, FromWorkerMsg::Recalled(tasks.into_iter().map(Into::into).collect()), Vec::new());
+        queue(&self.tx, FromWorkerMsg::Recalled(tasks.into_iter().map(Into::into).collect()));
     }
 }
 
 /// Queues a message to the scheduler.
-fn queue(tx: &UnboundedSender<Outgoing>, message: FromWorkerMsg, blobs: Vec<Obj>) {
+fn queue(tx: &UnboundedSender<Outgoing>, message: FromWorkerMsg) {
     match wire::to_bytes(&message) {
         Ok(body) => {
-            let _ = tx.send(Outgoing::Message { body, blobs });
+            let _ = tx.send(Outgoing::message(body));
         }
         Err(e) => tracing::error!("could not encode a message to the scheduler: {e}"),
     }
