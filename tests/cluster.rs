@@ -426,13 +426,19 @@ fn a_lost_workers_large_results_are_recomputed_from_lineage() {
     assert_eq!(back[999], (999u32 as u8).wrapping_mul(7));
 }
 
-/// Placement by input bytes: many tasks reading one of two large results,
-/// held on two workers, all submitted at once, each run where its input is
-/// — a least-loaded placement would spread them over both workers and move
-/// blobs.
+/// Placement by input bytes: tasks reading one of two large results, held
+/// on two workers, all submitted at once, each run where its input is — a
+/// least-loaded placement would spread them over both workers and move
+/// blobs. Six per blob, on workers of four threads: a worker takes at least
+/// two runs per thread (pacing keeps one queued per thread at least), so
+/// the holder has a free slot for each even if none has ended (a task whose
+/// holder is full goes to a free worker, and its input moves: right, but
+/// not what this test looks at).
 #[test]
 fn ready_tasks_go_to_the_worker_holding_their_input_bytes() {
-    let (server, _workers) = cluster(2);
+    let server = scheduler();
+    let _workers = [Worker::start(&server.url(), 4), Worker::start(&server.url(), 4)];
+    wait_for("the workers", || server.workers() == 2);
     let client = Client::connect(&server.url()).unwrap();
     let a = client.submit(slow_blob, 3u8).unwrap();
     let b = client.submit(slow_blob, 5u8).unwrap();
