@@ -41,11 +41,13 @@ impl Client {
     /// `shoal scheduler`; tasks run on the workers connected to it — this
     /// same binary, started as `SHOAL_WORKER=tcp://host:8786 ./app`.
     ///
-    /// The program is the same as in the other modes. Results live in the
-    /// scheduler until no future needs them; a worker that dies loses only
-    /// the runs it had, which are run again elsewhere. If the scheduler
-    /// goes away, every pending and later call fails with
-    /// [`Error::Disconnected`].
+    /// The program is the same as in the other modes. Results live on the
+    /// workers that made them until no future needs them (small ones in
+    /// the scheduler too); workers fetch the inputs they need from each
+    /// other, and the client fetches the results it gathers from their
+    /// holders. A worker that dies loses its runs and its results, which
+    /// are computed again elsewhere. If the scheduler goes away, every
+    /// pending and later call fails with [`Error::Disconnected`].
     pub fn connect(url: &str) -> Result<Client> {
         Client::connect_with(url, ClusterOptions::default(), ClientOptions::default())
     }

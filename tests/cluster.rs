@@ -25,11 +25,34 @@ fn total(xs: Vec<u64>) -> u64 {
     xs.iter().sum()
 }
 
-/// Three megabytes: streamed in chunks from the worker to the scheduler,
-/// on to the next worker, and to the client.
+/// Three megabytes: stays on the worker that made it; streamed in chunks
+/// to the workers and clients that fetch it.
 #[shoal::task]
 fn blob(seed: u8) -> Vec<u8> {
     (0..3_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
+}
+
+/// A blob that takes a while to make: two submitted at once land on two
+/// workers.
+#[shoal::task]
+fn slow_blob(seed: u8) -> Vec<u8> {
+    std::thread::sleep(Duration::from_millis(300));
+    (0..3_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
+}
+
+fn blob_sum(seed: u8) -> u64 {
+    (0..3_000_000u32).map(|i| u64::from((i as u8).wrapping_mul(seed))).sum()
+}
+
+#[shoal::task]
+fn both(a: &Archived<Vec<u8>>, b: &Archived<Vec<u8>>) -> u64 {
+    a.iter().chain(b.iter()).map(|&b| u64::from(b)).sum()
+}
+
+/// A byte of a blob, plus `k` (a distinct key per `k`).
+#[shoal::task]
+fn byte_at(data: &Archived<Vec<u8>>, k: u64) -> u64 {
+    u64::from(data[k as usize]) + k
 }
 
 #[shoal::task]
@@ -362,4 +385,88 @@ fn the_shoal_command_runs_a_scheduler_and_refuses_an_open_one_without_a_secret()
     drop(client);
     let _ = scheduler.kill();
     let _ = scheduler.wait();
+}
+
+/// Two large results made on two workers: a task that needs both fetches
+/// one from the other worker directly; tasks that need one run where it is;
+/// the scheduler never receives a large result, and the client fetches one
+/// from its holder.
+#[test]
+fn large_results_stay_on_their_workers_and_move_peer_to_peer() {
+    let (server, _workers) = cluster(2);
+    let client = Client::connect(&server.url()).unwrap();
+    let a = client.submit(slow_blob, 3u8).unwrap();
+    let b = client.submit(slow_blob, 5u8).unwrap();
+    shoal::wait(&[a.clone(), b.clone()]).unwrap();
+    let before = server.counts();
+    // Each checksum runs where its blob is (placement by input bytes).
+    let sums = [client.submit(checksum, &a).unwrap(), client.submit(checksum, &b).unwrap()];
+    assert_eq!(sums[0].result().unwrap(), blob_sum(3));
+    assert_eq!(sums[1].result().unwrap(), blob_sum(5));
+    let placed = server.counts();
+    assert_eq!(placed.remote_inputs, before.remote_inputs, "a task ran away from its only large input: {placed:?}");
+    // A task that needs both: one of them crosses between the workers.
+    assert_eq!(client.submit(both, (&a, &b)).unwrap().result().unwrap(), blob_sum(3) + blob_sum(5));
+    let after = server.counts();
+    assert_eq!(after.remote_inputs, placed.remote_inputs + 1, "{after:?}");
+    assert!(after.remote_bytes >= placed.remote_bytes + 3_000_000, "{after:?}");
+    // The client gathers a large result from its holder.
+    let back = a.result().unwrap();
+    assert_eq!(back.len(), 3_000_000);
+    assert_eq!(back[1000], (1000u32 as u8).wrapping_mul(3));
+    let end = server.counts();
+    assert!(end.result_bytes_received < 100_000, "a large result went through the scheduler: {end:?}");
+}
+
+/// A worker that dies takes its results with it: the scheduler sees it and
+/// recomputes them from lineage on another worker, for a dependent and for
+/// the client's gather.
+#[test]
+fn a_lost_workers_large_results_are_recomputed_from_lineage() {
+    let server = scheduler();
+    let first = Worker::start(&server.url(), 1);
+    wait_for("the first worker", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let data = client.submit(blob, 7u8).unwrap();
+    shoal::wait(std::slice::from_ref(&data)).unwrap();
+    let _second = Worker::start(&server.url(), 1);
+    wait_for("the second worker", || server.workers() == 2);
+    drop(first);
+    wait_for("the loss of the first worker", || server.workers() == 1);
+    assert_eq!(client.submit(checksum, &data).unwrap().result().unwrap(), blob_sum(7));
+    let back = data.result().unwrap();
+    assert_eq!(back.len(), 3_000_000);
+    assert_eq!(back[999], (999u32 as u8).wrapping_mul(7));
+}
+
+/// Placement by input bytes: tasks reading one of two large results, held
+/// on two workers, all submitted at once, each run where its input is — a
+/// least-loaded placement would spread them over both workers and move
+/// blobs. Six per blob, on workers of four threads: a worker takes at least
+/// two runs per thread (pacing keeps one queued per thread at least), so
+/// the holder has a free slot for each even if none has ended (a task whose
+/// holder is full goes to a free worker, and its input moves: right, but
+/// not what this test looks at).
+#[test]
+fn ready_tasks_go_to_the_worker_holding_their_input_bytes() {
+    let server = scheduler();
+    let _workers = [Worker::start(&server.url(), 4), Worker::start(&server.url(), 4)];
+    wait_for("the workers", || server.workers() == 2);
+    let client = Client::connect(&server.url()).unwrap();
+    let a = client.submit(slow_blob, 3u8).unwrap();
+    let b = client.submit(slow_blob, 5u8).unwrap();
+    shoal::wait(&[a.clone(), b.clone()]).unwrap();
+    let before = server.counts();
+    let mut futures = Vec::new();
+    for k in 0..6u64 {
+        futures.push(client.submit(byte_at, (&a, k)).unwrap());
+        futures.push(client.submit(byte_at, (&b, k)).unwrap());
+    }
+    let got: Vec<u64> = client.gather(&futures).unwrap();
+    let expected: Vec<u64> = (0..6u64)
+        .flat_map(|k| [u64::from((k as u8).wrapping_mul(3)) + k, u64::from((k as u8).wrapping_mul(5)) + k])
+        .collect();
+    assert_eq!(got, expected);
+    let after = server.counts();
+    assert_eq!(after.remote_inputs, before.remote_inputs, "tasks ran away from their input: {after:?}");
 }

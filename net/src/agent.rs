@@ -15,31 +15,43 @@
 //!    fingerprint) is final: the worker exits with the scheduler's reason.
 //! 3. **Serve.** The core worker runtime ([`shoal_core::worker::Worker`],
 //!    `SHOAL_WORKER_THREADS` threads, default one per core) runs the runs it
-//!    is sent; its [`Outlet`] here encodes results (inline, or streamed in
-//!    chunks) onto the connection's queue. Heartbeats go out at the period
-//!    the scheduler gave; a scheduler silent for [`DEFAULT_DEAD_AFTER`] is
-//!    lost.
+//!    is sent; its [`Outlet`] here sends small results (at most
+//!    [`ALWAYS_INLINE`] bytes) to the scheduler and keeps larger ones in the
+//!    worker's store, served to peers on its data port ([`crate::data`],
+//!    bound before the hello that announces it). A run's input comes with
+//!    it, is in the store, or is fetched from the worker holding it (one
+//!    request per holder for the runs of one message, then kept in the
+//!    store as a copy for later runs); a run whose input cannot be fetched
+//!    is given back (`Unfetched`) after [`UNFETCHED_PAUSE`]. `Release`
+//!    drops results and copies. Heartbeats go out at the period the
+//!    scheduler gave; a scheduler silent for `SHOAL_WORKER_DEAD_AFTER`
+//!    seconds ([`DEFAULT_DEAD_AFTER`]) is lost, and so is a fetch from a
+//!    peer silent that long.
 //! 4. **Scheduler lost:** the session's runs are abandoned (the scheduler
-//!    has rescheduled them), and the worker connects again as in step 2 —
+//!    has rescheduled them), its store emptied (the scheduler counts its
+//!    results lost), and the worker connects again as in step 2 —
 //!    a new worker to the scheduler. It gives up, with a clear message,
 //!    once the scheduler has been unreachable for the connect timeout.
 //! 5. **Exit** on `Shutdown`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_core::object::{Input, Obj};
 use shoal_core::protocol::{FailKind, Run, RunResult, ToWorker};
 use shoal_core::scheduler::TaskId;
 use shoal_core::worker::{Flow, Outlet, Worker};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-use crate::auth::{self, Secret};
-use crate::conn::{FrameReader, FrameWriter, Outgoing, write_loop};
+use crate::auth::{self, Introduce, Secret};
+use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
+use crate::data::{self, Fetcher, Gate, Store};
 use crate::error::{NetError, Result};
 use crate::wire::{
-    self, ArchivedToWorkerMsg, ArchivedWireInput, FromWorkerMsg, MAX_ITEMS, ObjectsIn, ObjectsOut, Role, ToWorkerMsg,
-    WireFailKind, WireResult,
+    self, ALWAYS_INLINE, ArchivedToWorkerMsg, ArchivedWireInput, ArchivedWireSource, FromWorkerMsg, MAX_ITEMS,
+    ObjectsIn, Role, ToWorkerMsg, WireFailKind, WireObject, WireResult, WireTask,
 };
 
 /// The scheduler to serve: `tcp://host:port`. Its presence is the worker role.
@@ -50,6 +62,9 @@ pub const ENV_THREADS: &str = "SHOAL_WORKER_THREADS";
 pub const ENV_SECRET_FILE: &str = "SHOAL_SECRET_FILE";
 /// Seconds to keep trying to reach the scheduler (default 30).
 pub const ENV_CONNECT_TIMEOUT: &str = "SHOAL_WORKER_CONNECT_TIMEOUT";
+/// Seconds the scheduler (or a peer sending a result) may stay silent
+/// before the worker takes it as gone (default 5).
+pub const ENV_DEAD_AFTER: &str = "SHOAL_WORKER_DEAD_AFTER";
 /// Test hook: a fingerprint (decimal) announced instead of the binary's own.
 pub const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
 
@@ -64,6 +79,11 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(5);
 /// How long the handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker waits before giving back runs whose inputs it could
+/// not fetch: the holder is likely dead, and the scheduler learns of it
+/// within its `dead_after`; giving them back at once would only have them
+/// sent here again, to fail again, in a tight loop.
+pub const UNFETCHED_PAUSE: Duration = Duration::from_millis(200);
 
 /// How a worker is set up.
 #[derive(Clone, Debug)]
@@ -100,22 +120,26 @@ pub fn config_from_env() -> Option<Result<AgentConfig>> {
             Some(path) => Some(Secret::from_file(std::path::Path::new(&path))?),
             None => None,
         };
-        let connect_for = match std::env::var(ENV_CONNECT_TIMEOUT) {
-            Ok(s) => {
-                Duration::from_secs_f64(s.parse::<f64>().ok().filter(|s| *s >= 0.0 && s.is_finite()).ok_or_else(
-                    || NetError::Config(format!("{ENV_CONNECT_TIMEOUT}={s:?} is not a number of seconds")),
-                )?)
-            }
-            Err(_) => DEFAULT_CONNECT_FOR,
+        let seconds = |var: &str, default: Duration| match std::env::var(var) {
+            Ok(s) => s
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s >= 0.0 && s.is_finite())
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| NetError::Config(format!("{var}={s:?} is not a number of seconds"))),
+            Err(_) => Ok(default),
         };
+        let connect_for = seconds(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_FOR)?;
+        let dead_after = seconds(ENV_DEAD_AFTER, DEFAULT_DEAD_AFTER)?.max(Duration::from_millis(100));
         let fingerprint = match std::env::var(ENV_FINGERPRINT_OVERRIDE) {
             Ok(s) => s.parse::<u128>().map_err(|_| NetError::Config(format!("bad {ENV_FINGERPRINT_OVERRIDE}")))?,
             Err(_) => shoal_core::registry::fingerprint().map_err(|e| NetError::Config(e.to_string()))?,
         };
-        Ok(AgentConfig { address, threads, secret, connect_for, dead_after: DEFAULT_DEAD_AFTER, fingerprint })
+        Ok(AgentConfig { address, threads, secret, connect_for, dead_after, fingerprint })
     };
     let config = read();
-    for var in [ENV_WORKER, ENV_THREADS, ENV_SECRET_FILE, ENV_CONNECT_TIMEOUT, ENV_FINGERPRINT_OVERRIDE] {
+    for var in [ENV_WORKER, ENV_THREADS, ENV_SECRET_FILE, ENV_CONNECT_TIMEOUT, ENV_DEAD_AFTER, ENV_FINGERPRINT_OVERRIDE]
+    {
         // SAFETY: `remove_var` races only with other threads reading or
         // writing the environment; this runs before `main` (the hook) or
         // first in `main` (`shoal::init`, documented as to be called before
@@ -137,11 +161,23 @@ enum Ended {
 /// or stays unreachable for `connect_for` (`Err`, with why).
 pub fn run(config: AgentConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let store = Store::default();
     runtime.block_on(async {
         loop {
-            let (halves, welcome) = connect(&config).await?;
-            tracing::info!("worker {} serving the scheduler at {}", welcome.id, config.address);
-            match session(&config, halves, welcome.heartbeat).await {
+            let (halves, welcome, listener) = connect(&config).await?;
+            let data_address = listener.local_addr()?;
+            tracing::info!(
+                "worker {} serving the scheduler at {}; results served at {data_address}",
+                welcome.id,
+                config.address
+            );
+            // Results of an earlier session name tasks of that session.
+            data::clear(&store);
+            let gate = Gate { secret: config.secret.clone(), fingerprint: config.fingerprint };
+            let port = tokio::spawn(data::serve(listener, Arc::clone(&store), gate));
+            let ended = session(&config, halves, welcome.heartbeat, &store).await;
+            port.abort();
+            match ended {
                 Ended::Shutdown => return Ok(()),
                 Ended::Lost(e) => {
                     tracing::warn!("lost the scheduler at {}: {e}; connecting again", config.address)
@@ -153,32 +189,29 @@ pub fn run(config: AgentConfig) -> Result<()> {
 
 type Halves = (FrameReader<tokio::net::tcp::OwnedReadHalf>, FrameWriter<tokio::net::tcp::OwnedWriteHalf>);
 
-/// Connects and shakes hands, retrying unreachable schedulers with backoff.
-async fn connect(config: &AgentConfig) -> Result<(Halves, auth::Welcomed)>
-where
-{
+/// Connects and shakes hands, retrying unreachable schedulers with backoff;
+/// the data port is bound on the address this worker reaches the scheduler
+/// from (so loopback when the scheduler is on loopback), before the hello
+/// that announces it.
+async fn connect(config: &AgentConfig) -> Result<(Halves, auth::Welcomed, TcpListener)> {
     let started = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     loop {
         let error = match TcpStream::connect(&config.address).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
+                let local = stream.local_addr()?.ip();
+                let listener = TcpListener::bind((local, 0))
+                    .await
+                    .map_err(|e| NetError::Config(format!("cannot bind a data port on {local}: {e}")))?;
+                let data_port = listener.local_addr()?.port();
                 let (r, w) = stream.into_split();
                 let mut reader = FrameReader::new(r, config.address.clone(), config.dead_after);
                 let mut writer = FrameWriter::new(w);
                 let nthreads = u32::try_from(config.threads).unwrap_or(u32::MAX);
-                match auth::connect(
-                    &mut reader,
-                    &mut writer,
-                    Role::Worker,
-                    config.fingerprint,
-                    nthreads,
-                    config.secret.as_ref(),
-                    HANDSHAKE_TIMEOUT,
-                )
-                .await
-                {
-                    Ok(welcome) => return Ok(((reader, writer), welcome)),
+                let me = Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads, data_port };
+                match auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), HANDSHAKE_TIMEOUT).await {
+                    Ok(welcome) => return Ok(((reader, writer), welcome, listener)),
                     // Refused (or a scheduler that cannot prove the
                     // secret): trying again would not help.
                     Err(e @ (NetError::Refused { .. } | NetError::Config(_))) => return Err(e),
@@ -203,9 +236,15 @@ where
     }
 }
 
-async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration) -> Ended
-where
-{
+/// What the fetching tasks hand back to the session.
+enum Fetched {
+    /// Runs whose inputs are all here now.
+    Runs(Vec<Run>),
+    /// Runs whose inputs could not be fetched: given back to the scheduler.
+    Unfetched(Vec<TaskId>),
+}
+
+async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, store: &Store) -> Ended {
     let (mut reader, writer) = halves;
     let (tx, rx) = mpsc::unbounded_channel();
     let beat = match wire::to_bytes(&FromWorkerMsg::Heartbeat) {
@@ -213,29 +252,75 @@ where
         Err(e) => return Ended::Lost(e),
     };
     let writer = tokio::spawn(write_loop(writer, rx, beat, heartbeat));
+    // The reader runs on its own task: a message and its chunks are read
+    // whole (reading is not cancel-safe in the middle of a message), while
+    // the session also waits for fetched inputs.
+    let (incoming_tx, mut incoming) = mpsc::unbounded_channel::<Result<Option<Incoming>>>();
+    let read = tokio::spawn(async move {
+        loop {
+            let next = reader.message_or_end().await;
+            let end = !matches!(next, Ok(Some(_)));
+            if incoming_tx.send(next).is_err() || end {
+                return;
+            }
+        }
+    });
+    let fetcher = Arc::new(Fetcher::new(
+        Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 },
+        config.secret.clone(),
+        config.dead_after,
+    ));
+    let (fetched_tx, mut fetched) = mpsc::unbounded_channel::<Fetched>();
     // The runtime's heartbeat lists the runs started here (`Running`), so
     // that a loss of this worker is counted only against those.
-    let mut worker = match Worker::start(TcpOutlet { tx: tx.clone() }, config.threads, Some(heartbeat)) {
+    let outlet = TcpOutlet { tx: tx.clone(), store: Arc::clone(store) };
+    let mut worker = match Worker::start(outlet, config.threads, Some(heartbeat)) {
         Ok(w) => w,
         Err(e) => return Ended::Lost(e.into()),
     };
     let ended = loop {
-        let message = match reader.message_or_end().await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
+        let message = tokio::select! {
+            next = incoming.recv() => next,
+            Some(done) = fetched.recv() => {
+                match done {
+                    Fetched::Runs(runs) => {
+                        if worker.handle(ToWorker::Runs(runs)) == Flow::Exit {
+                            break Ended::Shutdown;
+                        }
+                    }
+                    Fetched::Unfetched(tasks) => {
+                        let tasks = tasks.into_iter().map(WireTask::from).collect();
+                        queue(&tx, FromWorkerMsg::Unfetched(tasks));
+                    }
+                }
+                continue;
+            }
+        };
+        let message = match message {
+            Some(Ok(Some(m))) => m,
+            Some(Ok(None)) | None => {
                 break Ended::Lost(NetError::Lost {
                     peer: config.address.clone(),
                     reason: "it closed the connection".into(),
                 });
             }
-            Err(e) => break Ended::Lost(e),
+            Some(Err(e)) => break Ended::Lost(e),
         };
-        match decode(&message.body, message.objects) {
-            Ok(Some(msg)) => {
+        match decode(&message.body, message.objects, store) {
+            Ok(Some(Decoded::Worker(msg))) => {
                 if worker.handle(msg) == Flow::Exit {
                     break Ended::Shutdown;
                 }
             }
+            Ok(Some(Decoded::Runs { ready, fetch })) => {
+                if !ready.is_empty() && worker.handle(ToWorker::Runs(ready)) == Flow::Exit {
+                    break Ended::Shutdown;
+                }
+                if !fetch.is_empty() {
+                    tokio::spawn(fetch_inputs(Arc::clone(&fetcher), Arc::clone(store), fetch, fetched_tx.clone()));
+                }
+            }
+            Ok(Some(Decoded::Release(tasks))) => data::drop_all(store, tasks),
             Ok(None) => {}
             Err(e) => {
                 let _ = tx.send(Outgoing::Close(e.to_string()));
@@ -243,6 +328,7 @@ where
             }
         }
     };
+    read.abort();
     // Runs still queued or running here are the scheduler's business now.
     worker.abandon();
     drop(tx);
@@ -250,41 +336,203 @@ where
     ended
 }
 
-/// A message from the scheduler as the worker runtime takes it (`None`
-/// for a heartbeat).
-fn decode(body: &[u8], mut objects: ObjectsIn) -> Result<Option<ToWorker>> {
+/// An input of a run that waits for fetches: ready, or to be fetched.
+enum Source {
+    Ready(Obj),
+    Fetch { task: TaskId, address: String },
+}
+
+/// A run with inputs held on other workers.
+struct Waiting {
+    task: TaskId,
+    func: u32,
+    inputs: Vec<Vec<Source>>,
+    /// Whether each input is a list (else one object).
+    lists: Vec<bool>,
+    report_start: bool,
+}
+
+/// A message from the scheduler, as the session takes it.
+enum Decoded {
+    Worker(ToWorker),
+    /// Runs: those with every input here, and those that need fetches.
+    Runs {
+        ready: Vec<Run>,
+        fetch: Vec<Waiting>,
+    },
+    Release(Vec<TaskId>),
+}
+
+/// Fetches the inputs of `runs` from their holders (one request per holder,
+/// all holders at once), keeps the copies in the store, and hands back the
+/// runs that have their inputs now and those that cannot.
+async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, done: UnboundedSender<Fetched>) {
+    let mut wanted: HashMap<String, Vec<TaskId>> = HashMap::new();
+    for run in &runs {
+        for source in run.inputs.iter().flatten() {
+            if let Source::Fetch { task, address } = source {
+                let list = wanted.entry(address.clone()).or_default();
+                if !list.contains(task) {
+                    list.push(*task);
+                }
+            }
+        }
+    }
+    let mut fetches = tokio::task::JoinSet::new();
+    for (address, tasks) in wanted {
+        let fetcher = Arc::clone(&fetcher);
+        fetches.spawn(async move {
+            let got = fetcher.fetch(&address, &tasks).await;
+            (address, tasks, got)
+        });
+    }
+    let mut got: HashMap<TaskId, Obj> = HashMap::new();
+    while let Some(joined) = fetches.join_next().await {
+        let Ok((address, tasks, answer)) = joined else { continue };
+        match answer {
+            Ok(objects) => {
+                for (task, obj) in tasks.into_iter().zip(objects) {
+                    match obj {
+                        Some(obj) => {
+                            data::put(&store, task, Arc::clone(&obj));
+                            got.insert(task, obj);
+                        }
+                        None => tracing::warn!("the worker at {address} does not hold {task:?}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("could not fetch inputs from the worker at {address}: {e}"),
+        }
+    }
+    let mut ready = Vec::new();
+    let mut unfetched = Vec::new();
+    'runs: for run in runs {
+        let mut inputs = Vec::with_capacity(run.inputs.len());
+        for (sources, list) in run.inputs.into_iter().zip(run.lists) {
+            let mut objects = Vec::with_capacity(sources.len());
+            for source in sources {
+                match source {
+                    Source::Ready(obj) => objects.push(obj),
+                    Source::Fetch { task, .. } => match got.get(&task) {
+                        Some(obj) => objects.push(Arc::clone(obj)),
+                        None => {
+                            unfetched.push(run.task);
+                            continue 'runs;
+                        }
+                    },
+                }
+            }
+            inputs.push(input(list, objects));
+        }
+        ready.push(Run { task: run.task, func: run.func, inputs, report_start: run.report_start });
+    }
+    if !ready.is_empty() {
+        let _ = done.send(Fetched::Runs(ready));
+    }
+    if !unfetched.is_empty() {
+        tokio::time::sleep(UNFETCHED_PAUSE).await;
+        let _ = done.send(Fetched::Unfetched(unfetched));
+    }
+}
+
+/// A message from the scheduler as the session takes it (`None` for a
+/// heartbeat). A run's inputs come with it, are in the store (results made
+/// here, copies fetched before), or are to be fetched from their holder.
+fn decode(body: &[u8], mut objects: ObjectsIn, store: &Store) -> Result<Option<Decoded>> {
     let message = match wire::access::<ToWorkerMsg>(body)? {
         ArchivedToWorkerMsg::Heartbeat => return Ok(None),
-        ArchivedToWorkerMsg::Shutdown => ToWorker::Shutdown,
-        ArchivedToWorkerMsg::Steal(count) => ToWorker::Steal { count: count.to_native() },
-        ArchivedToWorkerMsg::Recall(tasks) => ToWorker::Recall(tasks.iter().map(TaskId::from).collect()),
+        ArchivedToWorkerMsg::Shutdown => Decoded::Worker(ToWorker::Shutdown),
+        ArchivedToWorkerMsg::Steal(count) => Decoded::Worker(ToWorker::Steal { count: count.to_native() }),
+        ArchivedToWorkerMsg::Recall(tasks) => {
+            Decoded::Worker(ToWorker::Recall(tasks.iter().map(TaskId::from).collect()))
+        }
+        ArchivedToWorkerMsg::Release(tasks) => Decoded::Release(tasks.iter().map(TaskId::from).collect()),
         ArchivedToWorkerMsg::Runs(runs) => {
-            let runs = runs
-                .iter()
-                .map(|run| {
-                    let inputs = run
-                        .inputs
-                        .iter()
-                        .map(|input| match input {
-                            ArchivedWireInput::One(obj) => objects.take(obj).map(Input::One),
-                            ArchivedWireInput::List(items) => {
-                                items.iter().map(|o| objects.take(o)).collect::<Result<_>>().map(Input::List)
-                            }
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(Run {
-                        task: TaskId::from(&run.task),
-                        func: run.func.to_native(),
-                        inputs,
-                        report_start: run.report_start,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            ToWorker::Runs(runs)
+            let mut ready = Vec::new();
+            let mut fetch = Vec::new();
+            for run in runs.iter() {
+                let mut inputs = Vec::with_capacity(run.inputs.len());
+                let mut lists = Vec::with_capacity(run.inputs.len());
+                let mut remote = false;
+                for input in run.inputs.iter() {
+                    let (sources, list) = match input {
+                        ArchivedWireInput::One(source) => (std::slice::from_ref(source), false),
+                        ArchivedWireInput::List(items) => (items.as_slice(), true),
+                    };
+                    let mut resolved = Vec::with_capacity(sources.len());
+                    for source in sources {
+                        let source = resolve(source, &mut objects, store)?;
+                        remote |= matches!(source, Source::Fetch { .. });
+                        resolved.push(source);
+                    }
+                    inputs.push(resolved);
+                    lists.push(list);
+                }
+                let waiting = Waiting {
+                    task: TaskId::from(&run.task),
+                    func: run.func.to_native(),
+                    inputs,
+                    lists,
+                    report_start: run.report_start,
+                };
+                if remote {
+                    fetch.push(waiting);
+                } else {
+                    ready.push(ready_run(waiting));
+                }
+            }
+            Decoded::Runs { ready, fetch }
         }
     };
     objects.finish()?;
     Ok(Some(message))
+}
+
+/// Where one input object is now.
+fn resolve(source: &ArchivedWireSource, objects: &mut ObjectsIn, store: &Store) -> Result<Source> {
+    Ok(match source {
+        ArchivedWireSource::Object(obj) => Source::Ready(objects.take(obj)?),
+        ArchivedWireSource::Local(task) => {
+            let task = TaskId::from(task);
+            Source::Ready(data::get(store, task).ok_or_else(|| {
+                NetError::protocol(format!(
+                    "the scheduler says this worker holds the result of {task:?}, and it does not (a shoal bug:                      please report it)"
+                ))
+            })?)
+        }
+        ArchivedWireSource::Remote { task, address } => {
+            let task = TaskId::from(task);
+            match data::get(store, task) {
+                Some(copy) => Source::Ready(copy),
+                None => Source::Fetch { task, address: address.as_str().to_string() },
+            }
+        }
+    })
+}
+
+/// A run whose inputs are all ready.
+fn ready_run(run: Waiting) -> Run {
+    let inputs = run
+        .inputs
+        .into_iter()
+        .zip(run.lists)
+        .map(|(sources, list)| {
+            let objects = sources
+                .into_iter()
+                .filter_map(|s| match s {
+                    Source::Ready(obj) => Some(obj),
+                    Source::Fetch { .. } => None,
+                })
+                .collect();
+            input(list, objects)
+        })
+        .collect();
+    Run { task: run.task, func: run.func, inputs, report_start: run.report_start }
+}
+
+/// A parameter's input from its objects: a list, or the one object.
+fn input(list: bool, mut objects: Vec<Obj>) -> Input {
+    if !list && objects.len() == 1 { Input::One(objects.remove(0)) } else { Input::List(objects) }
 }
 
 /// The worker runtime's way back to the scheduler: messages on the
@@ -292,6 +540,8 @@ fn decode(body: &[u8], mut objects: ObjectsIn) -> Result<Option<ToWorker>> {
 /// reader notices the loss and starts a new session).
 struct TcpOutlet {
     tx: UnboundedSender<Outgoing>,
+    /// Where results over [`ALWAYS_INLINE`] stay (served on the data port).
+    store: Store,
 }
 
 impl Outlet for TcpOutlet {
@@ -302,22 +552,44 @@ impl Outlet for TcpOutlet {
         Ok((result, nbytes))
     }
 
+    /// A small result travels to the scheduler (which keeps it and sends
+    /// it with the runs that need it); a larger one stays in the store
+    /// (before the message that says it is there), and only its size goes.
     fn send_results(&self, results: Vec<RunResult>) {
-        let mut out = ObjectsOut::default();
         let mut batch = Vec::new();
+        let mut inline = 0;
         for result in results {
             let wire = match result {
-                RunResult::Done { task, result, nbytes, micros } => match out.object(&result) {
-                    Ok(obj) => WireResult::Done { task: task.into(), result: obj, nbytes, micros },
-                    Err(message) => WireResult::Failed {
-                        task: task.into(),
-                        kind: WireFailKind::Input,
-                        message: format!("its result could not be sent: {message}"),
-                        type_name: String::new(),
-                        chain: Vec::new(),
-                        micros,
-                    },
-                },
+                RunResult::Done { task, result, nbytes, micros } => {
+                    let small = match result.archived_bytes() {
+                        Ok(bytes) if bytes.len() <= ALWAYS_INLINE => Some(Ok(bytes.to_vec())),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e.to_string())),
+                    };
+                    match small {
+                        Some(Ok(bytes)) => {
+                            inline += bytes.len();
+                            WireResult::Done {
+                                task: task.into(),
+                                result: Some(WireObject::Inline(bytes)),
+                                nbytes,
+                                micros,
+                            }
+                        }
+                        None => {
+                            data::put(&self.store, task, result);
+                            WireResult::Done { task: task.into(), result: None, nbytes, micros }
+                        }
+                        Some(Err(message)) => WireResult::Failed {
+                            task: task.into(),
+                            kind: WireFailKind::Input,
+                            message: format!("its result could not be archived: {message}"),
+                            type_name: String::new(),
+                            chain: Vec::new(),
+                            micros,
+                        },
+                    }
+                }
                 RunResult::Failed { task, kind, message, type_name, chain, micros } => WireResult::Failed {
                     task: task.into(),
                     kind: match kind {
@@ -332,35 +604,35 @@ impl Outlet for TcpOutlet {
                 },
             };
             batch.push(wire);
-            if batch.len() >= MAX_ITEMS || out.inline_bytes() >= wire::INLINE_BUDGET {
-                self.queue(FromWorkerMsg::Results(std::mem::take(&mut batch)), std::mem::take(&mut out).blobs);
+            if batch.len() >= MAX_ITEMS || inline >= wire::INLINE_BUDGET {
+                queue(&self.tx, FromWorkerMsg::Results(std::mem::take(&mut batch)));
+                inline = 0;
             }
         }
         if !batch.is_empty() {
-            self.queue(FromWorkerMsg::Results(batch), out.blobs);
+            queue(&self.tx, FromWorkerMsg::Results(batch));
         }
     }
 
     fn send_stolen(&self, tasks: Vec<TaskId>) {
-        self.queue(FromWorkerMsg::Stolen(tasks.into_iter().map(Into::into).collect()), Vec::new());
+        queue(&self.tx, FromWorkerMsg::Stolen(tasks.into_iter().map(Into::into).collect()));
     }
 
     fn send_running(&self, tasks: Vec<TaskId>) {
-        self.queue(FromWorkerMsg::Running(tasks.into_iter().map(Into::into).collect()), Vec::new());
+        queue(&self.tx, FromWorkerMsg::Running(tasks.into_iter().map(Into::into).collect()));
     }
 
     fn send_recalled(&self, tasks: Vec<TaskId>) {
-        self.queue(FromWorkerMsg::Recalled(tasks.into_iter().map(Into::into).collect()), Vec::new());
+        queue(&self.tx, FromWorkerMsg::Recalled(tasks.into_iter().map(Into::into).collect()));
     }
 }
 
-impl TcpOutlet {
-    fn queue(&self, message: FromWorkerMsg, blobs: Vec<Obj>) {
-        match wire::to_bytes(&message) {
-            Ok(body) => {
-                let _ = self.tx.send(Outgoing::Message { body, blobs });
-            }
-            Err(e) => tracing::error!("could not encode results: {e}"),
+/// Queues a message to the scheduler.
+fn queue(tx: &UnboundedSender<Outgoing>, message: FromWorkerMsg) {
+    match wire::to_bytes(&message) {
+        Ok(body) => {
+            let _ = tx.send(Outgoing::message(body));
         }
+        Err(e) => tracing::error!("could not encode a message to the scheduler: {e}"),
     }
 }

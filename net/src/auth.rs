@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! peer (client or worker)                            scheduler
-//!   HELLO "SHOALNET" v, Hello { role, fingerprint, nonce_p, pid, nthreads } ─►
+//!   HELLO "SHOALNET" v, Hello { role, fingerprint, nonce_p, pid, nthreads, data_port } ─►
 //!                                                    version ≠ ours: CLOSE (reason), close
 //!                                   ◄─ Challenge { nonce_s, secret: bool }
 //!   Proof { HMAC(secret, "shoal-net peer" ‖ nonce_s ‖ nonce_p) } ─►
@@ -19,6 +19,10 @@
 //! scheduler's handshake timeout: a peer that connects and stalls is
 //! dropped. Without a secret the MACs are zeros and nobody checks them;
 //! that is only allowed on loopback (see the server).
+//!
+//! A worker's data port (see [`crate::data`]) takes the scheduler's part of
+//! these same steps with whoever fetches from it: the same version, secret
+//! and fingerprint checks.
 
 use std::fmt;
 use std::time::Duration;
@@ -105,6 +109,8 @@ pub struct PeerInfo {
     pub pid: u32,
     /// Its threads (workers).
     pub nthreads: u32,
+    /// Its data port (workers; 0 for none).
+    pub data_port: u16,
 }
 
 /// The scheduler's settings for a handshake.
@@ -153,6 +159,7 @@ where
             fingerprint: (u128::from(fp[0].to_native()) << 64) | u128::from(fp[1].to_native()),
             pid: hello.pid.to_native(),
             nthreads: hello.nthreads.to_native(),
+            data_port: hello.data_port.to_native(),
         };
         let peer_nonce = hello.nonce;
         let own_nonce = nonce()?;
@@ -204,13 +211,25 @@ pub struct Welcomed {
     pub heartbeat: Duration,
 }
 
-/// A peer's side of the handshake.
+/// What a connecting peer says about itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Introduce {
+    /// Client or worker.
+    pub role: Role,
+    /// Its registry fingerprint.
+    pub fingerprint: u128,
+    /// Its threads (0 for a client).
+    pub nthreads: u32,
+    /// Its data port (0 for none).
+    pub data_port: u16,
+}
+
+/// A peer's side of the handshake (with a scheduler, or with a worker's
+/// data port: the same steps).
 pub async fn connect<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
-    role: Role,
-    fingerprint: u128,
-    nthreads: u32,
+    me: Introduce,
     secret: Option<&Secret>,
     timeout: Duration,
 ) -> Result<Welcomed>
@@ -221,11 +240,12 @@ where
     let steps = async {
         let own_nonce = nonce()?;
         let hello = Hello {
-            role,
-            fingerprint: [(fingerprint >> 64) as u64, fingerprint as u64],
+            role: me.role,
+            fingerprint: [(me.fingerprint >> 64) as u64, me.fingerprint as u64],
             nonce: own_nonce,
             pid: std::process::id(),
-            nthreads,
+            nthreads: me.nthreads,
+            data_port: me.data_port,
         };
         writer.hello(&wire::to_bytes(&hello)?).await?;
         let challenge = reader.message().await?;

@@ -10,7 +10,8 @@
 //!                                          ◄───  Status [(id, Finished | Failed)]   for its futures, as they end
 //!   Retain / Release / Cancel [id, …]      ───►  (only ids it holds references to)
 //!   Gather { request, ids }                ───►
-//!                                          ◄───  Objects { request, [Object | Failed | Missing] } (+ streamed chunks)
+//!                                          ◄───  Objects { request, [Object | Failed | Missing | At(address) | Again] }
+//!   DataRequest { ids } to the worker at each `At` address (crate::data) ◄──► DataReply (+ streamed chunks)
 //!                                          ◄───  Workers { count, nthreads }      when workers come and go
 //!   Heartbeat                              ◄──►  Heartbeat                        every heartbeat period
 //! ```
@@ -48,6 +49,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::auth::{self, Secret};
 use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
+use crate::data::Fetcher;
 use crate::error::NetError;
 use crate::wire::{
     self, ArchivedToClientMsg, ArchivedWireGathered, ArchivedWireStatus, FromClientMsg, MAX_ITEMS, ObjectsOut, Role,
@@ -94,8 +96,24 @@ enum Pending {
 enum Answer {
     Submitted(Vec<TaskId>),
     Rejected(String),
-    Objects(Vec<Result<Obj, ClientError>>),
+    Objects(Vec<Gathered>),
 }
+
+/// One answer of a gather.
+enum Gathered {
+    /// The result (small ones come from the scheduler), or why there is none.
+    Here(Result<Obj, ClientError>),
+    /// Held by the worker at this data address: fetched from there.
+    At(String),
+    /// Not available now (being computed again): asked again shortly.
+    Again,
+}
+
+/// The first pause before a gather asks again for results being computed
+/// again (after their holder was lost); it doubles up to [`MAX_REGATHER_PAUSE`].
+const FIRST_REGATHER_PAUSE: Duration = Duration::from_millis(20);
+/// The longest pause between two gathers of results being computed again.
+const MAX_REGATHER_PAUSE: Duration = Duration::from_millis(500);
 
 struct Entry {
     refs: u32,
@@ -148,6 +166,9 @@ impl Inner {
 /// A connected client link. Dropping it closes the connection.
 pub struct Remote {
     inner: Arc<Inner>,
+    /// The connection's runtime: fetches from workers' data ports run there.
+    handle: tokio::runtime::Handle,
+    fetcher: Arc<Fetcher>,
     /// The connection's runtime thread; it ends with the connection.
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -168,19 +189,15 @@ impl Remote {
             let (r, w) = stream.into_split();
             let mut reader = FrameReader::new(r, address.clone(), config.dead_after);
             let mut writer = FrameWriter::new(w);
-            let welcome = auth::connect(
-                &mut reader,
-                &mut writer,
-                Role::Client,
-                config.fingerprint,
-                0,
-                config.secret.as_ref(),
-                config.connect_timeout,
-            )
-            .await?;
+            let me = auth::Introduce { role: Role::Client, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 };
+            let welcome =
+                auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), config.connect_timeout).await?;
             Ok::<_, NetError>((reader, writer, welcome))
         };
         let (reader, writer, welcome) = runtime.block_on(connect)?;
+        let handle = runtime.handle().clone();
+        let me = auth::Introduce { role: Role::Client, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 };
+        let fetcher = Arc::new(Fetcher::new(me, config.secret.clone(), config.dead_after));
         let (tx, rx) = mpsc::unbounded_channel();
         let (releases, released) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner { mirror: Mutex::new(Mirror::default()), changed: Condvar::new(), tx, releases });
@@ -205,7 +222,7 @@ impl Remote {
                 writer.abort();
             });
         })?;
-        let remote = Remote { inner, stop: Mutex::new(Some(stop)), thread: Mutex::new(Some(thread)) };
+        let remote = Remote { inner, handle, fetcher, stop: Mutex::new(Some(stop)), thread: Mutex::new(Some(thread)) };
         // The scheduler tells a new client its workers at once: wait for
         // that, so `nthreads` is right from the start.
         let deadline = Instant::now() + config.connect_timeout;
@@ -416,36 +433,94 @@ impl Remote {
     }
 
     /// The results of finished tasks, in order: small ones came with their
-    /// news; the others are gathered from the scheduler.
+    /// news; the others are gathered: the scheduler sends small ones and
+    /// names the worker holding each larger one, which this client fetches
+    /// from that worker's data port directly. A result whose holder was
+    /// lost (the fetch fails, or the scheduler says it is being computed
+    /// again) is asked for again after a pause, until it is there or the
+    /// scheduler is lost.
     pub fn results(&self, ids: &[TaskId]) -> Result<Vec<Obj>, ClientError> {
         let mut objects: Vec<Option<Obj>> = {
             let mirror = self.inner.lock();
             ids.iter().map(|id| mirror.tasks.get(id).and_then(|e| e.result.clone())).collect()
         };
-        let missing: Vec<usize> = (0..ids.len()).filter(|&i| objects[i].is_none()).collect();
-        for part in missing.chunks(MAX_ITEMS) {
-            let request = {
-                let mut mirror = self.inner.lock();
-                if let Some(e) = mirror.stopped() {
-                    return Err(e);
-                }
-                mirror.next_request += 1;
-                let request = mirror.next_request;
-                mirror.pending.insert(request, Pending::Gather);
-                request
-            };
-            let tasks: Vec<WireTask> = part.iter().map(|&i| ids[i].into()).collect();
-            self.send(&FromClientMsg::Gather { request, tasks }, Vec::new())?;
-            match self.answer(request)? {
-                Answer::Objects(items) if items.len() == part.len() => {
-                    for (&i, item) in part.iter().zip(items) {
-                        objects[i] = Some(item?);
+        let mut todo: Vec<usize> = (0..ids.len()).filter(|&i| objects[i].is_none()).collect();
+        let mut pause = FIRST_REGATHER_PAUSE;
+        while !todo.is_empty() {
+            let mut again = Vec::new();
+            for part in todo.chunks(MAX_ITEMS) {
+                let items = self.gather(part.iter().map(|&i| ids[i]).collect())?;
+                let mut at: HashMap<String, Vec<usize>> = HashMap::new();
+                for (&i, item) in part.iter().zip(items) {
+                    match item {
+                        Gathered::Here(result) => objects[i] = Some(result?),
+                        Gathered::At(address) => at.entry(address).or_default().push(i),
+                        Gathered::Again => again.push(i),
                     }
                 }
-                _ => return Err(ClientError::Lost("the scheduler answered a gather wrongly".into())),
+                for (address, held) in at {
+                    match self.fetch(&address, held.iter().map(|&i| ids[i]).collect()) {
+                        Ok(fetched) => {
+                            for (i, obj) in held.into_iter().zip(fetched) {
+                                match obj {
+                                    Some(obj) => objects[i] = Some(obj),
+                                    None => again.push(i),
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("could not fetch results from the worker at {address}: {e}; asking again");
+                            again.extend(held);
+                        }
+                    }
+                }
             }
+            if !again.is_empty() {
+                if let Some(e) = self.inner.lock().stopped() {
+                    return Err(e);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_REGATHER_PAUSE);
+            }
+            todo = again;
         }
         Ok(objects.into_iter().flatten().collect())
+    }
+
+    /// One gather request (at most [`MAX_ITEMS`] tasks).
+    fn gather(&self, tasks: Vec<TaskId>) -> Result<Vec<Gathered>, ClientError> {
+        let n = tasks.len();
+        let request = {
+            let mut mirror = self.inner.lock();
+            if let Some(e) = mirror.stopped() {
+                return Err(e);
+            }
+            mirror.next_request += 1;
+            let request = mirror.next_request;
+            mirror.pending.insert(request, Pending::Gather);
+            request
+        };
+        let tasks: Vec<WireTask> = tasks.into_iter().map(WireTask::from).collect();
+        self.send(&FromClientMsg::Gather { request, tasks }, Vec::new())?;
+        match self.answer(request)? {
+            Answer::Objects(items) if items.len() == n => Ok(items),
+            _ => Err(ClientError::Lost("the scheduler answered a gather wrongly".into())),
+        }
+    }
+
+    /// Fetches results from a worker's data port, on the connection's
+    /// runtime (this thread may be any, even inside another runtime).
+    fn fetch(&self, address: &str, tasks: Vec<TaskId>) -> Result<Vec<Option<Obj>>, NetError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fetcher = Arc::clone(&self.fetcher);
+        let address = address.to_string();
+        self.handle.spawn(async move {
+            let _ = tx.send(fetcher.fetch(&address, &tasks).await);
+        });
+        // The task is dropped unrun when the connection's runtime is gone.
+        rx.recv().unwrap_or_else(|_| {
+            Err(NetError::Lost { peer: "the scheduler".into(), reason: "the client's connection is closed".into() })
+        })
     }
 
     /// Closes the connection: every later call fails with `Closed`.
@@ -515,19 +590,22 @@ fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
     let Incoming { body, mut objects } = message;
     let msg = wire::access::<wire::ToClientMsg>(&body)?;
     // Objects are taken (validated for their index) before the lock.
-    let gathered: Option<(u64, Vec<Result<Obj, ClientError>>)> = match msg {
+    let gathered: Option<(u64, Vec<Gathered>)> = match msg {
         ArchivedToClientMsg::Objects { request, items } => {
             let items = items
                 .iter()
                 .map(|item| {
                     Ok(match item {
-                        ArchivedWireGathered::Object(obj) => Ok(objects.take(obj)?),
+                        ArchivedWireGathered::Object(obj) => Gathered::Here(Ok(objects.take(obj)?)),
                         ArchivedWireGathered::Failed(f) => {
-                            Err(ClientError::Driver(DriverError::Task(Arc::new(wire::failure_in(f)))))
+                            Gathered::Here(Err(ClientError::Driver(DriverError::Task(Arc::new(wire::failure_in(f))))))
                         }
-                        ArchivedWireGathered::Missing(message) => {
-                            Err(ClientError::Refused(format!("the scheduler has no result: {}", message.as_str())))
-                        }
+                        ArchivedWireGathered::Missing(message) => Gathered::Here(Err(ClientError::Refused(format!(
+                            "the scheduler has no result: {}",
+                            message.as_str()
+                        )))),
+                        ArchivedWireGathered::At(address) => Gathered::At(address.as_str().to_string()),
+                        ArchivedWireGathered::Again(_) => Gathered::Again,
                     })
                 })
                 .collect::<Result<Vec<_>, NetError>>()?;

@@ -5,6 +5,7 @@
 //!   streamed in chunks;
 //! - [`wire`]: the messages as rkyv types, validated on receipt;
 //! - [`conn`]: a connection's reader and writer (heartbeats, liveness);
+//! - [`data`]: peer-to-peer transfers: workers serve the results they hold;
 //! - [`auth`]: the handshake — protocol version, shared secret by
 //!   challenge-response, registry fingerprint;
 //! - [`server`]: the scheduler server (`shoal scheduler`);
@@ -21,6 +22,7 @@ pub mod agent;
 pub mod auth;
 pub mod client;
 pub mod conn;
+pub mod data;
 pub mod error;
 pub mod frame;
 pub mod server;

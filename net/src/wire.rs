@@ -60,6 +60,9 @@ pub struct Hello {
     pub pid: u32,
     /// Worker threads (0 for a client).
     pub nthreads: u32,
+    /// A worker's data port: peers fetch the results it holds there, at
+    /// the address the scheduler sees it connect from (0: none).
+    pub data_port: u16,
 }
 
 /// The scheduler's answer to a hello.
@@ -141,13 +144,30 @@ pub enum WireObject {
     Streamed(u32),
 }
 
+/// Where a run finds one input object.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub enum WireSource {
+    /// With the run (a literal, or a small result the scheduler holds).
+    Object(WireObject),
+    /// In the store of the worker that runs it (it made the result).
+    Local(WireTask),
+    /// On another worker: fetched from its data address (`host:port`)
+    /// unless a copy is in the local store already.
+    Remote {
+        /// The task whose result it is.
+        task: WireTask,
+        /// The holder's data address.
+        address: String,
+    },
+}
+
 /// One input of a run.
 #[derive(Archive, Serialize, Deserialize, Debug)]
 pub enum WireInput {
     /// One object.
-    One(WireObject),
+    One(WireSource),
     /// The items of a `Vec` parameter.
-    List(Vec<WireObject>),
+    List(Vec<WireSource>),
 }
 
 /// One run.
@@ -182,8 +202,9 @@ pub enum WireResult {
     Done {
         /// The task.
         task: WireTask,
-        /// Its result.
-        result: WireObject,
+        /// Its result if it is small ([`ALWAYS_INLINE`]): the scheduler
+        /// keeps those; a larger one stays in the worker's store.
+        result: Option<WireObject>,
         /// The result's archive length.
         nbytes: u64,
         /// How long it ran (µs).
@@ -219,6 +240,8 @@ pub enum ToWorkerMsg {
     Heartbeat,
     /// Take back these runs if they have not started.
     Recall(Vec<WireTask>),
+    /// Drop these results (and copies fetched from peers) from the store.
+    Release(Vec<WireTask>),
 }
 
 /// Worker → scheduler.
@@ -235,6 +258,9 @@ pub enum FromWorkerMsg {
     Running(Vec<WireTask>),
     /// Recalled runs taken back (never started).
     Recalled(Vec<WireTask>),
+    /// Runs given back, never started: an input could not be fetched from
+    /// its holder (gone, or without it). The scheduler queues them again.
+    Unfetched(Vec<WireTask>),
 }
 
 /// A dependency of a submitted node.
@@ -368,6 +394,11 @@ pub enum WireGathered {
     Failed(WireFailure),
     /// There is no result to send (not finished, or forgotten); why.
     Missing(String),
+    /// The result lives on a worker: fetch it from this data address.
+    At(String),
+    /// The result is not available now (its holder was lost and it is
+    /// being recomputed): ask again shortly.
+    Again(String),
 }
 
 /// A task's news for a client that holds a future on it.
@@ -420,6 +451,21 @@ pub enum ToClientMsg {
     },
     /// Still here.
     Heartbeat,
+}
+
+/// A peer asks a worker's data port for results it holds.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct DataRequest {
+    /// The tasks whose results to send.
+    pub tasks: Vec<WireTask>,
+}
+
+/// A worker's answer on its data port: one item per task asked for, the
+/// objects over [`INLINE_MAX`] streamed in chunks after it.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub struct DataReply {
+    /// The result, or `None` when this worker does not hold it.
+    pub items: Vec<Option<WireObject>>,
 }
 
 /// Serializes a message.
@@ -666,6 +712,8 @@ mod tests {
             let _ = access::<FromClientMsg>(&bytes);
             let _ = access::<ToClientMsg>(&bytes);
             let _ = access::<Hello>(&bytes);
+            let _ = access::<DataRequest>(&bytes);
+            let _ = access::<DataReply>(&bytes);
         }
     }
 }

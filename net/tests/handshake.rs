@@ -38,7 +38,8 @@ async fn open(server: &ServerHandle) -> Halves {
 async fn shake(server: &ServerHandle, role: Role, fp: u128, secret: Option<&str>) -> Result<(Halves, u32), NetError> {
     let (mut reader, mut writer) = open(server).await;
     let secret = secret.map(|s| Secret::new(s.as_bytes()).unwrap());
-    let welcome = auth::connect(&mut reader, &mut writer, role, fp, 2, secret.as_ref(), Duration::from_secs(5)).await?;
+    let me = auth::Introduce { role, fingerprint: fp, nthreads: 2, data_port: 0 };
+    let welcome = auth::connect(&mut reader, &mut writer, me, secret.as_ref(), Duration::from_secs(5)).await?;
     Ok(((reader, writer), welcome.id))
 }
 

@@ -28,6 +28,13 @@ Environment:
                                   scheduler's --secret-file; clients read it too)
     SHOAL_WORKER_CONNECT_TIMEOUT  seconds to keep trying to reach the scheduler,
                                   at start and after losing it (default 30)
+    SHOAL_WORKER_DEAD_AFTER       seconds the scheduler, or a peer sending a
+                                  result, may stay silent (default 5)
+
+A worker keeps the results it makes and serves them to the other workers
+and the clients on a data port of its own, on the address it reaches the
+scheduler from: give it an address of the scheduler that the other
+machines can reach too.
 
 A worker that loses its scheduler connects again with backoff, and exits
 with a message once the scheduler has been unreachable for the timeout.

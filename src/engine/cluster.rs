@@ -1,7 +1,8 @@
 //! The cluster engine: a thin client of a scheduler server
-//! (`Client::connect("tcp://host:8786")`). The scheduler, its driver and
-//! the results live in the `shoal scheduler` process; the tasks run in
-//! workers started from this same binary (`SHOAL_WORKER=tcp://… ./app`).
+//! (`Client::connect("tcp://host:8786")`). The scheduler and its driver
+//! live in the `shoal scheduler` process; the tasks run, and their results
+//! stay, in workers started from this same binary
+//! (`SHOAL_WORKER=tcp://… ./app`).
 //! This engine only forwards the client API's calls over the link of
 //! `shoal_net::client` and waits on its mirror of the futures' tasks.
 //!

@@ -2,12 +2,17 @@
 //! arguments, kept as lineage, and its result), the connected workers and
 //! clients, and how the scheduler's actions become messages.
 //!
-//! Results live here, in the scheduler (a star, as in the processes mode
-//! where the client holds them): a worker sends each result back, a run
-//! gets its inputs with it, a client gathers from here. So a lost worker
-//! loses no result (`Event::ProcessLost` hands them to [`STORE`]), only its
-//! runs, which are recomputed elsewhere. Peer-to-peer transfers between
-//! machines come next and will change where results live.
+//! **Results live on the workers that made them**; the scheduler keeps
+//! where each one is and its size ([`Held`]). A run's input is named by
+//! its place: with the run (literals, and small results — at most
+//! [`wire::ALWAYS_INLINE`] bytes — which workers send here and the
+//! scheduler keeps), in the store of the worker that runs it, or on another
+//! worker, whose data address the run carries: that worker fetches it
+//! directly (`crate::data`) and keeps a copy, which the scheduler notes
+//! ([`Held::copies`]) so that releasing the result releases every copy.
+//! A lost worker's results are gone with it: `Event::WorkerLost`, and
+//! they are recomputed from lineage if still needed — unless it held only
+//! small results, which live on here (`Event::ProcessLost` to [`STORE`]).
 //!
 //! Nothing here does I/O: actions become [`Effects`] (runs to encode and
 //! send, task news for clients, objects to drop), carried out by
@@ -19,17 +24,18 @@ use std::sync::Arc;
 
 use shoal_core::driver::pacing::Pacing;
 use shoal_core::driver::{Backend, Driver, SpecArg, Status};
-use shoal_core::object::{Input, Obj};
-use shoal_core::protocol::Run;
+use shoal_core::object::Obj;
 use shoal_core::scheduler::{Event, TaskId, WorkerId};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conn::Outgoing;
-use crate::wire::{self, MAX_ITEMS, ObjectsOut, ToClientMsg, ToWorkerMsg, WireInput, WireRun, WireStatus, WireTask};
+use crate::wire::{
+    self, MAX_ITEMS, ObjectsOut, ToClientMsg, ToWorkerMsg, WireInput, WireRun, WireSource, WireStatus, WireTask,
+};
 
 /// The scheduler's own store, as the scheduler state machine sees it: a
-/// worker without threads that holds the results of workers that were
-/// lost (they live here, not in the worker).
+/// worker without threads that holds the small results of workers that
+/// were lost (they live here, not in the worker).
 pub const STORE: WorkerId = WorkerId(u32::MAX);
 
 /// The driver of the scheduler server.
@@ -42,6 +48,8 @@ pub struct WorkerLink {
     pub tx: UnboundedSender<Outgoing>,
     /// Its threads.
     pub nthreads: u32,
+    /// Where peers fetch the results it holds (`ip:port`).
+    pub data: Option<Arc<str>>,
 }
 
 /// A client connection and the futures it holds.
@@ -66,6 +74,34 @@ pub struct Cluster {
     pub peers: usize,
     /// How many runs workers queue, from how long runs take.
     pub pacing: Option<Pacing>,
+    /// Transfers counted for tests and monitoring.
+    pub counts: Counts,
+}
+
+/// What moved where, since the scheduler started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Run inputs named on another worker (each one a fetch, unless the
+    /// worker had a copy already).
+    pub remote_inputs: u64,
+    /// Bytes of the results that held on other workers were named for.
+    pub remote_bytes: u64,
+    /// Bytes of results the scheduler received (small ones only).
+    pub result_bytes_received: u64,
+}
+
+/// Where a task's result is.
+pub struct Held {
+    /// The task whose result it is.
+    pub task: TaskId,
+    /// The worker the scheduler counts as holding it.
+    pub holder: WorkerId,
+    /// The result itself when it is small: the scheduler keeps those.
+    pub small: Option<Obj>,
+    /// Its archive's size.
+    pub nbytes: u64,
+    /// Workers that fetched a copy (released with the result).
+    pub copies: Vec<WorkerId>,
 }
 
 /// What the driver keeps per task.
@@ -73,8 +109,26 @@ pub struct Task {
     func: u32,
     /// The lineage a lost result is recomputed from.
     args: Box<[SpecArg]>,
-    /// The result, and the worker the scheduler counts as holding it.
-    pub result: Option<(Obj, WorkerId)>,
+    /// Where its result is.
+    pub result: Option<Held>,
+}
+
+/// Where a run finds one input.
+pub enum Source {
+    /// Sent with the run.
+    Object(Obj),
+    /// In the running worker's store.
+    Local(TaskId),
+    /// On another worker, at this data address.
+    Remote(TaskId, Arc<str>),
+}
+
+/// A run to send: inputs by place.
+pub struct NetRun {
+    task: TaskId,
+    func: u32,
+    inputs: Vec<(bool, Vec<Source>)>,
+    report_start: bool,
 }
 
 /// A client's queue, and the news of tasks to send it.
@@ -83,7 +137,9 @@ type News = (UnboundedSender<Outgoing>, Vec<(WireTask, WireStatus)>);
 /// What a pass leaves to do after unlocking.
 #[derive(Default)]
 pub struct Effects {
-    runs: Vec<(WorkerId, Run)>,
+    runs: Vec<(WorkerId, NetRun)>,
+    /// Results (and copies) workers are to drop.
+    releases: HashMap<WorkerId, Vec<WireTask>>,
     /// News per client: its queue and `(task, status)` pairs.
     news: HashMap<u32, News>,
     /// Events to feed back (runs that could not be built).
@@ -91,6 +147,21 @@ pub struct Effects {
     /// Dropped after unlocking.
     garbage: Vec<Obj>,
     forgotten: Vec<Task>,
+}
+
+impl Effects {
+    /// A result nobody needs: dropped here if small, else by its holder and
+    /// every worker that fetched a copy.
+    pub fn drop_held(&mut self, held: Held) {
+        let task = held.task;
+        match held.small {
+            Some(obj) => self.garbage.push(obj),
+            None => self.releases.entry(held.holder).or_default().push(task.into()),
+        }
+        for copy in held.copies {
+            self.releases.entry(copy).or_default().push(task.into());
+        }
+    }
 }
 
 impl shoal_core::driver::Effects for Effects {
@@ -109,43 +180,77 @@ impl Backend for Cluster {
 
     fn run(st: &mut State, task: TaskId, worker: WorkerId, fx: &mut Effects) {
         let Some(spec) = st.spec(task) else { return };
-        let result_of = |dep: &TaskId| st.spec(*dep).and_then(|s| s.task.result.as_ref()).map(|(o, _)| Arc::clone(o));
-        let inputs: Option<Vec<Input>> = spec
+        let place = |dep: TaskId| -> Option<(Source, u64)> {
+            let held = st.spec(dep)?.task.result.as_ref()?;
+            Some(match &held.small {
+                Some(obj) => (Source::Object(Arc::clone(obj)), 0),
+                None if held.holder == worker => (Source::Local(dep), 0),
+                None => (Source::Remote(dep, st.backend.workers.get(&held.holder)?.data.clone()?), held.nbytes),
+            })
+        };
+        let mut fetched = Vec::new();
+        let mut place_noting = |dep: &TaskId| {
+            let (source, nbytes) = place(*dep)?;
+            if matches!(source, Source::Remote(..)) {
+                fetched.push((*dep, nbytes));
+            }
+            Some(source)
+        };
+        let inputs: Option<Vec<(bool, Vec<Source>)>> = spec
             .task
             .args
             .iter()
             .map(|arg| match arg {
-                SpecArg::Value(obj) => Some(Input::One(Arc::clone(obj))),
-                SpecArg::Dep(dep) => result_of(dep).map(Input::One),
-                SpecArg::List(deps) => deps.iter().map(result_of).collect::<Option<Vec<_>>>().map(Input::List),
+                SpecArg::Value(obj) => Some((false, vec![Source::Object(Arc::clone(obj))])),
+                SpecArg::Dep(dep) => place_noting(dep).map(|s| (false, vec![s])),
+                SpecArg::List(deps) => {
+                    deps.iter().map(&mut place_noting).collect::<Option<Vec<_>>>().map(|l| (true, l))
+                }
             })
             .collect();
+        let func = spec.task.func;
         match inputs {
             Some(inputs) => {
+                // The worker keeps the copies it fetches: released with the result.
+                for (dep, nbytes) in fetched {
+                    st.backend.counts.remote_inputs += 1;
+                    st.backend.counts.remote_bytes += nbytes;
+                    if let Some(held) = st.spec_mut(dep).and_then(|s| s.task.result.as_mut())
+                        && !held.copies.contains(&worker)
+                    {
+                        held.copies.push(worker);
+                    }
+                }
                 let report_start = st.sched.is_suspect(task);
-                fx.runs.push((worker, Run { task, func: spec.task.func, inputs, report_start }))
+                fx.runs.push((worker, NetRun { task, func, inputs, report_start }))
             }
             None => {
                 let key = st.sched.key(task).unwrap_or(shoal_core::Key { func: u32::MAX, token: [0; 2] });
-                let failure =
-                    shoal_core::TaskFailure::error(key, "internal error: an input is not in the scheduler's memory");
+                let failure = shoal_core::TaskFailure::error(
+                    key,
+                    "internal error: the scheduler does not know where an input is (a shoal bug: please report it)",
+                );
                 fx.failures.push(Event::TaskFailed { task, worker, failure });
             }
         }
     }
 
     fn release(st: &mut State, task: TaskId, worker: WorkerId, fx: &mut Effects) {
-        if let Some(spec) = st.spec_mut(task)
-            && spec.task.result.as_ref().is_some_and(|(_, w)| *w == worker)
-            && let Some((obj, _)) = spec.task.result.take()
-        {
-            fx.garbage.push(obj);
+        let held = match st.spec_mut(task) {
+            Some(spec) if spec.task.result.as_ref().is_some_and(|h| h.holder == worker) => spec.task.result.take(),
+            _ => None,
+        };
+        match held {
+            Some(held) => fx.drop_held(held),
+            // A copy the scheduler does not count (a late result): the
+            // worker drops it.
+            None => fx.releases.entry(worker).or_default().push(task.into()),
         }
     }
 
     fn forget(&mut self, mut spec: shoal_core::driver::Spec<Task>, fx: &mut Effects) {
-        if let Some((obj, _)) = spec.task.result.take() {
-            fx.garbage.push(obj);
+        if let Some(held) = spec.task.result.take() {
+            fx.drop_held(held);
         }
         fx.forgotten.push(spec.task);
     }
@@ -179,7 +284,8 @@ pub fn status_now(st: &State, task: TaskId) -> Option<WireStatus> {
             let small = st
                 .spec(task)
                 .and_then(|spec| spec.task.result.as_ref())
-                .and_then(|(obj, _)| obj.archived_bytes().ok())
+                .and_then(|held| held.small.as_ref())
+                .and_then(|obj| obj.archived_bytes().ok())
                 .filter(|bytes| bytes.len() <= wire::NEWS_RESULT_MAX)
                 .map(<[u8]>::to_vec);
             Some(WireStatus::Finished(small))
@@ -203,6 +309,7 @@ pub fn carry_out(driver: &ClusterDriver, mut fx: Effects) {
                 }
             }
         }
+        send_releases(driver, std::mem::take(&mut fx.releases));
         let failures = send_runs(driver, std::mem::take(&mut fx.runs));
         fx.failures.extend(failures);
         if fx.failures.is_empty() {
@@ -226,14 +333,37 @@ fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
     out
 }
 
+/// Queues the releases of one pass, one message (or a few) per worker.
+fn send_releases(driver: &ClusterDriver, releases: HashMap<WorkerId, Vec<WireTask>>) {
+    if releases.is_empty() {
+        return;
+    }
+    let queues: Vec<(Option<UnboundedSender<Outgoing>>, Vec<WireTask>)> = {
+        let st = driver.lock();
+        releases.into_iter().map(|(w, tasks)| (st.backend.workers.get(&w).map(|l| l.tx.clone()), tasks)).collect()
+    };
+    for (tx, tasks) in queues {
+        // A worker gone: its store went with it.
+        let Some(tx) = tx else { continue };
+        for part in chunks(tasks) {
+            match wire::to_bytes(&ToWorkerMsg::Release(part)) {
+                Ok(body) => {
+                    let _ = tx.send(Outgoing::message(body));
+                }
+                Err(e) => tracing::error!("could not encode releases for a worker: {e}"),
+            }
+        }
+    }
+}
+
 /// Encodes and queues the runs of one pass, one batch (or a few messages)
 /// per worker; the failure events of runs whose inputs could not be encoded.
-fn send_runs(driver: &ClusterDriver, runs: Vec<(WorkerId, Run)>) -> Vec<Event> {
+fn send_runs(driver: &ClusterDriver, runs: Vec<(WorkerId, NetRun)>) -> Vec<Event> {
     if runs.is_empty() {
         return Vec::new();
     }
     let mut failures = Vec::new();
-    let mut per_worker: Vec<(WorkerId, Vec<Run>)> = Vec::new();
+    let mut per_worker: Vec<(WorkerId, Vec<NetRun>)> = Vec::new();
     for (worker, run) in runs {
         match per_worker.iter_mut().find(|(w, _)| *w == worker) {
             Some((_, list)) => list.push(run),
@@ -251,14 +381,21 @@ fn send_runs(driver: &ClusterDriver, runs: Vec<(WorkerId, Run)>) -> Vec<Event> {
         let mut out = ObjectsOut::default();
         let mut batch = Vec::new();
         for run in runs {
+            let mut source = |s: &Source| -> Result<WireSource, String> {
+                Ok(match s {
+                    Source::Object(obj) => WireSource::Object(out.object(obj)?),
+                    Source::Local(task) => WireSource::Local((*task).into()),
+                    Source::Remote(task, address) => {
+                        WireSource::Remote { task: (*task).into(), address: address.to_string() }
+                    }
+                })
+            };
             let inputs: Result<Vec<WireInput>, String> = run
                 .inputs
                 .iter()
-                .map(|input| match input {
-                    Input::One(obj) => out.object(obj).map(WireInput::One),
-                    Input::List(items) => {
-                        items.iter().map(|o| out.object(o)).collect::<Result<_, _>>().map(WireInput::List)
-                    }
+                .map(|(list, sources)| match (list, sources.as_slice()) {
+                    (false, [one]) => source(one).map(WireInput::One),
+                    _ => sources.iter().map(&mut source).collect::<Result<_, _>>().map(WireInput::List),
                 })
                 .collect();
             match inputs {

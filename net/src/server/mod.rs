@@ -43,7 +43,7 @@ use shoal_core::driver::Driver;
 use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig};
 use tokio::net::TcpListener;
 
-pub use self::backend::{Cluster, ClusterDriver, STORE};
+pub use self::backend::{Cluster, ClusterDriver, Counts, Held, STORE};
 use crate::auth::Secret;
 use crate::error::{NetError, Result};
 
@@ -214,6 +214,12 @@ impl ServerHandle {
     /// Workers connected now.
     pub fn workers(&self) -> usize {
         self.shared.driver.lock().backend.workers.len()
+    }
+
+    /// What moved where so far (for tests and monitoring): run inputs
+    /// fetched between workers, result bytes the scheduler received.
+    pub fn counts(&self) -> Counts {
+        self.shared.driver.lock().backend.counts
     }
 
     /// Its URL, `tcp://host:port`.

@@ -1,6 +1,6 @@
 //! One task per connection: the handshake, then the worker's or the
 //! client's messages, then the cleanup (a worker's runs go back to the
-//! scheduler; a client's references are released).
+//! scheduler, its results are lost; a client's references are released).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use super::Shared;
-use super::backend::{ClientLink, Effects, STORE, WorkerLink, carry_out, status_now};
+use super::backend::{ClientLink, Effects, Held, STORE, WorkerLink, carry_out, status_now};
 use crate::auth::{self, Accept, PeerInfo};
 use crate::conn::{FrameReader, FrameWriter, Outgoing, write_loop};
 use crate::error::{NetError, Result};
@@ -78,7 +78,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAd
     };
     let writer = tokio::spawn(write_loop(writer, rx, heartbeat, shared.config.heartbeat));
     let outcome = match info.role {
-        Role::Worker => serve_worker(&shared, WorkerId(id), &info, &mut reader, &tx).await,
+        Role::Worker => serve_worker(&shared, WorkerId(id), &info, addr, &mut reader, &tx).await,
         Role::Client => serve_client(&shared, id, &mut reader, &tx).await,
     };
     match &outcome {
@@ -150,7 +150,7 @@ fn announce_workers(shared: &Shared) {
 
 /// One ended run, decoded outside the lock.
 enum Ended {
-    Done { task: TaskId, obj: shoal_core::object::Obj, nbytes: u64 },
+    Done { task: TaskId, obj: Option<shoal_core::object::Obj>, nbytes: u64 },
     Failed { task: TaskId, kind: WireFailKind, message: String, type_name: String, chain: Vec<String> },
 }
 
@@ -158,14 +158,17 @@ async fn serve_worker(
     shared: &Shared,
     worker: WorkerId,
     info: &PeerInfo,
+    addr: SocketAddr,
     reader: &mut FrameReader<OwnedReadHalf>,
     tx: &UnboundedSender<Outgoing>,
 ) -> Result<()> {
     let nthreads = info.nthreads.max(1);
+    // Peers fetch from the address the worker connected from.
+    let data = (info.data_port != 0).then(|| Arc::from(SocketAddr::new(addr.ip(), info.data_port).to_string()));
     let mut fx = Effects::default();
     {
         let mut st = shared.driver.lock();
-        st.backend.workers.insert(worker, WorkerLink { tx: tx.clone(), nthreads });
+        st.backend.workers.insert(worker, WorkerLink { tx: tx.clone(), nthreads, data });
         st.handle(Event::WorkerJoined { worker, nthreads }, &mut fx);
     }
     carry_out(&shared.driver, fx);
@@ -190,6 +193,22 @@ async fn serve_worker(
                     for task in tasks.iter().map(TaskId::from) {
                         if st.sched.processing_on(task) == Some(worker) {
                             st.handle(Event::TaskStarted { task, worker }, &mut fx);
+                        }
+                    }
+                }
+                carry_out(&shared.driver, fx);
+                continue;
+            }
+            ArchivedFromWorkerMsg::Unfetched(tasks) => {
+                // Runs whose inputs could not be fetched (never started):
+                // queued again; if their holder is lost, the scheduler
+                // learns it and recomputes what it held first.
+                let mut fx = Effects::default();
+                {
+                    let mut st = shared.driver.lock();
+                    for task in tasks.iter().map(TaskId::from) {
+                        if st.sched.processing_on(task) == Some(worker) {
+                            st.handle(Event::TaskStolen { task, from: worker, to: None }, &mut fx);
                         }
                     }
                 }
@@ -226,7 +245,11 @@ fn decode_results(results: &[ArchivedWireResult], objects: &mut ObjectsIn) -> Re
         .map(|r| {
             Ok(match r {
                 ArchivedWireResult::Done { task, result, nbytes, micros } => (
-                    Ended::Done { task: task.into(), obj: objects.take(result)?, nbytes: nbytes.to_native() },
+                    Ended::Done {
+                        task: task.into(),
+                        obj: result.as_ref().map(|r| objects.take(r)).transpose()?,
+                        nbytes: nbytes.to_native(),
+                    },
                     micros.to_native(),
                 ),
                 ArchivedWireResult::Failed { task, kind, message, type_name, chain, micros } => (
@@ -257,8 +280,11 @@ fn result_event(st: &mut super::backend::State, worker: WorkerId, ended: Ended) 
             let accepted = st.sched.state(task) == Some(TaskState::Processing)
                 && st.sched.processing_on(task) == Some(worker)
                 && st.spec(task).is_some();
+            if let Some(obj) = &obj {
+                st.backend.counts.result_bytes_received += obj.nbytes();
+            }
             if accepted && let Some(spec) = st.spec_mut(task) {
-                spec.task.result = Some((obj, worker));
+                spec.task.result = Some(Held { task, holder: worker, small: obj, nbytes, copies: Vec::new() });
             }
             Event::TaskFinished { task, worker, nbytes }
         }
@@ -280,8 +306,10 @@ fn result_event(st: &mut super::backend::State, worker: WorkerId, ended: Ended) 
     })
 }
 
-/// A worker's connection ended: what it ran goes back to the scheduler;
-/// its results live on here (held by [`STORE`]).
+/// A worker's connection ended: what it ran goes back to the scheduler,
+/// and what it held is gone with it (recomputed if still needed) — unless
+/// it held only small results, which the scheduler keeps (they pass to
+/// [`STORE`]). Copies other workers fetched of its results are dropped.
 fn worker_lost(shared: &Shared, worker: WorkerId) {
     let mut fx = Effects::default();
     {
@@ -289,12 +317,26 @@ fn worker_lost(shared: &Shared, worker: WorkerId) {
         if st.backend.workers.remove(&worker).is_none() {
             return;
         }
+        let mut large = false;
         for spec in st.specs_mut() {
-            if let Some((_, holder)) = spec.task.result.as_mut().filter(|(_, w)| *w == worker) {
-                *holder = STORE;
+            if let Some(held) = spec.task.result.as_mut() {
+                held.copies.retain(|&w| w != worker);
+                large |= held.holder == worker && held.small.is_none();
             }
         }
-        st.handle(Event::ProcessLost { worker, heir: STORE }, &mut fx);
+        for spec in st.specs_mut() {
+            match spec.task.result.as_mut() {
+                Some(held) if held.holder == worker && !large => held.holder = STORE,
+                Some(held) if held.holder == worker => {
+                    if let Some(held) = spec.task.result.take() {
+                        fx.drop_held(held);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let event = if large { Event::WorkerLost { worker } } else { Event::ProcessLost { worker, heir: STORE } };
+        st.handle(event, &mut fx);
     }
     carry_out(&shared.driver, fx);
     announce_workers(shared);
@@ -452,11 +494,13 @@ fn references(shared: &Shared, client: u32, tasks: impl Iterator<Item = TaskId>,
     carry_out(&shared.driver, fx);
 }
 
+/// Answers a gather: small results themselves, the data address of the
+/// worker holding each larger one (the client fetches it from there), or
+/// why there is none.
 fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSender<Outgoing>) -> Result<()> {
     enum Item {
         Obj(shoal_core::object::Obj),
-        Failed(wire::WireFailure),
-        Missing(String),
+        Gathered(WireGathered),
     }
     let items: Vec<Item> = {
         let st = shared.driver.lock();
@@ -464,11 +508,22 @@ fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSende
             .iter()
             .map(|&task| match st.finished(task) {
                 Ok(spec) => match &spec.task.result {
-                    Some((obj, _)) => Item::Obj(Arc::clone(obj)),
-                    None => Item::Missing("the scheduler holds no result for it".into()),
+                    Some(Held { small: Some(obj), .. }) => Item::Obj(Arc::clone(obj)),
+                    Some(held) => match st.backend.workers.get(&held.holder).and_then(|l| l.data.as_deref()) {
+                        Some(address) => Item::Gathered(WireGathered::At(address.to_string())),
+                        None => Item::Gathered(WireGathered::Again("its holder is gone".into())),
+                    },
+                    None => Item::Gathered(WireGathered::Missing("the scheduler knows of no result for it".into())),
                 },
-                Err(shoal_core::driver::DriverError::Task(failure)) => Item::Failed(wire::failure_out(&failure)),
-                Err(e) => Item::Missing(e.to_string()),
+                Err(shoal_core::driver::DriverError::Task(failure)) => {
+                    Item::Gathered(WireGathered::Failed(wire::failure_out(&failure)))
+                }
+                // Known but not in memory: its holder was lost, and it is
+                // being computed again.
+                Err(_) if st.spec(task).is_some() => {
+                    Item::Gathered(WireGathered::Again("it is being computed again".into()))
+                }
+                Err(e) => Item::Gathered(WireGathered::Missing(e.to_string())),
             })
             .collect()
     };
@@ -480,8 +535,7 @@ fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSende
                 Ok(wire_obj) => WireGathered::Object(wire_obj),
                 Err(message) => WireGathered::Missing(message),
             },
-            Item::Failed(failure) => WireGathered::Failed(failure),
-            Item::Missing(message) => WireGathered::Missing(message),
+            Item::Gathered(gathered) => gathered,
         })
         .collect();
     let body = wire::to_bytes(&ToClientMsg::Objects { request, items })?;
