@@ -24,6 +24,10 @@
 //!    a new worker to the scheduler. It gives up, with a clear message,
 //!    once the scheduler has been unreachable for the connect timeout.
 //! 5. **Exit** on `Shutdown`.
+//!
+//! Besides results, a worker sends its host name, resident memory and CPU
+//! time every [`wire::FIGURES_EVERY`] (`Figures`), which the scheduler's
+//! dashboard shows.
 
 use std::time::{Duration, Instant};
 
@@ -213,6 +217,7 @@ where
         Err(e) => return Ended::Lost(e),
     };
     let writer = tokio::spawn(write_loop(writer, rx, beat, heartbeat));
+    let figures = tokio::spawn(send_figures(tx.clone()));
     // The runtime's heartbeat lists the runs started here (`Running`), so
     // that a loss of this worker is counted only against those.
     let mut worker = match Worker::start(TcpOutlet { tx: tx.clone() }, config.threads, Some(heartbeat)) {
@@ -245,9 +250,31 @@ where
     };
     // Runs still queued or running here are the scheduler's business now.
     worker.abandon();
+    figures.abort();
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     ended
+}
+
+/// Tells the scheduler this process's host name, memory and CPU time (for
+/// its dashboard) at once and every [`wire::FIGURES_EVERY`], until the
+/// connection's queue is gone.
+async fn send_figures(tx: UnboundedSender<Outgoing>) {
+    let mut tick = tokio::time::interval(wire::FIGURES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let body = match wire::to_bytes(&FromWorkerMsg::Figures(crate::monitor::own_figures())) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("could not encode the worker's figures: {e}");
+                return;
+            }
+        };
+        if tx.send(Outgoing::message(body)).is_err() {
+            return;
+        }
+    }
 }
 
 /// A message from the scheduler as the worker runtime takes it (`None`

@@ -235,6 +235,23 @@ pub enum FromWorkerMsg {
     Running(Vec<WireTask>),
     /// Recalled runs taken back (never started).
     Recalled(Vec<WireTask>),
+    /// The worker's process as it stands, for the dashboard (sent every
+    /// [`FIGURES_EVERY`]).
+    Figures(WireFigures),
+}
+
+/// How often a worker sends its [`WireFigures`].
+pub const FIGURES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A worker's process, as the dashboard shows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct WireFigures {
+    /// Its machine's host name.
+    pub host: String,
+    /// Resident memory, in bytes.
+    pub rss: u64,
+    /// CPU time used so far (user + system), in seconds.
+    pub cpu_seconds: f64,
 }
 
 /// A dependency of a submitted node.
@@ -347,6 +364,93 @@ pub enum FromClientMsg {
     },
     /// Still here.
     Heartbeat,
+    /// The short names of the task functions of the client's registry, by
+    /// index (`Key::func`): sent once after the handshake, so that the
+    /// scheduler, which has no user code, can name tasks on its dashboard
+    /// (every peer has the same registry: the fingerprint says so).
+    Names(Vec<String>),
+    /// The scheduler's task events and workers; answered by `Monitor`.
+    Monitor {
+        /// The client's number for the request.
+        request: u64,
+        /// Run records from this sequence number on.
+        since: u64,
+        /// At most this many run records (the newest).
+        max: u32,
+    },
+    /// Which of these tasks are finished (in memory, failed, released or
+    /// forgotten); answered by `Counted`.
+    Count {
+        /// The client's number for the request.
+        request: u64,
+        /// The tasks.
+        tasks: Vec<WireTask>,
+    },
+}
+
+/// The most task names a client sends (a registry larger than this is
+/// named only up to it).
+pub const MAX_NAMES: usize = 1 << 16;
+/// The most characters of one task name that travel.
+pub const MAX_NAME: usize = 256;
+
+/// One run record of the scheduler's task events
+/// ([`shoal_core::driver::events::RunRecord`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy)]
+pub struct WireRecord {
+    /// The task's key.
+    pub key: WireKey,
+    /// The worker that ran it.
+    pub worker: u32,
+    /// Its thread there, or `UNKNOWN_THREAD`.
+    pub thread: u32,
+    /// Start, ns since the scheduler's driver started.
+    pub start_ns: u64,
+    /// Stop, ns since the scheduler's driver started.
+    pub stop_ns: u64,
+    /// Result bytes.
+    pub nbytes: u64,
+    /// 0 done, 1 failed, 2 late.
+    pub outcome: u8,
+}
+
+/// A worker as the scheduler knows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct WireWorker {
+    /// Its id at the scheduler.
+    pub id: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// Its threads.
+    pub nthreads: u32,
+    /// Its last figures.
+    pub figures: WireFigures,
+}
+
+/// The scheduler's [`shoal_core::driver::events::Snapshot`], its workers
+/// and the bytes of results it holds.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct WireSnapshot {
+    /// Run records asked for.
+    pub runs: Vec<WireRecord>,
+    /// The sequence number to ask from next time.
+    pub next: u64,
+    /// ns since the scheduler's driver started.
+    pub now_ns: u64,
+    /// `Totals`: submitted, started, done, failed, late, events, nbytes, transferred.
+    pub totals: [u64; 8],
+    /// `FuncTotals` by func: done, failed, late, busy_ns, nbytes.
+    pub per_func: Vec<[u64; 5]>,
+    /// `StateCounts` of all live tasks: released, waiting, queued, processing, memory, erred.
+    pub counts: [u64; 6],
+    /// `StateCounts` by func.
+    pub counts_per_func: Vec<[u64; 6]>,
+    /// Runs processing per worker.
+    pub loads: Vec<(u32, u64)>,
+    /// The workers.
+    pub workers: Vec<WireWorker>,
+    /// Bytes of results the scheduler holds.
+    pub held_bytes: u64,
 }
 
 /// One answer of a gather.
@@ -410,6 +514,21 @@ pub enum ToClientMsg {
     },
     /// Still here.
     Heartbeat,
+    /// The answer to a `Monitor` request.
+    Monitor {
+        /// The request answered.
+        request: u64,
+        /// The scheduler's events and workers.
+        snapshot: Box<WireSnapshot>,
+    },
+    /// The answer to a `Count` request: the positions, in the request's
+    /// list, of the tasks that are finished.
+    Counted {
+        /// The request answered.
+        request: u64,
+        /// Positions of finished tasks.
+        finished: Vec<u32>,
+    },
 }
 
 /// Serializes a message.

@@ -25,7 +25,9 @@ use shoal_core::scheduler::{Event, TaskId, WorkerId};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conn::Outgoing;
-use crate::wire::{self, MAX_ITEMS, ObjectsOut, ToClientMsg, ToWorkerMsg, WireInput, WireRun, WireStatus, WireTask};
+use crate::wire::{
+    self, MAX_ITEMS, ObjectsOut, ToClientMsg, ToWorkerMsg, WireFigures, WireInput, WireRun, WireStatus, WireTask,
+};
 
 /// The scheduler's own store, as the scheduler state machine sees it: a
 /// worker without threads that holds the results of workers that were
@@ -42,6 +44,10 @@ pub struct WorkerLink {
     pub tx: UnboundedSender<Outgoing>,
     /// Its threads.
     pub nthreads: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// Its host name, memory and CPU time, as it last reported them.
+    pub figures: WireFigures,
 }
 
 /// A client connection and the futures it holds.
@@ -66,6 +72,12 @@ pub struct Cluster {
     pub peers: usize,
     /// How many runs workers queue, from how long runs take.
     pub pacing: Option<Pacing>,
+    /// The short names of the registry's tasks, by `Key::func`, as the
+    /// first client told them (the scheduler has no user code); kept while
+    /// any peer is connected, as the fingerprint is.
+    pub names: Vec<String>,
+    /// Bytes of the results held here (the dashboard's store).
+    pub held: u64,
 }
 
 /// What the driver keeps per task.
@@ -122,8 +134,17 @@ impl Backend for Cluster {
             .collect();
         match inputs {
             Some(inputs) => {
+                let moved = inputs
+                    .iter()
+                    .map(|i| match i {
+                        Input::One(obj) => obj.nbytes(),
+                        Input::List(objs) => objs.iter().map(|o| o.nbytes()).sum(),
+                    })
+                    .sum();
+                let func = spec.task.func;
                 let report_start = st.sched.is_suspect(task);
-                fx.runs.push((worker, Run { task, func: spec.task.func, inputs, report_start }))
+                st.events.transferred(moved);
+                fx.runs.push((worker, Run { task, func, inputs, report_start }))
             }
             None => {
                 let key = st.sched.key(task).unwrap_or(shoal_core::Key { func: u32::MAX, token: [0; 2] });
@@ -139,12 +160,14 @@ impl Backend for Cluster {
             && spec.task.result.as_ref().is_some_and(|(_, w)| *w == worker)
             && let Some((obj, _)) = spec.task.result.take()
         {
+            st.backend.held = st.backend.held.saturating_sub(obj.nbytes());
             fx.garbage.push(obj);
         }
     }
 
     fn forget(&mut self, mut spec: shoal_core::driver::Spec<Task>, fx: &mut Effects) {
         if let Some((obj, _)) = spec.task.result.take() {
+            self.held = self.held.saturating_sub(obj.nbytes());
             fx.garbage.push(obj);
         }
         fx.forgotten.push(spec.task);
@@ -152,6 +175,10 @@ impl Backend for Cluster {
 
     fn report(st: &mut State, task: TaskId, fx: &mut Effects) {
         let Some(status) = status_now(st, task) else { return };
+        let small = match &status {
+            WireStatus::Finished(Some(bytes)) => bytes.len() as u64,
+            _ => 0,
+        };
         let holders: Vec<(u32, UnboundedSender<Outgoing>)> = st
             .backend
             .clients
@@ -161,6 +188,8 @@ impl Backend for Cluster {
             .collect();
         let mut status = Some(status);
         let n = holders.len();
+        // Small results travel with the news, to every holder.
+        st.events.transferred(small * n as u64);
         for (i, (id, tx)) in holders.into_iter().enumerate() {
             // The last holder takes the status itself; the others a copy.
             let s = if i + 1 == n { status.take() } else { status.clone() };

@@ -24,10 +24,12 @@ use crate::conn::{FrameReader, FrameWriter, Outgoing, write_loop};
 use crate::error::{NetError, Result};
 use crate::wire::{
     self, ArchivedFromClientMsg, ArchivedFromWorkerMsg, ArchivedWireArg, ArchivedWireDep, ArchivedWireFailKind,
-    ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, ObjectsIn, ObjectsOut, Role, ToClientMsg, ToWorkerMsg,
-    WireFailKind, WireGathered,
+    ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, MAX_NAME, MAX_NAMES, ObjectsIn, ObjectsOut, Role,
+    ToClientMsg, ToWorkerMsg, WireFailKind, WireFigures, WireGathered,
 };
+use shoal_core::driver::events::{RING_CAPACITY, RunTimes};
 use shoal_core::driver::pacing::Pacing;
+use std::time::Instant;
 
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
@@ -130,6 +132,8 @@ fn unadmit(shared: &Shared) {
     st.backend.peers = st.backend.peers.saturating_sub(1);
     if st.backend.peers == 0 {
         st.backend.fingerprint = None;
+        // The next peers may run another program: its names, not these.
+        st.backend.names.clear();
     }
 }
 
@@ -165,7 +169,8 @@ async fn serve_worker(
     let mut fx = Effects::default();
     {
         let mut st = shared.driver.lock();
-        st.backend.workers.insert(worker, WorkerLink { tx: tx.clone(), nthreads });
+        let link = WorkerLink { tx: tx.clone(), nthreads, pid: info.pid, figures: Default::default() };
+        st.backend.workers.insert(worker, link);
         st.handle(Event::WorkerJoined { worker, nthreads }, &mut fx);
     }
     carry_out(&shared.driver, fx);
@@ -179,6 +184,17 @@ async fn serve_worker(
         let mut objects = message.objects;
         let results = match msg {
             ArchivedFromWorkerMsg::Heartbeat => continue,
+            ArchivedFromWorkerMsg::Figures(f) => {
+                let figures = WireFigures {
+                    host: bounded_name(f.host.as_str()),
+                    rss: f.rss.to_native(),
+                    cpu_seconds: f.cpu_seconds.to_native(),
+                };
+                if let Some(link) = shared.driver.lock().backend.workers.get_mut(&worker) {
+                    link.figures = figures;
+                }
+                continue;
+            }
             ArchivedFromWorkerMsg::Stolen(_) => return Err(NetError::protocol("gave back runs nobody asked for")),
             ArchivedFromWorkerMsg::Recalled(_) => return Err(NetError::protocol("gave back runs nobody recalled")),
             ArchivedFromWorkerMsg::Running(tasks) => {
@@ -199,6 +215,10 @@ async fn serve_worker(
             ArchivedFromWorkerMsg::Results(results) => decode_results(results.as_slice(), &mut objects)?,
         };
         objects.finish()?;
+        // The runs ended about now: a worker measures how long each took,
+        // and its start is placed that long before (two machines' clocks
+        // are never compared).
+        let seen = Instant::now();
         let mut fx = Effects::default();
         {
             let mut st = shared.driver.lock();
@@ -209,9 +229,12 @@ async fn serve_worker(
             if let Some(extra_slots_per_thread) = pacing.update() {
                 st.handle(Event::Saturation { extra_slots_per_thread }, &mut fx);
             }
-            for (ended, _) in results {
+            for (ended, micros) in results {
+                if let Ended::Done { nbytes, .. } = &ended {
+                    st.events.transferred(*nbytes);
+                }
                 if let Some(event) = result_event(&mut st, worker, ended) {
-                    st.handle(event, &mut fx);
+                    st.handle_run(event, RunTimes::ended_at(seen, micros), &mut fx);
                 }
             }
         }
@@ -258,7 +281,9 @@ fn result_event(st: &mut super::backend::State, worker: WorkerId, ended: Ended) 
                 && st.sched.processing_on(task) == Some(worker)
                 && st.spec(task).is_some();
             if accepted && let Some(spec) = st.spec_mut(task) {
-                spec.task.result = Some((obj, worker));
+                let added = obj.nbytes();
+                let replaced = spec.task.result.replace((obj, worker)).map_or(0, |(old, _)| old.nbytes());
+                st.backend.held = (st.backend.held + added).saturating_sub(replaced);
             }
             Event::TaskFinished { task, worker, nbytes }
         }
@@ -317,6 +342,46 @@ async fn serve_client(
         let mut objects = message.objects;
         match msg {
             ArchivedFromClientMsg::Heartbeat => {}
+            ArchivedFromClientMsg::Names(names) => {
+                if names.len() > MAX_NAMES {
+                    return Err(NetError::protocol(format!("{} task names, over {MAX_NAMES}", names.len())));
+                }
+                let mut st = shared.driver.lock();
+                // Every peer has the same registry (the fingerprint): the
+                // first client's names hold for all.
+                if st.backend.names.is_empty() {
+                    st.backend.names = names.iter().map(|n| bounded_name(n.as_str())).collect();
+                }
+            }
+            ArchivedFromClientMsg::Monitor { request, since, max } => {
+                let max = (max.to_native() as usize).min(RING_CAPACITY);
+                let snapshot = Box::new(crate::monitor::snapshot_out(shared, since.to_native(), max));
+                let body = wire::to_bytes(&ToClientMsg::Monitor { request: request.to_native(), snapshot })?;
+                let _ = tx.send(Outgoing::message(body));
+            }
+            ArchivedFromClientMsg::Count { request, tasks } => {
+                if tasks.len() > MAX_ITEMS {
+                    return Err(NetError::protocol(format!("a count of {} tasks, over {MAX_ITEMS}", tasks.len())));
+                }
+                let finished: Vec<u32> = {
+                    let st = shared.driver.lock();
+                    // As the local modes count: anything not still to run
+                    // (a released or forgotten task ran).
+                    tasks
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| {
+                            !matches!(
+                                st.sched.state(TaskId::from(*t)),
+                                Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing)
+                            )
+                        })
+                        .map(|(i, _)| i as u32)
+                        .collect()
+                };
+                let body = wire::to_bytes(&ToClientMsg::Counted { request: request.to_native(), finished })?;
+                let _ = tx.send(Outgoing::message(body));
+            }
             ArchivedFromClientMsg::Submit { request, nodes } => {
                 let nodes = decode_nodes(nodes.as_slice(), &mut objects)?;
                 objects.finish()?;
@@ -379,6 +444,14 @@ fn submit(
     tx: &UnboundedSender<Outgoing>,
 ) -> Result<()> {
     let wanted: Vec<bool> = nodes.iter().map(|n| n.wanted).collect();
+    let sent: u64 = nodes
+        .iter()
+        .flat_map(|n| &n.args)
+        .map(|a| match a {
+            NodeArg::Value(obj) => obj.nbytes(),
+            _ => 0,
+        })
+        .sum();
     let (ids, fx) = match shared.driver.submit(nodes) {
         Ok(answer) => answer,
         Err(e) => {
@@ -395,6 +468,7 @@ fn submit(
     // the client always reads `Submitted` before any news of these ids.
     let answer = wire::to_bytes(&ToClientMsg::Submitted { request, ids: ids.iter().map(|&id| id.into()).collect() })?;
     let mut st = shared.driver.lock();
+    st.events.transferred(sent);
     let mut news = Vec::new();
     for (&id, _) in ids.iter().zip(&wanted).filter(|(_, w)| **w) {
         if let Some(link) = st.backend.clients.get_mut(&client) {
@@ -458,8 +532,8 @@ fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSende
         Missing(String),
     }
     let items: Vec<Item> = {
-        let st = shared.driver.lock();
-        tasks
+        let mut st = shared.driver.lock();
+        let items: Vec<Item> = tasks
             .iter()
             .map(|&task| match st.finished(task) {
                 Ok(spec) => match &spec.task.result {
@@ -469,7 +543,10 @@ fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSende
                 Err(shoal_core::driver::DriverError::Task(failure)) => Item::Failed(wire::failure_out(&failure)),
                 Err(e) => Item::Missing(e.to_string()),
             })
-            .collect()
+            .collect();
+        let moved = items.iter().map(|i| if let Item::Obj(o) = i { o.nbytes() } else { 0 }).sum();
+        st.events.transferred(moved);
+        items
     };
     let mut out = ObjectsOut::default();
     let items = items
@@ -501,4 +578,9 @@ fn client_gone(shared: &Shared, client: u32) {
         }
     }
     carry_out(&shared.driver, fx);
+}
+
+/// A name from a peer, cut to [`MAX_NAME`] characters.
+fn bounded_name(name: &str) -> String {
+    name.chars().take(MAX_NAME).collect()
 }
