@@ -78,6 +78,12 @@ fn slow_plus(a: u64, b: u64) -> u64 {
 }
 
 #[shoal::task]
+fn half_second(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(500));
+    x
+}
+
+#[shoal::task]
 fn fails(x: u64) -> Result<u64, String> {
     if x == 3 { Err(format!("three is not allowed (got {x})")) } else { Ok(x) }
 }
@@ -512,4 +518,18 @@ fn the_shoal_command_serves_its_dashboard_on_another_port_when_its_own_is_taken(
     let _ = scheduler.kill();
     let _ = scheduler.wait();
     drop(taken);
+}
+
+#[test]
+fn a_cluster_future_reads_queued_then_running_then_finished() {
+    let server = scheduler();
+    let client = Client::connect(&server.url()).unwrap();
+    // No worker yet: the task waits in the scheduler.
+    let future = client.submit(half_second, 7u64).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(future.status(), shoal::FutureStatus::Queued);
+    let _worker = Worker::start(&server.url(), 1);
+    wait_for("the run to start", || future.status() == shoal::FutureStatus::Running);
+    assert_eq!(future.result().unwrap(), 7);
+    assert_eq!(future.status(), shoal::FutureStatus::Finished);
 }

@@ -15,8 +15,8 @@
 //!   Names [name, …]                        ───►  once, after the handshake: the registry's task names
 //!   Monitor { request, since, max }        ───►
 //!                                          ◄───  Monitor { request, snapshot }    the scheduler's task events
-//!   Count { request, ids }                 ───►
-//!                                          ◄───  Counted { request, positions }   which of ids are finished
+//!   States { request, ids }                ───►
+//!                                          ◄───  States { request, states }       where each of ids stands
 //!   Heartbeat                              ◄──►  Heartbeat                        every heartbeat period
 //! ```
 //!
@@ -47,7 +47,7 @@ use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::driver::{DriverError, GraphNode, NodeArg, Status};
 use shoal_core::object::{Obj, RawArchive};
-use shoal_core::scheduler::{Dep, TaskId};
+use shoal_core::scheduler::{Dep, TaskId, TaskState};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
@@ -95,7 +95,7 @@ enum Pending {
     Submit { keys: Vec<Key>, wanted: Vec<bool> },
     Gather,
     Monitor,
-    Count,
+    States,
 }
 
 /// A request's answer.
@@ -104,7 +104,7 @@ enum Answer {
     Rejected(String),
     Objects(Vec<Result<Obj, ClientError>>),
     Monitor(Box<Monitored>),
-    Counted(Vec<u32>),
+    States(Vec<u8>),
 }
 
 struct Entry {
@@ -349,28 +349,36 @@ impl Remote {
         }
     }
 
-    /// How many of `ids` are finished (in memory, failed, or released or
-    /// forgotten after they ran), as the scheduler knows them: those this
-    /// client's mirror knows finished are not asked for; the others in
-    /// messages of up to [`MAX_ITEMS`].
-    pub fn count_finished(&self, ids: &[TaskId]) -> Result<usize, ClientError> {
-        let (mut finished, unknown): (usize, Vec<TaskId>) = {
-            let mirror = self.inner.lock();
-            let unknown: Vec<TaskId> = ids
-                .iter()
-                .filter(|id| !mirror.tasks.get(id).is_some_and(|e| e.status.is_finished()))
-                .copied()
-                .collect();
-            (ids.len() - unknown.len(), unknown)
-        };
-        for part in unknown.chunks(MAX_ITEMS) {
+    /// Where the tasks stand in the scheduler (`None`: forgotten), in
+    /// messages of up to [`MAX_ITEMS`] tasks.
+    pub fn states(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskState>>, ClientError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_ITEMS) {
             let tasks: Vec<WireTask> = part.iter().map(|&id| id.into()).collect();
-            match self.request(Pending::Count, |request| FromClientMsg::Count { request, tasks })? {
-                Answer::Counted(positions) if positions.len() <= part.len() => finished += positions.len(),
-                _ => return Err(ClientError::Lost("the scheduler answered a count wrongly".into())),
+            match self.request(Pending::States, |request| FromClientMsg::States { request, tasks })? {
+                Answer::States(states) if states.len() == part.len() => {
+                    out.extend(states.into_iter().map(wire::state_of))
+                }
+                _ => return Err(ClientError::Lost("the scheduler answered a question of states wrongly".into())),
             }
         }
-        Ok(finished)
+        Ok(out)
+    }
+
+    /// How many of `ids` are finished (in memory, failed, or released or
+    /// forgotten after they ran), as the scheduler knows them: those this
+    /// client's mirror knows finished are not asked for.
+    pub fn count_finished(&self, ids: &[TaskId]) -> Result<usize, ClientError> {
+        let unknown: Vec<TaskId> = {
+            let mirror = self.inner.lock();
+            ids.iter().filter(|id| !mirror.tasks.get(id).is_some_and(|e| e.status.is_finished())).copied().collect()
+        };
+        let pending = self
+            .states(&unknown)?
+            .into_iter()
+            .filter(|s| matches!(s, Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing)))
+            .count();
+        Ok(ids.len() - pending)
     }
 
     /// One reference less to the task (a future dropped).
@@ -672,12 +680,12 @@ fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
                 mirror.answers.insert(request, Answer::Monitor(Box::new(m)));
             }
         }
-        ArchivedToClientMsg::Counted { request, finished } => {
+        ArchivedToClientMsg::States { request, states } => {
             let request = request.to_native();
-            if !matches!(mirror.pending.remove(&request), Some(Pending::Count)) {
-                return Err(NetError::protocol("a count never asked for"));
+            if !matches!(mirror.pending.remove(&request), Some(Pending::States)) {
+                return Err(NetError::protocol("states never asked for"));
             }
-            mirror.answers.insert(request, Answer::Counted(finished.iter().map(|f| f.to_native()).collect()));
+            mirror.answers.insert(request, Answer::States(states.to_vec()));
         }
         ArchivedToClientMsg::Workers { count, nthreads } => {
             mirror.workers_known = true;

@@ -18,7 +18,7 @@ use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::failure::TaskError;
 use shoal_core::object::{Obj, RawArchive};
-use shoal_core::scheduler::TaskId;
+use shoal_core::scheduler::{TaskId, TaskState};
 
 use crate::error::{NetError, Result};
 
@@ -378,14 +378,40 @@ pub enum FromClientMsg {
         /// At most this many run records (the newest).
         max: u32,
     },
-    /// Which of these tasks are finished (in memory, failed, released or
-    /// forgotten); answered by `Counted`.
-    Count {
+    /// Where these tasks stand in the scheduler; answered by `States`.
+    States {
         /// The client's number for the request.
         request: u64,
         /// The tasks.
         tasks: Vec<WireTask>,
     },
+}
+
+/// A task's state as it travels: 0 unknown (forgotten, or a stale id),
+/// then `Released`, `Waiting`, `Ready`, `Processing`, `Memory`, `Erred`.
+pub fn state_code(state: Option<TaskState>) -> u8 {
+    match state {
+        None => 0,
+        Some(TaskState::Released) => 1,
+        Some(TaskState::Waiting) => 2,
+        Some(TaskState::Ready) => 3,
+        Some(TaskState::Processing) => 4,
+        Some(TaskState::Memory) => 5,
+        Some(TaskState::Erred) => 6,
+    }
+}
+
+/// The state a [`state_code`] stands for (`None` for 0 or an unknown code).
+pub fn state_of(code: u8) -> Option<TaskState> {
+    Some(match code {
+        1 => TaskState::Released,
+        2 => TaskState::Waiting,
+        3 => TaskState::Ready,
+        4 => TaskState::Processing,
+        5 => TaskState::Memory,
+        6 => TaskState::Erred,
+        _ => return None,
+    })
 }
 
 /// The most task names a client sends (a registry larger than this is
@@ -521,13 +547,13 @@ pub enum ToClientMsg {
         /// The scheduler's events and workers.
         snapshot: Box<WireSnapshot>,
     },
-    /// The answer to a `Count` request: the positions, in the request's
-    /// list, of the tasks that are finished.
-    Counted {
+    /// The answer to a `States` request: one [`state_code`] per task
+    /// asked for, in order.
+    States {
         /// The request answered.
         request: u64,
-        /// Positions of finished tasks.
-        finished: Vec<u32>,
+        /// The tasks' states.
+        states: Vec<u8>,
     },
 }
 

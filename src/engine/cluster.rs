@@ -129,15 +129,18 @@ impl Engine for ClusterEngine {
         Ok(self.remote.results(ids)?)
     }
 
-    /// What the client's mirror knows: finished (in memory), failed, or
-    /// not yet — which reads as queued (the scheduler, not this process,
-    /// knows whether a run started).
+    /// Finished or failed as the mirror knows; else asked of the scheduler,
+    /// which alone knows whether a run started (if it cannot be asked: not
+    /// started).
     fn state(&self, id: TaskId) -> Option<TaskState> {
-        Some(match self.remote.status(id) {
-            Status::Finished => TaskState::Memory,
-            Status::Failed(_) => TaskState::Erred,
-            Status::Pending => TaskState::Waiting,
-        })
+        match self.remote.status(id) {
+            Status::Finished => Some(TaskState::Memory),
+            Status::Failed(_) => Some(TaskState::Erred),
+            Status::Pending => match self.remote.states(&[id]) {
+                Ok(states) => states.first().copied().flatten(),
+                Err(_) => Some(TaskState::Waiting),
+            },
+        }
     }
 
     /// Asked of the scheduler (the mirror knows only the tasks this client

@@ -359,27 +359,15 @@ async fn serve_client(
                 let body = wire::to_bytes(&ToClientMsg::Monitor { request: request.to_native(), snapshot })?;
                 let _ = tx.send(Outgoing::message(body));
             }
-            ArchivedFromClientMsg::Count { request, tasks } => {
+            ArchivedFromClientMsg::States { request, tasks } => {
                 if tasks.len() > MAX_ITEMS {
-                    return Err(NetError::protocol(format!("a count of {} tasks, over {MAX_ITEMS}", tasks.len())));
+                    return Err(NetError::protocol(format!("the states of {} tasks, over {MAX_ITEMS}", tasks.len())));
                 }
-                let finished: Vec<u32> = {
+                let states: Vec<u8> = {
                     let st = shared.driver.lock();
-                    // As the local modes count: anything not still to run
-                    // (a released or forgotten task ran).
-                    tasks
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, t)| {
-                            !matches!(
-                                st.sched.state(TaskId::from(*t)),
-                                Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing)
-                            )
-                        })
-                        .map(|(i, _)| i as u32)
-                        .collect()
+                    tasks.iter().map(|t| wire::state_code(st.sched.state(TaskId::from(t)))).collect()
                 };
-                let body = wire::to_bytes(&ToClientMsg::Counted { request: request.to_native(), finished })?;
+                let body = wire::to_bytes(&ToClientMsg::States { request: request.to_native(), states })?;
                 let _ = tx.send(Outgoing::message(body));
             }
             ArchivedFromClientMsg::Submit { request, nodes } => {
