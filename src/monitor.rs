@@ -39,7 +39,7 @@ impl Source for EngineSource {
             .into_iter()
             .map(|(id, pid, nthreads)| {
                 let (rss, cpu_seconds) = process_figures(pid).unwrap_or_default();
-                WorkerInfo { id: id.0, pid, nthreads, rss, cpu_seconds, host: String::new() }
+                WorkerInfo { id: id.0, pid, nthreads, rss, cpu_seconds, cpu_percent: None, host: String::new() }
             })
             .collect()
     }

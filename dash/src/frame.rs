@@ -84,8 +84,9 @@ impl Sampler {
         for w in workers {
             let running = snap.loads.iter().find(|(id, _)| id.0 == w.id).map_or(0, |(_, n)| *n);
             let before = self.previous.as_ref().and_then(|p| p.cpu.get(&(w.id, w.pid)).copied());
-            let percent = match before {
-                Some(b) if dt > 0.0 => (w.cpu_seconds - b).max(0.0) / dt * 100.0,
+            let percent = match (w.cpu_percent, before) {
+                (Some(measured), _) => measured,
+                (None, Some(b)) if dt > 0.0 => (w.cpu_seconds - b).max(0.0) / dt * 100.0,
                 _ => 0.0,
             };
             cpu.insert((w.id, w.pid), w.cpu_seconds);

@@ -78,6 +78,11 @@ pub struct WorkerInfo {
     pub rss: u64,
     /// CPU time its process used so far (user + system), in seconds.
     pub cpu_seconds: f64,
+    /// Its CPU use as the worker measured it over its last moments, in
+    /// percent of one core, when it reports that itself (a remote worker,
+    /// whose CPU time reaches the dashboard only every so often); else the
+    /// dashboard computes it from `cpu_seconds` between two samples.
+    pub cpu_percent: Option<f64>,
     /// The machine it runs on (its host name; empty for this machine).
     pub host: String,
 }

@@ -43,7 +43,7 @@ use crate::conn::{FrameReader, FrameWriter, Outgoing, write_loop};
 use crate::error::{NetError, Result};
 use crate::wire::{
     self, ArchivedToWorkerMsg, ArchivedWireInput, FromWorkerMsg, MAX_ITEMS, ObjectsIn, ObjectsOut, Role, ToWorkerMsg,
-    WireFailKind, WireResult,
+    WireFailKind, WireFigures, WireResult,
 };
 
 /// The scheduler to serve: `tcp://host:port`. Its presence is the worker role.
@@ -262,9 +262,12 @@ where
 async fn send_figures(tx: UnboundedSender<Outgoing>) {
     let mut tick = tokio::time::interval(wire::FIGURES_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut before: Option<(WireFigures, Instant)> = None;
     loop {
         tick.tick().await;
-        let body = match wire::to_bytes(&FromWorkerMsg::Figures(crate::monitor::own_figures())) {
+        let figures = crate::monitor::own_figures(before.as_ref().map(|(f, at)| (f, at.elapsed())));
+        before = Some((figures.clone(), Instant::now()));
+        let body = match wire::to_bytes(&FromWorkerMsg::Figures(figures)) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("could not encode the worker's figures: {e}");

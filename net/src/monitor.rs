@@ -88,6 +88,7 @@ fn worker_info(w: WireWorker) -> WorkerInfo {
         nthreads: w.nthreads,
         rss: w.figures.rss,
         cpu_seconds: w.figures.cpu_seconds,
+        cpu_percent: Some(w.figures.cpu_percent),
         host: w.figures.host,
     }
 }
@@ -213,6 +214,7 @@ pub(crate) fn snapshot_in(w: &ArchivedWireSnapshot) -> Monitored {
                     host: x.figures.host.as_str().to_string(),
                     rss: x.figures.rss.to_native(),
                     cpu_seconds: x.figures.cpu_seconds.to_native(),
+                    cpu_percent: x.figures.cpu_percent.to_native(),
                 },
             })
         })
@@ -221,8 +223,9 @@ pub(crate) fn snapshot_in(w: &ArchivedWireSnapshot) -> Monitored {
 }
 
 /// This process's figures: host name, resident memory and CPU time, from
-/// `/proc` (zeros for what cannot be read).
-pub(crate) fn own_figures() -> WireFigures {
+/// `/proc` (zeros for what cannot be read); its CPU use is measured from
+/// `before` (the previous figures, taken `elapsed` ago).
+pub(crate) fn own_figures(before: Option<(&WireFigures, std::time::Duration)>) -> WireFigures {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -240,7 +243,13 @@ pub(crate) fn own_figures() -> WireFigures {
             Some((utime + stime) as f64 / rustix::param::clock_ticks_per_second().max(1) as f64)
         })
         .unwrap_or(0.0);
-    WireFigures { host, rss, cpu_seconds }
+    let cpu_percent = match before {
+        Some((b, elapsed)) if !elapsed.is_zero() => {
+            (cpu_seconds - b.cpu_seconds).max(0.0) / elapsed.as_secs_f64() * 100.0
+        }
+        _ => 0.0,
+    };
+    WireFigures { host, rss, cpu_seconds, cpu_percent }
 }
 
 #[cfg(test)]
@@ -249,9 +258,18 @@ mod tests {
 
     #[test]
     fn own_figures_are_read_from_proc() {
-        let f = own_figures();
+        let start = std::time::Instant::now();
+        let f = own_figures(None);
         assert!(f.rss > 0, "a running process has resident memory");
         assert!(!f.host.is_empty());
         assert!(f.cpu_seconds >= 0.0);
+        // Half a second of work on this thread: about 100 % of one core.
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(500) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let g = own_figures(Some((&f, start.elapsed())));
+        assert!(g.cpu_seconds > f.cpu_seconds);
+        assert!(g.cpu_percent > 50.0 && g.cpu_percent < 400.0, "{}", g.cpu_percent);
     }
 }

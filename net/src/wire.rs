@@ -252,6 +252,8 @@ pub struct WireFigures {
     pub rss: u64,
     /// CPU time used so far (user + system), in seconds.
     pub cpu_seconds: f64,
+    /// CPU use since its previous figures, in percent of one core.
+    pub cpu_percent: f64,
 }
 
 /// A dependency of a submitted node.

@@ -189,6 +189,7 @@ async fn serve_worker(
                     host: bounded_name(f.host.as_str()),
                     rss: f.rss.to_native(),
                     cpu_seconds: f.cpu_seconds.to_native(),
+                    cpu_percent: f.cpu_percent.to_native(),
                 };
                 if let Some(link) = shared.driver.lock().backend.workers.get_mut(&worker) {
                     link.figures = figures;
