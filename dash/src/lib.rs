@@ -18,6 +18,11 @@
 //! GET /static/...  the page's script, uPlot's script and style
 //! ```
 //!
+//! Served by a client in the threads and processes modes when asked
+//! (`ClientOptions::dashboard`, `SHOAL_DASHBOARD`), and by the cluster's
+//! scheduler by default on `127.0.0.1:8787` (`shoal scheduler
+//! --dashboard ADDR`, `--no-dashboard`).
+//!
 //! Read-only: only `GET` routes exist. It binds loopback unless told
 //! otherwise; on any other address every route but `/static/` requires the
 //! token printed at start (`?token=…`, or `Authorization: Bearer …`).

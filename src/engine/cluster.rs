@@ -3,7 +3,10 @@
 //! the results live in the `shoal scheduler` process; the tasks run in
 //! workers started from this same binary (`SHOAL_WORKER=tcp://… ./app`).
 //! This engine only forwards the client API's calls over the link of
-//! `shoal_net::client` and waits on its mirror of the futures' tasks.
+//! `shoal_net::client` and waits on its mirror of the futures' tasks. What
+//! the mirror cannot know is asked of the scheduler: its task events
+//! (status, reports, a client's own dashboard: `Monitor`) and where tasks
+//! it holds no future on stand (progress, `Future::status`: `States`).
 //!
 //! It also holds the worker role of this binary: the `.init_array` hook
 //! [`CLUSTER_HOOK`] (and `shoal::init()`) turn a process started with
