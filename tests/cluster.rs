@@ -533,3 +533,19 @@ fn a_cluster_future_reads_queued_then_running_then_finished() {
     assert_eq!(future.result().unwrap(), 7);
     assert_eq!(future.status(), shoal::FutureStatus::Finished);
 }
+
+#[test]
+fn the_scheduler_s_dashboard_on_an_open_address_needs_its_token() {
+    let server = server::spawn(ServerConfig {
+        port: 0,
+        dashboard: Some("0.0.0.0:0".parse().unwrap()),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let url = server.dashboard_url().unwrap();
+    let (_, token) = url.split_once("?token=").expect("the URL carries the token");
+    let port = host_of(&url).rsplit_once(':').unwrap().1.to_string();
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(http_get(&addr, "/metrics").0, 401, "no token, no page");
+    assert_eq!(http_get(&addr, &format!("/metrics?token={token}")).0, 200);
+}

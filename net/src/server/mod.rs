@@ -252,12 +252,11 @@ fn start_dashboard(source: &Arc<SchedulerSource>, addr: SocketAddr) -> Result<Da
         other => other
             .map_err(|e| NetError::Config(format!("the scheduler's dashboard: {e} (--no-dashboard serves none)")))?,
     };
+    // `Dashboard::start` logged the URL; the token must be seen whatever
+    // logging is set up (the one way to learn it).
     if dashboard.token().is_some() {
         use std::io::Write;
-        // The one way to learn the token: shown whatever logging is set up.
         let _ = writeln!(std::io::stderr(), "shoal dashboard: {}", dashboard.url());
-    } else {
-        tracing::info!("dashboard at {}", dashboard.url());
     }
     Ok(dashboard)
 }
