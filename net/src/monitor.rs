@@ -263,13 +263,16 @@ mod tests {
         assert!(f.rss > 0, "a running process has resident memory");
         assert!(!f.host.is_empty());
         assert!(f.cpu_seconds >= 0.0);
-        // Half a second of work on this thread: about 100 % of one core.
+        // Half a second of work on this thread (how much CPU it gets depends
+        // on the machine's load: only that it got some is checked).
         let mut x = 0u64;
         while start.elapsed() < std::time::Duration::from_millis(500) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        let g = own_figures(Some((&f, start.elapsed())));
-        assert!(g.cpu_seconds > f.cpu_seconds);
-        assert!(g.cpu_percent > 50.0 && g.cpu_percent < 400.0, "{}", g.cpu_percent);
+        let elapsed = start.elapsed();
+        let g = own_figures(Some((&f, elapsed)));
+        assert!(g.cpu_seconds > f.cpu_seconds, "busy half a second");
+        let expected = (g.cpu_seconds - f.cpu_seconds) / elapsed.as_secs_f64() * 100.0;
+        assert!(g.cpu_percent > 0.0 && (g.cpu_percent - expected).abs() < 1e-9, "{} vs {expected}", g.cpu_percent);
     }
 }
