@@ -71,7 +71,9 @@ pub struct ClientOptions {
     /// address, e.g. `127.0.0.1:8787` (port 0 picks a free one). Default
     /// `None`: served only if the environment variable `SHOAL_DASHBOARD`
     /// names an address. On an address that is not loopback the pages
-    /// require a token, printed on stderr at start.
+    /// require a token, printed on stderr at start. In the cluster mode the
+    /// scheduler serves the dashboard (`shoal scheduler --dashboard`); a
+    /// client's own shows the same, read from the scheduler.
     pub dashboard: Option<SocketAddr>,
 }
 
@@ -189,7 +191,8 @@ impl Client {
     /// Records a performance report (like Dask's `performance_report`):
     /// when the returned guard is dropped, `path` gets one self-contained
     /// HTML file (nothing fetched when it opens) with the task stream, time
-    /// per task name, transfers and the totals of what ran meanwhile.
+    /// per task name, transfers and the totals of what ran meanwhile (in
+    /// the cluster mode: on the scheduler, by every client).
     ///
     /// ```no_run
     /// # let client = shoal::Client::local()?;
@@ -206,6 +209,10 @@ impl Client {
     /// What the client's tasks are doing: live tasks by state, and per
     /// task name its live tasks by state, its runs done and failed, their
     /// time and result bytes.
+    ///
+    /// In the cluster mode this is the scheduler's view (one round trip):
+    /// the tasks of every client of that scheduler, as its dashboard shows
+    /// them; empty if the scheduler cannot be reached.
     pub fn status(&self) -> ClientStatus {
         ClientStatus::from_snapshot(&self.engine().snapshot(u64::MAX, 0))
     }

@@ -31,17 +31,23 @@ impl Source for EngineSource {
     }
 
     fn workers(&self) -> Vec<WorkerInfo> {
+        if let Some(workers) = self.0.monitor_workers() {
+            return workers;
+        }
         self.0
             .workers()
             .into_iter()
             .map(|(id, pid, nthreads)| {
                 let (rss, cpu_seconds) = process_figures(pid).unwrap_or_default();
-                WorkerInfo { id: id.0, pid, nthreads, rss, cpu_seconds }
+                WorkerInfo { id: id.0, pid, nthreads, rss, cpu_seconds, cpu_percent: None, host: String::new() }
             })
             .collect()
     }
 
     fn store(&self) -> Option<StoreInfo> {
+        if let Some(store) = self.0.monitor_store() {
+            return Some(store);
+        }
         self.0.store_stats().map(|s| StoreInfo {
             memory: s.memory_bytes,
             spilled: s.spilled_bytes,

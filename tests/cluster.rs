@@ -4,10 +4,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal::prelude::*;
-use shoal::{ClientOptions, ClusterOptions, Error, TaskFailure};
+use shoal::{ClientOptions, ClusterOptions, Error, ProgressBar, ProgressUpdate, TaskFailure};
 use shoal_net::server::{self, ServerConfig, ServerHandle};
 
 #[shoal::task]
@@ -88,6 +89,24 @@ fn nap(x: u64) -> u64 {
 }
 
 #[shoal::task]
+fn slow_leaf(i: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(20));
+    i
+}
+
+#[shoal::task]
+fn slow_plus(a: u64, b: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(20));
+    a + b
+}
+
+#[shoal::task]
+fn half_second(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(500));
+    x
+}
+
+#[shoal::task]
 fn fails(x: u64) -> Result<u64, String> {
     if x == 3 { Err(format!("three is not allowed (got {x})")) } else { Ok(x) }
 }
@@ -97,6 +116,7 @@ fn scheduler() -> ServerHandle {
         port: 0,
         heartbeat: Duration::from_millis(100),
         dead_after: Duration::from_secs(2),
+        dashboard: None,
         ..ServerConfig::default()
     })
     .unwrap()
@@ -306,6 +326,7 @@ fn a_cluster_with_a_secret_runs_its_peers_and_refuses_a_wrong_one() {
     let server = server::spawn(ServerConfig {
         port: 0,
         secret: Some(shoal_net::Secret::from_file(&right).unwrap()),
+        dashboard: None,
         ..ServerConfig::default()
     })
     .unwrap();
@@ -469,4 +490,182 @@ fn ready_tasks_go_to_the_worker_holding_their_input_bytes() {
     assert_eq!(got, expected);
     let after = server.counts();
     assert_eq!(after.remote_inputs, before.remote_inputs, "tasks ran away from their input: {after:?}");
+}
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://").split('/').next().unwrap().to_string()
+}
+
+/// The value of the sample `series` (name and labels as printed) in a
+/// Prometheus text scrape.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series).map(|(_, v)| v.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+}
+
+#[test]
+fn the_scheduler_s_dashboard_and_metrics_show_the_job_s_task_names_and_counts() {
+    let server = server::spawn(ServerConfig {
+        port: 0,
+        heartbeat: Duration::from_millis(100),
+        dead_after: Duration::from_secs(2),
+        dashboard: Some("127.0.0.1:0".parse().unwrap()),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let _workers: Vec<Worker> = (0..2).map(|_| Worker::start(&server.url(), 2)).collect();
+    wait_for("the workers", || server.workers() == 2);
+    let addr = host_of(&server.dashboard_url().expect("the scheduler serves a dashboard"));
+    let report = std::env::temp_dir().join(format!("shoal-cluster-report-{}.html", std::process::id()));
+    let client = Client::connect_with(
+        &server.url(),
+        ClusterOptions::default(),
+        ClientOptions::default().progress(ProgressBar::Never),
+    )
+    .unwrap();
+    let guard = client.performance_report(&report);
+    let incs = client.map(inc, 0..200u64).unwrap();
+    let sums = client.map(add, (0..50).map(|i| (&incs[2 * i], &incs[2 * i + 1]))).unwrap();
+    assert_eq!(client.gather(&sums).unwrap(), (0..50u64).map(|i| 4 * i + 3).collect::<Vec<_>>());
+    drop(guard);
+
+    // The client's status is the scheduler's, with the names of its tasks.
+    let status = client.status();
+    assert_eq!(status.name("inc").map(|n| (n.done, n.live.memory)), Some((200, 200)), "{status:?}");
+    assert_eq!(status.name("add").map(|n| (n.done, n.live.memory)), Some((50, 50)), "{status:?}");
+    assert_eq!((status.done, status.failed, status.tasks.memory, status.tasks.total()), (250, 0, 250, 250));
+
+    // /metrics: counters per task name that agree with what ran.
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&metrics, r#"shoal_tasks_finished_total{name="inc"}"#), 200.0);
+    assert_eq!(sample(&metrics, r#"shoal_tasks_finished_total{name="add"}"#), 50.0);
+    assert_eq!(sample(&metrics, r#"shoal_tasks_failed_total{name="inc"}"#), 0.0);
+    assert_eq!(sample(&metrics, "shoal_tasks_submitted_total"), 250.0);
+    assert_eq!(sample(&metrics, r#"shoal_tasks{state="memory"}"#), 250.0);
+    assert_eq!(sample(&metrics, "shoal_workers"), 2.0);
+    assert_eq!(sample(&metrics, "shoal_worker_threads"), 4.0);
+    // 250 results of 8 bytes came from the workers; 100 went back as inputs.
+    assert!(sample(&metrics, "shoal_transferred_bytes_total") >= 350.0 * 8.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, r#"shoal_store_bytes{where="memory"}"#),
+        250.0 * 8.0,
+        "the results the scheduler holds"
+    );
+
+    // The page's first frame: names from the client, progress per name,
+    // and the workers with their machine (reported by the workers).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let mut frame = String::new();
+    wait_for("the workers' figures", || {
+        frame = http_get(&addr, "/first.js").1;
+        frame.matches(&format!(",\"{host}\"]")).count() == 2
+    });
+    assert!(frame.contains(r#"["inc",200,0,0,0,200]"#), "{frame}");
+    assert!(frame.contains(r#"["add",50,0,0,0,50]"#), "{frame}");
+    assert!(!frame.contains("task#"), "every task is named: {frame}");
+
+    // The client's performance report has every task name of the job.
+    let html = std::fs::read_to_string(&report).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert!(html.contains(r#""inc"]"#) && html.contains(r#""add"]"#), "the report names the job's tasks");
+    assert!(html.contains(r#""done":250"#), "the report's totals are the job's");
+
+    // Released results leave the scheduler's store.
+    drop((incs, sums));
+    wait_for("the store to empty", || {
+        sample(&http_get(&addr, "/metrics").1, r#"shoal_store_bytes{where="memory"}"#) == 0.0
+    });
+}
+
+#[test]
+fn progress_in_the_cluster_counts_every_task_of_a_computed_graph() {
+    let (server, _workers) = cluster(2);
+    let seen: Arc<Mutex<Vec<ProgressUpdate>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let options =
+        ClientOptions::default().progress(ProgressBar::Callback(Arc::new(move |u| sink.lock().unwrap().push(*u))));
+    let client = Client::connect_with(&server.url(), ClusterOptions::default(), options).unwrap();
+    // A pairwise sum over 32 leaves: 63 tasks, one output.
+    let mut level: Vec<Lazy<u64>> = (0..32).map(|i| slow_leaf.lazy(i)).collect();
+    while level.len() > 1 {
+        level = level.chunks(2).map(|p| slow_plus.lazy((&p[0], &p[1]))).collect();
+    }
+    assert_eq!(client.compute_values(&level).unwrap(), vec![(0..32).sum::<u64>()]);
+    let seen = seen.lock().unwrap();
+    let last = seen.last().expect("progress was shown");
+    assert_eq!((last.done, last.total), (63, 63), "the inner tasks count, not only the output");
+    assert!(seen.iter().any(|u| u.done > 1 && u.done < 63), "intermediate counts were shown: {seen:?}");
+}
+
+#[test]
+fn the_shoal_command_serves_its_dashboard_on_another_port_when_its_own_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut scheduler = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["scheduler", "--port", "0", "--dashboard", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(scheduler.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the scheduler said where its dashboard is").unwrap();
+        if line.contains("already in use") {
+            assert!(line.contains(&format!("port {port}")), "{line}");
+            let at = line.find("http://").expect("the new URL is given");
+            break line[at..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let (code, metrics) = http_get(&host_of(&url), "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&metrics, "shoal_workers"), 0.0);
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
+    drop(taken);
+}
+
+#[test]
+fn a_cluster_future_reads_queued_then_running_then_finished() {
+    let server = scheduler();
+    let client = Client::connect(&server.url()).unwrap();
+    // No worker yet: the task waits in the scheduler.
+    let future = client.submit(half_second, 7u64).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(future.status(), shoal::FutureStatus::Queued);
+    let _worker = Worker::start(&server.url(), 1);
+    wait_for("the run to start", || future.status() == shoal::FutureStatus::Running);
+    assert_eq!(future.result().unwrap(), 7);
+    assert_eq!(future.status(), shoal::FutureStatus::Finished);
+}
+
+#[test]
+fn the_scheduler_s_dashboard_on_an_open_address_needs_its_token() {
+    let server = server::spawn(ServerConfig {
+        port: 0,
+        dashboard: Some("0.0.0.0:0".parse().unwrap()),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let url = server.dashboard_url().unwrap();
+    let (_, token) = url.split_once("?token=").expect("the URL carries the token");
+    let port = host_of(&url).rsplit_once(':').unwrap().1.to_string();
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(http_get(&addr, "/metrics").0, 401, "no token, no page");
+    assert_eq!(http_get(&addr, &format!("/metrics?token={token}")).0, 200);
 }

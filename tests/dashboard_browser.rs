@@ -3,6 +3,9 @@
 //! progress counts that move between two loads, and worker rows; a
 //! screenshot is saved (the README's picture).
 //!
+//! The same in the cluster mode: the page is the scheduler's, which names
+//! the tasks with the names its client sent.
+//!
 //! Needs `chromium` (or `SHOAL_CHROMIUM=/path/to/chrome`), so it is ignored
 //! by default; `.ci/run` installs Chromium and runs it with `--ignored`.
 
@@ -74,6 +77,12 @@ fn done_of(dom: &str, name: &str) -> u64 {
 
 fn check_page(client: &Client, screenshot: Option<&Path>) {
     let url = client.dashboard_url().expect("the dashboard is on");
+    check_page_at(client, &url, screenshot);
+}
+
+/// Loads the dashboard at `url` while `client` runs a job.
+fn check_page_at(client: &Client, url: &str, screenshot: Option<&Path>) {
+    let url = url.to_string();
     // Work that goes on until the checks are done, two task names.
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
@@ -133,4 +142,44 @@ fn the_dashboard_renders_live_in_chromium_in_the_processes_mode() {
     let client =
         Client::processes_with(ProcessesOptions { workers: 3, ..ProcessesOptions::default() }, options).unwrap();
     check_page(&client, None);
+}
+
+/// A cluster worker: this test binary with the worker role; killed on drop.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs chromium: .ci/run installs it and runs this with --ignored"]
+fn the_scheduler_s_dashboard_renders_live_in_chromium_in_the_cluster_mode() {
+    use shoal_net::server::{self, ServerConfig};
+    let server =
+        server::spawn(ServerConfig { port: 0, dashboard: Some(loopback()), ..ServerConfig::default() }).unwrap();
+    let workers: Vec<Worker> = (0..2)
+        .map(|_| {
+            let child = Command::new(std::env::current_exe().unwrap())
+                .env("SHOAL_WORKER", server.url())
+                .env("SHOAL_WORKER_THREADS", "2")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            Worker(child)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.workers() < workers.len() {
+        assert!(std::time::Instant::now() < deadline, "the workers did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let options = ClientOptions::default().progress(ProgressBar::Never);
+    let client = Client::connect_with(&server.url(), shoal::ClusterOptions::default(), options).unwrap();
+    let url = server.dashboard_url().expect("the scheduler serves its dashboard");
+    // A picture of it, for whoever looks at the test's output.
+    let shot = std::env::temp_dir().join("shoal-cluster-dashboard.png");
+    check_page_at(&client, &url, Some(&shot));
 }

@@ -84,13 +84,18 @@ const shoal = (() => {
   }
 
   function drawWorkers(workers, store) {
-    // [id, pid, threads, running, rss, cpu_percent]
-    $("workers").tBodies[0].innerHTML = workers.map(([id, pid, threads, running, rss, cpu]) =>
-      `<tr class="worker-row" data-worker="${id}"><td>${id}</td><td>${pid}</td><td>${threads}</td><td>${running}</td>` +
+    // [id, pid, threads, running, rss, cpu_percent, host], sorted by machine
+    const hosts = new Set(workers.map(w => w[6] || ""));
+    const rows = [...workers].sort((a, b) => (a[6] || "").localeCompare(b[6] || "") || a[0] - b[0]);
+    $("workers").tBodies[0].innerHTML = rows.map(([id, pid, threads, running, rss, cpu, host]) =>
+      `<tr class="worker-row" data-worker="${id}" data-host="${esc(host || "")}"><td>${id}</td>` +
+      `<td>${esc(host || "this machine")}</td><td>${pid}</td><td>${threads}</td><td>${running}</td>` +
       `<td>${bytes(rss)}</td><td>${cpu.toFixed(0)} %</td></tr>`).join("");
-    $("store").textContent = store
-      ? `store: ${bytes(store.memory)} in memory, ${bytes(store.spilled)} spilled (limit ${bytes(store.limit)})`
-      : "";
+    const machines = workers.length ? `${workers.length} workers on ${hosts.size} machine${hosts.size === 1 ? "" : "s"}. ` : "";
+    $("store").textContent = machines + (store
+      ? `store: ${bytes(store.memory)} in memory, ${bytes(store.spilled)} spilled` +
+        (store.limit ? ` (limit ${bytes(store.limit)})` : "")
+      : "");
   }
 
   function drawCards(cards) {

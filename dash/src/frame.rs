@@ -7,7 +7,7 @@
 //!   "runs": [[func, worker, thread, start_s, stop_s, nbytes, outcome], …],   outcome 0 done, 1 failed, 2 late
 //!   "names": [[func, "name"], …],
 //!   "progress": [["name", done, running, queued, erred, in_memory], …],
-//!   "workers": [[id, pid, threads, running, rss, cpu_percent], …],
+//!   "workers": [[id, pid, threads, running, rss, cpu_percent, "host"], …],
 //!   "store": {"memory", "spilled", "limit"} | null,
 //!   "totals": {"submitted", "done", "failed", "live", "events", "nbytes", "transferred",
 //!              "tasks_per_s", "events_per_s", "transferred_per_s"} }
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use shoal_core::driver::events::{Outcome, RunRecord, Snapshot, Totals};
 
 use crate::json::Json;
-use crate::{Source, StoreInfo, WorkerInfo, task_name};
+use crate::{Source, StoreInfo, WorkerInfo};
 
 /// Run records one frame carries at most: a page draws a few seconds of
 /// bars, so at 100,000 tasks per second the rest would only cost bandwidth
@@ -53,12 +53,18 @@ impl Sampler {
         let snap = source.snapshot(self.since, MAX_RUNS_PER_FRAME);
         let workers = source.workers();
         let store = source.store();
-        let text = self.render(&snap, &workers, store);
+        let text = self.render(&snap, &workers, store, &|f| source.task_name(f));
         self.since = snap.next;
         text
     }
 
-    fn render(&mut self, snap: &Snapshot, workers: &[WorkerInfo], store: Option<StoreInfo>) -> String {
+    fn render(
+        &mut self,
+        snap: &Snapshot,
+        workers: &[WorkerInfo],
+        store: Option<StoreInfo>,
+        name: &dyn Fn(u32) -> String,
+    ) -> String {
         let dt = self.previous.as_ref().map_or(snap.now_ns, |p| snap.now_ns.saturating_sub(p.now_ns)) as f64 / 1e9;
         let base = self.previous.as_ref().map(|p| p.totals).unwrap_or_default();
         let mut j = Json::new();
@@ -69,17 +75,18 @@ impl Sampler {
         j.key("runs");
         runs_json(&mut j, &snap.runs);
         j.set_comma().key("names");
-        names_json(&mut j, snap);
+        names_json(&mut j, snap, name);
         j.set_comma().key("progress");
-        progress_json(&mut j, snap);
+        progress_json(&mut j, snap, name);
         j.set_comma();
         let mut cpu = HashMap::new();
         j.key("workers").open_array();
         for w in workers {
             let running = snap.loads.iter().find(|(id, _)| id.0 == w.id).map_or(0, |(_, n)| *n);
             let before = self.previous.as_ref().and_then(|p| p.cpu.get(&(w.id, w.pid)).copied());
-            let percent = match before {
-                Some(b) if dt > 0.0 => (w.cpu_seconds - b).max(0.0) / dt * 100.0,
+            let percent = match (w.cpu_percent, before) {
+                (Some(measured), _) => measured,
+                (None, Some(b)) if dt > 0.0 => (w.cpu_seconds - b).max(0.0) / dt * 100.0,
                 _ => 0.0,
             };
             cpu.insert((w.id, w.pid), w.cpu_seconds);
@@ -90,6 +97,7 @@ impl Sampler {
                 .uint(running)
                 .uint(w.rss)
                 .num(percent)
+                .str(&w.host)
                 .close_array();
         }
         j.close_array().set_comma().key("store");
@@ -136,14 +144,14 @@ pub fn runs_json(j: &mut Json, runs: &[RunRecord]) {
 }
 
 /// `[[func, "name"], …]` for every task name in the snapshot.
-pub fn names_json(j: &mut Json, snap: &Snapshot) {
+pub fn names_json(j: &mut Json, snap: &Snapshot, name: &dyn Fn(u32) -> String) {
     let mut funcs: Vec<u32> = snap.runs.iter().map(|r| r.key.func).collect();
     funcs.extend(active_funcs(snap));
     funcs.sort_unstable();
     funcs.dedup();
     j.open_array();
     for f in funcs {
-        j.open_array().uint(u64::from(f)).str(task_name(f)).close_array();
+        j.open_array().uint(u64::from(f)).str(&name(f)).close_array();
     }
     j.close_array();
 }
@@ -163,12 +171,12 @@ fn active_funcs(snap: &Snapshot) -> Vec<u32> {
 
 /// `[["name", done, running, queued, erred, in_memory], …]`, by name (two
 /// functions of the same short name are added up).
-pub fn progress_json(j: &mut Json, snap: &Snapshot) {
-    let mut rows: BTreeMap<&'static str, [u64; 5]> = BTreeMap::new();
+pub fn progress_json(j: &mut Json, snap: &Snapshot, name: &dyn Fn(u32) -> String) {
+    let mut rows: BTreeMap<String, [u64; 5]> = BTreeMap::new();
     for f in active_funcs(snap) {
         let t = snap.per_func.get(f as usize).copied().unwrap_or_default();
         let c = snap.counts.per_func.get(f as usize).copied().unwrap_or_default();
-        let row = rows.entry(task_name(f)).or_default();
+        let row = rows.entry(name(f)).or_default();
         row[0] += t.done;
         row[1] += c.processing;
         row[2] += c.waiting + c.queued;
@@ -177,7 +185,7 @@ pub fn progress_json(j: &mut Json, snap: &Snapshot) {
     }
     j.open_array();
     for (name, row) in rows {
-        j.open_array().str(name);
+        j.open_array().str(&name);
         for v in row {
             j.uint(v);
         }

@@ -3,8 +3,9 @@
 //!
 //! Everything here reads a driver's task events
 //! (`shoal_core::driver::events`) through a [`Source`]: the facade's
-//! threads and processes modes implement it, and so can the cluster's
-//! scheduler (this crate knows no `Client`, no transport).
+//! threads and processes modes implement it, and so does the cluster's
+//! scheduler (`shoal-net`; task names from its clients, worker figures
+//! from its workers). This crate knows no `Client`, no transport.
 //!
 //! # Protocol
 //!
@@ -16,6 +17,11 @@
 //! GET /metrics     Prometheus text format, computed per scrape
 //! GET /static/...  the page's script, uPlot's script and style
 //! ```
+//!
+//! Served by a client in the threads and processes modes when asked
+//! (`ClientOptions::dashboard`, `SHOAL_DASHBOARD`), and by the cluster's
+//! scheduler by default on `127.0.0.1:8787` (`shoal scheduler
+//! --dashboard ADDR`, `--no-dashboard`).
 //!
 //! Read-only: only `GET` routes exist. It binds loopback unless told
 //! otherwise; on any other address every route but `/static/` requires the
@@ -55,6 +61,13 @@ pub trait Source: Send + Sync + 'static {
     fn workers(&self) -> Vec<WorkerInfo>;
     /// The machine's store of results, where there is one.
     fn store(&self) -> Option<StoreInfo>;
+    /// The name of task function `func` (its index in the registry), as
+    /// keys print it. By default from this process's registry; a source
+    /// without the user's tasks (the cluster's scheduler) has the names
+    /// from its peers.
+    fn task_name(&self, func: u32) -> String {
+        task_name(func).to_string()
+    }
 }
 
 /// One worker as the dashboard shows it.
@@ -70,16 +83,24 @@ pub struct WorkerInfo {
     pub rss: u64,
     /// CPU time its process used so far (user + system), in seconds.
     pub cpu_seconds: f64,
+    /// Its CPU use as the worker measured it over its last moments, in
+    /// percent of one core, when it reports that itself (a remote worker,
+    /// whose CPU time reaches the dashboard only every so often); else the
+    /// dashboard computes it from `cpu_seconds` between two samples.
+    pub cpu_percent: Option<f64>,
+    /// The machine it runs on (its host name; empty for this machine).
+    pub host: String,
 }
 
-/// A machine's store of results.
+/// A machine's store of results (in the cluster mode: the results the
+/// scheduler holds, with no limit).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreInfo {
     /// Bytes of results in shared memory.
     pub memory: u64,
     /// Bytes of results spilled to disk.
     pub spilled: u64,
-    /// The memory limit, in bytes.
+    /// The memory limit, in bytes (0: none).
     pub limit: u64,
 }
 

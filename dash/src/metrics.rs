@@ -9,11 +9,11 @@
 //! | `shoal_tasks_failed_total` | counter | `name` |
 //! | `shoal_task_seconds_total` | counter | `name` (time its runs took) |
 //! | `shoal_result_bytes_total` | counter | |
-//! | `shoal_transferred_bytes_total` | counter | (bytes of results from worker processes) |
+//! | `shoal_transferred_bytes_total` | counter | (bytes that crossed a process boundary: results from worker processes; in the cluster, results and inputs between the scheduler and its workers and clients) |
 //! | `shoal_scheduler_events_total` | counter | |
 //! | `shoal_workers` | gauge | |
 //! | `shoal_worker_threads` | gauge | |
-//! | `shoal_store_bytes` | gauge | `where`: memory, spilled (processes mode) |
+//! | `shoal_store_bytes` | gauge | `where`: memory, spilled (processes mode; the cluster's scheduler: results it holds) |
 
 use std::collections::BTreeMap;
 
@@ -23,7 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::{Source, task_name};
+use crate::Source;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -64,18 +64,18 @@ pub fn render(source: &dyn Source) -> Result<String, std::fmt::Error> {
     registry.register("shoal_tasks_finished", "Runs that succeeded, per task name", finished.clone());
     registry.register("shoal_tasks_failed", "Runs that failed, per task name", failed.clone());
     registry.register("shoal_task_seconds", "Time runs took, per task name", seconds.clone());
-    let mut per_name: BTreeMap<&'static str, (u64, u64, f64)> = BTreeMap::new();
+    let mut per_name: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
     for (func, f) in snap.per_func.iter().enumerate() {
         if f.done + f.failed + f.late == 0 {
             continue;
         }
-        let e = per_name.entry(task_name(func as u32)).or_default();
+        let e = per_name.entry(source.task_name(func as u32)).or_default();
         e.0 += f.done;
         e.1 += f.failed;
         e.2 += f.busy_ns as f64 / 1e9;
     }
     for (name, (done, fail, secs)) in per_name {
-        let labels = vec![("name", name.to_string())];
+        let labels = vec![("name", name)];
         finished.get_or_create(&labels).inc_by(done);
         failed.get_or_create(&labels).inc_by(fail);
         seconds.get_or_create(&labels).inc_by(secs);

@@ -87,6 +87,7 @@ pub fn render(title: &str, start: &Start, end: &Snapshot, workers: &[WorkerInfo]
             .uint(0)
             .uint(w.rss)
             .num(0.0)
+            .str(&w.host)
             .close_array();
     }
     j.close_array().set_comma().key("store");

@@ -33,6 +33,10 @@
 //!    a new worker to the scheduler. It gives up, with a clear message,
 //!    once the scheduler has been unreachable for the connect timeout.
 //! 5. **Exit** on `Shutdown`.
+//!
+//! Besides results, a worker sends its host name, resident memory and CPU
+//! time every [`wire::FIGURES_EVERY`] (`Figures`), which the scheduler's
+//! dashboard shows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,7 +55,7 @@ use crate::data::{self, Fetcher, Gate, Store};
 use crate::error::{NetError, Result};
 use crate::wire::{
     self, ALWAYS_INLINE, ArchivedToWorkerMsg, ArchivedWireInput, ArchivedWireSource, FromWorkerMsg, MAX_ITEMS,
-    ObjectsIn, Role, ToWorkerMsg, WireFailKind, WireObject, WireResult, WireTask,
+    ObjectsIn, Role, ToWorkerMsg, WireFailKind, WireFigures, WireObject, WireResult, WireTask,
 };
 
 /// The scheduler to serve: `tcp://host:port`. Its presence is the worker role.
@@ -271,6 +275,7 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
         config.dead_after,
     ));
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel::<Fetched>();
+    let figures = tokio::spawn(send_figures(tx.clone()));
     // The runtime's heartbeat lists the runs started here (`Running`), so
     // that a loss of this worker is counted only against those.
     let outlet = TcpOutlet { tx: tx.clone(), store: Arc::clone(store) };
@@ -331,6 +336,7 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
     read.abort();
     // Runs still queued or running here are the scheduler's business now.
     worker.abandon();
+    figures.abort();
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     ended
@@ -432,6 +438,30 @@ async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, d
     if !unfetched.is_empty() {
         tokio::time::sleep(UNFETCHED_PAUSE).await;
         let _ = done.send(Fetched::Unfetched(unfetched));
+    }
+}
+
+/// Tells the scheduler this process's host name, memory and CPU time (for
+/// its dashboard) at once and every [`wire::FIGURES_EVERY`], until the
+/// connection's queue is gone.
+async fn send_figures(tx: UnboundedSender<Outgoing>) {
+    let mut tick = tokio::time::interval(wire::FIGURES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut before: Option<(WireFigures, Instant)> = None;
+    loop {
+        tick.tick().await;
+        let figures = crate::monitor::own_figures(before.as_ref().map(|(f, at)| (f, at.elapsed())));
+        before = Some((figures.clone(), Instant::now()));
+        let body = match wire::to_bytes(&FromWorkerMsg::Figures(figures)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("could not encode the worker's figures: {e}");
+                return;
+            }
+        };
+        if tx.send(Outgoing::message(body)).is_err() {
+            return;
+        }
     }
 }
 

@@ -13,6 +13,11 @@
 //!                                          ◄───  Objects { request, [Object | Failed | Missing | At(address) | Again] }
 //!   DataRequest { ids } to the worker at each `At` address (crate::data) ◄──► DataReply (+ streamed chunks)
 //!                                          ◄───  Workers { count, nthreads }      when workers come and go
+//!   Names [name, …]                        ───►  once, after the handshake: the registry's task names
+//!   Monitor { request, since, max }        ───►
+//!                                          ◄───  Monitor { request, snapshot }    the scheduler's task events
+//!   States { request, ids }                ───►
+//!                                          ◄───  States { request, states }       where each of ids stands
 //!   Heartbeat                              ◄──►  Heartbeat                        every heartbeat period
 //! ```
 //!
@@ -43,7 +48,7 @@ use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::driver::{DriverError, GraphNode, NodeArg, Status};
 use shoal_core::object::{Obj, RawArchive};
-use shoal_core::scheduler::{Dep, TaskId};
+use shoal_core::scheduler::{Dep, TaskId, TaskState};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
@@ -51,6 +56,7 @@ use crate::auth::{self, Secret};
 use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
 use crate::data::Fetcher;
 use crate::error::NetError;
+use crate::monitor::{Monitored, snapshot_in};
 use crate::wire::{
     self, ArchivedToClientMsg, ArchivedWireGathered, ArchivedWireStatus, FromClientMsg, MAX_ITEMS, ObjectsOut, Role,
     WireArg, WireDep, WireNode, WireTask,
@@ -90,6 +96,8 @@ pub struct ClientConfig {
 enum Pending {
     Submit { keys: Vec<Key>, wanted: Vec<bool> },
     Gather,
+    Monitor,
+    States,
 }
 
 /// A request's answer.
@@ -97,6 +105,8 @@ enum Answer {
     Submitted(Vec<TaskId>),
     Rejected(String),
     Objects(Vec<Gathered>),
+    Monitor(Box<Monitored>),
+    States(Vec<u8>),
 }
 
 /// One answer of a gather.
@@ -223,6 +233,17 @@ impl Remote {
             });
         })?;
         let remote = Remote { inner, handle, fetcher, stop: Mutex::new(Some(stop)), thread: Mutex::new(Some(thread)) };
+        // The scheduler has no user code: it names tasks (on its dashboard)
+        // with the names of the clients' registry.
+        let names: Vec<String> = shoal_core::registry::entries()
+            .iter()
+            .take(wire::MAX_NAMES)
+            .map(|e| {
+                let full = e.name();
+                full.rsplit("::").next().unwrap_or(full).chars().take(wire::MAX_NAME).collect()
+            })
+            .collect();
+        remote.send(&FromClientMsg::Names(names), Vec::new()).map_err(|e| NetError::Config(e.to_string()))?;
         // The scheduler tells a new client its workers at once: wait for
         // that, so `nthreads` is right from the start.
         let deadline = Instant::now() + config.connect_timeout;
@@ -315,8 +336,67 @@ impl Remote {
         match self.answer(request)? {
             Answer::Submitted(ids) => Ok(ids),
             Answer::Rejected(message) => Err(ClientError::Refused(message)),
-            Answer::Objects(_) => Err(ClientError::Lost("the scheduler answered a submission with objects".into())),
+            _ => Err(ClientError::Lost("the scheduler answered a submission wrongly".into())),
         }
+    }
+
+    /// Sends a request made with its number, and waits for its answer.
+    fn request(&self, pending: Pending, message: impl FnOnce(u64) -> FromClientMsg) -> Result<Answer, ClientError> {
+        let request = {
+            let mut mirror = self.inner.lock();
+            if let Some(e) = mirror.stopped() {
+                return Err(e);
+            }
+            mirror.next_request += 1;
+            let request = mirror.next_request;
+            mirror.pending.insert(request, pending);
+            request
+        };
+        self.send(&message(request), Vec::new())?;
+        self.answer(request)
+    }
+
+    /// The scheduler's task events (run records from sequence number
+    /// `since`, at most `max`, the newest), its workers and the results it
+    /// holds: one round trip.
+    pub fn monitor(&self, since: u64, max: usize) -> Result<Monitored, ClientError> {
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        match self.request(Pending::Monitor, |request| FromClientMsg::Monitor { request, since, max })? {
+            Answer::Monitor(m) => Ok(*m),
+            _ => Err(ClientError::Lost("the scheduler answered a monitor request wrongly".into())),
+        }
+    }
+
+    /// Where the tasks stand in the scheduler (`None`: forgotten), in
+    /// messages of up to [`MAX_ITEMS`] tasks.
+    pub fn states(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskState>>, ClientError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_ITEMS) {
+            let tasks: Vec<WireTask> = part.iter().map(|&id| id.into()).collect();
+            match self.request(Pending::States, |request| FromClientMsg::States { request, tasks })? {
+                Answer::States(states) if states.len() == part.len() => {
+                    out.extend(states.into_iter().map(wire::state_of))
+                }
+                _ => return Err(ClientError::Lost("the scheduler answered a question of states wrongly".into())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many of `ids` are finished (in memory, failed, or released or
+    /// forgotten after they ran), as the scheduler knows them: those this
+    /// client's mirror knows finished are not asked for.
+    pub fn count_finished(&self, ids: &[TaskId]) -> Result<usize, ClientError> {
+        let unknown: Vec<TaskId> = {
+            let mirror = self.inner.lock();
+            ids.iter().filter(|id| !mirror.tasks.get(id).is_some_and(|e| e.status.is_finished())).copied().collect()
+        };
+        let pending = self
+            .states(&unknown)?
+            .into_iter()
+            .filter(|s| matches!(s, Some(TaskState::Waiting | TaskState::Ready | TaskState::Processing)))
+            .count();
+        Ok(ids.len() - pending)
     }
 
     /// One reference less to the task (a future dropped).
@@ -590,6 +670,10 @@ fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
     let Incoming { body, mut objects } = message;
     let msg = wire::access::<wire::ToClientMsg>(&body)?;
     // Objects are taken (validated for their index) before the lock.
+    let monitored = match msg {
+        ArchivedToClientMsg::Monitor { request, snapshot } => Some((request.to_native(), snapshot_in(snapshot))),
+        _ => None,
+    };
     let gathered: Option<(u64, Vec<Gathered>)> = match msg {
         ArchivedToClientMsg::Objects { request, items } => {
             let items = items
@@ -666,6 +750,21 @@ fn apply(inner: &Inner, message: Incoming) -> Result<(), NetError> {
                 }
                 mirror.answers.insert(request, Answer::Objects(items));
             }
+        }
+        ArchivedToClientMsg::Monitor { .. } => {
+            if let Some((request, m)) = monitored {
+                if !matches!(mirror.pending.remove(&request), Some(Pending::Monitor)) {
+                    return Err(NetError::protocol("a monitor answer never asked for"));
+                }
+                mirror.answers.insert(request, Answer::Monitor(Box::new(m)));
+            }
+        }
+        ArchivedToClientMsg::States { request, states } => {
+            let request = request.to_native();
+            if !matches!(mirror.pending.remove(&request), Some(Pending::States)) {
+                return Err(NetError::protocol("states never asked for"));
+            }
+            mirror.answers.insert(request, Answer::States(states.to_vec()));
         }
         ArchivedToClientMsg::Workers { count, nthreads } => {
             mirror.workers_known = true;

@@ -8,7 +8,10 @@
 //! - [`data`]: peer-to-peer transfers: workers serve the results they hold;
 //! - [`auth`]: the handshake — protocol version, shared secret by
 //!   challenge-response, registry fingerprint;
-//! - [`server`]: the scheduler server (`shoal scheduler`);
+//! - [`server`]: the scheduler server (`shoal scheduler`), which serves
+//!   the dashboard and `/metrics` of its driver (`shoal-dash`);
+//! - [`monitor`]: what the dashboard and clients see of a cluster (task
+//!   events, names from clients, workers' figures);
 //! - [`agent`]: a worker: the user's binary started with `SHOAL_WORKER`;
 //! - [`client`]: a client's link to a scheduler (behind
 //!   `Client::connect`).
@@ -25,6 +28,7 @@ pub mod conn;
 pub mod data;
 pub mod error;
 pub mod frame;
+pub mod monitor;
 pub mod server;
 // rkyv's derives generate resolver types for enum variants with no docs to
 // copy; every type written here is documented.

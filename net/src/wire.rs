@@ -18,7 +18,7 @@ use shoal_core::Key;
 use shoal_core::TaskFailure;
 use shoal_core::failure::TaskError;
 use shoal_core::object::{Obj, RawArchive};
-use shoal_core::scheduler::TaskId;
+use shoal_core::scheduler::{TaskId, TaskState};
 
 use crate::error::{NetError, Result};
 
@@ -261,6 +261,25 @@ pub enum FromWorkerMsg {
     /// Runs given back, never started: an input could not be fetched from
     /// its holder (gone, or without it). The scheduler queues them again.
     Unfetched(Vec<WireTask>),
+    /// The worker's process as it stands, for the dashboard (sent every
+    /// [`FIGURES_EVERY`]).
+    Figures(WireFigures),
+}
+
+/// How often a worker sends its [`WireFigures`].
+pub const FIGURES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A worker's process, as the dashboard shows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct WireFigures {
+    /// Its machine's host name.
+    pub host: String,
+    /// Resident memory, in bytes.
+    pub rss: u64,
+    /// CPU time used so far (user + system), in seconds.
+    pub cpu_seconds: f64,
+    /// CPU use since its previous figures, in percent of one core.
+    pub cpu_percent: f64,
 }
 
 /// A dependency of a submitted node.
@@ -383,6 +402,119 @@ pub enum FromClientMsg {
     },
     /// Still here.
     Heartbeat,
+    /// The short names of the task functions of the client's registry, by
+    /// index (`Key::func`): sent once after the handshake, so that the
+    /// scheduler, which has no user code, can name tasks on its dashboard
+    /// (every peer has the same registry: the fingerprint says so).
+    Names(Vec<String>),
+    /// The scheduler's task events and workers; answered by `Monitor`.
+    Monitor {
+        /// The client's number for the request.
+        request: u64,
+        /// Run records from this sequence number on.
+        since: u64,
+        /// At most this many run records (the newest).
+        max: u32,
+    },
+    /// Where these tasks stand in the scheduler; answered by `States`.
+    States {
+        /// The client's number for the request.
+        request: u64,
+        /// The tasks.
+        tasks: Vec<WireTask>,
+    },
+}
+
+/// A task's state as it travels: 0 unknown (forgotten, or a stale id),
+/// then `Released`, `Waiting`, `Ready`, `Processing`, `Memory`, `Erred`.
+pub fn state_code(state: Option<TaskState>) -> u8 {
+    match state {
+        None => 0,
+        Some(TaskState::Released) => 1,
+        Some(TaskState::Waiting) => 2,
+        Some(TaskState::Ready) => 3,
+        Some(TaskState::Processing) => 4,
+        Some(TaskState::Memory) => 5,
+        Some(TaskState::Erred) => 6,
+    }
+}
+
+/// The state a [`state_code`] stands for (`None` for 0 or an unknown code).
+pub fn state_of(code: u8) -> Option<TaskState> {
+    Some(match code {
+        1 => TaskState::Released,
+        2 => TaskState::Waiting,
+        3 => TaskState::Ready,
+        4 => TaskState::Processing,
+        5 => TaskState::Memory,
+        6 => TaskState::Erred,
+        _ => return None,
+    })
+}
+
+/// The most task names a client sends (a registry larger than this is
+/// named only up to it).
+pub const MAX_NAMES: usize = 1 << 16;
+/// The most characters of one task name that travel.
+pub const MAX_NAME: usize = 256;
+
+/// One run record of the scheduler's task events
+/// ([`shoal_core::driver::events::RunRecord`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy)]
+pub struct WireRecord {
+    /// The task's key.
+    pub key: WireKey,
+    /// The worker that ran it.
+    pub worker: u32,
+    /// Its thread there, or `UNKNOWN_THREAD`.
+    pub thread: u32,
+    /// Start, ns since the scheduler's driver started.
+    pub start_ns: u64,
+    /// Stop, ns since the scheduler's driver started.
+    pub stop_ns: u64,
+    /// Result bytes.
+    pub nbytes: u64,
+    /// 0 done, 1 failed, 2 late.
+    pub outcome: u8,
+}
+
+/// A worker as the scheduler knows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct WireWorker {
+    /// Its id at the scheduler.
+    pub id: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// Its threads.
+    pub nthreads: u32,
+    /// Its last figures.
+    pub figures: WireFigures,
+}
+
+/// The scheduler's [`shoal_core::driver::events::Snapshot`], its workers
+/// and the bytes of results it holds.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct WireSnapshot {
+    /// Run records asked for.
+    pub runs: Vec<WireRecord>,
+    /// The sequence number to ask from next time.
+    pub next: u64,
+    /// ns since the scheduler's driver started.
+    pub now_ns: u64,
+    /// `Totals`: submitted, started, done, failed, late, events, nbytes, transferred.
+    pub totals: [u64; 8],
+    /// `FuncTotals` by func: done, failed, late, busy_ns, nbytes.
+    pub per_func: Vec<[u64; 5]>,
+    /// `StateCounts` of all live tasks: released, waiting, queued, processing, memory, erred.
+    pub counts: [u64; 6],
+    /// `StateCounts` by func.
+    pub counts_per_func: Vec<[u64; 6]>,
+    /// Runs processing per worker.
+    pub loads: Vec<(u32, u64)>,
+    /// The workers.
+    pub workers: Vec<WireWorker>,
+    /// Bytes of results the scheduler holds.
+    pub held_bytes: u64,
 }
 
 /// One answer of a gather.
@@ -451,6 +583,21 @@ pub enum ToClientMsg {
     },
     /// Still here.
     Heartbeat,
+    /// The answer to a `Monitor` request.
+    Monitor {
+        /// The request answered.
+        request: u64,
+        /// The scheduler's events and workers.
+        snapshot: Box<WireSnapshot>,
+    },
+    /// The answer to a `States` request: one [`state_code`] per task
+    /// asked for, in order.
+    States {
+        /// The request answered.
+        request: u64,
+        /// The tasks' states.
+        states: Vec<u8>,
+    },
 }
 
 /// A peer asks a worker's data port for results it holds.

@@ -23,6 +23,7 @@ fn start(secret: Option<&str>) -> ServerHandle {
         heartbeat: Duration::from_millis(100),
         dead_after: Duration::from_millis(600),
         handshake_timeout: Duration::from_millis(400),
+        dashboard: None,
     })
     .unwrap()
 }

@@ -1,12 +1,14 @@
 //! The `shoal` command: `shoal scheduler` runs a cluster's scheduler
-//! server; `shoal worker` explains how to start workers (they are your own
+//! server (and its dashboard, on 127.0.0.1:8787 unless told otherwise);
+//! `shoal worker` explains how to start workers (they are your own
 //! program, started with `SHOAL_WORKER`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Arg, Command, value_parser};
+use clap::{Arg, ArgAction, Command, value_parser};
 use shoal_net::server::{self, ServerConfig};
 
 const WORKER_HELP: &str = "\
@@ -71,6 +73,24 @@ fn command() -> Command {
                         .help("File with the shared secret every worker and client must prove it knows"),
                 )
                 .arg(
+                    Arg::new("dashboard")
+                        .long("dashboard")
+                        .value_name("ADDR")
+                        .default_value("127.0.0.1:8787")
+                        .value_parser(value_parser!(SocketAddr))
+                        .help(
+                            "Serve the live dashboard and Prometheus /metrics here (if the port is taken, on another \
+                             one, with a warning); anything but loopback needs the token printed at start",
+                        ),
+                )
+                .arg(
+                    Arg::new("no-dashboard")
+                        .long("no-dashboard")
+                        .action(ArgAction::SetTrue)
+                        .conflicts_with("dashboard")
+                        .help("Serve no dashboard"),
+                )
+                .arg(
                     Arg::new("dead-after")
                         .long("dead-after")
                         .value_name("SECONDS")
@@ -116,5 +136,18 @@ fn scheduler(m: &clap::ArgMatches) -> shoal_net::Result<()> {
     }
     let dead_after = Duration::from_secs_f64(dead_after);
     let heartbeat = (dead_after / 10).max(Duration::from_millis(10));
-    server::serve_forever(ServerConfig { host, port, secret, heartbeat, dead_after, ..ServerConfig::default() })
+    let dashboard = if m.get_flag("no-dashboard") {
+        None
+    } else {
+        Some(m.get_one::<SocketAddr>("dashboard").copied().unwrap_or(server::DEFAULT_DASHBOARD))
+    };
+    server::serve_forever(ServerConfig {
+        host,
+        port,
+        secret,
+        heartbeat,
+        dead_after,
+        dashboard,
+        ..ServerConfig::default()
+    })
 }

@@ -4,13 +4,16 @@
 //! stay, in workers started from this same binary
 //! (`SHOAL_WORKER=tcp://… ./app`).
 //! This engine only forwards the client API's calls over the link of
-//! `shoal_net::client` and waits on its mirror of the futures' tasks.
+//! `shoal_net::client` and waits on its mirror of the futures' tasks. What
+//! the mirror cannot know is asked of the scheduler: its task events
+//! (status, reports, a client's own dashboard: `Monitor`) and where tasks
+//! it holds no future on stand (progress, `Future::status`: `States`).
 //!
 //! It also holds the worker role of this binary: the `.init_array` hook
 //! [`CLUSTER_HOOK`] (and `shoal::init()`) turn a process started with
 //! `SHOAL_WORKER` into a cluster worker that never returns to `main`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use shoal_core::Key;
@@ -19,19 +22,54 @@ use shoal_core::driver::events::Snapshot;
 use shoal_core::driver::{GraphNode, Status};
 use shoal_core::object::Obj;
 use shoal_core::scheduler::{TaskId, TaskState, WorkerId};
+use shoal_dash::{StoreInfo, WorkerInfo};
 use shoal_net::client::{ClientError, Remote};
+use shoal_net::monitor::Monitored;
 
 use super::Engine;
 use crate::error::{Error, Result};
 
+/// How long the workers of a snapshot stand for the cluster's: less than
+/// a dashboard's sampling period, so each frame asks once.
+const FRESH_FOR: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A client of a scheduler server.
 pub(crate) struct ClusterEngine {
     remote: Remote,
+    /// The workers and store of the last `snapshot`, and when it was
+    /// taken (a monitor asks for them right after it: one round trip
+    /// serves the three).
+    last: Mutex<Option<(Instant, Vec<WorkerInfo>, StoreInfo)>>,
 }
 
 impl ClusterEngine {
     pub(crate) fn new(remote: Remote) -> Arc<ClusterEngine> {
-        Arc::new(ClusterEngine { remote })
+        Arc::new(ClusterEngine { remote, last: Mutex::new(None) })
+    }
+
+    /// The scheduler's events and workers (one round trip); the workers and
+    /// store are kept for the monitor's next questions.
+    fn monitor(&self, since: u64, max: usize) -> Option<Monitored> {
+        match self.remote.monitor(since, max) {
+            Ok(m) => {
+                *shoal_core::driver::wait::lock(&self.last) = Some((Instant::now(), m.workers.clone(), m.store));
+                Some(m)
+            }
+            Err(e) => {
+                tracing::debug!("could not ask the scheduler for its task events: {e}");
+                None
+            }
+        }
+    }
+
+    /// The workers and store: those of the last snapshot if it was taken
+    /// a moment ago ([`FRESH_FOR`]), else asked for now.
+    fn last(&self) -> Option<(Vec<WorkerInfo>, StoreInfo)> {
+        let cached = shoal_core::driver::wait::lock(&self.last)
+            .as_ref()
+            .filter(|(at, _, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, workers, store)| (workers.clone(), *store));
+        cached.or_else(|| self.monitor(u64::MAX, 0).map(|m| (m.workers, m.store)))
     }
 }
 
@@ -95,31 +133,48 @@ impl Engine for ClusterEngine {
         Ok(self.remote.results(ids)?)
     }
 
-    /// What the client's mirror knows: finished (in memory), failed, or
-    /// not yet — which reads as queued (the scheduler, not this process,
-    /// knows whether a run started).
+    /// Finished or failed as the mirror knows; else asked of the scheduler,
+    /// which alone knows whether a run started (if it cannot be asked: not
+    /// started).
     fn state(&self, id: TaskId) -> Option<TaskState> {
-        Some(match self.remote.status(id) {
-            Status::Finished => TaskState::Memory,
-            Status::Failed(_) => TaskState::Erred,
-            Status::Pending => TaskState::Waiting,
-        })
+        match self.remote.status(id) {
+            Status::Finished => Some(TaskState::Memory),
+            Status::Failed(_) => Some(TaskState::Erred),
+            Status::Pending => match self.remote.states(&[id]) {
+                Ok(states) => states.first().copied().flatten(),
+                Err(_) => Some(TaskState::Waiting),
+            },
+        }
     }
 
+    /// Asked of the scheduler (the mirror knows only the tasks this client
+    /// holds futures on, not the inner tasks of a computed graph); if it
+    /// cannot be asked, what the mirror knows.
     fn count_finished(&self, ids: &[TaskId]) -> usize {
-        ids.iter().filter(|&&id| self.remote.status(id).is_finished()).count()
+        self.remote
+            .count_finished(ids)
+            .unwrap_or_else(|_| ids.iter().filter(|&&id| self.remote.status(id).is_finished()).count())
     }
 
-    /// The task events live in the scheduler process (its dashboard shows
-    /// them); a cluster client records none.
-    fn snapshot(&self, _since: u64, _max: usize) -> Snapshot {
-        Snapshot::default()
+    /// The task events live in the scheduler process: asked of it (one
+    /// round trip), on the scheduler's clock, for every client's tasks. An
+    /// empty snapshot if the scheduler cannot be reached.
+    fn snapshot(&self, since: u64, max: usize) -> Snapshot {
+        self.monitor(since, max).map(|m| m.snapshot).unwrap_or_default()
     }
 
-    /// The scheduler tells a client how many workers and threads there
-    /// are, not which: none are listed here.
+    /// The cluster's workers as the scheduler knows them.
     fn workers(&self) -> Vec<(WorkerId, u32, u32)> {
-        Vec::new()
+        self.last()
+            .map_or_else(Vec::new, |(workers, _)| workers.iter().map(|w| (WorkerId(w.id), w.pid, w.nthreads)).collect())
+    }
+
+    fn monitor_workers(&self) -> Option<Vec<WorkerInfo>> {
+        Some(self.last().map(|(workers, _)| workers).unwrap_or_default())
+    }
+
+    fn monitor_store(&self) -> Option<StoreInfo> {
+        self.last().map(|(_, store)| store)
     }
 
     fn nthreads(&self) -> usize {

@@ -74,6 +74,16 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn store_stats(&self) -> Option<shoal_shm::store::StoreStats>;
     /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn shutdown(&self);
+    /// The workers as a monitor shows them, when the mode knows more than
+    /// their process ids on this machine (the cluster: from its scheduler).
+    fn monitor_workers(&self) -> Option<Vec<shoal_dash::WorkerInfo>> {
+        None
+    }
+    /// The store as a monitor shows it, when it is not this machine's
+    /// (the cluster: the results its scheduler holds).
+    fn monitor_store(&self) -> Option<shoal_dash::StoreInfo> {
+        None
+    }
 }
 
 /// A mode: a driver with its backend, and what is particular to the mode.

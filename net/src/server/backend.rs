@@ -30,7 +30,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conn::Outgoing;
 use crate::wire::{
-    self, MAX_ITEMS, ObjectsOut, ToClientMsg, ToWorkerMsg, WireInput, WireRun, WireSource, WireStatus, WireTask,
+    self, MAX_ITEMS, ObjectsOut, ToClientMsg, ToWorkerMsg, WireFigures, WireInput, WireRun, WireSource, WireStatus,
+    WireTask,
 };
 
 /// The scheduler's own store, as the scheduler state machine sees it: a
@@ -50,6 +51,10 @@ pub struct WorkerLink {
     pub nthreads: u32,
     /// Where peers fetch the results it holds (`ip:port`).
     pub data: Option<Arc<str>>,
+    /// Its process id.
+    pub pid: u32,
+    /// Its host name, memory and CPU time, as it last reported them.
+    pub figures: WireFigures,
 }
 
 /// A client connection and the futures it holds.
@@ -76,6 +81,12 @@ pub struct Cluster {
     pub pacing: Option<Pacing>,
     /// Transfers counted for tests and monitoring.
     pub counts: Counts,
+    /// The short names of the registry's tasks, by `Key::func`, as the
+    /// first client told them (the scheduler has no user code); kept while
+    /// any peer is connected, as the fingerprint is.
+    pub names: Vec<String>,
+    /// Bytes of the results held here (the dashboard's store).
+    pub held: u64,
 }
 
 /// What moved where, since the scheduler started.
@@ -211,6 +222,15 @@ impl Backend for Cluster {
         let func = spec.task.func;
         match inputs {
             Some(inputs) => {
+                let moved = inputs
+                    .iter()
+                    .flat_map(|(_, sources)| sources.iter())
+                    .map(|source| match source {
+                        Source::Object(obj) => obj.nbytes(),
+                        _ => 0,
+                    })
+                    .sum();
+                st.events.transferred(moved);
                 // The worker keeps the copies it fetches: released with the result.
                 for (dep, nbytes) in fetched {
                     st.backend.counts.remote_inputs += 1;
@@ -241,7 +261,10 @@ impl Backend for Cluster {
             _ => None,
         };
         match held {
-            Some(held) => fx.drop_held(held),
+            Some(held) => {
+                st.backend.held = st.backend.held.saturating_sub(held.small.as_ref().map_or(0, |o| o.nbytes()));
+                fx.drop_held(held)
+            }
             // A copy the scheduler does not count (a late result): the
             // worker drops it.
             None => fx.releases.entry(worker).or_default().push(task.into()),
@@ -250,6 +273,7 @@ impl Backend for Cluster {
 
     fn forget(&mut self, mut spec: shoal_core::driver::Spec<Task>, fx: &mut Effects) {
         if let Some(held) = spec.task.result.take() {
+            self.held = self.held.saturating_sub(held.small.as_ref().map_or(0, |o| o.nbytes()));
             fx.drop_held(held);
         }
         fx.forgotten.push(spec.task);
@@ -257,6 +281,10 @@ impl Backend for Cluster {
 
     fn report(st: &mut State, task: TaskId, fx: &mut Effects) {
         let Some(status) = status_now(st, task) else { return };
+        let small = match &status {
+            WireStatus::Finished(Some(bytes)) => bytes.len() as u64,
+            _ => 0,
+        };
         let holders: Vec<(u32, UnboundedSender<Outgoing>)> = st
             .backend
             .clients
@@ -266,6 +294,8 @@ impl Backend for Cluster {
             .collect();
         let mut status = Some(status);
         let n = holders.len();
+        // Small results travel with the news, to every holder.
+        st.events.transferred(small * n as u64);
         for (i, (id, tx)) in holders.into_iter().enumerate() {
             // The last holder takes the status itself; the others a copy.
             let s = if i + 1 == n { status.take() } else { status.clone() };

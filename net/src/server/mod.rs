@@ -21,6 +21,15 @@
 //! its workers run, on any inputs. With a secret every peer must prove it
 //! knows it (and the server proves it too).
 //!
+//! # The dashboard
+//!
+//! The server serves the live dashboard and Prometheus `/metrics` of its
+//! driver (`shoal-dash`) on [`ServerConfig::dashboard`], by default
+//! `127.0.0.1:8787` (Dask's port). If that port is taken it says so and
+//! serves on another free port, as Dask does; on an address that is not
+//! loopback the pages need the token printed at start. Task names come from
+//! the clients, workers' figures from the workers (see [`crate::monitor`]).
+//!
 //! # Clients and their futures
 //!
 //! The server counts the client references each client holds per task
@@ -41,11 +50,13 @@ use std::time::Duration;
 
 use shoal_core::driver::Driver;
 use shoal_core::scheduler::{Event, Scheduler, SchedulerConfig};
+use shoal_dash::{Dashboard, DashboardError, DashboardOptions, Source};
 use tokio::net::TcpListener;
 
 pub use self::backend::{Cluster, ClusterDriver, Counts, Held, STORE};
 use crate::auth::Secret;
 use crate::error::{NetError, Result};
+use crate::monitor::SchedulerSource;
 
 /// The port a scheduler listens on by default (Dask's).
 pub const DEFAULT_PORT: u16 = 8786;
@@ -62,6 +73,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// running one): short runs travel by the dozen per round trip, long ones
 /// one or two at a time (there is no stealing between workers yet).
 pub const EXTRA_SLOTS_PER_THREAD: u32 = 4;
+/// Where the scheduler serves its dashboard by default (Dask's port,
+/// loopback only).
+pub const DEFAULT_DASHBOARD: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8787);
 
 /// How a scheduler server is set up.
 #[derive(Clone, Debug)]
@@ -78,6 +92,10 @@ pub struct ServerConfig {
     pub dead_after: Duration,
     /// How long a connecting peer has for its handshake.
     pub handshake_timeout: Duration,
+    /// Where to serve the dashboard and `/metrics` (`None`: nowhere).
+    /// Default [`DEFAULT_DASHBOARD`]; if its port is taken, another free
+    /// port is used, with a warning. Not loopback: pages need a token.
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +107,7 @@ impl Default for ServerConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             dead_after: DEFAULT_DEAD_AFTER,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            dashboard: Some(DEFAULT_DASHBOARD),
         }
     }
 }
@@ -134,10 +153,14 @@ pub(crate) struct Shared {
     pub(crate) next_id: std::sync::atomic::AtomicU32,
 }
 
-/// A bound scheduler server, not serving yet.
+/// A bound scheduler server, not serving yet (its dashboard, if any, is
+/// served already).
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// Read by the dashboard (weakly): dropped with the server.
+    _source: Option<Arc<SchedulerSource>>,
+    dashboard: Option<Dashboard>,
 }
 
 impl Server {
@@ -160,17 +183,31 @@ impl Server {
             ..SchedulerConfig::default()
         });
         sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
+        let dashboard_at = config.dashboard;
         let shared = Arc::new(Shared {
             driver: Driver::new(sched, Cluster::default()),
             config,
             next_id: std::sync::atomic::AtomicU32::new(0),
         });
-        Ok(Server { listener, shared })
+        let (source, dashboard) = match dashboard_at {
+            Some(addr) => {
+                let source = Arc::new(SchedulerSource(Arc::clone(&shared)));
+                let dashboard = start_dashboard(&source, addr)?;
+                (Some(source), Some(dashboard))
+            }
+            None => (None, None),
+        };
+        Ok(Server { listener, shared, _source: source, dashboard })
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// The dashboard's URL (with its token if it needs one), if it serves one.
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.dashboard.as_ref().map(Dashboard::url)
     }
 
     /// Accepts and serves connections until the task is dropped.
@@ -191,9 +228,43 @@ impl Server {
     }
 }
 
+/// Serves the dashboard of `source` on `addr`; if its port is taken,
+/// says so and serves on another free port of the same address (what Dask
+/// users expect). Prints the URL when it needs a token.
+fn start_dashboard(source: &Arc<SchedulerSource>, addr: SocketAddr) -> Result<Dashboard> {
+    let weak = || Arc::downgrade(source) as std::sync::Weak<dyn Source>;
+    let dashboard = match Dashboard::start(weak(), DashboardOptions { addr }) {
+        Err(DashboardError::Bind { source: e, .. })
+            if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 =>
+        {
+            let other = SocketAddr::new(addr.ip(), 0);
+            let dashboard = Dashboard::start(weak(), DashboardOptions { addr: other })
+                .map_err(|e| NetError::Config(format!("the scheduler's dashboard: {e}")))?;
+            tracing::warn!(
+                "port {} is already in use (another scheduler, or a program with a dashboard?); the dashboard is \
+                 served on port {} instead: {}",
+                addr.port(),
+                dashboard.addr().port(),
+                dashboard.url()
+            );
+            dashboard
+        }
+        other => other
+            .map_err(|e| NetError::Config(format!("the scheduler's dashboard: {e} (--no-dashboard serves none)")))?,
+    };
+    // `Dashboard::start` logged the URL; the token must be seen whatever
+    // logging is set up (the one way to learn it).
+    if dashboard.token().is_some() {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "shoal dashboard: {}", dashboard.url());
+    }
+    Ok(dashboard)
+}
+
 /// A scheduler server running on a thread of its own.
 pub struct ServerHandle {
     addr: SocketAddr,
+    dashboard_url: Option<String>,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -220,6 +291,11 @@ impl ServerHandle {
     /// fetched between workers, result bytes the scheduler received.
     pub fn counts(&self) -> Counts {
         self.shared.driver.lock().backend.counts
+    }
+
+    /// The dashboard's URL (with its token if it needs one), if it serves one.
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.dashboard_url.clone()
     }
 
     /// Its URL, `tcp://host:port`.
@@ -266,7 +342,7 @@ pub fn spawn(config: ServerConfig) -> Result<ServerHandle> {
         runtime.block_on(async {
             let server = match Server::bind(config).await.and_then(|s| Ok((s.local_addr()?, s))) {
                 Ok((addr, server)) => {
-                    let _ = bound.send(Ok((addr, Arc::clone(&server.shared))));
+                    let _ = bound.send(Ok((addr, server.dashboard_url(), Arc::clone(&server.shared))));
                     server
                 }
                 Err(e) => {
@@ -282,11 +358,11 @@ pub fn spawn(config: ServerConfig) -> Result<ServerHandle> {
         // Dropping the runtime drops every connection task: sockets close.
         drop(runtime);
     })?;
-    let (addr, shared) = match bound_rx.recv() {
+    let (addr, dashboard_url, shared) = match bound_rx.recv() {
         Ok(result) => result?,
         Err(_) => return Err(NetError::Config("the scheduler thread ended before it listened".into())),
     };
-    Ok(ServerHandle { addr, shared, stop: Some(stop), thread: Some(thread) })
+    Ok(ServerHandle { addr, dashboard_url, shared, stop: Some(stop), thread: Some(thread) })
 }
 
 /// Serves forever on the calling thread (the `shoal scheduler` command).

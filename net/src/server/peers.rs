@@ -24,9 +24,10 @@ use crate::conn::{FrameReader, FrameWriter, Outgoing, write_loop};
 use crate::error::{NetError, Result};
 use crate::wire::{
     self, ArchivedFromClientMsg, ArchivedFromWorkerMsg, ArchivedWireArg, ArchivedWireDep, ArchivedWireFailKind,
-    ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, ObjectsIn, ObjectsOut, Role, ToClientMsg, ToWorkerMsg,
-    WireFailKind, WireGathered,
+    ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, MAX_NAME, MAX_NAMES, ObjectsIn, ObjectsOut, Role,
+    ToClientMsg, ToWorkerMsg, WireFailKind, WireFigures, WireGathered,
 };
+use shoal_core::driver::events::{RING_CAPACITY, RunTimes, now_ns};
 use shoal_core::driver::pacing::Pacing;
 
 /// Serves one accepted connection to its end.
@@ -130,6 +131,8 @@ fn unadmit(shared: &Shared) {
     st.backend.peers = st.backend.peers.saturating_sub(1);
     if st.backend.peers == 0 {
         st.backend.fingerprint = None;
+        // The next peers may run another program: its names, not these.
+        st.backend.names.clear();
     }
 }
 
@@ -168,7 +171,8 @@ async fn serve_worker(
     let mut fx = Effects::default();
     {
         let mut st = shared.driver.lock();
-        st.backend.workers.insert(worker, WorkerLink { tx: tx.clone(), nthreads, data });
+        let link = WorkerLink { tx: tx.clone(), nthreads, data, pid: info.pid, figures: Default::default() };
+        st.backend.workers.insert(worker, link);
         st.handle(Event::WorkerJoined { worker, nthreads }, &mut fx);
     }
     carry_out(&shared.driver, fx);
@@ -182,6 +186,18 @@ async fn serve_worker(
         let mut objects = message.objects;
         let results = match msg {
             ArchivedFromWorkerMsg::Heartbeat => continue,
+            ArchivedFromWorkerMsg::Figures(f) => {
+                let figures = WireFigures {
+                    host: bounded_name(f.host.as_str()),
+                    rss: f.rss.to_native(),
+                    cpu_seconds: f.cpu_seconds.to_native(),
+                    cpu_percent: f.cpu_percent.to_native(),
+                };
+                if let Some(link) = shared.driver.lock().backend.workers.get_mut(&worker) {
+                    link.figures = figures;
+                }
+                continue;
+            }
             ArchivedFromWorkerMsg::Stolen(_) => return Err(NetError::protocol("gave back runs nobody asked for")),
             ArchivedFromWorkerMsg::Recalled(_) => return Err(NetError::protocol("gave back runs nobody recalled")),
             ArchivedFromWorkerMsg::Running(tasks) => {
@@ -218,6 +234,10 @@ async fn serve_worker(
             ArchivedFromWorkerMsg::Results(results) => decode_results(results.as_slice(), &mut objects)?,
         };
         objects.finish()?;
+        // The runs ended about now: a worker measures how long each took,
+        // and its start is placed that long before (two machines' clocks
+        // are never compared).
+        let seen = now_ns();
         let mut fx = Effects::default();
         {
             let mut st = shared.driver.lock();
@@ -228,9 +248,12 @@ async fn serve_worker(
             if let Some(extra_slots_per_thread) = pacing.update() {
                 st.handle(Event::Saturation { extra_slots_per_thread }, &mut fx);
             }
-            for (ended, _) in results {
+            for (ended, micros) in results {
+                if let Ended::Done { nbytes, .. } = &ended {
+                    st.events.transferred(*nbytes);
+                }
                 if let Some(event) = result_event(&mut st, worker, ended) {
-                    st.handle(event, &mut fx);
+                    st.handle_run(event, RunTimes::ended_at(seen, micros), &mut fx);
                 }
             }
         }
@@ -284,7 +307,10 @@ fn result_event(st: &mut super::backend::State, worker: WorkerId, ended: Ended) 
                 st.backend.counts.result_bytes_received += obj.nbytes();
             }
             if accepted && let Some(spec) = st.spec_mut(task) {
-                spec.task.result = Some(Held { task, holder: worker, small: obj, nbytes, copies: Vec::new() });
+                let added = obj.as_ref().map_or(0, |o| o.nbytes());
+                let held = Held { task, holder: worker, small: obj, nbytes, copies: Vec::new() };
+                let replaced = spec.task.result.replace(held).map_or(0, |old| old.small.map_or(0, |o| o.nbytes()));
+                st.backend.held = (st.backend.held + added).saturating_sub(replaced);
             }
             Event::TaskFinished { task, worker, nbytes }
         }
@@ -359,6 +385,34 @@ async fn serve_client(
         let mut objects = message.objects;
         match msg {
             ArchivedFromClientMsg::Heartbeat => {}
+            ArchivedFromClientMsg::Names(names) => {
+                if names.len() > MAX_NAMES {
+                    return Err(NetError::protocol(format!("{} task names, over {MAX_NAMES}", names.len())));
+                }
+                let mut st = shared.driver.lock();
+                // Every peer has the same registry (the fingerprint): the
+                // first client's names hold for all.
+                if st.backend.names.is_empty() {
+                    st.backend.names = names.iter().map(|n| bounded_name(n.as_str())).collect();
+                }
+            }
+            ArchivedFromClientMsg::Monitor { request, since, max } => {
+                let max = (max.to_native() as usize).min(RING_CAPACITY);
+                let snapshot = Box::new(crate::monitor::snapshot_out(shared, since.to_native(), max));
+                let body = wire::to_bytes(&ToClientMsg::Monitor { request: request.to_native(), snapshot })?;
+                let _ = tx.send(Outgoing::message(body));
+            }
+            ArchivedFromClientMsg::States { request, tasks } => {
+                if tasks.len() > MAX_ITEMS {
+                    return Err(NetError::protocol(format!("the states of {} tasks, over {MAX_ITEMS}", tasks.len())));
+                }
+                let states: Vec<u8> = {
+                    let st = shared.driver.lock();
+                    tasks.iter().map(|t| wire::state_code(st.sched.state(TaskId::from(t)))).collect()
+                };
+                let body = wire::to_bytes(&ToClientMsg::States { request: request.to_native(), states })?;
+                let _ = tx.send(Outgoing::message(body));
+            }
             ArchivedFromClientMsg::Submit { request, nodes } => {
                 let nodes = decode_nodes(nodes.as_slice(), &mut objects)?;
                 objects.finish()?;
@@ -422,6 +476,14 @@ fn submit(
     tx: &UnboundedSender<Outgoing>,
 ) -> Result<()> {
     let wanted: Vec<bool> = nodes.iter().map(|n| n.wanted).collect();
+    let sent: u64 = nodes
+        .iter()
+        .flat_map(|n| &n.args)
+        .map(|a| match a {
+            NodeArg::Value(obj) => obj.nbytes(),
+            _ => 0,
+        })
+        .sum();
     let (ids, fx) = match shared.driver.submit(nodes) {
         Ok(answer) => answer,
         Err(e) => {
@@ -438,6 +500,7 @@ fn submit(
     // the client always reads `Submitted` before any news of these ids.
     let answer = wire::to_bytes(&ToClientMsg::Submitted { request, ids: ids.iter().map(|&id| id.into()).collect() })?;
     let mut st = shared.driver.lock();
+    st.events.transferred(sent);
     let mut news = Vec::new();
     for (&id, _) in ids.iter().zip(&wanted).filter(|(_, w)| **w) {
         if let Some(link) = st.backend.clients.get_mut(&client) {
@@ -503,8 +566,8 @@ fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSende
         Gathered(WireGathered),
     }
     let items: Vec<Item> = {
-        let st = shared.driver.lock();
-        tasks
+        let mut st = shared.driver.lock();
+        let items: Vec<Item> = tasks
             .iter()
             .map(|&task| match st.finished(task) {
                 Ok(spec) => match &spec.task.result {
@@ -525,7 +588,10 @@ fn gather(shared: &Shared, request: u64, tasks: Vec<TaskId>, tx: &UnboundedSende
                 }
                 Err(e) => Item::Gathered(WireGathered::Missing(e.to_string())),
             })
-            .collect()
+            .collect();
+        let moved = items.iter().map(|i| if let Item::Obj(o) = i { o.nbytes() } else { 0 }).sum();
+        st.events.transferred(moved);
+        items
     };
     let mut out = ObjectsOut::default();
     let items = items
@@ -556,4 +622,9 @@ fn client_gone(shared: &Shared, client: u32) {
         }
     }
     carry_out(&shared.driver, fx);
+}
+
+/// A name from a peer, cut to [`MAX_NAME`] characters.
+fn bounded_name(name: &str) -> String {
+    name.chars().take(MAX_NAME).collect()
 }
