@@ -297,6 +297,10 @@ impl<T> NoSumProbe for &Probe<T> {
 }
 
 /// A registered element function, as the generated handle implements it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[shoal::func]` function taking `{A}`",
+    label = "closures and unregistered functions cannot be bag functions"
+)]
 pub trait Call<A> {
     /// The result type.
     type Out;
