@@ -130,7 +130,7 @@ fn main() -> shoal::Result<()> {
         }
     }
     let mut expected: Vec<(String, u64)> = counts.into_iter().collect();
-    expected.sort_by(|a, b| b.1.cmp(&a.1));
+    expected.sort_by_key(|pair| std::cmp::Reverse(pair.1));
     let sequential_time = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

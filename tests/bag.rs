@@ -55,6 +55,18 @@ fn identity(x: u64) -> u64 {
     x
 }
 
+/// A fold's step: (sum of squares, count) with one more element.
+#[shoal::func]
+fn square_and_count(acc: (u64, u64), x: u64) -> (u64, u64) {
+    (acc.0 + x * x, acc.1 + 1)
+}
+
+/// A fold's combine: two partial results into one.
+#[shoal::func]
+fn add_pairs(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0 + b.0, a.1 + b.1)
+}
+
 fn threads() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -135,6 +147,8 @@ proptest! {
             prop_assert_eq!(got.len(), distinct.len(), "{}: no duplicates", mode);
             prop_assert_eq!(got.into_iter().collect::<HashSet<_>>(), distinct.clone(), "{}", mode);
             prop_assert_eq!(b.topk(k, identity).compute(client).unwrap(), top.clone(), "{}", mode);
+            let squares = (xs.iter().map(|x| x * x).sum::<u64>(), xs.len() as u64);
+            prop_assert_eq!(b.fold(square_and_count, add_pairs).compute(client).unwrap(), squares, "{}", mode);
             // A reduction after element-wise steps, fused into the same tasks.
             let evens = xs.iter().filter(|x| *x % 2 == 0).count() as u64;
             prop_assert_eq!(b.filter(is_even).map(double).count().compute(client).unwrap(), evens, "{}", mode);

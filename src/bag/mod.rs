@@ -46,7 +46,7 @@
 //! Consecutive element-wise steps (`map`, `filter`, `flat_map`,
 //! `map_partitions`) and the per-partition part of a reduction fuse into
 //! one task per partition: a five-step pipeline over N partitions is N
-//! tasks. A reduction (`count`, `sum`, `frequencies`, `distinct`, `topk`)
+//! tasks. A reduction (`count`, `sum`, `fold`, `frequencies`, `distinct`, `topk`)
 //! then combines the partitions' results in a tree, `split_every` (default
 //! [`DEFAULT_SPLIT_EVERY`]) at a time; `topk` keeps `k` per partition first.
 
@@ -80,6 +80,19 @@ pub const DEFAULT_SPLIT_EVERY: usize = 8;
             the function by its registered name"
 )]
 pub trait BagFn<A>: __private::Call<A> + Copy + Send + Sync + 'static {
+    /// The registered name (module path and function name).
+    fn name(&self) -> &'static str;
+}
+
+/// A registered bag function of two parameters (`#[shoal::func] fn f(a: X,
+/// b: Y) -> X`), for [`Bag::fold`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a registered bag function taking `({X}, {Y})`",
+    label = "not a `#[shoal::func]` function `fn f(acc: {X}, x: {Y}) -> {X}`",
+    note = "closures cannot be bag functions: a partition may be processed in another process, which finds \
+            the function by its registered name"
+)]
+pub trait BagFn2<X, Y>: __private::Call2<X, Y> + Copy + Send + Sync + 'static {
     /// The registered name (module path and function name).
     fn name(&self) -> &'static str;
 }
@@ -257,6 +270,21 @@ impl<T: Data> Bag<T> {
     {
         let root: Lazy<Vec<T>> = self.reduce(End::TopK { k: k as u64, key: by.name().to_string() });
         Bag::from_parts(vec![root.retype()], registry::item_name::<T>())
+    }
+
+    /// The elements folded with `binop` (`fn(acc: X, x: T) -> X`) from
+    /// `X::default()` in each partition, and the partitions' results
+    /// combined with `combine` (`fn(a: X, b: X) -> X`) in a tree (Dask's
+    /// `fold(binop, combine, initial)`, with the initial value the
+    /// default). `combine` must be associative, and `binop` agree with it,
+    /// since how elements are grouped depends on the partitions and the tree.
+    pub fn fold<X, F, C>(&self, binop: F, combine: C) -> Lazy<X>
+    where
+        X: Data + Default,
+        F: BagFn2<X, T, Out = X>,
+        C: BagFn2<X, X, Out = X>,
+    {
+        self.reduce(End::Fold { binop: binop.name().to_string(), combine: combine.name().to_string() })
     }
 
     /// One pipeline task per partition, ending with `end`.

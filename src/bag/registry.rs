@@ -42,6 +42,9 @@ pub type Part = Box<dyn Any + Send>;
 /// What an adapter fails with.
 pub type StepResult = Result<Part, InputError>;
 
+/// Several stored partial results merged into one stored result.
+pub type Merge = fn(&[&dyn Object]) -> Result<Obj, InputError>;
+
 /// Every `#[shoal::func]` of the binary.
 #[shoal_core::registry::linkme::distributed_slice]
 #[linkme(crate = shoal_core::registry::linkme)]
@@ -71,16 +74,21 @@ pub struct ItemEntry {
 /// A function's partition-level adapters.
 #[derive(Clone, Copy)]
 pub struct FuncFns {
-    /// `Vec<A>` → `Vec<B>`.
-    pub map: fn(Part) -> StepResult,
+    /// `Vec<A>` → `Vec<B>` (functions of one parameter).
+    pub map: Option<fn(Part) -> StepResult>,
     /// `A` (the whole partition, which is then a `Vec<_>`) → `B`.
-    pub partition: fn(Part) -> StepResult,
+    pub partition: Option<fn(Part) -> StepResult>,
     /// `Vec<A>` → `Vec<A>` keeping the elements it maps to `true`.
     pub filter: Option<fn(Part) -> StepResult>,
     /// `Vec<A>` → `Vec<B::Item>`.
     pub flat_map: Option<fn(Part) -> StepResult>,
     /// The `k` largest of a `Vec<A>` by this function, largest first.
     pub topk: Option<fn(Part, usize) -> StepResult>,
+    /// For `fn f(acc: X, y: Y) -> X` with `X: Default`: a partition's
+    /// `Vec<Y>` folded from `X::default()`, stored.
+    pub fold: Option<fn(Part) -> Result<Obj, InputError>>,
+    /// For `fn f(a: X, b: X) -> X`: several stored `X` folded into one.
+    pub merge: Option<Merge>,
 }
 
 /// An element type's operations.
@@ -315,11 +323,89 @@ pub fn base_fns<F: Call<A, Out = B>, A: Data, B: Data>(
     topk: Option<fn(Part, usize) -> StepResult>,
 ) -> FuncFns {
     FuncFns {
-        map: |part| Ok(Box::new(downcast::<Vec<A>>(part)?.into_iter().map(F::call).collect::<Vec<B>>()) as Part),
-        partition: |part| Ok(Box::new(F::call(*downcast::<A>(part)?)) as Part),
+        map: Some(|part| Ok(Box::new(downcast::<Vec<A>>(part)?.into_iter().map(F::call).collect::<Vec<B>>()) as Part)),
+        partition: Some(|part| Ok(Box::new(F::call(*downcast::<A>(part)?)) as Part)),
         filter,
         flat_map,
         topk,
+        fold: None,
+        merge: None,
+    }
+}
+
+/// A registered function of two parameters (`fold`'s), as the generated
+/// handle implements it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[shoal::func]` function taking `({X}, {Y})`",
+    label = "closures and unregistered functions cannot be bag functions"
+)]
+pub trait Call2<X, Y> {
+    /// The result type.
+    type Out;
+    /// The function itself.
+    fn call(a: X, b: Y) -> Self::Out;
+}
+
+/// The adapters of a function of two parameters.
+pub fn fold_fns(fold: Option<fn(Part) -> Result<Obj, InputError>>, merge: Option<Merge>) -> FuncFns {
+    FuncFns { map: None, partition: None, filter: None, flat_map: None, topk: None, fold, merge }
+}
+
+/// `fold` exists for `fn f(acc: X, y: Y) -> X` when `X: Default`.
+pub trait FoldProbe {
+    /// The adapter.
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+}
+
+impl<F: Call2<X, Y, Out = X>, X: Data + Default, Y: Data> FoldProbe for FnProbe<F, (X, Y), X> {
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
+        Some(|part| store_value(downcast::<Vec<Y>>(part)?.into_iter().fold(X::default(), F::call)))
+    }
+}
+
+/// Otherwise none.
+pub trait NoFoldProbe {
+    /// No adapter.
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+}
+
+impl<F, A, B> NoFoldProbe for &FnProbe<F, A, B> {
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
+        None
+    }
+}
+
+/// `merge` exists for `fn f(a: X, b: X) -> X`.
+pub trait MergeProbe {
+    /// The adapter.
+    fn merge_fn(&self) -> Option<Merge>;
+}
+
+impl<F: Call2<X, X, Out = X>, X: Data> MergeProbe for FnProbe<F, (X, X), X> {
+    fn merge_fn(&self) -> Option<Merge> {
+        Some(|objs| {
+            let mut acc: Option<X> = None;
+            for obj in objs {
+                let x = read_owned::<X>(*obj)?;
+                acc = Some(match acc {
+                    Some(a) => F::call(a, x),
+                    None => x,
+                });
+            }
+            store_value(acc.ok_or_else(|| InputError("a fold combine with no input (a bug in shoal::bag)".into()))?)
+        })
+    }
+}
+
+/// Otherwise none.
+pub trait NoMergeProbe {
+    /// No adapter.
+    fn merge_fn(&self) -> Option<Merge>;
+}
+
+impl<F, A, B> NoMergeProbe for &FnProbe<F, A, B> {
+    fn merge_fn(&self) -> Option<Merge> {
+        None
     }
 }
 

@@ -56,6 +56,14 @@ pub enum End {
     Frequencies,
     /// Its distinct elements (`Vec<T>`).
     Distinct,
+    /// Its elements folded by `binop` from the accumulator's default;
+    /// combining folds the partial results with `combine`.
+    Fold {
+        /// `fn(acc: X, x: T) -> X`'s registered name.
+        binop: String,
+        /// `fn(a: X, b: X) -> X`'s registered name.
+        combine: String,
+    },
     /// Its `k` largest by the function `key`, largest first (`Vec<T>`).
     TopK {
         /// How many.
@@ -113,8 +121,10 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
                 let f = registry::func(&step.func)?;
                 let missing = |what: &str| InputError(format!("`{}` cannot be used with {what}", step.func));
                 part = match step.kind {
-                    Kind::Map => (f.map)(part)?,
-                    Kind::Partition => (f.partition)(part)?,
+                    Kind::Map => (f.map.ok_or_else(|| missing("map (it takes two parameters)"))?)(part)?,
+                    Kind::Partition => {
+                        (f.partition.ok_or_else(|| missing("map_partitions (it takes two parameters)"))?)(part)?
+                    }
                     Kind::Filter => (f.filter.ok_or_else(|| missing("filter (it does not return bool)"))?)(part)?,
                     Kind::FlatMap => {
                         (f.flat_map.ok_or_else(|| missing("flat_map (it does not return a collection)"))?)(part)?
@@ -140,6 +150,10 @@ fn finish(end: &End, item: &str, ops: ItemOps, part: Part) -> Result<Obj, InputE
         End::Frequencies => (ops.hash.ok_or_else(|| missing("hash", item))?.frequencies)(part),
         End::Distinct => (ops.hash.ok_or_else(|| missing("hash", item))?.distinct)(part),
         End::TopK { k, key } => topk(ops, key, *k, part),
+        End::Fold { binop, .. } => {
+            let f = registry::func(binop)?;
+            (f.fold.ok_or_else(|| InputError(format!("`{binop}` cannot fold (not `fn(acc: X, x: T) -> X`)")))?)(part)
+        }
     }
 }
 
@@ -171,6 +185,12 @@ fn combine(end: &End, item: &str, ops: ItemOps, objs: &[&dyn shoal_core::object:
         End::Frequencies => (ops.hash.ok_or_else(|| missing("hash", item))?.merge_frequencies)(objs),
         End::Distinct => (ops.hash.ok_or_else(|| missing("hash", item))?.merge_distinct)(objs),
         End::TopK { k, key } => topk(ops, key, *k, concat()?),
+        End::Fold { combine, .. } => {
+            let f = registry::func(combine)?;
+            (f.merge.ok_or_else(|| InputError(format!("`{combine}` cannot combine (not `fn(a: X, b: X) -> X`)")))?)(
+                objs,
+            )
+        }
     }
 }
 

@@ -173,25 +173,30 @@ fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
             "a bag function cannot be generic: it is found by name in every process, so its types must be concrete",
         ));
     }
-    let param = match (sig.inputs.len(), sig.inputs.first()) {
-        (1, Some(FnArg::Typed(p))) => p,
-        _ => {
+    let mut input_tys = Vec::new();
+    for input in &sig.inputs {
+        let FnArg::Typed(param) = input else {
+            return Err(syn::Error::new(input.span(), "a bag function is a free function; it cannot take self"));
+        };
+        if !matches!(&*param.pat, Pat::Ident(_) | Pat::Wild(_)) {
+            return Err(syn::Error::new(param.pat.span(), "a bag function's parameters must be plain names"));
+        }
+        if matches!(&*param.ty, Type::Reference(_) | Type::ImplTrait(_)) {
             return Err(syn::Error::new(
-                sig.inputs.span(),
-                "a bag function takes exactly one parameter, the element, by value: `fn f(x: A) -> B`",
+                param.ty.span(),
+                "a bag function takes its elements by value (`x: A`, an owned `shoal::Data` type)",
             ));
         }
-    };
-    if !matches!(&*param.pat, Pat::Ident(_) | Pat::Wild(_)) {
-        return Err(syn::Error::new(param.pat.span(), "a bag function's parameter must be a plain name"));
+        input_tys.push(&*param.ty);
     }
-    let input_ty = &*param.ty;
-    if matches!(input_ty, Type::Reference(_) | Type::ImplTrait(_)) {
+    if !(1..=2).contains(&input_tys.len()) {
         return Err(syn::Error::new(
-            input_ty.span(),
-            "a bag function takes its element by value (`x: A`, an owned `shoal::Data` type)",
+            sig.inputs.span(),
+            "a bag function takes one parameter, the element (`fn f(x: A) -> B`), or two for `fold` \
+             (`fn add(acc: X, x: A) -> X`)",
         ));
     }
+    let input_ty = input_tys[0];
     let output_ty = match &sig.output {
         ReturnType::Type(_, ty) => &**ty,
         ReturnType::Default => {
@@ -221,18 +226,30 @@ fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
     };
     let doc = format!("The `{name_str}` bag function: pass it to a `Bag`'s `map`, `filter`, `flat_map`…");
     let p = quote!(::shoal::bag::__private);
-    Ok(quote! {
-        #[doc = #doc]
-        #[allow(non_camel_case_types)]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #name;
+    let impls = if let [x, y] = input_tys[..] {
+        quote! {
+            impl #p::Call2<#x, #y> for #name {
+                type Out = #output_ty;
+                fn call(__a: #x, __b: #y) -> #output_ty {
+                    #name::call(__a, __b)
+                }
+            }
 
-        impl #name {
-            #(#attrs)*
-            #vis fn call(#inputs) #output #body
+            impl ::shoal::bag::BagFn2<#x, #y> for #name {
+                fn name(&self) -> &'static str {
+                    ::core::concat!(::core::module_path!(), "::", #name_str)
+                }
+            }
+
+            fn __fns() -> #p::FuncFns {
+                #[allow(unused_imports)]
+                use #p::{FoldProbe as _, MergeProbe as _, NoFoldProbe as _, NoMergeProbe as _};
+                let __probe = &#p::FnProbe::<#name, (#x, #y), #output_ty>::NEW;
+                #p::fold_fns(__probe.fold_fn(), __probe.merge_fn())
+            }
         }
-
-        const _: () = {
+    } else {
+        quote! {
             impl #p::Call<#input_ty> for #name {
                 type Out = #output_ty;
                 fn call(__x: #input_ty) -> #output_ty {
@@ -253,6 +270,21 @@ fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
                 let __probe = &#p::FnProbe::<#name, #input_ty, #output_ty>::NEW;
                 #p::base_fns::<#name, #input_ty, #output_ty>(__probe.filter_fn(), __probe.flat_fn(), __probe.topk_fn())
             }
+        }
+    };
+    Ok(quote! {
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #name;
+
+        impl #name {
+            #(#attrs)*
+            #vis fn call(#inputs) #output #body
+        }
+
+        const _: () = {
+            #impls
 
             #[::shoal::__private::linkme::distributed_slice(#p::FUNCS)]
             #[linkme(crate = ::shoal::__private::linkme)]
@@ -261,7 +293,7 @@ fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
                 fns: __fns,
             };
 
-            ::shoal::bag_item!(#input_ty);
+            #(::shoal::bag_item!(#input_tys);)*
             ::shoal::bag_item!(#output_ty);
             #flat_item
         };
@@ -698,6 +730,25 @@ mod tests {
         let method: ItemFn = syn::parse_str("fn advance(&self, x: u64) -> u64 { x }").unwrap();
         let out = not_a_free_function(&method, None).expect("a method, wherever it is").to_string();
         assert!(out.contains("`impl` block") && out.contains("cannot take `self`"), "{out}");
+    }
+
+    #[test]
+    fn bag_functions_take_one_or_two_owned_parameters_and_return_a_value() {
+        let func = |src: &str| expand_func(syn::parse_str(src).unwrap()).map(|t| t.to_string());
+        let one = func("fn words(line: String) -> Vec<String> { todo!() }").unwrap();
+        assert!(one.contains("BagFn < String >") && one.contains("bag_item ! (String)"), "{one}");
+        let two = func("fn add(a: u64, b: u64) -> u64 { a + b }").unwrap();
+        assert!(two.contains("BagFn2 < u64 , u64 >") && two.contains("fold_fns"), "{two}");
+        for (src, needle) in [
+            ("fn f() -> u64 { 1 }", "one parameter"),
+            ("fn f(a: u64, b: u64, c: u64) -> u64 { a }", "one parameter"),
+            ("fn f(x: &str) -> u64 { 0 }", "by value"),
+            ("fn f(x: u64) { }", "returns a value"),
+            ("fn f<T>(x: T) -> T { x }", "generic"),
+        ] {
+            let err = func(src).expect_err(src).to_string();
+            assert!(err.contains(needle), "{src}: {err}");
+        }
     }
 
     #[test]
