@@ -12,11 +12,14 @@
 //! agree, and prints the top 10, both times and the bag's number of tasks.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use shoal::Client;
 use shoal::bag;
+
+#[path = "common/words.rs"]
+mod words_data;
 
 /// One line's words.
 #[shoal::func]
@@ -57,42 +60,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// A vocabulary of made-up words, drawn with a skew (a few are frequent,
-/// most are rare), as in natural text.
-fn write_files(dir: &Path, files: usize, lines: usize) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe"];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        // xorshift64*: a fixed seed, so the same flags make the same files.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    for f in 0..files {
-        let path = dir.join(format!("text-{f:04}.txt"));
-        if path.exists() {
-            continue;
-        }
-        let mut text = String::new();
-        for _ in 0..lines {
-            for _ in 0..(4 + next() % 8) {
-                // Skewed: the minimum of two draws favours small numbers.
-                let n = (next() % 4096).min(next() % 4096);
-                let (a, b) = (n as usize % syllables.len(), (n as usize / syllables.len()) % syllables.len());
-                text.push_str(syllables[a]);
-                text.push_str(syllables[b]);
-                text.push_str(&(n / 144).to_string());
-                text.push(' ');
-            }
-            text.push('\n');
-        }
-        std::fs::write(path, text)?;
-    }
-    Ok(())
-}
-
 fn main() -> shoal::Result<()> {
     shoal::init();
     let o = match parse_args() {
@@ -103,7 +70,7 @@ fn main() -> shoal::Result<()> {
         }
     };
     let dir = o.dir.unwrap_or_else(|| std::env::temp_dir().join(format!("shoal-bag-words-{}x{}", o.files, o.lines)));
-    write_files(&dir, o.files, o.lines)?;
+    words_data::write_files(&dir, o.files, o.lines)?;
     let pattern = format!("{}/text-*.txt", dir.display());
     println!("data: {} files of {} lines in {}", o.files, o.lines, dir.display());
 
