@@ -220,6 +220,25 @@ fn word_frequencies_of_text_files_in_blocks() {
 }
 
 #[test]
+fn to_textfiles_writes_one_file_per_partition_that_read_text_reads_back() {
+    let dir = std::env::temp_dir().join(format!("shoal-bag-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xs: Vec<u64> = (0..500).map(|i| i * 37 % 101).collect();
+    for (mode, client) in clients() {
+        let out = format!("{}/{mode}-*.txt", dir.display());
+        let paths = bag::from_vec(xs.clone(), 12).unwrap().map(double).to_textfiles(client, &out).unwrap();
+        assert_eq!(paths.len(), 12);
+        assert!(paths[3].ends_with(&format!("{mode}-0003.txt")), "{paths:?}");
+        let back = bag::read_text(&out).unwrap().compute(client).unwrap();
+        let expected: Vec<String> = xs.iter().map(|x| (x * 2).to_string()).collect();
+        assert_eq!(back, expected, "{mode}");
+    }
+    let err = bag::from_vec(xs, 2).unwrap().to_textfiles(threads(), "no-star.txt").unwrap_err().to_string();
+    assert!(err.contains("exactly one `*`"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn sources_refuse_no_partitions() {
     assert!(bag::from_vec(vec![1u64], 0).unwrap_err().to_string().contains("at least one partition"));
     assert!(bag::from_lazy::<u64>(Vec::new()).is_err());

@@ -49,6 +49,11 @@
 //! tasks. A reduction (`count`, `sum`, `fold`, `frequencies`, `distinct`, `topk`)
 //! then combines the partitions' results in a tree, `split_every` (default
 //! [`DEFAULT_SPLIT_EVERY`]) at a time; `topk` keeps `k` per partition first.
+//!
+//! # Not yet
+//!
+//! Dask's `foldby`, `groupby` (a shuffle), `pluck` (Rust has no generic
+//! field access: `map` a `#[shoal::func]`) and gzip input to `read_text`.
 
 mod registry;
 mod run;
@@ -289,19 +294,48 @@ impl<T: Data> Bag<T> {
 
     /// One pipeline task per partition, ending with `end`.
     fn pipelines<R: Data>(&self, end: End) -> Vec<Lazy<R>> {
+        self.pipelines_with(|_| end.clone())
+    }
+
+    /// One pipeline task per partition, partition `i` ending with `end(i)`.
+    fn pipelines_with<R: Data>(&self, end: impl Fn(usize) -> End) -> Vec<Lazy<R>> {
         let output = registry::item_name::<T>().to_string();
         self.parts
             .iter()
-            .map(|part| {
+            .enumerate()
+            .map(|(i, part)| {
                 let plan = Plan::Pipeline {
                     input: self.input.to_string(),
                     steps: self.steps.clone(),
                     output: output.clone(),
-                    end: end.clone(),
+                    end: end(i),
                 };
                 Run::<R>::HANDLE.lazy((plan, vec![part.clone()]))
             })
             .collect()
+    }
+
+    /// Write each partition to a text file, one element per line (its
+    /// `Display`), and return the files' paths: `pattern` holds one `*`,
+    /// replaced by the partition's number, zero-padded so that the names
+    /// sort in order (`out/part-*.txt` → `out/part-0000.txt`, …), as Dask's
+    /// `to_textfiles`. The directory must exist. The files are written
+    /// where the tasks run: on this machine, except in the cluster mode.
+    pub fn to_textfiles(&self, client: &Client, pattern: &str) -> Result<Vec<String>>
+    where
+        T: std::fmt::Display,
+    {
+        if pattern.matches('*').count() != 1 {
+            return Err(invalid(format!(
+                "to_textfiles: the pattern `{pattern}` must hold exactly one `*` (the partition's number)"
+            )));
+        }
+        let width = (self.parts.len().saturating_sub(1)).to_string().len().max(4);
+        let paths: Vec<String> =
+            (0..self.parts.len()).map(|i| pattern.replacen('*', &format!("{i:0width$}"), 1)).collect();
+        let writes: Vec<Lazy<u64>> = self.pipelines_with(|i| End::Write { path: paths[i].clone() });
+        client.compute_values(&writes)?;
+        Ok(paths)
     }
 
     /// The per-partition tasks of `end`, then a tree of combines.
@@ -346,9 +380,12 @@ macro_rules! __bag_item_one {
             }
             fn __ops() -> $crate::bag::__private::ItemOps {
                 #[allow(unused_imports)]
-                use $crate::bag::__private::{HashProbe as _, NoHashProbe as _, NoSumProbe as _, SumProbe as _};
+                use $crate::bag::__private::{
+                    DisplayProbe as _, HashProbe as _, NoDisplayProbe as _, NoHashProbe as _, NoSumProbe as _,
+                    SumProbe as _,
+                };
                 let __probe = &$crate::bag::__private::Probe::<$t>::NEW;
-                $crate::bag::__private::base_ops::<$t>(__probe.hash_ops(), __probe.sum_ops())
+                $crate::bag::__private::base_ops::<$t>(__probe.hash_ops(), __probe.sum_ops(), __probe.write_lines())
             }
             #[$crate::__private::linkme::distributed_slice($crate::bag::__private::ITEMS)]
             #[linkme(crate = $crate::__private::linkme)]

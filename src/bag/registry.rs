@@ -42,6 +42,9 @@ pub type Part = Box<dyn Any + Send>;
 /// What an adapter fails with.
 pub type StepResult = Result<Part, InputError>;
 
+/// Write a partition to a file, one element per line: how many lines.
+pub type WriteLines = fn(Part, &std::path::Path) -> Result<u64, InputError>;
+
 /// Several stored partial results merged into one stored result.
 pub type Merge = fn(&[&dyn Object]) -> Result<Obj, InputError>;
 
@@ -106,6 +109,9 @@ pub struct ItemOps {
     pub hash: Option<HashOps>,
     /// Present when `T: Add<Output = T> + Default`.
     pub sum: Option<SumOps>,
+    /// Present when `T: Display`: write a partition to a file, one element
+    /// per line; returns the number of lines.
+    pub write_lines: Option<WriteLines>,
 }
 
 /// Grouping operations of an `Eq + Hash` element type.
@@ -187,7 +193,11 @@ fn store_value<T: Data>(value: T) -> Result<Obj, InputError> {
 
 /// The operations every element type has (the generic part of an
 /// [`ItemOps`]; the bound-dependent parts come from the probes).
-pub fn base_ops<T: Data>(hash: Option<HashOps>, sum: Option<SumOps>) -> ItemOps {
+pub fn base_ops<T: Data>(
+    hash: Option<HashOps>,
+    sum: Option<SumOps>,
+    write_lines: Option<WriteLines>,
+) -> ItemOps {
     ItemOps {
         read: |obj| Ok(Box::new(read_owned::<Vec<T>>(obj)?) as Part),
         store: |part| store_value(*downcast::<Vec<T>>(part)?),
@@ -206,6 +216,41 @@ pub fn base_ops<T: Data>(hash: Option<HashOps>, sum: Option<SumOps>) -> ItemOps 
         },
         hash,
         sum,
+        write_lines,
+    }
+}
+
+/// `Some` when `T: Display`.
+pub trait DisplayProbe {
+    /// The writer.
+    fn write_lines(&self) -> Option<WriteLines>;
+}
+
+impl<T: Data + std::fmt::Display> DisplayProbe for Probe<T> {
+    fn write_lines(&self) -> Option<WriteLines> {
+        Some(|part, path| {
+            use std::io::Write;
+            let v = downcast::<Vec<T>>(part)?;
+            let failed = |e: std::io::Error| InputError(format!("could not write {}: {e}", path.display()));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(failed)?);
+            for x in v.iter() {
+                writeln!(out, "{x}").map_err(failed)?;
+            }
+            out.flush().map_err(failed)?;
+            Ok(v.len() as u64)
+        })
+    }
+}
+
+/// `None` otherwise.
+pub trait NoDisplayProbe {
+    /// No writer.
+    fn write_lines(&self) -> Option<WriteLines>;
+}
+
+impl<T> NoDisplayProbe for &Probe<T> {
+    fn write_lines(&self) -> Option<WriteLines> {
+        None
     }
 }
 

@@ -64,6 +64,11 @@ pub enum End {
         /// `fn(a: X, b: X) -> X`'s registered name.
         combine: String,
     },
+    /// Write it to the file `path`, one element per line (`u64`: how many).
+    Write {
+        /// The file.
+        path: String,
+    },
     /// Its `k` largest by the function `key`, largest first (`Vec<T>`).
     TopK {
         /// How many.
@@ -150,6 +155,10 @@ fn finish(end: &End, item: &str, ops: ItemOps, part: Part) -> Result<Obj, InputE
         End::Frequencies => (ops.hash.ok_or_else(|| missing("hash", item))?.frequencies)(part),
         End::Distinct => (ops.hash.ok_or_else(|| missing("hash", item))?.distinct)(part),
         End::TopK { k, key } => topk(ops, key, *k, part),
+        End::Write { path } => {
+            let n = (ops.write_lines.ok_or_else(|| missing("Display", item))?)(part, std::path::Path::new(path))?;
+            Ok(Value::shared(n))
+        }
         End::Fold { binop, .. } => {
             let f = registry::func(binop)?;
             (f.fold.ok_or_else(|| InputError(format!("`{binop}` cannot fold (not `fn(acc: X, x: T) -> X`)")))?)(part)
@@ -185,6 +194,7 @@ fn combine(end: &End, item: &str, ops: ItemOps, objs: &[&dyn shoal_core::object:
         End::Frequencies => (ops.hash.ok_or_else(|| missing("hash", item))?.merge_frequencies)(objs),
         End::Distinct => (ops.hash.ok_or_else(|| missing("hash", item))?.merge_distinct)(objs),
         End::TopK { k, key } => topk(ops, key, *k, concat()?),
+        End::Write { .. } => Err(InputError("a bag write has no combine step (a bug in shoal::bag)".into())),
         End::Fold { combine, .. } => {
             let f = registry::func(combine)?;
             (f.merge.ok_or_else(|| InputError(format!("`{combine}` cannot combine (not `fn(a: X, b: X) -> X`)")))?)(
