@@ -46,6 +46,16 @@ fn words(line: String) -> Vec<String> {
 }
 
 #[shoal::func]
+fn render_len(word: String) -> u64 {
+    word.len() as u64
+}
+
+#[shoal::func]
+fn is_long(n: u64) -> bool {
+    n > 2
+}
+
+#[shoal::func]
 fn by_count(pair: (String, u64)) -> u64 {
     pair.1
 }
@@ -203,6 +213,12 @@ fn word_frequencies_of_text_files_in_blocks() {
     }
     std::fs::write(dir.join("ignored.csv"), "not read\n").unwrap();
     let pattern = format!("{}/part-*.txt", dir.display());
+    // Reading fuses with the steps: one task per block, whatever follows.
+    let blocks = bag::read_text_with(&pattern, 64).unwrap();
+    assert!(blocks.npartitions() > 3);
+    for part in blocks.flat_map(words).map(render_len).filter(is_long).to_lazy() {
+        assert_eq!(part.graph_len(), 1);
+    }
     for (mode, client) in clients() {
         for block in [1u64, 7, 64, 1 << 20] {
             let lines = bag::read_text_with(&pattern, block).unwrap();

@@ -67,7 +67,7 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::lazy::Lazy;
 use crate::{Error, Task};
-use run::{End, Kind, Plan, Run, Source, Step};
+use run::{End, Kind, Origin, Plan, Run, Source, Step};
 
 pub use text::{DEFAULT_BLOCK_SIZE, read_text, read_text_with};
 
@@ -105,7 +105,7 @@ pub trait BagFn2<X, Y>: __private::Call2<X, Y> + Copy + Send + Sync + 'static {
 /// A lazy, partitioned collection of `T` (see the [module docs](self)).
 pub struct Bag<T> {
     /// The source partitions, each a `Vec` of the `input` element type.
-    parts: Vec<Lazy<()>>,
+    parts: Vec<PartSrc>,
     /// The registered name of the source partitions' element type.
     input: &'static str,
     /// Element-wise steps not applied yet (fused into one task each).
@@ -136,6 +136,16 @@ impl<T> std::fmt::Debug for Bag<T> {
     }
 }
 
+/// Where a partition comes from.
+#[derive(Clone)]
+enum PartSrc {
+    /// A task's result.
+    Stored(Lazy<()>),
+    /// Lines of a block of a text file, read by the partition's own
+    /// pipeline task (fused: no task, no stored `Vec<String>` of its own).
+    Text { path: String, start: u64, end: u64 },
+}
+
 /// The bag's arguments were refused.
 fn invalid(what: String) -> Error {
     Error::InvalidArgument(what)
@@ -155,7 +165,7 @@ pub fn from_vec<T: Data>(values: Vec<T>, npartitions: usize) -> Result<Bag<T>> {
         let len = n * (i + 1) / npartitions - n * i / npartitions;
         let part: Vec<T> = rest.by_ref().take(len).collect();
         let lazy = Source::<T>::HANDLE.lazy((registry::item_name::<T>().to_string(), part));
-        parts.push(lazy.retype());
+        parts.push(PartSrc::Stored(lazy.retype()));
     }
     Ok(Bag::from_parts(parts, registry::item_name::<T>()))
 }
@@ -165,11 +175,12 @@ pub fn from_lazy<T: Data>(partitions: Vec<Lazy<Vec<T>>>) -> Result<Bag<T>> {
     if partitions.is_empty() {
         return Err(invalid("bag::from_lazy needs at least one partition".into()));
     }
-    Ok(Bag::from_parts(partitions.iter().map(Lazy::retype).collect(), registry::item_name::<T>()))
+    let parts = partitions.iter().map(|p| PartSrc::Stored(p.retype())).collect();
+    Ok(Bag::from_parts(parts, registry::item_name::<T>()))
 }
 
 impl<T> Bag<T> {
-    fn from_parts(parts: Vec<Lazy<()>>, input: &'static str) -> Bag<T> {
+    fn from_parts(parts: Vec<PartSrc>, input: &'static str) -> Bag<T> {
         Bag { parts, input, steps: Vec::new(), split_every: DEFAULT_SPLIT_EVERY, _type: PhantomData }
     }
 
@@ -221,10 +232,16 @@ impl<T: Data> Bag<T> {
     /// One lazy `Vec<T>` per partition, with the pending steps applied (one
     /// task per partition, whatever the number of steps).
     pub fn to_lazy(&self) -> Vec<Lazy<Vec<T>>> {
-        if self.steps.is_empty() {
-            return self.parts.iter().map(Lazy::retype).collect();
-        }
-        self.pipelines(End::Collect)
+        let mut pipelines = self.pipelines(End::Collect).into_iter();
+        // A stored partition with no step pending is its own result.
+        self.parts
+            .iter()
+            .zip(pipelines.by_ref())
+            .map(|(part, pipeline)| match part {
+                PartSrc::Stored(lazy) if self.steps.is_empty() => lazy.retype(),
+                _ => pipeline,
+            })
+            .collect()
     }
 
     /// Every element, in order (the partitions' tasks run in parallel).
@@ -253,7 +270,7 @@ impl<T: Data> Bag<T> {
         T: Eq + std::hash::Hash,
     {
         let root: Lazy<Vec<(T, u64)>> = self.reduce(End::Frequencies);
-        Bag::from_parts(vec![root.retype()], registry::item_name::<(T, u64)>())
+        Bag::from_parts(vec![PartSrc::Stored(root.retype())], registry::item_name::<(T, u64)>())
     }
 
     /// The distinct elements, in one partition (in no particular order).
@@ -262,7 +279,7 @@ impl<T: Data> Bag<T> {
         T: Eq + std::hash::Hash,
     {
         let root: Lazy<Vec<T>> = self.reduce(End::Distinct);
-        Bag::from_parts(vec![root.retype()], registry::item_name::<T>())
+        Bag::from_parts(vec![PartSrc::Stored(root.retype())], registry::item_name::<T>())
     }
 
     /// The `k` largest elements by `by` (a `#[shoal::func]` returning an
@@ -274,7 +291,7 @@ impl<T: Data> Bag<T> {
         F::Out: Ord,
     {
         let root: Lazy<Vec<T>> = self.reduce(End::TopK { k: k as u64, key: by.name().to_string() });
-        Bag::from_parts(vec![root.retype()], registry::item_name::<T>())
+        Bag::from_parts(vec![PartSrc::Stored(root.retype())], registry::item_name::<T>())
     }
 
     /// The elements folded with `binop` (`fn(acc: X, x: T) -> X`) from
@@ -304,13 +321,14 @@ impl<T: Data> Bag<T> {
             .iter()
             .enumerate()
             .map(|(i, part)| {
-                let plan = Plan::Pipeline {
-                    input: self.input.to_string(),
-                    steps: self.steps.clone(),
-                    output: output.clone(),
-                    end: end(i),
+                let (input, stored) = match part {
+                    PartSrc::Stored(lazy) => (Origin::Stored { item: self.input.to_string() }, vec![lazy.clone()]),
+                    PartSrc::Text { path, start, end } => {
+                        (Origin::Text { path: path.clone(), start: *start, end: *end }, Vec::new())
+                    }
                 };
-                Run::<R>::HANDLE.lazy((plan, vec![part.clone()]))
+                let plan = Plan::Pipeline { input, steps: self.steps.clone(), output: output.clone(), end: end(i) };
+                Run::<R>::HANDLE.lazy((plan, stored))
             })
             .collect()
     }

@@ -193,11 +193,7 @@ fn store_value<T: Data>(value: T) -> Result<Obj, InputError> {
 
 /// The operations every element type has (the generic part of an
 /// [`ItemOps`]; the bound-dependent parts come from the probes).
-pub fn base_ops<T: Data>(
-    hash: Option<HashOps>,
-    sum: Option<SumOps>,
-    write_lines: Option<WriteLines>,
-) -> ItemOps {
+pub fn base_ops<T: Data>(hash: Option<HashOps>, sum: Option<SumOps>, write_lines: Option<WriteLines>) -> ItemOps {
     ItemOps {
         read: |obj| Ok(Box::new(read_owned::<Vec<T>>(obj)?) as Part),
         store: |part| store_value(*downcast::<Vec<T>>(part)?),

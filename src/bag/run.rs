@@ -78,13 +78,32 @@ pub enum End {
     },
 }
 
+/// Where a pipeline's partition comes from.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The task's one input, a stored `Vec` of this element type.
+    Stored {
+        /// The element type's registered name.
+        item: String,
+    },
+    /// The lines starting in `[start, end)` of a text file (`read_text`).
+    Text {
+        /// The file.
+        path: String,
+        /// The block's first byte.
+        start: u64,
+        /// One past its last byte.
+        end: u64,
+    },
+}
+
 /// What a `shoal::bag::run` task does.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Plan {
     /// One partition through the fused steps, then `end`.
     Pipeline {
-        /// The input partition's element type.
-        input: String,
+        /// Where the partition comes from.
+        input: Origin,
         /// The steps, in order.
         steps: Vec<Step>,
         /// The element type after the last step.
@@ -118,10 +137,19 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
     let parts = parts.objects();
     match plan {
         Plan::Pipeline { input, steps, output, end } => {
-            let [part] = parts else {
-                return Err(input_error(format!("a bag pipeline reads one partition, got {}", parts.len())));
+            let mut part: Part = match (&input, parts) {
+                (Origin::Stored { item }, [part]) => (registry::item(item)?.read)(&**part)?,
+                (Origin::Text { path, start, end }, []) => Box::new(
+                    super::text::read_lines(path, *start, *end)
+                        .map_err(|e| RunError::Returned(shoal_core::failure::TaskError::from_error(e)))?,
+                ),
+                _ => {
+                    return Err(input_error(format!(
+                        "a bag pipeline from {input:?} got {} stored partitions (a bug in shoal::bag)",
+                        parts.len()
+                    )));
+                }
             };
-            let mut part = (registry::item(&input)?.read)(&**part)?;
             for step in &steps {
                 let f = registry::func(&step.func)?;
                 let missing = |what: &str| InputError(format!("`{}` cannot be used with {what}", step.func));

@@ -6,11 +6,12 @@
 //! reads it whole) and reads on past `end` to finish its last line, so every
 //! line is read exactly once, whatever the block size. Lines lose their
 //! `\n` (and a `\r` before it); a line that is not UTF-8 fails its task.
+//! The block is read by the first task of its partition's pipeline, so
+//! reading fuses with the steps after it (one task per block).
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
-use super::{Bag, invalid, registry};
-use crate::Task;
+use super::{Bag, PartSrc, invalid, registry};
 use crate::error::Result;
 
 /// The default block size of [`read_text`]: 64 MiB, big enough that a
@@ -36,7 +37,7 @@ pub fn read_text_with(pattern: &str, block_size: u64) -> Result<Bag<String>> {
         let mut start = 0;
         loop {
             let end = (start + block_size).min(len);
-            parts.push(read_lines.lazy((name.clone(), start, end)).retype());
+            parts.push(PartSrc::Text { path: name.clone(), start, end });
             start = end;
             if start >= len {
                 break;
@@ -104,10 +105,11 @@ fn wildcard(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|&c| c == '*')
 }
 
-/// The lines that start in `[start, end)` of `path` (see the module docs).
-#[crate::task]
-fn read_lines(path: String, start: u64, end: u64) -> std::io::Result<Vec<String>> {
-    let mut file = std::fs::File::open(&path)?;
+/// The lines that start in `[start, end)` of `path` (see the module docs):
+/// read by the partition's pipeline task itself.
+pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Vec<String>> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))?;
     // Begin one byte early: if that byte is a newline, a line starts at
     // `start` exactly; otherwise the partial line belongs to the block before.
     let from = start.saturating_sub(1);
