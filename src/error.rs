@@ -83,6 +83,11 @@ pub enum Error {
     /// the scheduler is back.
     #[error("the connection to the shoal scheduler was lost: {0}")]
     Disconnected(String),
+    /// A call was given an argument it cannot use (for example a bag of no
+    /// partitions, or a text pattern that matches no file); the message says
+    /// which and what to do.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A message from user code in a task: `Err(shoal::Error::msg("…"))`.
     #[error("{0}")]
     Message(String),

@@ -72,6 +72,23 @@ impl Drop for LazyNode {
     }
 }
 
+impl<T> Lazy<T> {
+    /// The same node under another result type: the bag's tasks pass
+    /// partitions whose element types travel by name (see `bag::run`).
+    pub(crate) fn retype<U>(&self) -> Lazy<U> {
+        Lazy { node: Arc::clone(&self.node), _type: PhantomData }
+    }
+
+    /// The number of tasks of the graph that ends here (this node and every
+    /// lazy node it needs, each counted once): what computing it submits,
+    /// short of results already computed.
+    pub fn graph_len(&self) -> usize {
+        let mut graph = GraphBuilder::new();
+        graph.add_lazy(&self.node, true);
+        graph.nodes.len()
+    }
+}
+
 impl<T: Data> Lazy<T> {
     /// Never fails, so that a `dask.delayed`-style loop needs no `?` per
     /// node: the one thing that could go wrong, an invalid task registry,

@@ -65,7 +65,11 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+// So that `::shoal::…` paths in macro output work inside this crate too.
+extern crate self as shoal;
+
 mod args;
+pub mod bag;
 mod client;
 mod client_cluster;
 mod client_processes;
@@ -94,7 +98,7 @@ pub use shoal_core::registry::InputError;
 pub use shoal_core::registry::{RegistryError, TaskEntry};
 pub use shoal_core::scheduler::GraphError;
 pub use shoal_core::{Key, TaskFailure};
-pub use shoal_macros::{data, task};
+pub use shoal_macros::{data, func, task};
 pub use shoal_shm::store::StoreStats;
 pub use shoal_shm::{SpillBackend, SpillIo};
 pub use status::{ClientStatus, NameStatus, StateCounts};

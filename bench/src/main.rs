@@ -3,6 +3,7 @@
 //! Each prints a table of medians over several rounds and the ratios that
 //! the targets are stated in, all measured in the same run.
 
+mod bag_wordcount;
 mod chaos;
 mod chart;
 mod compare;
@@ -21,6 +22,8 @@ benchmarks:
                    --scheduler tcp://HOST:PORT: on a cluster started by hand)
   processes       the processes mode: count-letters and count-letters-pipeline vs threads and
                   rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
+  bag-wordcount   word frequencies, top 10, of text files: sequential vs rayon vs a shoal bag
+                  (threads and 2 processes), with the bag graph's task count
   all             every benchmark above
   chaos           soak test of the processes mode: SIGKILL workers at random moments during a job
                   with dependencies; reports correct answers, hangs and leaks (processes,
@@ -79,6 +82,7 @@ fn main() {
     let result = match name.as_str() {
         "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask }),
         "count-letters" => count_letters::run(&opts),
+        "bag-wordcount" => bag_wordcount::run(&opts),
         "overhead" => overhead::run(&opts, processes, scheduler.as_deref()),
         "processes" => processes::run(&opts),
         "chaos" => chaos::run(

@@ -123,6 +123,183 @@ fn not_a_free_function(func: &ItemFn, block: Option<context::Block>) -> Option<T
     Some(quote!(#error #func))
 }
 
+/// Register a free function as a bag function (`shoal::bag`): an element
+/// function a `Bag` applies in whatever process holds the partition.
+///
+/// ```ignore
+/// #[shoal::func]
+/// fn words(line: String) -> Vec<String> {
+///     line.split_whitespace().map(str::to_string).collect()
+/// }
+///
+/// let counts = bag::read_text(&dir, "*.txt")?.flat_map(words).frequencies();
+/// ```
+///
+/// Like `#[shoal::task]`, the name becomes a unit struct (the handle passed
+/// to `map`, `filter`, `flat_map`, `map_partitions`, `topk`) and the body is
+/// `name::call(x)`; the function is registered under its module path and
+/// name, so every process of the binary finds it. It takes exactly one
+/// parameter, by value, and returns a value (`bool` makes it usable by
+/// `filter`, a `Vec`/`Option`/other collection by `flat_map`, an `Ord` type
+/// as a `topk` key). Its parameter and return types (and the item type of a
+/// `Vec<C>`/`Option<C>` return) are registered as bag element types.
+#[proc_macro_attribute]
+pub fn func(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = TokenStream2::from(attr);
+        return syn::Error::new(attr.span(), "#[shoal::func] takes no options").to_compile_error().into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    let block = proc_macro::Span::call_site()
+        .local_file()
+        .and_then(|file| context::block_at(&file, proc_macro::Span::call_site().line()));
+    if let Some(refused) = not_a_free_function(&func, block) {
+        return refused.into();
+    }
+    match expand_func(func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
+    let sig = &func.sig;
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new(a.span(), "a bag function cannot be async; make it a plain fn"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a bag function cannot be generic: it is found by name in every process, so its types must be concrete",
+        ));
+    }
+    let mut input_tys = Vec::new();
+    for input in &sig.inputs {
+        let FnArg::Typed(param) = input else {
+            return Err(syn::Error::new(input.span(), "a bag function is a free function; it cannot take self"));
+        };
+        if !matches!(&*param.pat, Pat::Ident(_) | Pat::Wild(_)) {
+            return Err(syn::Error::new(param.pat.span(), "a bag function's parameters must be plain names"));
+        }
+        if matches!(&*param.ty, Type::Reference(_) | Type::ImplTrait(_)) {
+            return Err(syn::Error::new(
+                param.ty.span(),
+                "a bag function takes its elements by value (`x: A`, an owned `shoal::Data` type)",
+            ));
+        }
+        input_tys.push(&*param.ty);
+    }
+    if !(1..=2).contains(&input_tys.len()) {
+        return Err(syn::Error::new(
+            sig.inputs.span(),
+            "a bag function takes one parameter, the element (`fn f(x: A) -> B`), or two for `fold` \
+             (`fn add(acc: X, x: A) -> X`)",
+        ));
+    }
+    let input_ty = input_tys[0];
+    let output_ty = match &sig.output {
+        ReturnType::Type(_, ty) => &**ty,
+        ReturnType::Default => {
+            return Err(syn::Error::new(sig.ident.span(), "a bag function returns a value: `fn f(x: A) -> B`"));
+        }
+    };
+    let vis = &func.vis;
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let attrs = &func.attrs;
+    let body = &func.block;
+    let inputs = &sig.inputs;
+    let output = &sig.output;
+    // The item type of a `Vec<C>` or `Option<C>` return: what `flat_map`
+    // makes, registered too.
+    let flat_item = match output_ty {
+        Type::Path(p)
+            if p.qself.is_none()
+                && let Some(last) = p.path.segments.last()
+                && (last.ident == "Vec" || last.ident == "Option")
+                && let PathArguments::AngleBracketed(args) = &last.arguments
+                && let Some(GenericArgument::Type(inner)) = args.args.first() =>
+        {
+            Some(quote!(::shoal::bag_item!(#inner);))
+        }
+        _ => None,
+    };
+    let doc = format!("The `{name_str}` bag function: pass it to a `Bag`'s `map`, `filter`, `flat_map`…");
+    let p = quote!(::shoal::bag::__private);
+    let impls = if let [x, y] = input_tys[..] {
+        quote! {
+            impl #p::Call2<#x, #y> for #name {
+                type Out = #output_ty;
+                fn call(__a: #x, __b: #y) -> #output_ty {
+                    #name::call(__a, __b)
+                }
+            }
+
+            impl ::shoal::bag::BagFn2<#x, #y> for #name {
+                fn name(&self) -> &'static str {
+                    ::core::concat!(::core::module_path!(), "::", #name_str)
+                }
+            }
+
+            fn __fns() -> #p::FuncFns {
+                #[allow(unused_imports)]
+                use #p::{FoldProbe as _, MergeProbe as _, NoFoldProbe as _, NoMergeProbe as _};
+                let __probe = &#p::FnProbe::<#name, (#x, #y), #output_ty>::NEW;
+                #p::fold_fns(__probe.fold_fn(), __probe.merge_fn())
+            }
+        }
+    } else {
+        quote! {
+            impl #p::Call<#input_ty> for #name {
+                type Out = #output_ty;
+                fn call(__x: #input_ty) -> #output_ty {
+                    #name::call(__x)
+                }
+            }
+
+            impl ::shoal::bag::BagFn<#input_ty> for #name {
+                fn name(&self) -> &'static str {
+                    ::core::concat!(::core::module_path!(), "::", #name_str)
+                }
+            }
+
+            fn __fns() -> #p::FuncFns {
+                #[allow(unused_imports)]
+                use #p::{FilterProbe as _, FlatProbe as _, NoFilterProbe as _, NoFlatProbe as _, NoTopkProbe as _,
+                         TopkProbe as _};
+                let __probe = &#p::FnProbe::<#name, #input_ty, #output_ty>::NEW;
+                #p::base_fns::<#name, #input_ty, #output_ty>(__probe.filter_fn(), __probe.flat_fn(), __probe.topk_fn())
+            }
+        }
+    };
+    Ok(quote! {
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #name;
+
+        impl #name {
+            #(#attrs)*
+            #vis fn call(#inputs) #output #body
+        }
+
+        const _: () = {
+            #impls
+
+            #[::shoal::__private::linkme::distributed_slice(#p::FUNCS)]
+            #[linkme(crate = ::shoal::__private::linkme)]
+            static __FUNC: #p::FuncEntry = #p::FuncEntry {
+                name: ::core::concat!(::core::module_path!(), "::", #name_str),
+                fns: __fns,
+            };
+
+            #(::shoal::bag_item!(#input_tys);)*
+            ::shoal::bag_item!(#output_ty);
+            #flat_item
+        };
+    })
+}
+
 /// Make a struct or enum a shoal data type: derives rkyv's `Archive,
 /// Serialize, Deserialize` (through `::shoal::rkyv`, so the user's crate
 /// needs no rkyv dependency of its own) and `Clone, Debug`, everything the
@@ -553,6 +730,25 @@ mod tests {
         let method: ItemFn = syn::parse_str("fn advance(&self, x: u64) -> u64 { x }").unwrap();
         let out = not_a_free_function(&method, None).expect("a method, wherever it is").to_string();
         assert!(out.contains("`impl` block") && out.contains("cannot take `self`"), "{out}");
+    }
+
+    #[test]
+    fn bag_functions_take_one_or_two_owned_parameters_and_return_a_value() {
+        let func = |src: &str| expand_func(syn::parse_str(src).unwrap()).map(|t| t.to_string());
+        let one = func("fn words(line: String) -> Vec<String> { todo!() }").unwrap();
+        assert!(one.contains("BagFn < String >") && one.contains("bag_item ! (String)"), "{one}");
+        let two = func("fn add(a: u64, b: u64) -> u64 { a + b }").unwrap();
+        assert!(two.contains("BagFn2 < u64 , u64 >") && two.contains("fold_fns"), "{two}");
+        for (src, needle) in [
+            ("fn f() -> u64 { 1 }", "one parameter"),
+            ("fn f(a: u64, b: u64, c: u64) -> u64 { a }", "one parameter"),
+            ("fn f(x: &str) -> u64 { 0 }", "by value"),
+            ("fn f(x: u64) { }", "returns a value"),
+            ("fn f<T>(x: T) -> T { x }", "generic"),
+        ] {
+            let err = func(src).expect_err(src).to_string();
+            assert!(err.contains(needle), "{src}: {err}");
+        }
     }
 
     #[test]

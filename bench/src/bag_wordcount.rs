@@ -1,0 +1,148 @@
+//! `bag-wordcount`: word frequencies of a directory of text files, top 10 —
+//! sequential, rayon (the in-process limit) and a shoal bag in the threads
+//! and processes modes, alternated round by round; with each bag graph's
+//! task count.
+
+#[path = "../../examples/common/words.rs"]
+mod words_data;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use shoal::bag;
+use shoal::{Client, ClientOptions, ProcessesOptions};
+
+use crate::Opts;
+use crate::table::{Samples, Table, secs, time};
+
+#[shoal::func]
+fn words(line: String) -> Vec<String> {
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+#[shoal::func]
+fn by_count(pair: (String, u64)) -> u64 {
+    pair.1
+}
+
+type Top = Vec<(String, u64)>;
+
+/// The counts of the top 10 (words with equal counts may come in another
+/// order, so runners are compared on counts, and on the words' true counts).
+fn counts_of(top: &Top) -> Vec<u64> {
+    top.iter().map(|(_, n)| *n).collect()
+}
+
+fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("text-")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn count_file(path: &Path, counts: &mut HashMap<String, u64>) -> std::io::Result<()> {
+    for line in std::fs::read_to_string(path)?.lines() {
+        for word in line.split_whitespace() {
+            *counts.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(())
+}
+
+fn top10(counts: HashMap<String, u64>) -> Top {
+    let mut all: Top = counts.into_iter().collect();
+    all.sort_by_key(|pair| std::cmp::Reverse(pair.1));
+    all.truncate(10);
+    all
+}
+
+fn sequential(files: &[PathBuf]) -> shoal::Result<Top> {
+    let mut counts = HashMap::new();
+    for f in files {
+        count_file(f, &mut counts)?;
+    }
+    Ok(top10(counts))
+}
+
+fn rayon(files: &[PathBuf]) -> shoal::Result<Top> {
+    let counts = files
+        .par_iter()
+        .map(|f| {
+            let mut counts = HashMap::new();
+            count_file(f, &mut counts).map(|_| counts)
+        })
+        .try_reduce(HashMap::new, |mut a, b| {
+            for (w, n) in b {
+                *a.entry(w).or_insert(0) += n;
+            }
+            Ok(a)
+        })?;
+    Ok(top10(counts))
+}
+
+fn graph(pattern: &str) -> shoal::Result<bag::Bag<(String, u64)>> {
+    Ok(bag::read_text(pattern)?.flat_map(words).frequencies().topk(10, by_count))
+}
+
+pub fn run(opts: &Opts) -> shoal::Result<()> {
+    let (n, lines) = if opts.quick { (8, 20_000) } else { (32, 100_000) };
+    let dir = std::env::temp_dir().join(format!("shoal-bag-words-{n}x{lines}"));
+    eprintln!("bag-wordcount: {n} files of {lines} lines in {}", dir.display());
+    words_data::write_files(&dir, n, lines)?;
+    let files = files_in(&dir)?;
+    let pattern = format!("{}/text-*.txt", dir.display());
+    let quiet = || ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() };
+    let threads = Client::local_with(quiet())?;
+    let processes = Client::processes_with(ProcessesOptions { workers: 2, ..ProcessesOptions::default() }, quiet())?;
+    let expected = sequential(&files)?;
+    let tasks: usize = graph(&pattern)?.to_lazy().iter().map(|l| l.graph_len()).sum();
+    let check = |got: shoal::Result<Top>, who: &str| -> shoal::Result<()> {
+        let got = got?;
+        if counts_of(&got) != counts_of(&expected) {
+            return Err(shoal::Error::msg(format!("{who}: top 10 {got:?}, expected {expected:?}")));
+        }
+        Ok(())
+    };
+    let mut samples: Vec<(&str, Samples)> = ["sequential", "rayon", "shoal bag threads", "shoal bag processes (2)"]
+        .into_iter()
+        .map(|name| (name, Samples::default()))
+        .collect();
+    for round in 0..opts.rounds {
+        eprintln!("  round {}/{}", round + 1, opts.rounds);
+        let (d, r) = time(|| sequential(&files));
+        check(r, "sequential")?;
+        samples[0].1.push(d);
+        let (d, r) = time(|| rayon(&files));
+        check(r, "rayon")?;
+        samples[1].1.push(d);
+        let (d, r) = time(|| graph(&pattern)?.compute(&threads));
+        check(r, "shoal threads")?;
+        samples[2].1.push(d);
+        let (d, r) = time(|| graph(&pattern)?.compute(&processes));
+        check(r, "shoal processes")?;
+        samples[3].1.push(d);
+    }
+    println!(
+        "\nbag-wordcount: {n} files of {lines} lines, {} threads, the bag graph has {tasks} tasks, median of {} rounds",
+        threads.nthreads(),
+        opts.rounds
+    );
+    let seq = samples[0].1.median();
+    let ray = samples[1].1.median();
+    let mut t = Table::new(&["runner", "median", "min", "max", "speedup vs sequential", "time ÷ rayon"]);
+    for (name, s) in &samples {
+        t.row(vec![
+            (*name).into(),
+            secs(s.median()),
+            secs(s.min()),
+            secs(s.max()),
+            format!("{:.2}x", seq / s.median()),
+            format!("{:.2}", s.median() / ray),
+        ]);
+    }
+    t.print();
+    Ok(())
+}

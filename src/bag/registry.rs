@@ -1,0 +1,545 @@
+//! How a bag's functions and element types are found in every process.
+//!
+//! A bag runs as tasks, and a task may run in another process (the
+//! processes and cluster modes), where no closure and no generic
+//! instantiation of the driver can be named. So everything a bag task runs
+//! is registered at link time (linkme), under a name that is the same in
+//! every process of one binary:
+//!
+//! - a **function** (`#[shoal::func] fn f(x: A) -> B`) under its module path
+//!   and name; its entry builds the partition-level adapters (`map`, and
+//!   `filter` when `B` is `bool`, `flat_map` when `B` is a collection,
+//!   `topk` by it when `B` is `Ord`, the whole-partition call);
+//! - an **element type** `T` under `std::any::type_name::<T>()`; its entry
+//!   builds the operations that need `T` itself (read a partition, store
+//!   one, and `frequencies`/`distinct` when `T: Eq + Hash`, `sum` when
+//!   `T: Add + Default`). `#[shoal::func]` registers its parameter and
+//!   return types (and the item type of a `Vec`/`Option` return);
+//!   `shoal::bag_item!(T)` registers any other, and the library registers
+//!   `String`, the integers, `f64`, `bool` and `(String, u64)`.
+//!
+//! Which adapters exist is decided where the types are concrete, by autoref
+//! specialization (a probe whose method resolves to `Some(adapter)` when the
+//! bound holds and to `None` otherwise), so no generic code has to be
+//! registered. A partition travels between adapters as a `Box<dyn Any>`
+//! holding a `Vec<T>`; the types line up because `Bag<T>`'s methods are
+//! typed at compile time, and a mismatch (impossible through the typed API)
+//! is an error, not undefined behaviour.
+//!
+//! A name registered twice (the same type from several functions) is the
+//! same code, so the first entry is kept.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use shoal_core::object::{Data, Obj, Object, Value, read_owned};
+use shoal_core::registry::InputError;
+
+/// A partition between adapters: a boxed `Vec<T>` (or a reduction's value).
+pub type Part = Box<dyn Any + Send>;
+
+/// What an adapter fails with.
+pub type StepResult = Result<Part, InputError>;
+
+/// Write a partition to a file, one element per line: how many lines.
+pub type WriteLines = fn(Part, &std::path::Path) -> Result<u64, InputError>;
+
+/// Several stored partial results merged into one stored result.
+pub type Merge = fn(&[&dyn Object]) -> Result<Obj, InputError>;
+
+/// Every `#[shoal::func]` of the binary.
+#[shoal_core::registry::linkme::distributed_slice]
+#[linkme(crate = shoal_core::registry::linkme)]
+pub static FUNCS: [FuncEntry];
+
+/// Every registered element type of the binary.
+#[shoal_core::registry::linkme::distributed_slice]
+#[linkme(crate = shoal_core::registry::linkme)]
+pub static ITEMS: [ItemEntry];
+
+/// One registered function: its name and how to build its adapters.
+pub struct FuncEntry {
+    /// `module_path::fn_name`.
+    pub name: &'static str,
+    /// Built once per process, on first use.
+    pub fns: fn() -> FuncFns,
+}
+
+/// One registered element type.
+pub struct ItemEntry {
+    /// `std::any::type_name` of the type.
+    pub name: fn() -> &'static str,
+    /// Built once per process, on first use.
+    pub ops: fn() -> ItemOps,
+}
+
+/// A function's partition-level adapters.
+#[derive(Clone, Copy)]
+pub struct FuncFns {
+    /// `Vec<A>` → `Vec<B>` (functions of one parameter).
+    pub map: Option<fn(Part) -> StepResult>,
+    /// `A` (the whole partition, which is then a `Vec<_>`) → `B`.
+    pub partition: Option<fn(Part) -> StepResult>,
+    /// `Vec<A>` → `Vec<A>` keeping the elements it maps to `true`.
+    pub filter: Option<fn(Part) -> StepResult>,
+    /// `Vec<A>` → `Vec<B::Item>`.
+    pub flat_map: Option<fn(Part) -> StepResult>,
+    /// The `k` largest of a `Vec<A>` by this function, largest first.
+    pub topk: Option<fn(Part, usize) -> StepResult>,
+    /// For `fn f(acc: X, y: Y) -> X` with `X: Default`: a partition's
+    /// `Vec<Y>` folded from `X::default()`, stored.
+    pub fold: Option<fn(Part) -> Result<Obj, InputError>>,
+    /// For `fn f(a: X, b: X) -> X`: several stored `X` folded into one.
+    pub merge: Option<Merge>,
+}
+
+/// An element type's operations.
+#[derive(Clone, Copy)]
+pub struct ItemOps {
+    /// Read a stored partition (`Vec<T>`).
+    pub read: fn(&dyn Object) -> StepResult,
+    /// Store a partition.
+    pub store: fn(Part) -> Result<Obj, InputError>,
+    /// The number of elements of a partition.
+    pub len: fn(&Part) -> Result<usize, InputError>,
+    /// Append the second partition to the first.
+    pub append: fn(&mut Part, Part) -> Result<(), InputError>,
+    /// Present when `T: Eq + Hash`.
+    pub hash: Option<HashOps>,
+    /// Present when `T: Add<Output = T> + Default`.
+    pub sum: Option<SumOps>,
+    /// Present when `T: Display`: write a partition to a file, one element
+    /// per line; returns the number of lines.
+    pub write_lines: Option<WriteLines>,
+}
+
+/// Grouping operations of an `Eq + Hash` element type.
+#[derive(Clone, Copy)]
+pub struct HashOps {
+    /// A partition → its counts, `Vec<(T, u64)>`.
+    pub frequencies: fn(Part) -> Result<Obj, InputError>,
+    /// Several `Vec<(T, u64)>` → their merged counts.
+    pub merge_frequencies: fn(&[&dyn Object]) -> Result<Obj, InputError>,
+    /// A partition → its distinct elements.
+    pub distinct: fn(Part) -> Result<Obj, InputError>,
+    /// Several `Vec<T>` → their distinct elements.
+    pub merge_distinct: fn(&[&dyn Object]) -> Result<Obj, InputError>,
+}
+
+/// Sums of an `Add + Default` element type.
+#[derive(Clone, Copy)]
+pub struct SumOps {
+    /// A partition → its sum, `T`.
+    pub sum: fn(Part) -> Result<Obj, InputError>,
+    /// Several `T` → their sum.
+    pub merge: fn(&[&dyn Object]) -> Result<Obj, InputError>,
+}
+
+struct Tables {
+    funcs: HashMap<&'static str, FuncFns>,
+    items: HashMap<&'static str, ItemOps>,
+}
+
+fn tables() -> &'static Tables {
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut funcs = HashMap::new();
+        for f in FUNCS.iter() {
+            funcs.entry(f.name).or_insert_with(f.fns);
+        }
+        let mut items = HashMap::new();
+        for i in ITEMS.iter() {
+            items.entry((i.name)()).or_insert_with(i.ops);
+        }
+        Tables { funcs, items }
+    })
+}
+
+/// The adapters of the function registered under `name`.
+pub fn func(name: &str) -> Result<FuncFns, InputError> {
+    tables().funcs.get(name).copied().ok_or_else(|| {
+        InputError(format!(
+            "no #[shoal::func] named `{name}` in this binary: bag functions must be registered with \
+             #[shoal::func], and every process must run the same binary"
+        ))
+    })
+}
+
+/// The operations of the element type named `name`.
+pub fn item(name: &str) -> Result<ItemOps, InputError> {
+    tables().items.get(name).copied().ok_or_else(|| {
+        InputError(format!(
+            "the bag element type `{name}` is not registered: write `shoal::bag_item!({name});` at module level \
+             (types a #[shoal::func] takes or returns are registered already)"
+        ))
+    })
+}
+
+/// The registered name of `T`.
+pub fn item_name<T: ?Sized>() -> &'static str {
+    std::any::type_name::<T>()
+}
+
+fn downcast<T: 'static>(part: Part) -> Result<Box<T>, InputError> {
+    part.downcast::<T>().map_err(|_| {
+        InputError(format!("a bag step got a partition that is not a `{}` (a bug in shoal::bag)", item_name::<T>()))
+    })
+}
+
+fn store_value<T: Data>(value: T) -> Result<Obj, InputError> {
+    Ok(Value::shared(value))
+}
+
+/// The operations every element type has (the generic part of an
+/// [`ItemOps`]; the bound-dependent parts come from the probes).
+pub fn base_ops<T: Data>(hash: Option<HashOps>, sum: Option<SumOps>, write_lines: Option<WriteLines>) -> ItemOps {
+    ItemOps {
+        read: |obj| Ok(Box::new(read_owned::<Vec<T>>(obj)?) as Part),
+        store: |part| store_value(*downcast::<Vec<T>>(part)?),
+        len: |part| {
+            part.downcast_ref::<Vec<T>>()
+                .map(Vec::len)
+                .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<T>())))
+        },
+        append: |into, more| {
+            let more = downcast::<Vec<T>>(more)?;
+            let into = into
+                .downcast_mut::<Vec<T>>()
+                .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<T>())))?;
+            into.extend(*more);
+            Ok(())
+        },
+        hash,
+        sum,
+        write_lines,
+    }
+}
+
+/// `Some` when `T: Display`.
+pub trait DisplayProbe {
+    /// The writer.
+    fn write_lines(&self) -> Option<WriteLines>;
+}
+
+impl<T: Data + std::fmt::Display> DisplayProbe for Probe<T> {
+    fn write_lines(&self) -> Option<WriteLines> {
+        Some(|part, path| {
+            use std::io::Write;
+            let v = downcast::<Vec<T>>(part)?;
+            let failed = |e: std::io::Error| InputError(format!("could not write {}: {e}", path.display()));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(failed)?);
+            for x in v.iter() {
+                writeln!(out, "{x}").map_err(failed)?;
+            }
+            out.flush().map_err(failed)?;
+            Ok(v.len() as u64)
+        })
+    }
+}
+
+/// `None` otherwise.
+pub trait NoDisplayProbe {
+    /// No writer.
+    fn write_lines(&self) -> Option<WriteLines>;
+}
+
+impl<T> NoDisplayProbe for &Probe<T> {
+    fn write_lines(&self) -> Option<WriteLines> {
+        None
+    }
+}
+
+/// The probe that chooses adapters by the bounds of concrete types.
+pub struct Probe<T>(std::marker::PhantomData<T>);
+
+impl<T> Probe<T> {
+    /// The probe value.
+    pub const NEW: Probe<T> = Probe(std::marker::PhantomData);
+}
+
+/// `Some` when `T: Eq + Hash` (found first: on `Probe<T>`).
+pub trait HashProbe {
+    /// The grouping operations.
+    fn hash_ops(&self) -> Option<HashOps>;
+}
+
+impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
+    fn hash_ops(&self) -> Option<HashOps> {
+        Some(HashOps {
+            frequencies: |part| {
+                let v = downcast::<Vec<T>>(part)?;
+                let mut counts: HashMap<T, u64> = HashMap::new();
+                for x in *v {
+                    *counts.entry(x).or_insert(0) += 1;
+                }
+                store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
+            },
+            merge_frequencies: |objs| {
+                let mut counts: HashMap<T, u64> = HashMap::new();
+                for obj in objs {
+                    for (x, n) in read_owned::<Vec<(T, u64)>>(*obj)? {
+                        *counts.entry(x).or_insert(0) += n;
+                    }
+                }
+                store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
+            },
+            distinct: |part| {
+                let v = downcast::<Vec<T>>(part)?;
+                let set: std::collections::HashSet<T> = v.into_iter().collect();
+                store_value(set.into_iter().collect::<Vec<T>>())
+            },
+            merge_distinct: |objs| {
+                let mut set = std::collections::HashSet::new();
+                for obj in objs {
+                    set.extend(read_owned::<Vec<T>>(*obj)?);
+                }
+                store_value(set.into_iter().collect::<Vec<T>>())
+            },
+        })
+    }
+}
+
+/// `None` otherwise (found after an autoref).
+pub trait NoHashProbe {
+    /// No grouping operations.
+    fn hash_ops(&self) -> Option<HashOps>;
+}
+
+impl<T> NoHashProbe for &Probe<T> {
+    fn hash_ops(&self) -> Option<HashOps> {
+        None
+    }
+}
+
+/// `Some` when `T: Add<Output = T> + Default`.
+pub trait SumProbe {
+    /// The sums.
+    fn sum_ops(&self) -> Option<SumOps>;
+}
+
+impl<T: Data + std::ops::Add<Output = T> + Default> SumProbe for Probe<T> {
+    fn sum_ops(&self) -> Option<SumOps> {
+        Some(SumOps {
+            sum: |part| store_value(downcast::<Vec<T>>(part)?.into_iter().fold(T::default(), |a, b| a + b)),
+            merge: |objs| {
+                let mut total = T::default();
+                for obj in objs {
+                    total = total + read_owned::<T>(*obj)?;
+                }
+                store_value(total)
+            },
+        })
+    }
+}
+
+/// `None` otherwise.
+pub trait NoSumProbe {
+    /// No sums.
+    fn sum_ops(&self) -> Option<SumOps>;
+}
+
+impl<T> NoSumProbe for &Probe<T> {
+    fn sum_ops(&self) -> Option<SumOps> {
+        None
+    }
+}
+
+/// A registered element function, as the generated handle implements it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[shoal::func]` function taking `{A}`",
+    label = "closures and unregistered functions cannot be bag functions"
+)]
+pub trait Call<A> {
+    /// The result type.
+    type Out;
+    /// The function itself.
+    fn call(a: A) -> Self::Out;
+}
+
+/// The adapters every function has.
+pub fn base_fns<F: Call<A, Out = B>, A: Data, B: Data>(
+    filter: Option<fn(Part) -> StepResult>,
+    flat_map: Option<fn(Part) -> StepResult>,
+    topk: Option<fn(Part, usize) -> StepResult>,
+) -> FuncFns {
+    FuncFns {
+        map: Some(|part| Ok(Box::new(downcast::<Vec<A>>(part)?.into_iter().map(F::call).collect::<Vec<B>>()) as Part)),
+        partition: Some(|part| Ok(Box::new(F::call(*downcast::<A>(part)?)) as Part)),
+        filter,
+        flat_map,
+        topk,
+        fold: None,
+        merge: None,
+    }
+}
+
+/// A registered function of two parameters (`fold`'s), as the generated
+/// handle implements it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[shoal::func]` function taking `({X}, {Y})`",
+    label = "closures and unregistered functions cannot be bag functions"
+)]
+pub trait Call2<X, Y> {
+    /// The result type.
+    type Out;
+    /// The function itself.
+    fn call(a: X, b: Y) -> Self::Out;
+}
+
+/// The adapters of a function of two parameters.
+pub fn fold_fns(fold: Option<fn(Part) -> Result<Obj, InputError>>, merge: Option<Merge>) -> FuncFns {
+    FuncFns { map: None, partition: None, filter: None, flat_map: None, topk: None, fold, merge }
+}
+
+/// `fold` exists for `fn f(acc: X, y: Y) -> X` when `X: Default`.
+pub trait FoldProbe {
+    /// The adapter.
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+}
+
+impl<F: Call2<X, Y, Out = X>, X: Data + Default, Y: Data> FoldProbe for FnProbe<F, (X, Y), X> {
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
+        Some(|part| store_value(downcast::<Vec<Y>>(part)?.into_iter().fold(X::default(), F::call)))
+    }
+}
+
+/// Otherwise none.
+pub trait NoFoldProbe {
+    /// No adapter.
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+}
+
+impl<F, A, B> NoFoldProbe for &FnProbe<F, A, B> {
+    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
+        None
+    }
+}
+
+/// `merge` exists for `fn f(a: X, b: X) -> X`.
+pub trait MergeProbe {
+    /// The adapter.
+    fn merge_fn(&self) -> Option<Merge>;
+}
+
+impl<F: Call2<X, X, Out = X>, X: Data> MergeProbe for FnProbe<F, (X, X), X> {
+    fn merge_fn(&self) -> Option<Merge> {
+        Some(|objs| {
+            let mut acc: Option<X> = None;
+            for obj in objs {
+                let x = read_owned::<X>(*obj)?;
+                acc = Some(match acc {
+                    Some(a) => F::call(a, x),
+                    None => x,
+                });
+            }
+            store_value(acc.ok_or_else(|| InputError("a fold combine with no input (a bug in shoal::bag)".into()))?)
+        })
+    }
+}
+
+/// Otherwise none.
+pub trait NoMergeProbe {
+    /// No adapter.
+    fn merge_fn(&self) -> Option<Merge>;
+}
+
+impl<F, A, B> NoMergeProbe for &FnProbe<F, A, B> {
+    fn merge_fn(&self) -> Option<Merge> {
+        None
+    }
+}
+
+/// The probe of a function `F: A -> B`.
+pub struct FnProbe<F, A, B>(std::marker::PhantomData<(F, A, B)>);
+
+impl<F, A, B> FnProbe<F, A, B> {
+    /// The probe value.
+    pub const NEW: FnProbe<F, A, B> = FnProbe(std::marker::PhantomData);
+}
+
+/// `filter` exists when `B` is `bool`.
+pub trait FilterProbe {
+    /// The adapter.
+    fn filter_fn(&self) -> Option<fn(Part) -> StepResult>;
+}
+
+impl<F: Call<A, Out = bool>, A: Data> FilterProbe for FnProbe<F, A, bool> {
+    fn filter_fn(&self) -> Option<fn(Part) -> StepResult> {
+        Some(|part| {
+            let v = downcast::<Vec<A>>(part)?;
+            Ok(Box::new(v.into_iter().filter(|x| F::call(x.clone())).collect::<Vec<A>>()) as Part)
+        })
+    }
+}
+
+/// Otherwise none.
+pub trait NoFilterProbe {
+    /// No adapter.
+    fn filter_fn(&self) -> Option<fn(Part) -> StepResult>;
+}
+
+impl<F, A, B> NoFilterProbe for &FnProbe<F, A, B> {
+    fn filter_fn(&self) -> Option<fn(Part) -> StepResult> {
+        None
+    }
+}
+
+/// `flat_map` exists when `B: IntoIterator` of `Data` items.
+pub trait FlatProbe {
+    /// The adapter.
+    fn flat_fn(&self) -> Option<fn(Part) -> StepResult>;
+}
+
+impl<F: Call<A, Out = B>, A: Data, B: IntoIterator<Item: Data>> FlatProbe for FnProbe<F, A, B> {
+    fn flat_fn(&self) -> Option<fn(Part) -> StepResult> {
+        Some(|part| {
+            let v = downcast::<Vec<A>>(part)?;
+            Ok(Box::new(v.into_iter().flat_map(F::call).collect::<Vec<B::Item>>()) as Part)
+        })
+    }
+}
+
+/// Otherwise none.
+pub trait NoFlatProbe {
+    /// No adapter.
+    fn flat_fn(&self) -> Option<fn(Part) -> StepResult>;
+}
+
+impl<F, A, B> NoFlatProbe for &FnProbe<F, A, B> {
+    fn flat_fn(&self) -> Option<fn(Part) -> StepResult> {
+        None
+    }
+}
+
+/// `topk` by the function exists when `B: Ord`.
+pub trait TopkProbe {
+    /// The adapter.
+    fn topk_fn(&self) -> Option<fn(Part, usize) -> StepResult>;
+}
+
+impl<F: Call<A, Out = B>, A: Data, B: Ord> TopkProbe for FnProbe<F, A, B> {
+    fn topk_fn(&self) -> Option<fn(Part, usize) -> StepResult> {
+        Some(|part, k| {
+            let v = downcast::<Vec<A>>(part)?;
+            let mut keyed: Vec<(B, A)> = v.into_iter().map(|x| (F::call(x.clone()), x)).collect();
+            // Largest first; among equal keys the earlier element first
+            // (a stable sort), so the answer does not depend on the tree.
+            keyed.sort_by(|a, b| b.0.cmp(&a.0));
+            keyed.truncate(k);
+            Ok(Box::new(keyed.into_iter().map(|(_, x)| x).collect::<Vec<A>>()) as Part)
+        })
+    }
+}
+
+/// Otherwise none.
+pub trait NoTopkProbe {
+    /// No adapter.
+    fn topk_fn(&self) -> Option<fn(Part, usize) -> StepResult>;
+}
+
+impl<F, A, B> NoTopkProbe for &FnProbe<F, A, B> {
+    fn topk_fn(&self) -> Option<fn(Part, usize) -> StepResult> {
+        None
+    }
+}

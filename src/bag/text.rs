@@ -1,0 +1,157 @@
+//! `bag::read_text`: the lines of text files, as a `Bag<String>`.
+//!
+//! A file is split into blocks of about `block_size` bytes, one partition
+//! each. A partition reads the lines that *start* in its byte range
+//! `[start, end)`: it skips the partial line at `start` (the previous block
+//! reads it whole) and reads on past `end` to finish its last line, so every
+//! line is read exactly once, whatever the block size. Lines lose their
+//! `\n` (and a `\r` before it); a line that is not UTF-8 fails its task.
+//! The block is read by the first task of its partition's pipeline, so
+//! reading fuses with the steps after it (one task per block).
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+
+use super::{Bag, PartSrc, invalid, registry};
+use crate::error::Result;
+
+/// The default block size of [`read_text`]: 64 MiB, big enough that a
+/// task's work dwarfs its scheduling, small enough to spread a big file.
+pub const DEFAULT_BLOCK_SIZE: u64 = 64 << 20;
+
+/// The lines of the files matching `pattern`, in order of file name then
+/// line (blocks of [`DEFAULT_BLOCK_SIZE`]). The pattern is a path whose
+/// last component may hold `*` (any characters) and `?` (one character),
+/// like `data/2015-*.txt`; a pattern without them names one file.
+pub fn read_text(pattern: &str) -> Result<Bag<String>> {
+    read_text_with(pattern, DEFAULT_BLOCK_SIZE)
+}
+
+/// [`read_text`] with partitions of about `block_size` bytes (at least 1).
+pub fn read_text_with(pattern: &str, block_size: u64) -> Result<Bag<String>> {
+    let block_size = block_size.max(1);
+    let files = matching(pattern)?;
+    let mut parts = Vec::new();
+    for file in files {
+        let len = std::fs::metadata(&file)?.len();
+        let name = file.to_string_lossy().into_owned();
+        let mut start = 0;
+        loop {
+            let end = (start + block_size).min(len);
+            parts.push(PartSrc::Text { path: name.clone(), start, end });
+            start = end;
+            if start >= len {
+                break;
+            }
+        }
+    }
+    Ok(Bag::from_parts(parts, registry::item_name::<String>()))
+}
+
+/// The files a pattern names, sorted.
+fn matching(pattern: &str) -> Result<Vec<std::path::PathBuf>> {
+    let path = std::path::Path::new(pattern);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if !name.contains(['*', '?']) {
+        return if path.is_file() {
+            Ok(vec![path.to_path_buf()])
+        } else {
+            Err(invalid(format!("bag::read_text: `{pattern}` is not a file")))
+        };
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if dir.to_string_lossy().contains(['*', '?']) {
+        return Err(invalid(format!(
+            "bag::read_text: `{pattern}`: only the file name may hold `*` or `?`, not the directory"
+        )));
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name().to_str().is_some_and(|n| wildcard(name, n)) {
+            files.push(entry.path());
+        }
+    }
+    if files.is_empty() {
+        return Err(invalid(format!("bag::read_text: no file matches `{pattern}`")));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Whether `name` matches `pattern` (`*` any run, `?` one character).
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Greedy matching with backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+/// The lines that start in `[start, end)` of `path` (see the module docs):
+/// read by the partition's pipeline task itself.
+pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Vec<String>> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))?;
+    // Begin one byte early: if that byte is a newline, a line starts at
+    // `start` exactly; otherwise the partial line belongs to the block before.
+    let from = start.saturating_sub(1);
+    file.seek(SeekFrom::Start(from))?;
+    let mut reader = BufReader::new(file);
+    let mut pos = from;
+    let mut buf = Vec::new();
+    if start > 0 {
+        pos += reader.read_until(b'\n', &mut buf)? as u64;
+    }
+    let mut lines = Vec::new();
+    while pos < end {
+        buf.clear();
+        let n = reader.by_ref().read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        pos += n as u64;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = String::from_utf8(std::mem::take(&mut buf))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: {e}")))?;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn wildcards_match_like_a_shell() {
+        assert!(wildcard("*.txt", "a.txt"));
+        assert!(wildcard("2015-*-*.json", "2015-01-02.json"));
+        assert!(wildcard("a?c", "abc"));
+        assert!(!wildcard("a?c", "abbc"));
+        assert!(!wildcard("*.txt", "a.txt.gz"));
+        assert!(wildcard("*", ""));
+    }
+}

@@ -1,0 +1,261 @@
+//! `shoal::bag` against plain sequential code on random data, in the
+//! threads and the processes modes (worker processes are re-executed from
+//! this test binary, whose registry holds the functions below), and the
+//! fusion rule: a pipeline of element-wise steps is one task per partition.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use shoal::bag::{self, Bag};
+use shoal::{Client, ClientOptions, ProcessesOptions};
+
+#[shoal::func]
+fn double(x: u64) -> u64 {
+    x.wrapping_mul(2)
+}
+
+#[shoal::func]
+fn is_even(x: u64) -> bool {
+    x.is_multiple_of(2)
+}
+
+#[shoal::func]
+fn digits(x: u64) -> Vec<u64> {
+    x.to_string().bytes().map(|b| u64::from(b - b'0')).collect()
+}
+
+#[shoal::func]
+fn small(x: u64) -> u64 {
+    x % 7
+}
+
+#[shoal::func]
+fn render(x: u64) -> String {
+    format!("n{x}")
+}
+
+#[shoal::func]
+fn reverse(xs: Vec<u64>) -> Vec<u64> {
+    xs.into_iter().rev().collect()
+}
+
+#[shoal::func]
+fn words(line: String) -> Vec<String> {
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+#[shoal::func]
+fn render_len(word: String) -> u64 {
+    word.len() as u64
+}
+
+#[shoal::func]
+fn is_long(n: u64) -> bool {
+    n > 2
+}
+
+#[shoal::func]
+fn by_count(pair: (String, u64)) -> u64 {
+    pair.1
+}
+
+#[shoal::func]
+fn identity(x: u64) -> u64 {
+    x
+}
+
+/// A fold's step: (sum of squares, count) with one more element.
+#[shoal::func]
+fn square_and_count(acc: (u64, u64), x: u64) -> (u64, u64) {
+    (acc.0 + x * x, acc.1 + 1)
+}
+
+/// A fold's combine: two partial results into one.
+#[shoal::func]
+fn add_pairs(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0 + b.0, a.1 + b.1)
+}
+
+fn threads() -> &'static Client {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        Client::threads_with(2, ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() })
+            .expect("threads client")
+    })
+}
+
+fn processes() -> &'static Client {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        Client::processes_with(
+            ProcessesOptions { workers: 2, ..ProcessesOptions::default() },
+            ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
+        )
+        .expect("processes client")
+    })
+}
+
+fn clients() -> [(&'static str, &'static Client); 2] {
+    assert!(!processes().worker_pids().contains(&std::process::id()), "the processes mode runs tasks elsewhere");
+    [("threads", threads()), ("processes", processes())]
+}
+
+/// Few cases: each computes graphs on two clients.
+fn config() -> ProptestConfig {
+    ProptestConfig { cases: 12, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn element_wise_steps_match_iterators(xs in prop::collection::vec(0u64..1_000_000, 0..200), p in 1usize..9) {
+        let expected: Vec<String> = xs
+            .iter()
+            .filter(|x| *x % 2 == 0)
+            .map(|x| x.wrapping_mul(2))
+            .flat_map(|x| x.to_string().bytes().map(|b| u64::from(b - b'0')).collect::<Vec<_>>())
+            .map(|x| x % 7)
+            .map(|x| format!("n{x}"))
+            .collect();
+        for (mode, client) in clients() {
+            let b = bag::from_vec(xs.clone(), p).unwrap();
+            let got = b.filter(is_even).map(double).flat_map(digits).map(small).map(render).compute(client).unwrap();
+            prop_assert_eq!(&got, &expected, "{}", mode);
+            // map_partitions sees each partition whole, in order.
+            let n = xs.len();
+            let rev: Vec<u64> = (0..p).flat_map(|i| xs[n * i / p..n * (i + 1) / p].iter().rev().copied()).collect();
+            let got = bag::from_vec(xs.clone(), p).unwrap().map_partitions(reverse).compute(client).unwrap();
+            prop_assert_eq!(got, rev, "{}", mode);
+        }
+    }
+
+    #[test]
+    fn reductions_match_sequential_code(
+        xs in prop::collection::vec(0u64..50, 0..300),
+        p in 1usize..20,
+        split in 2usize..5,
+        k in 0usize..12,
+    ) {
+        let mut freq: HashMap<u64, u64> = HashMap::new();
+        for &x in &xs {
+            *freq.entry(x).or_insert(0) += 1;
+        }
+        let distinct: HashSet<u64> = xs.iter().copied().collect();
+        // topk: largest first, ties in input order (a stable sort).
+        let mut top = xs.clone();
+        top.sort_by(|a, b| b.cmp(a));
+        top.truncate(k);
+        for (mode, client) in clients() {
+            let b: Bag<u64> = bag::from_vec(xs.clone(), p).unwrap().split_every(split);
+            prop_assert_eq!(b.count().compute(client).unwrap(), xs.len() as u64, "{}", mode);
+            prop_assert_eq!(b.sum().compute(client).unwrap(), xs.iter().sum::<u64>(), "{}", mode);
+            let got: HashMap<u64, u64> = b.frequencies().compute(client).unwrap().into_iter().collect();
+            prop_assert_eq!(&got, &freq, "{}", mode);
+            let got = b.distinct().compute(client).unwrap();
+            prop_assert_eq!(got.len(), distinct.len(), "{}: no duplicates", mode);
+            prop_assert_eq!(got.into_iter().collect::<HashSet<_>>(), distinct.clone(), "{}", mode);
+            prop_assert_eq!(b.topk(k, identity).compute(client).unwrap(), top.clone(), "{}", mode);
+            let squares = (xs.iter().map(|x| x * x).sum::<u64>(), xs.len() as u64);
+            prop_assert_eq!(b.fold(square_and_count, add_pairs).compute(client).unwrap(), squares, "{}", mode);
+            // A reduction after element-wise steps, fused into the same tasks.
+            let evens = xs.iter().filter(|x| *x % 2 == 0).count() as u64;
+            prop_assert_eq!(b.filter(is_even).map(double).count().compute(client).unwrap(), evens, "{}", mode);
+        }
+    }
+}
+
+#[test]
+fn a_five_step_pipeline_is_one_task_per_partition() {
+    let n = 37;
+    let b = bag::from_vec((0..1000u64).collect(), n).unwrap();
+    let piped = b.map(double).filter(is_even).flat_map(digits).map(small).map(render);
+    let parts = piped.to_lazy();
+    assert_eq!(parts.len(), n);
+    // Each partition's graph: its source and ONE pipeline task.
+    for part in &parts {
+        assert_eq!(part.graph_len(), 2);
+    }
+    // A reduction over it: N sources, N fused tasks, then the tree:
+    // ceil(37/8) = 5 combines, then 1 root.
+    let count = b.map(double).filter(is_even).flat_map(digits).map(small).map(render).count();
+    assert_eq!(count.graph_len(), n + n + 5 + 1);
+    assert_eq!(count.compute(threads()).unwrap(), (0..1000u64).map(|x| (x * 2).to_string().len() as u64).sum::<u64>());
+}
+
+#[test]
+fn word_frequencies_of_text_files_in_blocks() {
+    let dir = std::env::temp_dir().join(format!("shoal-bag-text-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    let mut all_lines = Vec::new();
+    for f in 0..3 {
+        let mut text = String::new();
+        for l in 0..(40 + f * 17) {
+            let line = format!("w{} w{} common{}", (l * 7 + f) % 11, l % 5, if l % 3 == 0 { "\r" } else { "" });
+            text.push_str(&line);
+            text.push('\n');
+            let clean = line.trim_end_matches('\r').to_string();
+            for w in clean.split_whitespace() {
+                *expected.entry(w.to_string()).or_insert(0) += 1;
+            }
+            all_lines.push(clean);
+        }
+        if f == 2 {
+            // The last line without a newline.
+            text.push_str("tail w1");
+            all_lines.push("tail w1".to_string());
+            *expected.entry("tail".into()).or_insert(0) += 1;
+            *expected.entry("w1".into()).or_insert(0) += 1;
+        }
+        std::fs::write(dir.join(format!("part-{f}.txt")), text).unwrap();
+    }
+    std::fs::write(dir.join("ignored.csv"), "not read\n").unwrap();
+    let pattern = format!("{}/part-*.txt", dir.display());
+    // Reading fuses with the steps: one task per block, whatever follows.
+    let blocks = bag::read_text_with(&pattern, 64).unwrap();
+    assert!(blocks.npartitions() > 3);
+    for part in blocks.flat_map(words).map(render_len).filter(is_long).to_lazy() {
+        assert_eq!(part.graph_len(), 1);
+    }
+    for (mode, client) in clients() {
+        for block in [1u64, 7, 64, 1 << 20] {
+            let lines = bag::read_text_with(&pattern, block).unwrap();
+            assert_eq!(lines.compute(client).unwrap(), all_lines, "{mode}, block {block}");
+            let got: HashMap<String, u64> =
+                lines.flat_map(words).frequencies().compute(client).unwrap().into_iter().collect();
+            assert_eq!(got, expected, "{mode}, block {block}");
+        }
+        let top = bag::read_text(&pattern).unwrap().flat_map(words).frequencies().topk(1, by_count);
+        assert_eq!(top.compute(client).unwrap(), vec![("common".to_string(), expected["common"])], "{mode}");
+    }
+    let err = bag::read_text(&format!("{}/nothing-*.txt", dir.display())).unwrap_err().to_string();
+    assert!(err.contains("no file matches"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn to_textfiles_writes_one_file_per_partition_that_read_text_reads_back() {
+    let dir = std::env::temp_dir().join(format!("shoal-bag-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xs: Vec<u64> = (0..500).map(|i| i * 37 % 101).collect();
+    for (mode, client) in clients() {
+        let out = format!("{}/{mode}-*.txt", dir.display());
+        let paths = bag::from_vec(xs.clone(), 12).unwrap().map(double).to_textfiles(client, &out).unwrap();
+        assert_eq!(paths.len(), 12);
+        assert!(paths[3].ends_with(&format!("{mode}-0003.txt")), "{paths:?}");
+        let back = bag::read_text(&out).unwrap().compute(client).unwrap();
+        let expected: Vec<String> = xs.iter().map(|x| (x * 2).to_string()).collect();
+        assert_eq!(back, expected, "{mode}");
+    }
+    let err = bag::from_vec(xs, 2).unwrap().to_textfiles(threads(), "no-star.txt").unwrap_err().to_string();
+    assert!(err.contains("exactly one `*`"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sources_refuse_no_partitions() {
+    assert!(bag::from_vec(vec![1u64], 0).unwrap_err().to_string().contains("at least one partition"));
+    assert!(bag::from_lazy::<u64>(Vec::new()).is_err());
+}
