@@ -958,4 +958,52 @@ mod tests {
             let _ = decode_to_worker(message(&run, vec![]), &mut Vec::new());
         }
     }
+
+    #[test]
+    fn a_peer_is_introduced_with_a_socket_and_nothing_else() {
+        let (conn, worker_end) = UnixStream::pair().unwrap();
+        let (channel, _other) = UnixStream::pair().unwrap();
+        introduce(&conn, WorkerId(7), &channel).unwrap();
+        let received = crate::fdpass::recv(&worker_end).unwrap().unwrap();
+        let Ok(Some(Inbound::Peer { worker, socket })) = decode_inbound(received, &mut Vec::new()) else {
+            panic!("not an introduction")
+        };
+        assert_eq!(worker, WorkerId(7));
+        socket.set_nonblocking(true).unwrap();
+        // The same frame where no introduction may come (from a peer).
+        introduce(&conn, WorkerId(7), &channel).unwrap();
+        let received = crate::fdpass::recv(&worker_end).unwrap().unwrap();
+        assert!(decode_to_worker(received, &mut Vec::new()).is_err());
+        // A descriptor that is not a socket, or none, is refused.
+        let peer = encode(&WireToWorker::Peer { worker: 1 }).unwrap();
+        assert!(decode_inbound(message(&peer, vec![segment_fd(b"x")]), &mut Vec::new()).is_err());
+        assert!(decode_inbound(message(&peer, vec![]), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn give_and_its_notices_round_trip() {
+        let give = control_to_worker(&ToWorker::Give { count: 3, to: WorkerId(2) }).unwrap();
+        assert!(matches!(
+            decode_to_worker(message(&give.payload, vec![]), &mut Vec::new()),
+            Ok(Some(ToWorker::Give { count: 3, to: WorkerId(2) }))
+        ));
+        let t = TaskId { index: 4, generation: 1 };
+        for notice in [
+            FromWorker::Gave { tasks: vec![t], to: WorkerId(2) },
+            FromWorker::Adopted { tasks: vec![t], from: WorkerId(0) },
+            FromWorker::PeerGone(WorkerId(5)),
+        ] {
+            let frame = control_to_driver(&notice).unwrap();
+            let back = decode_to_driver(message(&frame.payload, vec![])).unwrap();
+            let same = match (&notice, &back) {
+                (FromWorker::Gave { tasks: a, to: x }, FromWorker::Gave { tasks: b, to: y }) => a == b && x == y,
+                (FromWorker::Adopted { tasks: a, from: x }, FromWorker::Adopted { tasks: b, from: y }) => {
+                    a == b && x == y
+                }
+                (FromWorker::PeerGone(x), FromWorker::PeerGone(y)) => x == y,
+                _ => false,
+            };
+            assert!(same);
+        }
+    }
 }
