@@ -55,10 +55,12 @@
 //! The outbox also lists the runs started and not ended. A heartbeat
 //! thread of the worker's own sends that list (`Running`) every interval,
 //! whatever its tasks do: a driver that hears nothing for many intervals
-//! knows the process is stopped or stuck, not busy. And a run sent with
-//! `report_start` is not started until a `Running` naming it is sent (by
-//! the pool thread that starts it, synchronously): if it then kills the
-//! process, its driver knows it had started.
+//! knows the process is stopped or stuck, not busy. It sends the notices
+//! waiting in the outbox (`Adopted`, `PeerGone`) first: the list may name a
+//! run adopted from a peer, and the driver must know it moved here. And a
+//! run sent with `report_start` is not started until a `Running` naming it
+//! is sent (by the pool thread that starts it, synchronously): if it then
+//! kills the process, its driver knows it had started.
 //!
 //! # Invariants
 //!
@@ -236,8 +238,18 @@ impl<O: Outlet> Worker<O> {
             std::thread::Builder::new().name("shoal-worker-beat".into()).spawn(move || {
                 loop {
                     std::thread::sleep(interval);
-                    let running = lock(&for_beat.outbox).running.clone();
+                    // Notices first: a run adopted from a peer may be in
+                    // the list, and the driver must know it moved here.
+                    let sending = lock(&for_beat.sending);
+                    let (notices, running) = {
+                        let mut outbox = lock(&for_beat.outbox);
+                        (std::mem::take(&mut outbox.notices), outbox.running.clone())
+                    };
+                    for notice in notices {
+                        for_beat.outlet.send_notice(notice);
+                    }
                     for_beat.outlet.send_running(running);
+                    drop(sending);
                 }
             })?;
         }
