@@ -1,5 +1,5 @@
 //! The worker runtime: runs tasks from a stream of [`ToWorker`] messages
-//! and answers with [`FromWorker`](crate::protocol::FromWorker) ones. The same code runs in a worker
+//! and answers with [`FromWorker`] ones. The same code runs in a worker
 //! process of one machine and, next, in a worker on another machine; only
 //! its [`Outlet`] (the transport back to the driver) differs.
 //!
