@@ -171,4 +171,29 @@ impl Client {
     pub fn store_stats(&self) -> Option<StoreStats> {
         self.engine().store_stats()
     }
+
+    /// How many runs the client sent to worker processes, and how many
+    /// moved from one worker process to another without it (processes
+    /// mode; `None` in the other modes). Meant for monitoring and tests.
+    pub fn steal_stats(&self) -> Option<StealStats> {
+        self.engine().steal_stats()
+    }
+}
+
+/// Runs sent and moved in the processes mode ([`Client::steal_stats`]).
+///
+/// An idle worker process takes runs queued on a busy one of the same
+/// machine directly, worker to worker: the client orders the move, but
+/// neither the runs nor their inputs pass through it, and it does not send
+/// them again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StealStats {
+    /// Runs the client sent to workers.
+    pub runs_sent: u64,
+    /// Of those, runs of a task the client had sent a run of before (a
+    /// retry, a recomputation, a run back from a lost worker).
+    pub runs_sent_again: u64,
+    /// Runs that moved from one worker process to another before they
+    /// started.
+    pub moves: u64,
 }

@@ -14,12 +14,16 @@ use shoal::{ClientOptions, ProcessesOptions};
 /// returns the pid of the worker that ran it.
 #[shoal::task]
 fn mark(dir: String, ms: u64, tag: u64) -> Result<u32, String> {
+    leave_mark(&dir, ms, tag)
+}
+
+fn leave_mark(dir: &str, ms: u64, tag: u64) -> Result<u32, String> {
     std::thread::sleep(Duration::from_millis(ms));
     let pid = std::process::id();
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(Path::new(&dir).join(format!("{tag}.{pid}")))
+        .open(Path::new(dir).join(format!("{tag}.{pid}")))
         .map_err(|e| format!("mark {tag} in {pid}: {e}"))?;
     Ok(pid)
 }
@@ -146,4 +150,164 @@ fn batches_larger_than_a_frame_go_both_ways_while_runs_are_stolen() {
         let outputs = client.gather(&futures).unwrap();
         assert!(outputs.iter().enumerate().all(|(i, o)| o.len() == 60_000 && o[0] == (i as u8).wrapping_add(round)));
     }
+}
+
+/// A short result: the tasks reading it go to the worker that holds it
+/// (placement by input bytes), and it is made fast, so the client queues
+/// many runs per worker (pacing).
+#[shoal::task]
+fn seed(len: u64) -> Vec<u8> {
+    vec![7u8; len as usize]
+}
+
+/// [`mark`], reading `pin` and `big`: their lengths plus the tag, and the
+/// pid.
+#[shoal::task]
+fn mark_len(dir: String, pin: Vec<u8>, big: Vec<u8>, ms: u64, tag: u64) -> Result<(u32, u64), String> {
+    let pid = leave_mark(&dir, ms, tag)?;
+    Ok((pid, (pin.len() + big.len()) as u64 + tag))
+}
+
+/// Bytes of the seed.
+const SEED_LEN: u64 = 100;
+/// Bytes of a literal argument of every reader: a segment (over 64 KiB),
+/// whose descriptor travels with each run, worker to worker when it moves.
+const BIG_LEN: usize = 200_000;
+/// What a reader of tag 0 returns.
+const LENS: u64 = SEED_LEN + BIG_LEN as u64;
+
+#[test]
+fn a_steal_between_two_processes_of_one_machine_sends_nothing_through_the_client() {
+    const TASKS: u64 = 8;
+    const MS: u64 = 150;
+    let client = client(2);
+    let marks = Marks::new("direct");
+    let data = client.submit(seed, SEED_LEN).unwrap();
+    data.result().unwrap();
+    // Every reader of the seed goes to the worker that holds it (it has
+    // room for all of them): the other one sits idle with nothing queued,
+    // until it takes runs from the busy one.
+    let readers: Vec<_> = (0..TASKS)
+        .map(|tag| client.submit(mark_len, (marks.path(), &data, vec![1u8; BIG_LEN], MS, tag)).unwrap())
+        .collect();
+    let out = client.gather(&readers).unwrap();
+    assert!(out.iter().enumerate().all(|(tag, &(_, n))| n == LENS + tag as u64), "{out:?}");
+    let pids: Vec<u32> = out.iter().map(|&(pid, _)| pid).collect();
+    let stats = client.steal_stats().expect("the processes mode counts its runs");
+    // (a) runs moved, and the thief ran them (with the seed as input: the
+    // segment went worker to worker with the run);
+    assert!(stats.moves >= 1, "no run moved: {stats:?}, ran on {pids:?}");
+    let first = pids[0];
+    assert!(pids.iter().any(|&p| p != first), "all ran on one worker: {pids:?} ({stats:?})");
+    // (b) the client sent each run exactly once: none again after a move.
+    assert_eq!(stats.runs_sent, 1 + TASKS, "{stats:?}");
+    assert_eq!(stats.runs_sent_again, 0, "{stats:?}");
+    // And each started once.
+    assert!(marks.runs(0..TASKS).iter().all(|&(_, n)| n == 1), "{:?}", marks.runs(0..TASKS));
+}
+
+fn kill(pid: u32) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
+        .unwrap();
+}
+
+/// Waits until `n` marks exist in `marks` (runs started and ended).
+fn wait_marks(marks: &Marks, n: usize) {
+    let started = Instant::now();
+    while std::fs::read_dir(&marks.0).unwrap().count() < n {
+        assert!(started.elapsed() < Duration::from_secs(20), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_victim_s_loss_does_not_take_back_the_runs_it_gave() {
+    const TASKS: u64 = 8;
+    let client = client(2);
+    let marks = Marks::new("victim");
+    let data = client.submit(seed, SEED_LEN).unwrap();
+    data.result().unwrap();
+    // The first reader holds the victim's thread for long; the others wait
+    // behind it, and the idle worker takes them.
+    let long = client.submit(mark_len, (marks.path(), &data, vec![1u8; BIG_LEN], 60_000, 100)).unwrap();
+    let readers: Vec<_> = (0..TASKS)
+        .map(|tag| client.submit(mark_len, (marks.path(), &data, vec![1u8; BIG_LEN], 100, tag)).unwrap())
+        .collect();
+    wait_marks(&marks, 1);
+    let stats = client.steal_stats().unwrap();
+    assert!(stats.moves >= 1, "{stats:?}");
+    // The victim dies while the thief still works on what it took (the long
+    // run is not wanted any more: it is not run again).
+    let thief = std::fs::read_dir(&marks.0).unwrap().next().unwrap().unwrap().file_name();
+    let thief: u32 = thief.to_string_lossy().split('.').nth(1).unwrap().parse().unwrap();
+    let victim = *client.worker_pids().iter().find(|&&p| p != thief).unwrap();
+    drop(long);
+    kill(victim);
+    let out = client.gather(&readers).unwrap();
+    assert!(out.iter().enumerate().all(|(tag, &(_, n))| n == LENS + tag as u64), "{out:?}");
+    // Every run the thief took started once: the victim's loss sent none
+    // of them again (only what it still had: the long one, and any it
+    // kept queued).
+    let moved = stats.moves;
+    let ran_on_thief = out.iter().filter(|&&(pid, _)| pid == thief).count() as u64;
+    assert!(ran_on_thief >= moved, "{ran_on_thief} ran on the thief, {moved} moved");
+    assert!(marks.runs(0..TASKS).iter().all(|&(_, n)| n == 1), "{:?}", marks.runs(0..TASKS));
+    let after = client.steal_stats().unwrap();
+    assert!(after.runs_sent_again <= TASKS - moved, "{after:?}");
+}
+
+/// Leaves `b<tag>.<pid>` in `dir` when it starts, then sleeps and returns
+/// like [`mark_len`] (without its end mark).
+#[shoal::task]
+fn begin_len(dir: String, pin: Vec<u8>, big: Vec<u8>, ms: u64, tag: u64) -> Result<(u32, u64), String> {
+    let pid = std::process::id();
+    std::fs::write(Path::new(&dir).join(format!("b{tag}.{pid}")), b"").map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok((pid, (pin.len() + big.len()) as u64 + tag))
+}
+
+/// The pids of the workers that started a run of one of `tags`.
+fn begun(marks: &Marks, tags: &[u64]) -> Vec<u32> {
+    std::fs::read_dir(&marks.0)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let (tag, pid) = name.strip_prefix('b')?.split_once('.')?;
+            tags.contains(&tag.parse().ok()?).then(|| pid.parse().ok())?
+        })
+        .collect()
+}
+
+#[test]
+fn the_thief_s_loss_reschedules_the_runs_it_took() {
+    const TASKS: u64 = 6;
+    let client = client(2);
+    let marks = Marks::new("thief");
+    let data = client.submit(seed, SEED_LEN).unwrap();
+    data.result().unwrap();
+    let long = client.submit(begin_len, (marks.path(), &data, vec![1u8; BIG_LEN], 1_500, 100)).unwrap();
+    // Long enough that the thief is still in its first when it dies.
+    let readers: Vec<_> = (0..TASKS)
+        .map(|tag| client.submit(begin_len, (marks.path(), &data, vec![1u8; BIG_LEN], 1_000, tag)).unwrap())
+        .collect();
+    let tags: Vec<u64> = (0..TASKS).collect();
+    let started = Instant::now();
+    let (victim, thief) = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "nothing moved");
+        if let (Some(&victim), Some(&thief)) = (begun(&marks, &[100]).first(), begun(&marks, &tags).first()) {
+            break (victim, thief);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_ne!(victim, thief, "the runs behind the long one were taken by the idle worker");
+    let before = client.steal_stats().unwrap();
+    assert!(before.moves >= 1, "{before:?}");
+    kill(thief);
+    let out = client.gather(&readers).unwrap();
+    assert!(out.iter().enumerate().all(|(tag, &(_, n))| n == LENS + tag as u64), "{out:?}");
+    assert!(out.iter().all(|&(pid, _)| pid != thief));
+    assert_eq!(long.result().unwrap(), (victim, LENS + 100));
+    // What the thief took went back to the queue, and was sent again.
+    let after = client.steal_stats().unwrap();
+    assert!(after.runs_sent_again >= 1, "{after:?}");
 }

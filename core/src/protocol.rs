@@ -14,6 +14,15 @@
 //!                                  ◄───    Stolen [task, …]
 //!   Recall [task, …]                   ───►  give back these if not started
 //!                                  ◄───    Recalled [task, …] (if any)
+//!   Give { count, to: peer }           ───►  claim up to `count` unstarted runs
+//!                                  ◄───    Gave { tasks, to } (first)
+//!                                          then the runs themselves go to
+//!                                          the peer `to`, worker to worker
+//!   (on the peer `to`:)            ◄───    Adopted { tasks, from } (before
+//!                                          any result of those tasks)
+//!                                  ◄───    PeerGone(peer) (its channel to a
+//!                                          peer ended: nothing more comes
+//!                                          from it)
 //!                                  ◄───    Running [task, …] (every heartbeat
 //!                                          interval, and before a run with
 //!                                          `report_start`)
@@ -21,7 +30,24 @@
 //! ```
 //!
 //! A worker answers every run it was sent exactly once — `Done`, `Failed`,
-//! or listed in `Stolen` or `Recalled` — unless it is lost.
+//! or listed in `Stolen`, `Recalled` or `Gave` — unless it is lost; a run
+//! it adopted from a peer (listed in its `Adopted`) counts as sent to it.
+//!
+//! # Direct steals between the workers of one machine
+//!
+//! Workers of one machine that have a peer channel to each other (a
+//! transport's matter: see `shoal_shm::pool`) move runs without the
+//! driver carrying them: the driver orders a busy worker to `Give` runs
+//! to an idle peer; the victim claims them (as for a `Steal`: a given run
+//! never starts on the victim), tells the driver `Gave { tasks, to }`
+//! *before* it sends the runs to the peer, and the peer says
+//! `Adopted { tasks, from }` *before* any result of them. So the driver
+//! learns of every move before a result of a moved run, and before the
+//! victim's loss (its connection ends after its `Gave`): it applies the
+//! first of the two notices as the move, and the second is a no-op. A
+//! peer whose channel to a victim ends says `PeerGone(victim)` after the
+//! `Adopted` of everything it got from it: a run the victim listed in
+//! `Gave` that the peer never adopted by then never reached it.
 //!
 //! `Running` lists the runs started and not ended, sent by the worker's own
 //! thread (never a task's) every heartbeat interval — so a driver that
@@ -32,7 +58,7 @@
 //! `Scheduler::is_suspect`).
 
 use crate::object::{Input, Obj};
-use crate::scheduler::TaskId;
+use crate::scheduler::{TaskId, WorkerId};
 
 /// One run: registered task number `func` (its index in the sorted
 /// registry) on these inputs, one per parameter.
@@ -62,6 +88,16 @@ pub enum ToWorker {
     /// them: answered by one [`FromWorker::Recalled`] listing those given
     /// back, if any (the others are answered as they end).
     Recall(Vec<TaskId>),
+    /// Give up to `count` runs not started yet, newest first, to the peer
+    /// worker `to`, directly (see "Direct steals" in the module docs), and
+    /// never start them: answered by one [`FromWorker::Gave`] (which may
+    /// list none: nothing to spare, or no channel to `to`).
+    Give {
+        /// The most runs to give.
+        count: u32,
+        /// The peer to give them to.
+        to: WorkerId,
+    },
     /// Exit now, whatever is running.
     Shutdown,
 }
@@ -145,4 +181,24 @@ pub enum FromWorker {
     /// The runs started and not ended when it was sent: the heartbeat, and
     /// the notice a `report_start` run sends before it starts.
     Running(Vec<TaskId>),
+    /// The answer to one [`ToWorker::Give`]: these runs (maybe none), which
+    /// the worker never started and never will, are on their way to the
+    /// peer `to`; sent before they are.
+    Gave {
+        /// The runs given, oldest first.
+        tasks: Vec<TaskId>,
+        /// The peer they go to.
+        to: WorkerId,
+    },
+    /// These runs came from the peer `from` (its [`FromWorker::Gave`]), and
+    /// are queued here now; sent before any result of them.
+    Adopted {
+        /// The runs adopted, oldest first.
+        tasks: Vec<TaskId>,
+        /// The peer that gave them.
+        from: WorkerId,
+    },
+    /// The channel to this peer ended (it died or exited): every run it
+    /// gave this worker was listed in an `Adopted` sent before this.
+    PeerGone(WorkerId),
 }

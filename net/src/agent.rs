@@ -655,6 +655,17 @@ impl Outlet for TcpOutlet {
     fn send_recalled(&self, tasks: Vec<TaskId>) {
         queue(&self.tx, FromWorkerMsg::Recalled(tasks.into_iter().map(Into::into).collect()));
     }
+
+    /// A worker of this transport has no peers (the scheduler sends no
+    /// `Give`, and the agent introduces none), so it makes no notice of a
+    /// direct steal: one here is a bug, logged.
+    fn send_notice(&self, _notice: shoal_core::protocol::FromWorker) {
+        tracing::error!("internal error: a direct-steal notice on a TCP worker, which has no peers");
+    }
+
+    fn send_to_peer(&self, peer: shoal_core::scheduler::WorkerId, _runs: Vec<Run>) -> std::result::Result<(), String> {
+        Err(format!("a TCP worker has no channel to peer {}", peer.0))
+    }
 }
 
 /// Queues a message to the scheduler.

@@ -579,6 +579,16 @@ impl Store {
         }
     }
 
+    /// A run moved from worker `from` to worker `to` before it started (a
+    /// direct steal): its inputs stay pinned, for `to` now.
+    pub fn run_moved(&mut self, task: TaskId, from: WorkerId, to: WorkerId) {
+        if let Some(inputs) = self.runs.remove(&(task, from))
+            && let Some(old) = self.runs.insert((task, to), inputs)
+        {
+            self.unpin(&old);
+        }
+    }
+
     /// Every run on a lost worker ended.
     pub fn worker_lost(&mut self, worker: WorkerId, effects: &mut StoreEffects) {
         let ended: Vec<(TaskId, WorkerId)> = self.runs.keys().filter(|(_, w)| *w == worker).copied().collect();

@@ -72,6 +72,11 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// The result store's memory and spill figures (none unless the mode
     /// has a store with a memory limit).
     fn store_stats(&self) -> Option<shoal_shm::store::StoreStats>;
+    /// Runs sent and moved between workers (none unless the mode moves
+    /// runs between worker processes).
+    fn steal_stats(&self) -> Option<crate::StealStats> {
+        None
+    }
     /// Stop the workers; later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn shutdown(&self);
     /// The workers as a monitor shows them, when the mode knows more than
@@ -108,6 +113,9 @@ pub(crate) trait Mode: Send + Sync + 'static {
         Vec::new()
     }
     fn store_stats(&self) -> Option<shoal_shm::store::StoreStats> {
+        None
+    }
+    fn steal_stats(&self) -> Option<crate::StealStats> {
         None
     }
     fn shutdown(&self);
@@ -194,6 +202,10 @@ impl<M: Mode> Engine for M {
 
     fn store_stats(&self) -> Option<shoal_shm::store::StoreStats> {
         Mode::store_stats(self)
+    }
+
+    fn steal_stats(&self) -> Option<crate::StealStats> {
+        Mode::steal_stats(self)
     }
 
     fn shutdown(&self) {

@@ -90,7 +90,10 @@
 //!   scheduler no longer waits for is ignored, like a late result. Which
 //!   worker to rob is the driver's choice ([`Scheduler::load`] and
 //!   `count(TaskState::Ready)` say who has too much and whether anything is
-//!   queued); the scheduler only keeps invariant 1 true.
+//!   queued); the scheduler only keeps invariant 1 true. Workers that
+//!   can pass runs to each other directly report a move instead
+//!   (`TaskMoved { task, from, to }`): the run is on `to` already, so no
+//!   `Run` is sent.
 
 mod hash;
 mod keys;
@@ -265,6 +268,21 @@ pub enum Event {
         from: WorkerId,
         /// The worker that asked for it, if any.
         to: Option<WorkerId>,
+    },
+    /// The run of `task` sent to `from` moved to worker `to` before it
+    /// started, worker to worker (a direct steal: `to` has it now and runs
+    /// it; see "Stealing" above). No `Run` follows, and `to` takes it even
+    /// beyond its slots. A run abandoned on `from` is abandoned on `to`
+    /// (`Recall` there); if `to` is gone (lost before the move was heard
+    /// of), the task is queued again. Ignored unless the run is open on
+    /// `from`, so a second notice of the same move is a no-op.
+    TaskMoved {
+        /// The task.
+        task: TaskId,
+        /// The worker that gave the run.
+        from: WorkerId,
+        /// The worker that has it now.
+        to: WorkerId,
     },
 }
 

@@ -238,6 +238,7 @@ impl Scheduler {
             Event::ClientRetained { task } => self.client_retained(task),
             Event::Cancel { task } => self.cancel(task, out),
             Event::TaskStolen { task, from, to } => self.task_stolen(task, from, to, out),
+            Event::TaskMoved { task, from, to } => self.task_moved(task, from, to, out),
             Event::Saturation { extra_slots_per_thread } => self.set_saturation(extra_slots_per_thread),
             Event::TaskStarted { task, worker } => self.task_started(task, worker),
         }

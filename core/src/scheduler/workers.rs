@@ -234,6 +234,30 @@ impl Scheduler {
         }
     }
 
+    /// `t`'s run on `from` moved to `to`, worker to worker, before it
+    /// started (see `Event::TaskMoved`).
+    pub(super) fn task_moved(&mut self, t: TaskId, from: WorkerId, to: WorkerId, out: &mut Vec<Action>) {
+        if from == to {
+            return; // not a move: the run stays where it is
+        }
+        if !self.is_processing_on(t, from) {
+            // An abandoned run keeps its slot, now on `to`, until `to`
+            // answers for it; a run the scheduler forgot, or a second
+            // notice of a move, changes nothing.
+            if self.abandoned_answered(t, from) && self.workers.contains(to) {
+                self.workers.update(to, |worker| worker.abandoned.push(t));
+                out.push(Action::Recall { task: t, worker: to });
+            }
+            return;
+        }
+        self.stop_processing(t);
+        if self.workers.contains(to) {
+            self.start_processing(t, to);
+        } else {
+            self.enqueue(t);
+        }
+    }
+
     /// Whether `t` is live and processing on `w` (a run the scheduler waits
     /// for there).
     pub(super) fn is_processing_on(&self, t: TaskId, w: WorkerId) -> bool {

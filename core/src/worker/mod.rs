@@ -1,5 +1,5 @@
 //! The worker runtime: runs tasks from a stream of [`ToWorker`] messages
-//! and answers with [`FromWorker`](crate::protocol::FromWorker) ones. The same code runs in a worker
+//! and answers with [`FromWorker`] ones. The same code runs in a worker
 //! process of one machine and, next, in a worker on another machine; only
 //! its [`Outlet`] (the transport back to the driver) differs.
 //!
@@ -9,6 +9,18 @@
 //! [`Worker::handle`]: runs are queued on a work-stealing pool of threads,
 //! each with a [`Claim`]; a `Steal` gives back runs not started yet, newest
 //! first, and a `Recall` the runs it names, if they have not started.
+//!
+//! A transport with channels between the workers of one machine tells the
+//! worker of each peer ([`Worker::peer_joined`], [`Worker::peer_left`]) and
+//! hands it the runs a peer gave it ([`Worker::adopt`]). A `Give { count,
+//! to }` claims up to `count` runs not started, newest first, like a
+//! `Steal`, and the sender thread sends `Gave { tasks, to }` to the driver
+//! *then* the runs themselves, with their inputs, to the peer
+//! ([`Outlet::send_to_peer`]); the peer queues them and says
+//! `Adopted { tasks, from }` before any result of them. When a peer's
+//! channel ends, `PeerGone(peer)` follows the `Adopted` of everything that
+//! came over it. (Why these orders: the driver's module docs for the
+//! processes mode, `src/engine/processes/workers.rs`.)
 //!
 //! # Claims: a run starts here or is given back, never both
 //!
@@ -30,7 +42,10 @@
 //! which sends everything there by the time it runs — so a result waits for
 //! no other task, and a batch of short tasks goes back in a message or two
 //! instead of one per task. A `Stolen` answer is sent after the results the
-//! outbox held, so the driver sees those first. The reader leaves it in the
+//! outbox held, so the driver sees those first; the notices `Adopted` and
+//! `PeerGone` go *before* the results taken with them (a result of an
+//! adopted run is posted after its `Adopted` is, so it is never sent
+//! before it). The reader leaves it in the
 //! outbox too: the reader never blocks on sending, so it always drains its
 //! transport, and a driver blocked sending it runs (while its own end is
 //! full of this worker's results) cannot deadlock with it.
@@ -40,16 +55,22 @@
 //! The outbox also lists the runs started and not ended. A heartbeat
 //! thread of the worker's own sends that list (`Running`) every interval,
 //! whatever its tasks do: a driver that hears nothing for many intervals
-//! knows the process is stopped or stuck, not busy. And a run sent with
-//! `report_start` is not started until a `Running` naming it is sent (by
-//! the pool thread that starts it, synchronously): if it then kills the
-//! process, its driver knows it had started.
+//! knows the process is stopped or stuck, not busy. It sends the notices
+//! waiting in the outbox (`Adopted`, `PeerGone`) first: the list may name a
+//! run adopted from a peer, and the driver must know it moved here. And a
+//! run sent with `report_start` is not started until a `Running` naming it
+//! is sent (by the pool thread that starts it, synchronously): if it then
+//! kills the process, its driver knows it had started.
 //!
 //! # Invariants
 //!
 //! - The reader never runs a task and never sends.
-//! - Every run received is answered exactly once — `Done`, `Failed` or
-//!   listed in `Stolen` or `Recalled` — unless the process dies.
+//! - Every run received (from the driver or adopted from a peer) is
+//!   answered exactly once — `Done`, `Failed` or listed in `Stolen`,
+//!   `Recalled` or `Gave` — unless the process dies.
+//! - A claimed run's payload (function, inputs) is taken by whoever won its
+//!   claim, exactly once: the pool thread that starts it, or the reader
+//!   giving it to a peer.
 //! - A task's inputs are dropped (unmapped) before its result is posted:
 //!   once the driver sees a task done, the task holds nothing of its inputs.
 
@@ -63,9 +84,9 @@ use crate::claim::Claim;
 use crate::executor::{Local, Pool, Spawner};
 use crate::failure::panic_message;
 use crate::object::{Input, Obj};
-use crate::protocol::{FailKind, Run, RunResult, ToWorker};
+use crate::protocol::{FailKind, FromWorker, Run, RunResult, ToWorker};
 use crate::registry::{self, RunError, TaskEntry};
-use crate::scheduler::TaskId;
+use crate::scheduler::{TaskId, WorkerId};
 
 /// The transport back to the driver, as a worker sees it.
 pub trait Outlet: Send + Sync + 'static {
@@ -85,6 +106,17 @@ pub trait Outlet: Send + Sync + 'static {
     /// before a `report_start` run); called from the heartbeat thread and
     /// from pool threads.
     fn send_running(&self, tasks: Vec<TaskId>);
+    /// Sends a notice of a direct steal: [`FromWorker::Gave`],
+    /// [`FromWorker::Adopted`] or [`FromWorker::PeerGone`]. Only a worker
+    /// with peers (see [`Worker::peer_joined`]) sends `Adopted` or
+    /// `PeerGone`; `Gave` answers a [`ToWorker::Give`].
+    fn send_notice(&self, notice: FromWorker);
+    /// Sends runs to the peer worker `peer`, over the channel the transport
+    /// introduced it by ([`Worker::peer_joined`]); called after the `Gave`
+    /// that lists them is sent. `Err` if the channel is gone (the peer died
+    /// or exited: the driver learns of that loss from the peer's own
+    /// connection, and reschedules what was given to it).
+    fn send_to_peer(&self, peer: WorkerId, runs: Vec<Run>) -> Result<(), String>;
 }
 
 /// What the reader should do after a message.
@@ -96,14 +128,21 @@ pub enum Flow {
     Exit,
 }
 
-/// A run to do, with its inputs.
+/// A queued run: its claim, and what it needs to run, taken by whoever wins
+/// the claim — the pool thread that starts it, or the reader giving it to a
+/// peer.
 struct Job {
     task: TaskId,
+    claim: Claim,
+    payload: Mutex<Option<Payload>>,
+}
+
+/// What a run needs to start (or to be given to a peer).
+struct Payload {
     func: u32,
     /// `None` if this binary has no task number `func`.
     entry: Option<&'static TaskEntry>,
     inputs: Vec<Input>,
-    claim: Arc<Claim>,
     report_start: bool,
 }
 
@@ -111,12 +150,22 @@ struct Job {
 enum GivenBack {
     Stolen(Vec<TaskId>),
     Recalled(Vec<TaskId>),
+    /// Runs given to a peer: `Gave` to the driver first, then the runs.
+    Gave {
+        to: WorkerId,
+        runs: Vec<Run>,
+    },
 }
 
-/// Messages not sent yet: results, and answers to steals and recalls (sent
-/// after the results that were there with them); and the runs started and
-/// not ended, which the heartbeat reports.
+/// Messages not sent yet: notices of direct steals (sent first), results,
+/// and answers to steals, recalls and gives (sent after the results that
+/// were there with them); and the runs started and not ended, which the
+/// heartbeat reports.
 struct Outbox {
+    /// `Adopted` and `PeerGone`, in the order the reader noted them: sent
+    /// before the results taken with them, so the driver learns that a run
+    /// moved here before it reads a result of it.
+    notices: Vec<FromWorker>,
     results: Vec<RunResult>,
     given_back: Vec<GivenBack>,
     /// Runs started and not ended: at most one per pool thread.
@@ -126,7 +175,7 @@ struct Outbox {
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.given_back.is_empty()
+        self.notices.is_empty() && self.results.is_empty() && self.given_back.is_empty()
     }
 }
 
@@ -155,11 +204,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// runs with their claims. Owned by the reader thread.
 pub struct Worker<O: Outlet> {
     shared: Arc<Shared<O>>,
-    pool: Pool<Job>,
-    spawner: Spawner<Job>,
+    pool: Pool<Arc<Job>>,
+    spawner: Spawner<Arc<Job>>,
     /// The runs queued here, oldest first, with their claims; entries whose
     /// run started are dropped as they are met.
-    queue: VecDeque<(TaskId, Arc<Claim>)>,
+    queue: VecDeque<Arc<Job>>,
+    /// The peers this worker has a channel to (see [`Worker::peer_joined`]).
+    peers: Vec<WorkerId>,
 }
 
 impl<O: Outlet> Worker<O> {
@@ -170,6 +221,7 @@ impl<O: Outlet> Worker<O> {
         let shared = Arc::new(Shared {
             outlet,
             outbox: Mutex::new(Outbox {
+                notices: Vec::new(),
                 results: Vec::new(),
                 given_back: Vec::new(),
                 running: Vec::new(),
@@ -186,16 +238,26 @@ impl<O: Outlet> Worker<O> {
             std::thread::Builder::new().name("shoal-worker-beat".into()).spawn(move || {
                 loop {
                     std::thread::sleep(interval);
-                    let running = lock(&for_beat.outbox).running.clone();
+                    // Notices first: a run adopted from a peer may be in
+                    // the list, and the driver must know it moved here.
+                    let sending = lock(&for_beat.sending);
+                    let (notices, running) = {
+                        let mut outbox = lock(&for_beat.outbox);
+                        (std::mem::take(&mut outbox.notices), outbox.running.clone())
+                    };
+                    for notice in notices {
+                        for_beat.outlet.send_notice(notice);
+                    }
                     for_beat.outlet.send_running(running);
+                    drop(sending);
                 }
             })?;
         }
-        let mut pool = Pool::<Job>::new(threads.max(1));
+        let mut pool = Pool::<Arc<Job>>::new(threads.max(1));
         let spawner = pool.spawner().clone();
         let for_jobs = Arc::clone(&shared);
-        pool.start("shoal-worker", move |job: Job, _: &Local<'_, Job>| for_jobs.run(job))?;
-        Ok(Worker { shared, pool, spawner, queue: VecDeque::new() })
+        pool.start("shoal-worker", move |job: Arc<Job>, _: &Local<'_, Arc<Job>>| for_jobs.run(&job))?;
+        Ok(Worker { shared, pool, spawner, queue: VecDeque::new(), peers: Vec::new() })
     }
 
     /// Handles one message from the driver (on the reader thread).
@@ -204,13 +266,48 @@ impl<O: Outlet> Worker<O> {
             ToWorker::Runs(runs) => self.queue_runs(runs),
             ToWorker::Steal { count } => self.steal(count),
             ToWorker::Recall(tasks) => self.recall(&tasks),
+            ToWorker::Give { count, to } => self.give(count, to),
             ToWorker::Shutdown => return Flow::Exit,
         }
         Flow::Continue
     }
 
+    /// The transport has a channel to the peer worker `peer` now: runs may
+    /// be given to it (on the reader thread).
+    pub fn peer_joined(&mut self, peer: WorkerId) {
+        if !self.peers.contains(&peer) {
+            self.peers.push(peer);
+        }
+    }
+
+    /// The channel to `peer` ended, after every run it sent was adopted
+    /// (on the reader thread): the driver is told `PeerGone` after those
+    /// `Adopted` notices.
+    pub fn peer_left(&mut self, peer: WorkerId) {
+        self.peers.retain(|&p| p != peer);
+        let mut outbox = lock(&self.shared.outbox);
+        outbox.notices.push(FromWorker::PeerGone(peer));
+        self.shared.wake_sender(&mut outbox);
+    }
+
+    /// Runs the peer `from` gave this worker (on the reader thread): the
+    /// driver is told `Adopted` before any of their results, and they are
+    /// queued as if the driver had sent them.
+    pub fn adopt(&mut self, from: WorkerId, runs: Vec<Run>) {
+        if runs.is_empty() {
+            return;
+        }
+        let tasks = runs.iter().map(|run| run.task).collect();
+        {
+            let mut outbox = lock(&self.shared.outbox);
+            outbox.notices.push(FromWorker::Adopted { tasks, from });
+            self.shared.wake_sender(&mut outbox);
+        }
+        self.queue_runs(runs);
+    }
+
     fn queue_runs(&mut self, runs: Vec<Run>) {
-        while self.queue.front().is_some_and(|(_, claim)| !claim.is_queued()) {
+        while self.queue.front().is_some_and(|job| !job.claim.is_queued()) {
             self.queue.pop_front();
         }
         // All counted before the pool sees the first: a pool thread that
@@ -218,29 +315,57 @@ impl<O: Outlet> Worker<O> {
         // to be sent with theirs.
         self.shared.queued.fetch_add(runs.len(), Ordering::AcqRel);
         for Run { task, func, inputs, report_start } in runs {
-            let claim = Arc::new(Claim::new());
-            self.queue.push_back((task, Arc::clone(&claim)));
             // An unknown task number is answered from the pool too: the
             // reader never sends.
             let entry = registry::entries().get(func as usize).copied();
-            self.spawner.push(Job { task, func, entry, inputs, claim, report_start });
+            let payload = Payload { func, entry, inputs, report_start };
+            let job = Arc::new(Job { task, claim: Claim::new(), payload: Mutex::new(Some(payload)) });
+            self.queue.push_back(Arc::clone(&job));
+            self.spawner.push(job);
         }
     }
 
-    fn steal(&mut self, count: u32) {
-        let mut stolen = Vec::new();
-        while stolen.len() < count as usize {
-            let Some((task, claim)) = self.queue.pop_back() else { break };
-            if claim.steal() {
+    /// Claims up to `count` runs not started, newest first (each one is
+    /// then never started here); oldest first, with what they need.
+    fn claim_newest(&mut self, count: usize) -> Vec<(TaskId, Option<Payload>)> {
+        let mut claimed = Vec::new();
+        while claimed.len() < count {
+            let Some(job) = self.queue.pop_back() else { break };
+            if job.claim.steal() {
                 self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-                stolen.push(task);
+                claimed.push((job.task, lock(&job.payload).take()));
             }
         }
         // Oldest first: the thief runs them in the order they were sent
         // here (the scheduler's priority order).
-        stolen.reverse();
+        claimed.reverse();
+        claimed
+    }
+
+    fn steal(&mut self, count: u32) {
+        let stolen: Vec<TaskId> = self.claim_newest(count as usize).into_iter().map(|(task, _)| task).collect();
         let mut outbox = lock(&self.shared.outbox);
         outbox.given_back.push(GivenBack::Stolen(stolen));
+        self.shared.wake_sender(&mut outbox);
+    }
+
+    /// Gives up to `count` runs not started to the peer `to` (none if this
+    /// worker has no channel to it): `Gave` to the driver, then the runs to
+    /// the peer, both from the sender thread (the reader never sends).
+    fn give(&mut self, count: u32, to: WorkerId) {
+        let count = if self.peers.contains(&to) { count as usize } else { 0 };
+        let runs = self
+            .claim_newest(count)
+            .into_iter()
+            .filter_map(|(task, payload)| {
+                // A won claim always finds its payload (one claim wins);
+                // a run without one is not listed, so it is not given.
+                let Payload { func, inputs, report_start, .. } = payload?;
+                Some(Run { task, func, inputs, report_start })
+            })
+            .collect();
+        let mut outbox = lock(&self.shared.outbox);
+        outbox.given_back.push(GivenBack::Gave { to, runs });
         self.shared.wake_sender(&mut outbox);
     }
 
@@ -251,9 +376,9 @@ impl<O: Outlet> Worker<O> {
         for &task in tasks {
             // A short queue (the driver's slots bound it); a task queued
             // twice here (sent again after it was abandoned) gives back one.
-            let found = self.queue.iter().find(|(t, claim)| *t == task && claim.is_queued());
-            if let Some((_, claim)) = found
-                && claim.steal()
+            let found = self.queue.iter().find(|job| job.task == task && job.claim.is_queued());
+            if let Some(job) = found
+                && job.claim.steal()
             {
                 self.shared.queued.fetch_sub(1, Ordering::AcqRel);
                 recalled.push(task);
@@ -286,9 +411,13 @@ impl<O: Outlet> Shared<O> {
     /// [`Shared::flush`] for a caller that holds `sending` already.
     fn send_taken(&self, _sending: &MutexGuard<'_, ()>) {
         let mut outbox = lock(&self.outbox);
+        let notices = std::mem::take(&mut outbox.notices);
         let results = std::mem::take(&mut outbox.results);
         let given_back = std::mem::take(&mut outbox.given_back);
         drop(outbox);
+        for notice in notices {
+            self.outlet.send_notice(notice);
+        }
         if !results.is_empty() {
             self.outlet.send_results(results);
         }
@@ -296,6 +425,16 @@ impl<O: Outlet> Shared<O> {
             match answer {
                 GivenBack::Stolen(tasks) => self.outlet.send_stolen(tasks),
                 GivenBack::Recalled(tasks) => self.outlet.send_recalled(tasks),
+                GivenBack::Gave { to, runs } => {
+                    let tasks: Vec<TaskId> = runs.iter().map(|run| run.task).collect();
+                    self.outlet.send_notice(FromWorker::Gave { tasks, to });
+                    if !runs.is_empty()
+                        && let Err(e) = self.outlet.send_to_peer(to, runs)
+                    {
+                        // The peer is gone: its loss reschedules them.
+                        tracing::debug!(target: "shoal::steal", peer = to.0, "could not give runs: {e}");
+                    }
+                }
             }
         }
     }
@@ -345,11 +484,16 @@ impl<O: Outlet> Shared<O> {
 
     /// Runs one job on a pool thread, unless it was stolen, and posts its
     /// result.
-    fn run(&self, job: Job) {
-        let Job { task, func, entry, inputs, claim, report_start } = job;
-        if !claim.start() {
-            return; // given back to the driver: it runs elsewhere
+    fn run(&self, job: &Job) {
+        let task = job.task;
+        if !job.claim.start() {
+            return; // given back to the driver, or to a peer: it runs elsewhere
         }
+        // The claim won, so the payload is here (only a won claim takes it).
+        let Some(Payload { func, entry, inputs, report_start }) = lock(&job.payload).take() else {
+            debug_assert!(false, "a started run without its payload");
+            return;
+        };
         self.queued.fetch_sub(1, Ordering::AcqRel);
         tracing::trace!(target: "shoal::task", task = task.index, "started");
         lock(&self.outbox).running.push(task);

@@ -116,6 +116,13 @@ impl Conn {
         outgoing.send(&self.socket)
     }
 
+    /// Sends the worker its end of a channel to peer `peer` (see
+    /// [`crate::uds::Inbound::Peer`]).
+    pub fn introduce(&self, peer: WorkerId, channel: &UnixStream) -> Result<(), String> {
+        let _guard = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::uds::introduce(&self.socket, peer, channel).map_err(|e| e.to_string())
+    }
+
     /// Ends the connection both ways: the worker reads the end of the
     /// stream, and so does this side's reader thread.
     pub fn close(&self) {

@@ -30,6 +30,16 @@
 //!    thread sends the runs it has started (`Running`) every
 //!    [`ENV_HEARTBEAT_MS`] milliseconds, whatever its tasks do: a client
 //!    that hears nothing for long declares it lost.
+//!
+//!    **Peers.** The client sends a worker, for each other worker of the
+//!    pool, its end of a socket pair (`Peer { worker }` with the
+//!    descriptor, checked to be a socket). The reader polls those beside
+//!    its client socket: a peer sends only runs it gives this worker
+//!    (`Runs`/`Stash` frames of the same codec, inputs inline or as
+//!    segment descriptors), which the worker adopts; anything else from a
+//!    peer is a protocol error (exit 71). When a peer's channel ends (it
+//!    died or exited) the reader drops it and the worker says `PeerGone`.
+//!    The sender thread gives runs over them (`Outlet::send_to_peer`).
 //! 6. **Exit** on `Shutdown`, at the end of the stream (the client closed
 //!    it or died), or on a malformed message or frame — over the frame
 //!    limit, too many descriptors — with its reason on stderr and status
@@ -40,23 +50,24 @@
 //! the worker runtime of `shoal_core::worker`, the same in every mode; this
 //! file is what makes a process one, and its Unix-socket outlet.
 //!
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::catch_unwind;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::fdpass;
-use crate::uds::{self, Outgoing, ResultBatch};
+use crate::uds::{self, Inbound, Outgoing, ResultBatch, RunBatch};
 use rustix::fs::FileType;
 use rustix::io::FdFlags;
 use rustix::process::Signal;
 use shoal_core::failure::panic_message;
 use shoal_core::object::Obj;
-use shoal_core::protocol::{FromWorker, RunResult};
+use shoal_core::protocol::{FromWorker, Run, RunResult, ToWorker};
 use shoal_core::registry;
-use shoal_core::scheduler::TaskId;
+use shoal_core::scheduler::{TaskId, WorkerId};
 use shoal_core::worker::{Flow, Outlet, Worker};
 
 /// The descriptor number of the worker's end of its socket: the worker role.
@@ -150,7 +161,10 @@ fn serve(fd: OsString) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let outlet = Uplink { socket: setup.socket, send_lock: Mutex::new(()) };
+    // The channels to peers: the reader adds and removes them, the sender
+    // thread gives runs over them.
+    let peer_outs: PeerOuts = Arc::new(Mutex::new(HashMap::new()));
+    let outlet = Uplink { socket: setup.socket, send_lock: Mutex::new(()), peers: Arc::clone(&peer_outs) };
     if let Some(how) = &setup.die_before_hello {
         die_before_hello(how);
     }
@@ -178,9 +192,37 @@ fn serve(fd: OsString) -> i32 {
     };
     // Descriptors stashed for the next runs (see `uds::codec`).
     let mut stash = Vec::new();
-    let code = loop {
+    // Channels from peers (see "Peers" in the module docs).
+    let mut peers: Vec<PeerIn> = Vec::new();
+    let code = 'serve: loop {
         // See `uds::wait_readable` for why not block in `recv`.
-        uds::wait_readable(&socket, true);
+        let ready = wait_any(&socket, &peers);
+        // Peers first, newest last: one frame from each that has one.
+        for i in (0..peers.len()).rev() {
+            if !ready[i + 1] {
+                continue;
+            }
+            match read_peer(&mut peers[i]) {
+                Ok(Some(runs)) => worker.adopt(peers[i].id, runs),
+                Ok(None) => {}
+                Err(PeerEnd::Closed) => {
+                    let gone = peers.swap_remove(i);
+                    lock(&peer_outs).remove(&gone.id);
+                    worker.peer_left(gone.id);
+                }
+                Err(PeerEnd::Malformed(e)) => {
+                    tracing::error!(
+                        "worker process {}: malformed frame from peer worker {}: {e}; exiting",
+                        std::process::id(),
+                        peers[i].id.0
+                    );
+                    break 'serve EXIT_PROTOCOL;
+                }
+            }
+        }
+        if !ready[0] {
+            continue;
+        }
         let message = match fdpass::recv(&socket) {
             Ok(Some(message)) => message,
             Ok(None) => break 0,
@@ -199,12 +241,21 @@ fn serve(fd: OsString) -> i32 {
         // This thread never runs a task and never blocks on sending, so it
         // always drains the socket — the client may be blocked sending to
         // it — and claims stolen runs while tasks run.
-        match uds::decode_to_worker(message, &mut stash) {
-            Ok(Some(message)) => {
+        match uds::decode_inbound(message, &mut stash) {
+            Ok(Some(Inbound::Message(message))) => {
                 if worker.handle(message) == Flow::Exit {
                     break 0;
                 }
             }
+            Ok(Some(Inbound::Peer { worker: id, socket })) => match socket.try_clone() {
+                Ok(reading) => {
+                    lock(&peer_outs).insert(id, Arc::new(PeerOut { socket, send_lock: Mutex::new(()) }));
+                    peers.push(PeerIn { id, socket: reading, stash: Vec::new() });
+                    worker.peer_joined(id);
+                }
+                // Without the channel, runs are never given to that peer.
+                Err(e) => tracing::warn!("worker process {}: cannot use a peer channel: {e}", std::process::id()),
+            },
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(
@@ -218,6 +269,62 @@ fn serve(fd: OsString) -> i32 {
     // Exit without stopping the pool: running tasks are not waited for.
     worker.abandon();
     code
+}
+
+/// A peer's channel, as the reader reads it.
+struct PeerIn {
+    id: WorkerId,
+    socket: UnixStream,
+    /// Descriptors stashed for the next runs from it (see `uds::codec`).
+    stash: Vec<OwnedFd>,
+}
+
+/// A peer's channel, as the sender thread writes runs given to it.
+struct PeerOut {
+    socket: UnixStream,
+    /// One message at a time: a batch may take several frames.
+    send_lock: Mutex<()>,
+}
+
+/// Why reading a peer's channel stopped.
+enum PeerEnd {
+    /// It ended (the peer exited or died) or failed: everything it sent
+    /// before was read.
+    Closed,
+    /// It sent something this worker refuses.
+    Malformed(String),
+}
+
+/// One frame from a peer: runs it gave (`None` for a `Stash` frame, whose
+/// descriptors wait for the next). A peer sends nothing but runs.
+fn read_peer(peer: &mut PeerIn) -> Result<Option<Vec<Run>>, PeerEnd> {
+    let message = match fdpass::recv(&peer.socket) {
+        Ok(Some(message)) => message,
+        Err(e) if is_protocol_error(&e) => return Err(PeerEnd::Malformed(e.to_string())),
+        Ok(None) | Err(_) => return Err(PeerEnd::Closed),
+    };
+    match uds::decode_to_worker(message, &mut peer.stash) {
+        Ok(Some(ToWorker::Runs(runs))) => Ok(Some(runs)),
+        Ok(None) => Ok(None),
+        Ok(Some(_)) => Err(PeerEnd::Malformed("a peer sent a message other than runs".into())),
+        Err(e) => Err(PeerEnd::Malformed(e.to_string())),
+    }
+}
+
+/// Waits until the driver's socket or a peer's has something (or ended):
+/// which, the driver's first.
+fn wait_any(driver: &UnixStream, peers: &[PeerIn]) -> Vec<bool> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds: Vec<PollFd<'_>> =
+        std::iter::once(driver).chain(peers.iter().map(|p| &p.socket)).map(|s| PollFd::new(s, PollFlags::IN)).collect();
+    loop {
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => return fds.iter().map(|fd| !fd.revents().is_empty()).collect(),
+            Err(rustix::io::Errno::INTR) => continue,
+            // Cannot poll: try reading each, which then says what is wrong.
+            Err(_) => return vec![true; fds.len()],
+        }
+    }
 }
 
 /// Whether a receive failed because of what the client sent (a frame over
@@ -315,11 +422,16 @@ fn adopt_socket(raw: RawFd) -> Result<UnixStream, String> {
 
 /// The worker's end of its socket to the client: replies come from every
 /// pool thread and the sender thread, so sending takes a lock (a message is
-/// one `sendmsg` sequence).
+/// one `sendmsg` sequence). And its channels to its peers, for the runs it
+/// gives them.
 struct Uplink {
     socket: UnixStream,
     send_lock: Mutex<()>,
+    peers: PeerOuts,
 }
+
+/// The channels to peers, by peer.
+type PeerOuts = Arc<Mutex<HashMap<WorkerId, Arc<PeerOut>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -374,6 +486,27 @@ impl Outlet for Uplink {
 
     fn send_running(&self, tasks: Vec<TaskId>) {
         self.send_control(&FromWorker::Running(tasks));
+    }
+
+    fn send_notice(&self, notice: FromWorker) {
+        self.send_control(&notice);
+    }
+
+    /// The runs' inputs go as they came: inline archives copied, segments
+    /// as their descriptors (the peer maps the same pages).
+    fn send_to_peer(&self, peer: WorkerId, runs: Vec<Run>) -> Result<(), String> {
+        let Some(out) = lock(&self.peers).get(&peer).cloned() else {
+            return Err(format!("no channel to peer worker {}", peer.0));
+        };
+        let mut batch = RunBatch::new();
+        for run in runs {
+            // Received objects are segments or short archives: nothing is
+            // published here.
+            batch.push(run, || format!("shoal-w{}-give", std::process::id()))?;
+        }
+        let frames = batch.finish().map_err(|e| e.to_string())?;
+        let _guard = lock(&out.send_lock);
+        frames.iter().try_for_each(|frame| frame.send(&out.socket))
     }
 }
 

@@ -34,7 +34,8 @@
 //! receiver closes that connection, with the reason in its log. Decoding
 //! never panics, whatever the bytes (tested below).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use super::objects::{Outgoing, wire};
@@ -44,7 +45,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use shoal_core::object::{Input, Obj, RawArchive};
 use shoal_core::protocol::{FailKind, FromWorker, Run, RunResult, ToWorker};
-use shoal_core::scheduler::TaskId;
+use shoal_core::scheduler::{TaskId, WorkerId};
 
 /// The most descriptors a worker stashes for one run (`WireToWorker::Stash`):
 /// a bound on what a malformed stream can make it hold, far above any real
@@ -120,6 +121,12 @@ pub(crate) enum WireToWorker {
     /// descriptor indices count the stashed ones first: how a run with more
     /// inputs in shared memory than one frame can carry travels.
     Stash,
+    /// Give up to `count` runs not started to peer `to`: answered by one
+    /// [`WireToDriver::Gave`], then the runs go to the peer.
+    Give { count: u32, to: u32 },
+    /// With one descriptor, a socket: this worker's end of a channel to
+    /// peer `worker` (see [`Inbound::Peer`]).
+    Peer { worker: u32 },
 }
 
 /// How a run failed.
@@ -161,6 +168,12 @@ pub(crate) enum WireToDriver {
     /// The runs started and not ended: the heartbeat, and the notice before
     /// a `report_start` run.
     Running { tasks: Vec<WireTask> },
+    /// The answer to a [`WireToWorker::Give`]: these runs go to peer `to`.
+    Gave { tasks: Vec<WireTask>, to: u32 },
+    /// These runs came from peer `from`.
+    Adopted { tasks: Vec<WireTask>, from: u32 },
+    /// The channel to peer `worker` ended.
+    PeerGone { worker: u32 },
 }
 
 /// An element of a batch: it names its descriptors by index.
@@ -405,6 +418,7 @@ pub fn control_to_worker(message: &ToWorker) -> Result<Outgoing, ProtocolError> 
         ToWorker::Steal { count } => WireToWorker::Steal { count: *count },
         ToWorker::Recall(tasks) => WireToWorker::Recall { tasks: tasks.iter().map(|&t| t.into()).collect() },
         ToWorker::Shutdown => WireToWorker::Shutdown,
+        ToWorker::Give { count, to } => WireToWorker::Give { count: *count, to: to.0 },
         ToWorker::Runs(_) => return Err(ProtocolError("internal error: runs go in a RunBatch".into())),
     };
     Ok(Outgoing { payload: encode(&wire)?, segments: Vec::new() })
@@ -419,6 +433,13 @@ pub fn control_to_driver(message: &FromWorker) -> Result<Outgoing, ProtocolError
         FromWorker::Stolen(tasks) => WireToDriver::Stolen { tasks: tasks.iter().map(|&t| t.into()).collect() },
         FromWorker::Recalled(tasks) => WireToDriver::Recalled { tasks: tasks.iter().map(|&t| t.into()).collect() },
         FromWorker::Running(tasks) => WireToDriver::Running { tasks: tasks.iter().map(|&t| t.into()).collect() },
+        FromWorker::Gave { tasks, to } => {
+            WireToDriver::Gave { tasks: tasks.iter().map(|&t| t.into()).collect(), to: to.0 }
+        }
+        FromWorker::Adopted { tasks, from } => {
+            WireToDriver::Adopted { tasks: tasks.iter().map(|&t| t.into()).collect(), from: from.0 }
+        }
+        FromWorker::PeerGone(peer) => WireToDriver::PeerGone { worker: peer.0 },
         FromWorker::Results(_) => return Err(ProtocolError("internal error: results go in a ResultBatch".into())),
     };
     Ok(Outgoing { payload: encode(&wire)?, segments: Vec::new() })
@@ -476,6 +497,32 @@ where
 /// it, `Runs` takes them all (numbered before its own), anything else with
 /// descriptors stashed is an error.
 pub fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<Option<ToWorker>, ProtocolError> {
+    match decode_inbound(message, stash)? {
+        None => Ok(None),
+        Some(Inbound::Message(message)) => Ok(Some(message)),
+        Some(Inbound::Peer { .. }) => Err(ProtocolError("a peer introduction where none may come".into())),
+    }
+}
+
+/// What a worker reads from its driver: a message of the protocol, or a
+/// transport matter — a channel to a peer worker of this machine.
+pub enum Inbound {
+    /// A message of the protocol.
+    Message(ToWorker),
+    /// This worker's end of a socket pair whose other end peer `worker`
+    /// got: runs given by the peer come over it (as `Runs` and `Stash`
+    /// frames of this codec), and runs given to the peer go.
+    Peer {
+        /// The peer's id.
+        worker: WorkerId,
+        /// This worker's end.
+        socket: UnixStream,
+    },
+}
+
+/// [`decode_to_worker`] for a worker's connection to its driver, which may
+/// also introduce peers ([`Inbound::Peer`]: one descriptor, a socket).
+pub fn decode_inbound(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<Option<Inbound>, ProtocolError> {
     let (payload, own) = unpack(message);
     let archived = rkyv::access::<ArchivedWireToWorker, rancor::BoxedError>(&payload)
         .map_err(|e| ProtocolError(format!("invalid message: {e}")))?;
@@ -504,11 +551,33 @@ pub fn decode_to_worker(message: FdMessage, stash: &mut Vec<OwnedFd>) -> Result<
         ArchivedWireToWorker::Steal { count } => ToWorker::Steal { count: count.to_native() },
         ArchivedWireToWorker::Recall { tasks } => ToWorker::Recall(tasks.iter().map(TaskId::from).collect()),
         ArchivedWireToWorker::Shutdown => ToWorker::Shutdown,
+        ArchivedWireToWorker::Give { count, to } => {
+            ToWorker::Give { count: count.to_native(), to: WorkerId(to.to_native()) }
+        }
+        ArchivedWireToWorker::Peer { worker } => {
+            let [Some(fd)] = <[Option<OwnedFd>; 1]>::try_from(fds).unwrap_or([None]) else {
+                return Err(ProtocolError("a peer introduction needs exactly one descriptor, and no stash".into()));
+            };
+            let stat = rustix::fs::fstat(&fd).map_err(|e| ProtocolError(format!("peer descriptor: {e}")))?;
+            if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+                return Err(ProtocolError("a peer introduction whose descriptor is not a socket".into()));
+            }
+            return Ok(Some(Inbound::Peer { worker: WorkerId(worker.to_native()), socket: UnixStream::from(fd) }));
+        }
         // Handled above.
         ArchivedWireToWorker::Stash => return Ok(None),
     };
     all_used(&fds)?;
-    Ok(Some(msg))
+    Ok(Some(Inbound::Message(msg)))
+}
+
+/// Sends `socket` (one end of a socket pair) on a worker's connection
+/// `conn`, introducing peer `peer`: the worker reads it as
+/// [`Inbound::Peer`]. The caller holds `conn`'s send lock.
+pub fn introduce(conn: &UnixStream, peer: WorkerId, socket: &UnixStream) -> Result<(), ProtocolError> {
+    let payload = encode(&WireToWorker::Peer { worker: peer.0 })?;
+    crate::fdpass::send(conn, &payload, &[socket.as_fd()])
+        .map_err(|e| ProtocolError(format!("could not introduce peer {}: {e}", peer.0)))
 }
 
 /// The input a [`WireInput`] stands for.
@@ -562,6 +631,13 @@ pub fn decode_to_driver(message: FdMessage) -> Result<FromWorker, ProtocolError>
         ArchivedWireToDriver::Stolen { tasks } => FromWorker::Stolen(tasks.iter().map(TaskId::from).collect()),
         ArchivedWireToDriver::Recalled { tasks } => FromWorker::Recalled(tasks.iter().map(TaskId::from).collect()),
         ArchivedWireToDriver::Running { tasks } => FromWorker::Running(tasks.iter().map(TaskId::from).collect()),
+        ArchivedWireToDriver::Gave { tasks, to } => {
+            FromWorker::Gave { tasks: tasks.iter().map(TaskId::from).collect(), to: WorkerId(to.to_native()) }
+        }
+        ArchivedWireToDriver::Adopted { tasks, from } => {
+            FromWorker::Adopted { tasks: tasks.iter().map(TaskId::from).collect(), from: WorkerId(from.to_native()) }
+        }
+        ArchivedWireToDriver::PeerGone { worker } => FromWorker::PeerGone(WorkerId(worker.to_native())),
     };
     all_used(&fds)?;
     Ok(msg)
@@ -880,6 +956,54 @@ mod tests {
             })
             .unwrap();
             let _ = decode_to_worker(message(&run, vec![]), &mut Vec::new());
+        }
+    }
+
+    #[test]
+    fn a_peer_is_introduced_with_a_socket_and_nothing_else() {
+        let (conn, worker_end) = UnixStream::pair().unwrap();
+        let (channel, _other) = UnixStream::pair().unwrap();
+        introduce(&conn, WorkerId(7), &channel).unwrap();
+        let received = crate::fdpass::recv(&worker_end).unwrap().unwrap();
+        let Ok(Some(Inbound::Peer { worker, socket })) = decode_inbound(received, &mut Vec::new()) else {
+            panic!("not an introduction")
+        };
+        assert_eq!(worker, WorkerId(7));
+        socket.set_nonblocking(true).unwrap();
+        // The same frame where no introduction may come (from a peer).
+        introduce(&conn, WorkerId(7), &channel).unwrap();
+        let received = crate::fdpass::recv(&worker_end).unwrap().unwrap();
+        assert!(decode_to_worker(received, &mut Vec::new()).is_err());
+        // A descriptor that is not a socket, or none, is refused.
+        let peer = encode(&WireToWorker::Peer { worker: 1 }).unwrap();
+        assert!(decode_inbound(message(&peer, vec![segment_fd(b"x")]), &mut Vec::new()).is_err());
+        assert!(decode_inbound(message(&peer, vec![]), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn give_and_its_notices_round_trip() {
+        let give = control_to_worker(&ToWorker::Give { count: 3, to: WorkerId(2) }).unwrap();
+        assert!(matches!(
+            decode_to_worker(message(&give.payload, vec![]), &mut Vec::new()),
+            Ok(Some(ToWorker::Give { count: 3, to: WorkerId(2) }))
+        ));
+        let t = TaskId { index: 4, generation: 1 };
+        for notice in [
+            FromWorker::Gave { tasks: vec![t], to: WorkerId(2) },
+            FromWorker::Adopted { tasks: vec![t], from: WorkerId(0) },
+            FromWorker::PeerGone(WorkerId(5)),
+        ] {
+            let frame = control_to_driver(&notice).unwrap();
+            let back = decode_to_driver(message(&frame.payload, vec![])).unwrap();
+            let same = match (&notice, &back) {
+                (FromWorker::Gave { tasks: a, to: x }, FromWorker::Gave { tasks: b, to: y }) => a == b && x == y,
+                (FromWorker::Adopted { tasks: a, from: x }, FromWorker::Adopted { tasks: b, from: y }) => {
+                    a == b && x == y
+                }
+                (FromWorker::PeerGone(x), FromWorker::PeerGone(y)) => x == y,
+                _ => false,
+            };
+            assert!(same);
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod codec;
 pub mod objects;
 
 pub use codec::{
-    ProtocolError, ResultBatch, RunBatch, control_to_driver, control_to_worker, decode_to_driver, decode_to_worker,
-    wait_readable,
+    Inbound, ProtocolError, ResultBatch, RunBatch, control_to_driver, control_to_worker, decode_inbound,
+    decode_to_driver, decode_to_worker, introduce, wait_readable,
 };
 pub use objects::{INLINE_MAX, Outgoing, publish};

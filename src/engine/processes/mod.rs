@@ -27,6 +27,9 @@
 //!                                        ◄───  Hello { fingerprint, pid }
 //!   fingerprint ≠ ours: refuse (kill)
 //!   else WorkerJoined { W, threads }
+//!   a socket pair per other live worker P:
+//!   Peer { P } + fd                      ───►  reader polls it beside the client's socket
+//!   (and Peer { W } + the other end to P)
 //!   scheduler: Run { T, W }, … (one pass)
 //!   Runs [{ T, func, inputs: inline | fd }, …]
 //!                                        ───►  reader: queue each run, its claim QUEUED
@@ -35,10 +38,14 @@
 //!   TaskFinished / TaskFailed
 //!   nothing queued, W has a thread idle,
 //!   V has more runs than threads:
-//!   Steal { count }                      ───►  V's reader: claim QUEUED → STOLEN on up to
+//!   Give { count, to: W }                ───►  V's reader: claim QUEUED → STOLEN on up to
 //!                                              `count` runs not started, newest first
-//!                                        ◄───  Stolen [T, …] (after the results V had ready)
-//!   TaskStolen { T, from: V, to: W } → Run { T, W }
+//!                                        ◄───  Gave { [T, …], to: W } (V's sender thread, first)
+//!                                              then Runs [T, …] + input fds, V → W on their pair
+//!                                        ◄───  Adopted { [T, …], from: V } (on W's connection,
+//!                                              before any result of T)
+//!   the first of the two: TaskMoved { T, from: V, to: W } (no Run sent)
+//!                                        ◄───  PeerGone(V) (on W's, when their pair ends)
 //!   scheduler: Recall { T, W } (T cancelled, dropped, …)
 //!   Recall [T, …]                        ───►  reader: claim QUEUED → STOLEN on those not started
 //!                                        ◄───  Recalled [T, …] (if any; the others answer as they end)
@@ -89,17 +96,18 @@
 //! each other and never decide what to run. A task `T` is owned
 //!
 //! - by the scheduler until it emits `Run { T, W }`;
-//! - by worker `W` from the moment the `Run` is sent until the client reads
-//!   `W`'s `Done` or `Failed` for it, or a `Stolen` of `W`'s that lists it,
-//!   or `W` is lost (its connection ends). Inside `W` the run is first
+//! - by worker `W` from the moment the `Run` is sent (or the client reads
+//!   the first notice of its move to `W`) until the client reads `W`'s
+//!   `Done` or `Failed` for it, or the first notice of its move from `W` to
+//!   another worker, or `W` is lost (its connection ends). Inside `W` the run is first
 //!   *queued*, its claim `QUEUED`; then exactly one of two things happens to
 //!   it, each a compare-and-swap on that claim: a pool thread claims it
 //!   `STARTED` (then `W` runs it and answers `Done` or `Failed`, never
-//!   `Stolen`), or the reader, answering a `Steal`, claims it `STOLEN` (then
-//!   `W` lists it in its `Stolen` answer and never starts it);
-//! - by the scheduler again after that: a stolen run goes straight to the
-//!   worker it was stolen for (`TaskStolen { T, from, to }`), or back to the
-//!   queue if that worker is gone or full; a lost worker's runs are taken
+//!   `Gave`), or the reader, answering a `Give` (or a `Recall`), claims it
+//!   `STOLEN` (then `W` lists it in its `Gave` and never starts it);
+//! - by the scheduler again after that: a run given to a peer is that
+//!   peer's (`TaskMoved { T, from, to }`), or back in the queue if the peer
+//!   is gone; a lost worker's runs are taken
 //!   back (`WorkerLost`) and rescheduled, or failed with `KilledWorker` after
 //!   `max_worker_deaths` deaths in a row (counted only for runs `W` said had
 //!   started: see "Failure model" in ARCHITECTURE.md).
@@ -113,25 +121,31 @@
 //! when a worker joins or is lost, the client pairs workers with a thread
 //! idle (fewer runs than threads) with workers holding more runs than
 //! threads, if nothing is queued in the scheduler, and sends each chosen
-//! victim `Steal { count }`: half the difference of the two loads, at least
-//! one, at most the victim's runs beyond its threads. The victim gives back
-//! those it has not started, newest first (listed oldest first, the order
-//! the thief should run them), after the results it had ready, so the
-//! client sees its load right; the thief gets them by `TaskStolen`.
+//! victim `Give { count, to: thief }`: half the difference of the two
+//! loads, at least one, at most the victim's runs beyond its threads. The
+//! victim gives those it has not started, newest first (listed oldest
+//! first, the order the thief should run them), **directly to the thief**
+//! over their socket pair, with their inputs (inline archives, segment
+//! descriptors: the thief maps the same pages). Neither the runs nor their
+//! inputs pass through the client, which does not send them again: it
+//! learns of the move from two notices (see [`workers`] for how every race
+//! between them is decided).
 //!
-//! - At most one steal is on its way per victim and per thief.
-//! - A victim whose answer was empty (its runs had all started, or their
+//! - At most one `Give` is on its way per victim and per thief.
+//! - A victim whose `Gave` was empty (its runs had all started, or their
 //!   results were on their way) is not asked again until it reports a
 //!   result: no steal loops on a stale view of the loads.
-//! - A stolen run was never started (the claim), and its inputs are not
-//!   pinned for the victim any more; the thief's run pins them again.
+//! - A moved run was never started on the victim (the claim), and its
+//!   inputs stay pinned in the store, for the thief now.
+//! - A worker takes part in steals once its peer channels are sent
+//!   (`Link::peered`), so a victim never hears of a thief it has no
+//!   channel to; one without a channel to the thief gives nothing.
 //!
-//! Why through the client rather than a queue in shared memory that other
-//! workers pop: a run's inputs are descriptors that the client holds and
-//! sends with the run, workers have no connection to each other, and the
-//! client is the one place that knows where every task is (a scheduler
-//! invariant). A steal costs one round trip (tens of microseconds), which
-//! is small against any run that waits long enough to be worth stealing.
+//! Why the client still decides: it alone knows every worker's load and
+//! whether the scheduler has runs queued for an idle worker anyway; its
+//! `Give` travels on the path the thief's last result just took, so the
+//! thief waits for as many hops as if it had asked a peer itself (see
+//! ARCHITECTURE.md).
 //!
 //! So a task runs twice only when it is recomputed: its worker died while
 //! running it, its result was held by a worker that died and is needed
@@ -182,11 +196,13 @@
 //!   processes), nor while a message is sent or received, nor during spill
 //!   I/O.
 //! - A run is in exactly one place at a time: the scheduler's queue, or one
-//!   worker (sent, queued there, running, or its answer on its way); a
-//!   worker answers every run it was sent exactly once — `Done`, `Failed`
-//!   or listed in `Stolen` — unless it is lost.
-//! - A worker's reader never sends (its steal answers go through the
-//!   outbox) nor runs a task, so it always drains what the client sends: a
+//!   worker (sent, queued there, running, on its way to it from a peer, or
+//!   its answer on its way); a worker answers every run it was sent or
+//!   adopted exactly once — `Done`, `Failed`, or listed in `Recalled` or
+//!   `Gave` — unless it is lost.
+//! - A worker's reader never sends (its `Gave` and the runs it gives go
+//!   through the outbox) nor runs a task, so it always drains what the
+//!   client and its peers send: a
 //!   client thread blocked sending runs to a worker whose results fill the
 //!   other direction always gets through, and cannot deadlock with it.
 //! - The client holds a task's result exactly while the scheduler counts it
@@ -284,7 +300,16 @@ impl ProcessesEngine {
         let mut sched = sched;
         sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
         let engine = Arc::new(ProcessesEngine {
-            driver: Driver::new(sched, Procs { workers: HashMap::new(), store }),
+            driver: Driver::new(
+                sched,
+                Procs {
+                    workers: HashMap::new(),
+                    store,
+                    moves: HashMap::new(),
+                    gone: Default::default(),
+                    stats: Default::default(),
+                },
+            ),
             supervisor: Mutex::new(None),
             pacing: Mutex::new(Pacing::new(EXTRA_SLOTS_PER_THREAD)),
             nthreads: workers * threads,
@@ -383,6 +408,10 @@ impl Mode for ProcessesEngine {
 
     fn store_stats(&self) -> Option<shoal_shm::store::StoreStats> {
         Some(self.lock().backend.store.stats())
+    }
+
+    fn steal_stats(&self) -> Option<crate::StealStats> {
+        Some(self.lock().backend.stats)
     }
 
     fn nthreads(&self) -> usize {

@@ -6,7 +6,7 @@
 //! to drop, spills to write, clients to wake), carried out after the lock is
 //! released. Results live in the [`Store`], which enforces the memory limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use shoal_core::Key;
@@ -14,7 +14,8 @@ use shoal_core::driver::{Backend, SpecArg};
 use shoal_core::object::Obj;
 use shoal_core::scheduler::{TaskId, WorkerId};
 
-use super::workers::Link;
+use super::workers::{Link, Notices};
+use crate::StealStats;
 use crate::error::Result;
 use shoal_shm::pool::Conn;
 use shoal_shm::store::{Fetched, Slot, Store, StoreEffects};
@@ -28,6 +29,14 @@ pub(crate) struct Procs {
     pub(crate) workers: HashMap<WorkerId, Link>,
     /// The results: in shared memory or spilled, under the memory limit.
     pub(crate) store: Store,
+    /// Moves of runs between workers (direct steals) of which one notice
+    /// came and the other is awaited, by (task, from, to).
+    pub(crate) moves: HashMap<(TaskId, WorkerId, WorkerId), Notices>,
+    /// (victim, thief): the thief said its channel from the victim ended,
+    /// and the victim is not lost yet (its `Gave` may still come).
+    pub(crate) gone: HashSet<(WorkerId, WorkerId)>,
+    /// Runs sent and moved, for tests and monitoring.
+    pub(crate) stats: StealStats,
 }
 
 /// What the driver keeps per live task in this mode.
@@ -37,6 +46,8 @@ pub(crate) struct Spec {
     /// Kept after success: the lineage a lost result is recomputed from.
     pub(crate) args: Box<[SpecArg]>,
     pub(crate) result: Option<Held>,
+    /// Runs of it the driver sent (a moved run is not sent again).
+    pub(crate) sent: u32,
 }
 
 /// A result in the client's store, and the worker the scheduler counts as
@@ -94,7 +105,7 @@ impl Backend for Procs {
     type Effects = Effects;
 
     fn new_task(&mut self, func: u32, args: Box<[SpecArg]>) -> Spec {
-        Spec { func, args, result: None }
+        Spec { func, args, result: None, sent: 0 }
     }
 
     fn run(st: &mut State, task: TaskId, worker: WorkerId, fx: &mut Effects) {
@@ -213,5 +224,12 @@ fn job(st: &mut State, id: TaskId, worker: WorkerId, effects: &mut Effects) -> O
         }
     }
     let report_start = st.sched.is_suspect(id);
+    st.backend.stats.runs_sent += 1;
+    if let Some(spec) = st.spec_mut(id) {
+        spec.task.sent += 1;
+        if spec.task.sent > 1 {
+            st.backend.stats.runs_sent_again += 1;
+        }
+    }
     Some(Job { id, key, func, worker, conn, inputs, error, report_start })
 }

@@ -12,12 +12,62 @@
 //! over a worker's messages, and when a worker joins or is lost,
 //! [`plan_steals`] pairs idle workers (fewer runs than threads) with busy
 //! ones (more runs than threads) while the scheduler's queue is empty, and
-//! a `Steal` goes to each busy one chosen.
+//! a `Give` goes to each busy one chosen; the runs go worker to worker.
+//!
+//! # Moves: two notices, and the races between them
+//!
+//! A move of task `T`'s run from victim `V` to thief `W` is reported twice:
+//! `Gave { T, to: W }` on `V`'s connection, written before the runs leave
+//! `V`, and `Adopted { T, from: V }` on `W`'s, written before any result of
+//! `T` (the worker's outbox sends notices before results). The two
+//! connections are read by two reader threads, in either order; each alone
+//! is read in order. [`note_move`] applies the first notice of a pair as the
+//! move (`Event::TaskMoved`, the store's pins follow: `Store::run_moved`)
+//! and counts the second as a no-op (`Procs::moves` counts both sides per
+//! (task, from, to), so the n-th `Gave` pairs with the n-th `Adopted` even
+//! if a run goes back and forth). The races:
+//!
+//! - **`Adopted` before `Gave`.** The move is applied on `Adopted`; `Gave`
+//!   is then the pair's second. A result of `T` from `W` always comes after
+//!   `Adopted` on `W`'s connection, so the scheduler sees it where it ran.
+//! - **The victim dies after giving.** Its `Gave` was written before the
+//!   runs left it, so its reader reads the `Gave` before the end of the
+//!   connection: the move is applied before `ProcessLost { V }`, which then
+//!   does not take back what `V` gave (it is `W`'s).
+//! - **The victim dies between its claim and its `Gave`.** The runs never
+//!   left it: `ProcessLost { V }` reschedules them (they are still `V`'s),
+//!   and nothing reaches `W`.
+//! - **The victim dies between its `Gave` and the runs** (or mid-way). The
+//!   move was applied, but `W` never gets them. `W` reads the end of its
+//!   channel from `V` after everything `V` wrote on it, and says
+//!   `PeerGone(V)` after the `Adopted` of all of that: a run listed in a
+//!   `Gave` of `V`'s that `W` had not adopted by then never arrived, and
+//!   goes back to the queue ([`peer_gone`]); a `Gave` of `V`'s read after
+//!   `PeerGone(V)` (the two connections race) finds `(V, W)` in
+//!   `Procs::gone` and requeues its runs at once, unless `W` adopted them.
+//! - **The thief dies before its `Adopted`, or after.** Once either notice
+//!   is read, `T` is `W`'s: `ProcessLost { W }` reschedules it like any run
+//!   of `W`'s (never started elsewhere, so no death is counted against it).
+//!   If `W` was lost before the `Gave` is read, the move finds `W` gone and
+//!   the scheduler queues `T` again.
+//! - **`T` recalled or cancelled meanwhile.** A `Recall` that reaches `V`
+//!   after its claim finds `T` not queued there and gives nothing back; the
+//!   scheduler's abandoned run moves with the move to `W`, which is sent a
+//!   `Recall` in turn (`Event::TaskMoved`), and answers for `T` however its
+//!   run ended. A `Recall` sent to `W` before `T` reached it finds nothing;
+//!   `W` then runs `T` and answers with its result, which frees the slot.
+//! - **A notice about a forgotten task**: the scheduler ignores stale ids;
+//!   the store has no run to move.
+//!
+//! When a worker is lost no notice can come from it any more: pairs that
+//! wait for its side are dropped from `Procs::moves`, and `Procs::gone`
+//! forgets it.
 //!
 //! Pacing: the durations workers report with their results set the
 //! scheduler's saturation (`shoal_core::driver::pacing::Pacing`), so short runs go to a worker by
 //! the dozen and long ones one or two at a time.
 
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -42,19 +92,42 @@ use shoal_shm::uds::{self, RunBatch};
 /// bookkeeping (changed under the driver's lock).
 pub(crate) struct Link {
     pub(crate) conn: Arc<Conn>,
-    /// The worker a `Steal` sent to this one is for, while its answer is on
+    /// The worker a `Give` sent to this one is for, while its `Gave` is on
     /// its way.
     thief: Option<WorkerId>,
-    /// Its last `Stolen` gave nothing back and it has reported no result
-    /// since: do not ask again yet (its runs are all started, or their
-    /// results are on their way).
+    /// Its last `Gave` listed nothing and it has reported no result since:
+    /// do not ask again yet (its runs are all started, or their results are
+    /// on their way).
     dry: bool,
+    /// It was sent its channels to the workers live when it joined (and
+    /// they theirs to it): it may give and take runs.
+    peered: bool,
 }
 
 impl Link {
     fn new(conn: Arc<Conn>) -> Link {
-        Link { conn, thief: None, dry: false }
+        Link { conn, thief: None, dry: false, peered: false }
     }
+}
+
+/// The two notices of the moves of one task from one worker to another, as
+/// far as they came: the victim's `Gave` and the thief's `Adopted`. The
+/// first applies the move; the second of the pair is a no-op. Each
+/// connection is read in order, so the n-th `Gave` of a (task, from, to)
+/// pairs with its n-th `Adopted`.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Notices {
+    gave: u32,
+    adopted: u32,
+}
+
+/// Which notice of a move.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The victim's `Gave`.
+    Gave,
+    /// The thief's `Adopted`.
+    Adopted,
 }
 
 impl PoolHost for ProcessesEngine {
@@ -63,18 +136,36 @@ impl PoolHost for ProcessesEngine {
     fn joined(&self, conn: Arc<Conn>) -> bool {
         let mut effects = Effects::default();
         let steals;
+        let others: Vec<Arc<Conn>>;
         {
             let mut st = self.lock();
             if st.closed {
                 return false;
             }
             let (worker, nthreads) = (conn.id, conn.nthreads);
-            st.backend.workers.insert(worker, Link::new(conn));
+            others = st.backend.workers.values().map(|link| Arc::clone(&link.conn)).collect();
+            st.backend.workers.insert(worker, Link::new(Arc::clone(&conn)));
             st.broken = None;
             st.handle(Event::WorkerJoined { worker, nthreads }, &mut effects);
             steals = plan_steals(&mut st);
         }
         self.carry_out(effects);
+        self.send_steals(steals);
+        // Its channels to the others, and theirs to it: then (and only
+        // then, so a `Give` never names a peer its victim has not met) it
+        // takes part in steals.
+        introduce(&conn, &others);
+        let steals = {
+            let mut st = self.lock();
+            let closed = st.closed;
+            match st.backend.workers.get_mut(&conn.id) {
+                Some(link) if !closed => {
+                    link.peered = true;
+                    plan_steals(&mut st)
+                }
+                _ => Vec::new(),
+            }
+        };
         self.send_steals(steals);
         true
     }
@@ -99,6 +190,14 @@ impl PoolHost for ProcessesEngine {
                 }
             }
             st.backend.store.worker_lost(worker, &mut effects.store);
+            // No notice of a move can come from it any more: a move that
+            // waits for its `Adopted` is on it (and goes back to the queue
+            // with its other runs), one that waits for its `Gave` was
+            // applied already.
+            st.backend.moves.retain(|&(_, from, to), n| {
+                !(to == worker && n.gave > n.adopted || from == worker && n.adopted > n.gave)
+            });
+            st.backend.gone.retain(|&(victim, thief)| victim != worker && thief != worker);
             st.handle(Event::ProcessLost { worker, heir: STORE }, &mut effects);
             steals = plan_steals(&mut st);
         }
@@ -174,20 +273,24 @@ impl PoolHost for ProcessesEngine {
                             st.handle(Event::TaskStolen { task, from: worker, to: None }, &mut effects);
                         }
                     }
-                    FromWorker::Stolen(tasks) => {
+                    // This engine sends no `Steal`: runs move worker to worker.
+                    FromWorker::Stolen(_) => return Err("gave back runs nobody asked for".into()),
+                    FromWorker::Gave { tasks, to } => {
                         let Some(link) = st.backend.workers.get_mut(&worker) else { continue };
-                        let Some(thief) = link.thief.take() else {
-                            return Err("gave back runs nobody asked for".into());
-                        };
+                        if link.thief.take() != Some(to) {
+                            return Err(format!("gave runs to worker {} unasked", to.0));
+                        }
                         link.dry = tasks.is_empty();
                         for task in tasks {
-                            // That run ended without running: its inputs are
-                            // no longer pinned for it (the thief's run pins
-                            // them again).
-                            st.backend.store.run_ended(task, worker, &mut effects.store);
-                            st.handle(Event::TaskStolen { task, from: worker, to: Some(thief) }, &mut effects);
+                            note_move(&mut st, task, worker, to, Side::Gave, &mut effects);
                         }
                     }
+                    FromWorker::Adopted { tasks, from } => {
+                        for task in tasks {
+                            note_move(&mut st, task, from, worker, Side::Adopted, &mut effects);
+                        }
+                    }
+                    FromWorker::PeerGone(victim) => peer_gone(&mut st, victim, worker, &mut effects),
                 }
             }
             steals = plan_steals(&mut st);
@@ -325,9 +428,9 @@ impl ProcessesEngine {
     }
 
     /// Sends the steals [`plan_steals`] chose.
-    fn send_steals(&self, steals: Vec<(Arc<Conn>, u32)>) {
-        for (victim, count) in steals {
-            let sent = uds::control_to_worker(&ToWorker::Steal { count })
+    fn send_steals(&self, steals: Vec<(Arc<Conn>, u32, WorkerId)>) {
+        for (victim, count, to) in steals {
+            let sent = uds::control_to_worker(&ToWorker::Give { count, to })
                 .map_err(|e| e.to_string())
                 .and_then(|frame| victim.send(&frame));
             if let Err(e) = sent {
@@ -422,7 +525,94 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
     })
 }
 
-/// The steals to ask for now: `(victim, how many runs)`. Only while the
+/// Sends `conn` (a worker that just joined) its channels to `others`, and
+/// each of them its channel to `conn`: one socket pair per pair of workers.
+/// A pair that cannot be made or sent is logged; those two never pass runs
+/// to each other (a `Give` naming a peer without a channel gives nothing).
+fn introduce(conn: &Conn, others: &[Arc<Conn>]) {
+    for other in others {
+        let made = UnixStream::pair().map_err(|e| e.to_string()).and_then(|(ours, theirs)| {
+            conn.introduce(other.id, &ours)?;
+            other.introduce(conn.id, &theirs)
+        });
+        if let Err(e) = made {
+            tracing::warn!(
+                "no channel between workers {} and {} ({e}): runs are not stolen between them",
+                conn.id.0,
+                other.id.0
+            );
+        }
+    }
+}
+
+/// One notice of the move of `task`'s run from worker `from` to worker `to`
+/// (see the module docs for the races): the first of the pair applies it,
+/// the second is a no-op.
+fn note_move(st: &mut State, task: TaskId, from: WorkerId, to: WorkerId, side: Side, effects: &mut Effects) {
+    let first = {
+        let notices = st.backend.moves.entry((task, from, to)).or_default();
+        match side {
+            Side::Gave => notices.gave += 1,
+            Side::Adopted => notices.adopted += 1,
+        }
+        let first = match side {
+            Side::Gave => notices.gave > notices.adopted,
+            Side::Adopted => notices.adopted > notices.gave,
+        };
+        // The other side's notice will never come if its worker is gone.
+        let other = if side == Side::Gave { to } else { from };
+        if !first || !st.backend.workers.contains_key(&other) {
+            st.backend.moves.remove(&(task, from, to));
+        }
+        first
+    };
+    if !first {
+        return;
+    }
+    if side == Side::Gave && st.backend.gone.contains(&(from, to)) {
+        // The thief said it will hear nothing more from the victim, and
+        // never adopted this run: it never arrived. Back to the queue.
+        st.backend.moves.remove(&(task, from, to));
+        st.backend.store.run_ended(task, from, &mut effects.store);
+        st.handle(Event::TaskStolen { task, from, to: None }, effects);
+        return;
+    }
+    st.backend.stats.moves += 1;
+    if st.backend.workers.contains_key(&to) {
+        st.backend.store.run_moved(task, from, to);
+    } else {
+        // Lost before the move was heard of: the scheduler queues the run
+        // again, and nothing is pinned for it any more.
+        st.backend.store.run_ended(task, from, &mut effects.store);
+    }
+    st.handle(Event::TaskMoved { task, from, to }, effects);
+}
+
+/// The thief `thief` will hear nothing more from `victim` (their channel
+/// ended), and adopted everything it got from it before saying so: a move
+/// the victim reported and the thief never adopted goes back to the queue,
+/// and so will any the victim reports later.
+fn peer_gone(st: &mut State, victim: WorkerId, thief: WorkerId, effects: &mut Effects) {
+    let lost: Vec<TaskId> = st
+        .backend
+        .moves
+        .iter()
+        .filter(|&(&(_, from, to), n)| from == victim && to == thief && n.gave > n.adopted)
+        .map(|(&(task, _, _), _)| task)
+        .collect();
+    for task in lost {
+        st.backend.moves.remove(&(task, victim, thief));
+        st.backend.store.run_ended(task, thief, &mut effects.store);
+        st.handle(Event::TaskStolen { task, from: thief, to: None }, effects);
+    }
+    if st.backend.workers.contains_key(&victim) {
+        // Its `Gave` may still be on its way (its connection is read by
+        // another thread); none can come once it is lost.
+        st.backend.gone.insert((victim, thief));
+    }
+}
+
+/// The steals to ask for now: `(victim, how many runs, thief)`. Only while the
 /// scheduler's queue is empty (else idle workers get queued tasks), from a
 /// worker with more runs than threads (some wait there unstarted) for one
 /// with fewer (a thread idles), at most one steal on its way per victim and
@@ -430,7 +620,7 @@ fn result_event(st: &mut State, worker: WorkerId, result: RunResult, effects: &m
 /// reports a result. Each steal asks for half the difference of the two
 /// loads (at least one, at most the victim's excess), so that, with the
 /// scheduler sending the stolen runs to the thief, the two end up even.
-fn plan_steals(st: &mut State) -> Vec<(Arc<Conn>, u32)> {
+fn plan_steals(st: &mut State) -> Vec<(Arc<Conn>, u32, WorkerId)> {
     if st.backend.workers.len() < 2 || st.sched.count(TaskState::Ready) > 0 {
         return Vec::new();
     }
@@ -439,6 +629,9 @@ fn plan_steals(st: &mut State) -> Vec<(Arc<Conn>, u32)> {
     let mut thieves: Vec<(usize, WorkerId)> = Vec::new();
     let mut victims: Vec<(usize, usize, WorkerId)> = Vec::new();
     for (&id, link) in &st.backend.workers {
+        if !link.peered {
+            continue;
+        }
         let Some(load) = st.sched.load(id) else { continue };
         let threads = link.conn.nthreads as usize;
         if load < threads {
@@ -456,8 +649,127 @@ fn plan_steals(st: &mut State) -> Vec<(Arc<Conn>, u32)> {
         let count = ((load - thief_load) / 2).clamp(1, excess);
         if let Some(link) = st.backend.workers.get_mut(&victim) {
             link.thief = Some(thief);
-            steals.push((Arc::clone(&link.conn), u32::try_from(count).unwrap_or(u32::MAX)));
+            steals.push((Arc::clone(&link.conn), u32::try_from(count).unwrap_or(u32::MAX), thief));
         }
     }
     steals
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::os::unix::net::UnixStream;
+
+    use shoal_core::Key;
+    use shoal_core::driver::{Driver, GraphNode};
+    use shoal_core::scheduler::{Scheduler, SchedulerConfig};
+    use shoal_shm::store::{Store, StoreConfig};
+
+    use super::*;
+    use crate::engine::processes::state::Procs;
+
+    const V: WorkerId = WorkerId(0);
+    const W: WorkerId = WorkerId(1);
+
+    /// A driver whose worker `V` holds `n` runs, and an idle worker `W`
+    /// (their connections lead nowhere: nothing is sent here).
+    fn driver(n: u64) -> (Driver<Procs>, Vec<TaskId>, Vec<UnixStream>) {
+        let sched = Scheduler::new(SchedulerConfig { extra_slots_per_thread: 8, recall: true, ..Default::default() });
+        let config = StoreConfig {
+            memory_limit: 1 << 30,
+            spill_parent: std::env::temp_dir(),
+            spill_io: Default::default(),
+            descriptors: None,
+        };
+        let procs = Procs {
+            workers: HashMap::new(),
+            store: Store::new(&config).unwrap(),
+            moves: HashMap::new(),
+            gone: Default::default(),
+            stats: Default::default(),
+        };
+        let driver = Driver::new(sched, procs);
+        let mut ends = Vec::new();
+        let mut join = |worker: WorkerId| {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            ends.push(theirs);
+            let mut st = driver.lock();
+            let mut link = Link::new(Arc::new(Conn::new(worker, 0, ours, 1)));
+            link.peered = true;
+            st.backend.workers.insert(worker, link);
+            st.handle(Event::WorkerJoined { worker, nthreads: 1 }, &mut Effects::default());
+        };
+        join(V);
+        let nodes = (0..n)
+            .map(|i| GraphNode {
+                key: Key { func: 0, token: [i, 1] },
+                args: Vec::new(),
+                wanted: true,
+                priority: 0,
+                retries: 0,
+            })
+            .collect();
+        let (ids, _) = driver.submit(nodes).unwrap();
+        join(W);
+        (driver, ids, ends)
+    }
+
+    fn sent(effects: &Effects) -> Vec<TaskId> {
+        effects.jobs.iter().map(|job| job.id).collect()
+    }
+
+    #[test]
+    fn the_first_notice_of_a_move_applies_it_whichever_it_is() {
+        let (driver, ids, _ends) = driver(4);
+        let mut st = driver.lock();
+        let mut fx = Effects::default();
+        assert!(ids.iter().all(|&t| st.sched.processing_on(t) == Some(V)));
+        // The thief's `Adopted` is read before the victim's `Gave`.
+        note_move(&mut st, ids[3], V, W, Side::Adopted, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[3]), Some(W));
+        note_move(&mut st, ids[3], V, W, Side::Gave, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[3]), Some(W));
+        // And the other way round.
+        note_move(&mut st, ids[2], V, W, Side::Gave, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[2]), Some(W));
+        note_move(&mut st, ids[2], V, W, Side::Adopted, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[2]), Some(W));
+        assert_eq!(st.backend.stats.moves, 2);
+        assert!(st.backend.moves.is_empty(), "every pair is complete");
+        assert!(sent(&fx).is_empty(), "no run is sent again");
+        // A run that goes back and forth: the n-th `Gave` pairs with the
+        // n-th `Adopted`, whatever the order they are read in.
+        note_move(&mut st, ids[3], W, V, Side::Gave, &mut fx);
+        note_move(&mut st, ids[3], V, W, Side::Adopted, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[3]), Some(W));
+        note_move(&mut st, ids[3], W, V, Side::Adopted, &mut fx);
+        note_move(&mut st, ids[3], V, W, Side::Gave, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[3]), Some(W));
+        assert!(st.backend.moves.is_empty());
+    }
+
+    #[test]
+    fn runs_given_by_a_victim_whose_channel_ended_before_they_came_go_back_to_the_queue() {
+        let (driver, ids, _ends) = driver(4);
+        let mut st = driver.lock();
+        let mut fx = Effects::default();
+        // `Gave` read, then the thief's `PeerGone` without an `Adopted`:
+        // the victim died between its notice and its runs.
+        note_move(&mut st, ids[3], V, W, Side::Gave, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[3]), Some(W));
+        peer_gone(&mut st, V, W, &mut fx);
+        assert_eq!(sent(&fx), vec![ids[3]], "sent again: it never arrived");
+        // `PeerGone` read before a `Gave` of the victim's (the victim's
+        // connection lags): the runs it lists never arrived either.
+        let mut fx = Effects::default();
+        note_move(&mut st, ids[2], V, W, Side::Gave, &mut fx);
+        assert!(sent(&fx).contains(&ids[2]), "{:?}", sent(&fx));
+        // But one the thief adopted before its `PeerGone` stays its own.
+        let mut fx = Effects::default();
+        note_move(&mut st, ids[1], V, W, Side::Adopted, &mut fx);
+        note_move(&mut st, ids[1], V, W, Side::Gave, &mut fx);
+        assert_eq!(st.sched.processing_on(ids[1]), Some(W));
+        assert!(sent(&fx).is_empty());
+        assert!(st.backend.moves.is_empty());
+    }
 }

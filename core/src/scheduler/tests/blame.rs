@@ -169,3 +169,43 @@ fn without_recall_an_abandoned_run_frees_its_slot_at_once() {
     assert_eq!(runs(&out), vec![b], "the threads mode cannot take a run back");
     assert!(!out.iter().any(|a| matches!(a, Action::Recall { .. })));
 }
+
+#[test]
+fn a_moved_run_is_the_thief_s_without_a_second_run() {
+    let moved = |task, from, to| Event::TaskMoved { task, from, to };
+    let mut h = with_recall(3, 1);
+    h.join(W0, 1);
+    let (ids, out) = h.submit((0..4).map(|i| node(i, &[], true)).collect());
+    assert_eq!(runs(&out), ids, "one worker with 4 slots takes all 4");
+    h.join(W1, 1);
+    // W0 gave ids[3] to W1 directly: no `Run`, it is W1's now.
+    assert_eq!(h.ev(moved(ids[3], W0, W1)), vec![]);
+    assert_eq!(h.s.processing_on(ids[3]), Some(W1));
+    assert_eq!((h.s.load(W0), h.s.load(W1)), (Some(3), Some(1)));
+    // The second notice of the same move (or a move to itself) changes nothing.
+    assert_eq!(h.ev(moved(ids[3], W0, W1)), vec![]);
+    assert_eq!(h.ev(moved(ids[3], W1, W1)), vec![]);
+    assert_eq!(h.s.processing_on(ids[3]), Some(W1));
+    // The victim's loss does not touch it; the thief's does, and counts no
+    // death (it never started): W1's run goes back and runs on W0.
+    assert_eq!(h.finish(ids[0], W0, 1), vec![done(ids[0])]);
+    let out = h.lose(W1);
+    assert_eq!(runs(&out), vec![ids[3]]);
+    assert_eq!(h.s.processing_on(ids[3]), Some(W0));
+    assert_eq!(h.finish(ids[3], W0, 1), vec![done(ids[3])]);
+
+    // A move to a worker lost before the move was heard of: queued again.
+    h.join(W2, 1);
+    let out = h.ev(moved(ids[2], W0, W1));
+    assert_eq!(runs(&out), vec![ids[2]], "{out:?}");
+    assert_eq!(h.s.processing_on(ids[2]), Some(W2), "the least loaded worker takes it");
+
+    // A run abandoned (cancelled) on the victim before the move is heard
+    // of: abandoned on the thief, which is told to give it back.
+    let out = h.ev(Event::Cancel { task: ids[1] });
+    assert_eq!(out[..1], [recall(ids[1], W0)], "{out:?}");
+    assert_eq!(h.ev(moved(ids[1], W0, W2)), vec![recall(ids[1], W2)]);
+    assert_eq!((h.s.load(W0), h.s.load(W2)), (Some(0), Some(2)), "its slot moved with it");
+    assert_eq!(h.ev(Event::TaskStolen { task: ids[1], from: W2, to: None }), vec![]);
+    assert_eq!(h.s.load(W2), Some(1));
+}
