@@ -707,6 +707,7 @@ mod tests {
                 wanted: true,
                 priority: 0,
                 retries: 0,
+                item: None,
             })
             .collect();
         let (ids, _) = driver.submit(nodes).unwrap();
