@@ -66,7 +66,6 @@
 mod error;
 pub mod fdpass;
 pub mod frame;
-pub mod growing;
 pub mod limits;
 pub mod logging;
 pub mod object;
