@@ -36,6 +36,30 @@ fn client(workers: usize) -> Client {
     .expect("processes client")
 }
 
+/// Teach the client's pacing that runs are short, so that each worker
+/// takes many runs (up to 64 queued per thread): the tests below need the
+/// worker holding the seed to take every reader of it. Without this, the
+/// pacing follows the seed's own first run, which in a fresh worker process
+/// can take a millisecond (page faults of first use), and then a worker
+/// takes two runs at a time and the readers spread over both workers from
+/// the start, with nothing to steal.
+/// Returns the counters after it, which the tests count from.
+fn warm(client: &Client) -> shoal::StealStats {
+    let short = client.map(seed, 1..=256u64).unwrap();
+    client.gather(&short).unwrap();
+    client.steal_stats().expect("the processes mode counts its runs")
+}
+
+/// The client's run counters since `base`.
+fn since(client: &Client, base: shoal::StealStats) -> shoal::StealStats {
+    let now = client.steal_stats().expect("the processes mode counts its runs");
+    shoal::StealStats {
+        runs_sent: now.runs_sent - base.runs_sent,
+        runs_sent_again: now.runs_sent_again - base.runs_sent_again,
+        moves: now.moves - base.moves,
+    }
+}
+
 /// A fresh directory for marks, removed on drop.
 struct Marks(PathBuf);
 
@@ -181,6 +205,7 @@ fn a_steal_between_two_processes_of_one_machine_sends_nothing_through_the_client
     const TASKS: u64 = 8;
     const MS: u64 = 150;
     let client = client(2);
+    let base = warm(&client);
     let marks = Marks::new("direct");
     let data = client.submit(seed, SEED_LEN).unwrap();
     data.result().unwrap();
@@ -193,7 +218,7 @@ fn a_steal_between_two_processes_of_one_machine_sends_nothing_through_the_client
     let out = client.gather(&readers).unwrap();
     assert!(out.iter().enumerate().all(|(tag, &(_, n))| n == LENS + tag as u64), "{out:?}");
     let pids: Vec<u32> = out.iter().map(|&(pid, _)| pid).collect();
-    let stats = client.steal_stats().expect("the processes mode counts its runs");
+    let stats = since(&client, base);
     // (a) runs moved, and the thief ran them (with the seed as input: the
     // segment went worker to worker with the run);
     assert!(stats.moves >= 1, "no run moved: {stats:?}, ran on {pids:?}");
@@ -224,6 +249,7 @@ fn wait_marks(marks: &Marks, n: usize) {
 fn the_victim_s_loss_does_not_take_back_the_runs_it_gave() {
     const TASKS: u64 = 8;
     let client = client(2);
+    let base = warm(&client);
     let marks = Marks::new("victim");
     let data = client.submit(seed, SEED_LEN).unwrap();
     data.result().unwrap();
@@ -234,7 +260,7 @@ fn the_victim_s_loss_does_not_take_back_the_runs_it_gave() {
         .map(|tag| client.submit(mark_len, (marks.path(), &data, vec![1u8; BIG_LEN], 100, tag)).unwrap())
         .collect();
     wait_marks(&marks, 1);
-    let stats = client.steal_stats().unwrap();
+    let stats = since(&client, base);
     assert!(stats.moves >= 1, "{stats:?}");
     // The victim dies while the thief still works on what it took (the long
     // run is not wanted any more: it is not run again).
@@ -252,7 +278,7 @@ fn the_victim_s_loss_does_not_take_back_the_runs_it_gave() {
     let ran_on_thief = out.iter().filter(|&&(pid, _)| pid == thief).count() as u64;
     assert!(ran_on_thief >= moved, "{ran_on_thief} ran on the thief, {moved} moved");
     assert!(marks.runs(0..TASKS).iter().all(|&(_, n)| n == 1), "{:?}", marks.runs(0..TASKS));
-    let after = client.steal_stats().unwrap();
+    let after = since(&client, base);
     assert!(after.runs_sent_again <= TASKS - moved, "{after:?}");
 }
 
@@ -282,10 +308,18 @@ fn begun(marks: &Marks, tags: &[u64]) -> Vec<u32> {
 fn the_thief_s_loss_reschedules_the_runs_it_took() {
     const TASKS: u64 = 6;
     let client = client(2);
+    let base = warm(&client);
     let marks = Marks::new("thief");
     let data = client.submit(seed, SEED_LEN).unwrap();
     data.result().unwrap();
     let long = client.submit(begin_len, (marks.path(), &data, vec![1u8; BIG_LEN], 1_500, 100)).unwrap();
+    // The readers go in once the long one holds its worker's thread, so
+    // that none of them can start there first.
+    let started = Instant::now();
+    while begun(&marks, &[100]).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the long run never began");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Long enough that the thief is still in its first when it dies.
     let readers: Vec<_> = (0..TASKS)
         .map(|tag| client.submit(begin_len, (marks.path(), &data, vec![1u8; BIG_LEN], 1_000, tag)).unwrap())
@@ -300,7 +334,7 @@ fn the_thief_s_loss_reschedules_the_runs_it_took() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_ne!(victim, thief, "the runs behind the long one were taken by the idle worker");
-    let before = client.steal_stats().unwrap();
+    let before = since(&client, base);
     assert!(before.moves >= 1, "{before:?}");
     kill(thief);
     let out = client.gather(&readers).unwrap();
@@ -308,6 +342,6 @@ fn the_thief_s_loss_reschedules_the_runs_it_took() {
     assert!(out.iter().all(|&(pid, _)| pid != thief));
     assert_eq!(long.result().unwrap(), (victim, LENS + 100));
     // What the thief took went back to the queue, and was sent again.
-    let after = client.steal_stats().unwrap();
+    let after = since(&client, base);
     assert!(after.runs_sent_again >= 1, "{after:?}");
 }
