@@ -107,9 +107,22 @@ pub const MAX_ARCHIVE_LEN: usize = POINTER_SPAN - HEADROOM;
 /// grow past [`MAX_ARCHIVE_LEN`], so that a value too large for rkyv's
 /// relative pointers fails with [`ArchiveTooLarge`] instead of panicking in
 /// rkyv, and before its bytes are copied (a `Vec<u8>` is written in one go).
+///
+/// Given an [`ArchiveSink`], the archive moves there once it reaches the
+/// sink's threshold and is written in place from then on (see
+/// [`Object::archive_or_sink`]).
 pub struct ArchiveWriter {
     bytes: AlignedVec,
     limit: usize,
+    sink: Option<Sinking>,
+}
+
+/// An archive that goes to a sink past a threshold.
+struct Sinking {
+    sink: Box<dyn ArchiveSink>,
+    threshold: usize,
+    /// Bytes written into the sink; `None` while they are still in `bytes`.
+    written: Option<usize>,
 }
 
 impl ArchiveWriter {
@@ -120,7 +133,7 @@ impl ArchiveWriter {
     }
 
     fn with_limit(bytes: AlignedVec, limit: usize) -> ArchiveWriter {
-        ArchiveWriter { bytes, limit }
+        ArchiveWriter { bytes, limit, sink: None }
     }
 
     /// The bytes written.
@@ -131,20 +144,77 @@ impl ArchiveWriter {
 
 impl Positional for ArchiveWriter {
     fn pos(&self) -> usize {
-        self.bytes.len()
+        match &self.sink {
+            Some(Sinking { written: Some(n), .. }) => *n,
+            _ => self.bytes.len(),
+        }
     }
 }
 
 impl<E: Source> Writer<E> for ArchiveWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        let len = self.bytes.len();
+        let len = self.pos();
         if bytes.len() > self.limit.saturating_sub(len) {
             return Err(E::new(ArchiveTooLarge { at_least: len.saturating_add(bytes.len()), limit: self.limit }));
         }
-        self.bytes.extend_from_slice(bytes);
+        let end = len + bytes.len();
+        match &mut self.sink {
+            Some(s) if s.written.is_some() || end >= s.threshold => {
+                let room = s.sink.reserve(end).map_err(|e| E::new(SinkError(e)))?;
+                if s.written.is_none() {
+                    // Outgrew the heap: what was written moves once, and
+                    // the heap buffer goes.
+                    room[..len].copy_from_slice(&self.bytes);
+                    self.bytes = AlignedVec::new();
+                }
+                room[len..end].copy_from_slice(bytes);
+                s.written = Some(end);
+            }
+            _ => self.bytes.extend_from_slice(bytes),
+        }
         Ok(())
     }
 }
+
+/// Memory that an archive too large for a message is written into in
+/// place, growing as it is written: a result's memory file in the
+/// processes mode (`core` knows no file: only this).
+pub trait ArchiveSink: Any + Send {
+    /// At least `len` writable bytes from the start of the archive (the
+    /// first bytes already written keep their contents; the slice may move
+    /// between calls). It starts on a 16-byte boundary.
+    fn reserve(&mut self, len: usize) -> Result<&mut [u8], String>;
+    /// The first `len` bytes written (`len` at most the last reserve).
+    fn written(&self, len: usize) -> &[u8];
+    /// For taking the concrete sink back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// Where [`Object::archive_or_sink`] put an archive.
+pub enum ArchiveIn {
+    /// Under the threshold: kept by the object, as
+    /// [`Object::archived_bytes`] returns it.
+    Kept,
+    /// In the sink: its first `len` bytes.
+    Sunk {
+        /// The sink, holding the archive.
+        sink: Box<dyn ArchiveSink>,
+        /// The archive's length.
+        len: usize,
+    },
+}
+
+/// A sink that could not grow.
+#[derive(Debug)]
+struct SinkError(String);
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not write the archive into shared memory: {}", self.0)
+    }
+}
+
+impl std::error::Error for SinkError {}
 
 /// A value whose archive would exceed [`MAX_ARCHIVE_LEN`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +255,20 @@ pub trait Object: Any + Send + Sync {
     /// memory limit): the archive's length if it exists, else the in-memory
     /// size of the top-level value.
     fn nbytes(&self) -> u64;
+    /// The archive of the value, made where it will live: kept by the
+    /// object (as [`archived_bytes`](Self::archived_bytes) returns it)
+    /// while it is under `threshold` bytes, else written into `sink` — a
+    /// value not archived yet is serialized straight into it, with no
+    /// archive on the heap and no copy (a large result crossed memory
+    /// three times otherwise: made, archived, copied into its segment).
+    fn archive_or_sink(&self, threshold: usize, mut sink: Box<dyn ArchiveSink>) -> Result<ArchiveIn, InputError> {
+        let bytes = self.archived_bytes()?;
+        if bytes.len() < threshold {
+            return Ok(ArchiveIn::Kept);
+        }
+        sink.reserve(bytes.len()).map_err(InputError)?[..bytes.len()].copy_from_slice(bytes);
+        Ok(ArchiveIn::Sunk { sink, len: bytes.len() })
+    }
     /// Write the value for a failure's message (its `Debug`, where the type
     /// is known), stopping once `out` is full.
     fn describe(&self, out: &mut Bounded) -> fmt::Result {
@@ -322,6 +406,41 @@ impl<T: Data> Object for Value<T> {
         match self.archive.get().map(|b| &**b) {
             Some(Ok(bytes)) => bytes.len() as u64,
             _ => size_of::<T>() as u64,
+        }
+    }
+
+    fn archive_or_sink(&self, threshold: usize, sink: Box<dyn ArchiveSink>) -> Result<ArchiveIn, InputError> {
+        if self.archive.get().is_some() {
+            // Archived already (a reader asked): that archive is copied.
+            let bytes = self.archive_bytes()?;
+            let mut sink = sink;
+            if bytes.len() < threshold {
+                return Ok(ArchiveIn::Kept);
+            }
+            sink.reserve(bytes.len()).map_err(InputError)?[..bytes.len()].copy_from_slice(bytes);
+            return Ok(ArchiveIn::Sunk { sink, len: bytes.len() });
+        }
+        let failed =
+            |message: String| InputError(format!("could not archive a {}: {message}", std::any::type_name::<T>()));
+        let mut writer = ArchiveWriter::new(AlignedVec::new());
+        writer.sink = Some(Sinking { sink, threshold, written: None });
+        let writer =
+            rkyv::api::high::to_bytes_in::<_, BoxedError>(&self.value, writer).map_err(|e| failed(e.to_string()))?;
+        match writer.sink {
+            Some(Sinking { sink, written: Some(len), .. }) => {
+                rkyv::access::<Archived<T>, BoxedError>(sink.written(len)).map_err(|e| failed(e.to_string()))?;
+                Ok(ArchiveIn::Sunk { sink, len })
+            }
+            _ => {
+                // Small: the object keeps it, as if a reader had asked.
+                let bytes = writer.bytes;
+                let checked = rkyv::access::<Archived<T>, BoxedError>(&bytes).map(|_| ()).map_err(|e| e.to_string());
+                let kept = self.archive.get_or_init(|| Box::new(checked.map(|()| bytes)));
+                match &**kept {
+                    Ok(_) => Ok(ArchiveIn::Kept),
+                    Err(message) => Err(failed(message.clone())),
+                }
+            }
         }
     }
 

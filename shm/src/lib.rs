@@ -66,6 +66,7 @@
 mod error;
 pub mod fdpass;
 pub mod frame;
+pub mod growing;
 pub mod limits;
 pub mod logging;
 pub mod object;

@@ -174,24 +174,35 @@ impl SegmentWriter {
         // Writes through a shared mapping are already in the page cache:
         // there is nothing to flush, only the mapping to remove.
         drop(map);
-        // The kernel also refuses `F_SEAL_WRITE` (EBUSY, after waiting a
-        // little itself) while something else holds an extra reference to
-        // a page — transiently, e.g. while the kernel migrates or samples
-        // pages (seen under the chaos soak test, 1 seal in ~1,000). Such a
-        // reference goes away: try again a few times before failing.
-        let mut attempt = 0;
-        loop {
-            match rustix::fs::fcntl_add_seals(&fd, CONTENT_SEALS) {
-                Ok(()) => break,
-                Err(rustix::io::Errno::BUSY) if attempt < SEAL_RETRIES => {
-                    attempt += 1;
-                    std::thread::sleep(SEAL_RETRY_PAUSE * attempt);
-                }
-                Err(source) => return Err(ShmError::Seal { seals: CONTENT_SEALS_NAME, source }),
-            }
-        }
+        seal_content(&fd)?;
         Segment::map_sealed(fd, len)
     }
+}
+
+/// Seals a memfd's content (`WRITE | SEAL`); its writable mappings must be
+/// gone.
+pub(crate) fn seal_content(fd: &OwnedFd) -> Result<(), ShmError> {
+    // The kernel also refuses `F_SEAL_WRITE` (EBUSY, after waiting a
+    // little itself) while something else holds an extra reference to
+    // a page — transiently, e.g. while the kernel migrates or samples
+    // pages (seen under the chaos soak test, 1 seal in ~1,000). Such a
+    // reference goes away: try again a few times before failing.
+    let mut attempt = 0;
+    loop {
+        match rustix::fs::fcntl_add_seals(fd, CONTENT_SEALS) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::BUSY) if attempt < SEAL_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(SEAL_RETRY_PAUSE * attempt);
+            }
+            Err(source) => return Err(ShmError::Seal { seals: CONTENT_SEALS_NAME, source }),
+        }
+    }
+}
+
+/// Seals a memfd's size (`SHRINK | GROW`).
+pub(crate) fn seal_size(fd: &OwnedFd) -> Result<(), ShmError> {
+    rustix::fs::fcntl_add_seals(fd, SIZE_SEALS).map_err(|source| ShmError::Seal { seals: SIZE_SEALS_NAME, source })
 }
 
 /// A sealed segment, mapped read-only: immutable bytes shared by every
@@ -228,7 +239,7 @@ impl Segment {
     }
 
     /// Maps a memfd that carries [`REQUIRED_SEALS`] and whose size is `len`.
-    fn map_sealed(fd: OwnedFd, len: usize) -> Result<Segment, ShmError> {
+    pub(crate) fn map_sealed(fd: OwnedFd, len: usize) -> Result<Segment, ShmError> {
         // SAFETY: memmap2's `map_copy_read_only` is unsafe because the file
         // under a mapping could be modified (making the `&[u8]` we hand out
         // change under its borrowers) or truncated (SIGBUS on access). Both
@@ -294,7 +305,7 @@ const _: () = {
 };
 
 /// Checks a segment name and shortens it to what the kernel takes.
-fn memfd_name(name: &str) -> Result<&str, ShmError> {
+pub(crate) fn memfd_name(name: &str) -> Result<&str, ShmError> {
     if name.contains('\0') {
         return Err(ShmError::InvalidName { name: name.to_owned() });
     }
@@ -306,7 +317,7 @@ fn memfd_name(name: &str) -> Result<&str, ShmError> {
 }
 
 /// `memfd_create` with `MFD_NOEXEC_SEAL` where the kernel has it.
-fn memfd_create(name: &str) -> Result<OwnedFd, Errno> {
+pub(crate) fn memfd_create(name: &str) -> Result<OwnedFd, Errno> {
     let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
     if !NOEXEC_SEAL_UNSUPPORTED.load(Ordering::Relaxed) {
         // EINVAL here can only mean an unknown flag: the name is checked and

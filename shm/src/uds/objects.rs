@@ -22,10 +22,11 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
-use shoal_core::object::Obj;
+use shoal_core::object::{ArchiveIn, Obj};
 
 use super::codec::{ProtocolError, WireObject};
 use crate::SegmentObject;
+use crate::growing::GrowingSegment;
 
 /// Archives shorter than this travel inline in control messages; longer
 /// ones in shared-memory segments (64 KiB: below it, a segment's syscalls
@@ -86,12 +87,20 @@ pub fn publish(obj: &Obj, name: impl FnOnce() -> String) -> Result<Obj, String> 
     if obj.as_any().downcast_ref::<SegmentObject>().is_some() {
         return Ok(Arc::clone(obj));
     }
-    let bytes = obj.archived_bytes().map_err(|e| e.to_string())?;
-    if bytes.len() < INLINE_MAX {
-        return Ok(Arc::clone(obj));
+    // Serialized straight into its segment past the inline size (no
+    // archive on the heap, no copy); an inline one stays with the object.
+    let sink = Box::new(GrowingSegment::new(name()));
+    match obj.archive_or_sink(INLINE_MAX, sink).map_err(|e| e.to_string())? {
+        ArchiveIn::Kept => Ok(Arc::clone(obj)),
+        ArchiveIn::Sunk { sink, len } => {
+            let growing = sink
+                .into_any()
+                .downcast::<GrowingSegment>()
+                .map_err(|_| "internal error: an archive went to another sink".to_string())?;
+            let segment = growing.seal(len).map_err(|e| format!("could not publish an object: {e}"))?;
+            Ok(Arc::new(SegmentObject::new(segment)))
+        }
     }
-    let segment = SegmentObject::copy_of(bytes, &name()).map_err(|e| format!("could not publish an object: {e}"))?;
-    Ok(Arc::new(segment))
 }
 
 #[cfg(test)]
