@@ -456,9 +456,13 @@ impl Outlet for Uplink {
     /// Archives the result once (validated there) and, if large, writes it
     /// into a new sealed segment, on the pool thread that made it.
     fn seal(&self, task: TaskId, result: Obj) -> Result<(Obj, u64), String> {
-        let nbytes = result.archived_bytes().map_err(|e| e.to_string())?.len() as u64;
         let name = || format!("shoal-w{}-t{}.{}", std::process::id(), task.index, task.generation);
-        Ok((uds::publish(&result, name)?, nbytes))
+        // Published first: a large result is serialized straight into its
+        // segment (archiving it here first would make the heap copy that
+        // publishing avoids); its size is then the segment's.
+        let published = uds::publish(&result, name)?;
+        let nbytes = published.archived_bytes().map_err(|e| e.to_string())?.len() as u64;
+        Ok((published, nbytes))
     }
 
     fn send_results(&self, results: Vec<RunResult>) {

@@ -126,6 +126,21 @@ mod tests {
     }
 
     #[test]
+    fn a_large_value_is_published_without_an_archive_on_the_heap() {
+        let value: Obj = Value::shared(vec![5u8; INLINE_MAX * 4]);
+        let published = publish(&value, name).unwrap();
+        assert!(published.as_any().downcast_ref::<SegmentObject>().is_some());
+        assert_eq!(read_owned::<Vec<u8>>(&*published).unwrap(), vec![5u8; INLINE_MAX * 4]);
+        // The value was serialized into the segment: it keeps no archive
+        // (its size estimate is still its in-memory size, not the archive's).
+        assert_eq!(value.nbytes(), size_of::<Vec<u8>>() as u64);
+        // A small one keeps its archive, as a reader's first read would.
+        let small: Obj = Value::shared(vec![5u8; 100]);
+        assert!(Arc::ptr_eq(&publish(&small, name).unwrap(), &small));
+        assert!(small.nbytes() >= 100);
+    }
+
+    #[test]
     fn a_segment_is_passed_on_not_copied() {
         let large: Obj = Value::shared(vec![3u8; INLINE_MAX * 2]);
         let published = publish(&large, name).unwrap();
