@@ -44,7 +44,19 @@ impl<J> Local<'_, J> {
     /// Queue a job on this thread (it runs next here unless stolen first).
     pub fn push(&self, job: J) {
         self.worker.push(job);
-        self.shared.wake_one();
+        self.shared.wake(1);
+    }
+
+    /// Queue jobs on this thread, the last one to run first, and wake as
+    /// many sleeping threads as there are jobs (one look at the sleepers
+    /// for the lot, not one per job).
+    pub fn push_all(&self, jobs: impl IntoIterator<Item = J>) {
+        let mut n = 0;
+        for job in jobs {
+            self.worker.push(job);
+            n += 1;
+        }
+        self.shared.wake(n);
     }
 
     /// Whether no job waits in the pool's injector (a job pushed here now
@@ -88,7 +100,20 @@ impl<J> Spawner<J> {
     /// Queue a job and wake a sleeping thread.
     pub fn push(&self, job: J) {
         self.shared.injector.push(job);
-        self.shared.wake_one();
+        self.shared.wake(1);
+    }
+
+    /// Queue jobs in order, and wake as many sleeping threads as there are
+    /// jobs: one look at the sleepers for the lot. Waking once per job
+    /// would make a system call per job while a woken thread has not yet
+    /// left the sleepers' count (`Condvar::notify_one` always does one).
+    pub fn push_all(&self, jobs: impl IntoIterator<Item = J>) {
+        let mut n = 0;
+        for job in jobs {
+            self.shared.injector.push(job);
+            n += 1;
+        }
+        self.shared.wake(n);
     }
 }
 
@@ -103,11 +128,24 @@ pub struct Shared<J> {
 }
 
 impl<J> Shared<J> {
-    fn wake_one(&self) {
+    /// Wakes up to `jobs` sleeping threads, after `jobs` jobs were
+    /// published (see "Sleeping" in the module docs: the fence and the look
+    /// at `sleepers` are the pusher's half of the handshake, whatever `jobs`).
+    fn wake(&self, jobs: usize) {
+        if jobs == 0 {
+            return;
+        }
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        let sleepers = self.sleepers.load(Ordering::SeqCst);
+        if sleepers > 0 {
             let _guard = self.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.wakeup.notify_one();
+            if jobs >= sleepers {
+                self.wakeup.notify_all();
+            } else {
+                for _ in 0..jobs {
+                    self.wakeup.notify_one();
+                }
+            }
         }
     }
 

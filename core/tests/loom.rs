@@ -7,7 +7,7 @@
 //! - the pool's sleep/wake (`core/src/executor.rs`, "Sleeping"): a job
 //!   pushed while a thread goes to sleep is never left with every thread
 //!   asleep. The pool itself is built on crossbeam-deque, which loom cannot
-//!   see into, so this checks a copy of its `sleep` and `wake_one`, step
+//!   see into, so this checks a copy of its `sleep` and `wake` (for one job), step
 //!   for step, with the deque as an atomic count of jobs.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p shoal-core --test loom --release`
@@ -61,7 +61,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// `Spawner::push`: publish the job, then `wake_one`.
+    /// `Spawner::push`: publish the job, then `wake(1)`.
     fn push(&self) {
         // Crossbeam's push is a release store of the new tail.
         self.jobs.fetch_add(1, Ordering::Release);

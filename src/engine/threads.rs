@@ -241,13 +241,11 @@ impl ThreadsEngine {
         let global = fx.jobs.split_off(keep);
         if let Some(local) = local {
             // Pushed last to first: the deque runs the last pushed first.
-            for job in fx.jobs.into_iter().rev() {
-                local.push(job);
-            }
+            local.push_all(fx.jobs.into_iter().rev());
         } else {
-            global_jobs(&self.spawner, fx.jobs);
+            self.spawner.push_all(fx.jobs);
         }
-        global_jobs(&self.spawner, global);
+        self.spawner.push_all(global);
         // Free released results before waking clients, so a client that
         // sees its tasks done also sees their inputs freed.
         drop(fx.garbage);
@@ -255,13 +253,6 @@ impl ThreadsEngine {
         if fx.wake_clients {
             self.driver.wake_clients();
         }
-    }
-}
-
-/// Queue jobs on the pool's injector, in order.
-fn global_jobs(spawner: &Spawner<Job>, jobs: Vec<Job>) {
-    for job in jobs {
-        spawner.push(job);
     }
 }
 

@@ -314,15 +314,20 @@ impl<O: Outlet> Worker<O> {
         // finishes one of them knows more are coming, and leaves its result
         // to be sent with theirs.
         self.shared.queued.fetch_add(runs.len(), Ordering::AcqRel);
-        for Run { task, func, inputs, report_start } in runs {
-            // An unknown task number is answered from the pool too: the
-            // reader never sends.
-            let entry = registry::entries().get(func as usize).copied();
-            let payload = Payload { func, entry, inputs, report_start };
-            let job = Arc::new(Job { task, claim: Claim::new(), payload: Mutex::new(Some(payload)) });
-            self.queue.push_back(Arc::clone(&job));
-            self.spawner.push(job);
-        }
+        let jobs: Vec<Arc<Job>> = runs
+            .into_iter()
+            .map(|Run { task, func, inputs, report_start }| {
+                // An unknown task number is answered from the pool too: the
+                // reader never sends.
+                let entry = registry::entries().get(func as usize).copied();
+                let payload = Payload { func, entry, inputs, report_start };
+                let job = Arc::new(Job { task, claim: Claim::new(), payload: Mutex::new(Some(payload)) });
+                self.queue.push_back(Arc::clone(&job));
+                job
+            })
+            .collect();
+        // One wake for the batch (see `Spawner::push_all`).
+        self.spawner.push_all(jobs);
     }
 
     /// Claims up to `count` runs not started, newest first (each one is

@@ -164,7 +164,12 @@ fn serve(fd: OsString) -> i32 {
     // The channels to peers: the reader adds and removes them, the sender
     // thread gives runs over them.
     let peer_outs: PeerOuts = Arc::new(Mutex::new(HashMap::new()));
-    let outlet = Uplink { socket: setup.socket, send_lock: Mutex::new(()), peers: Arc::clone(&peer_outs) };
+    let outlet = Uplink {
+        pid: std::process::id(),
+        socket: setup.socket,
+        send_lock: Mutex::new(()),
+        peers: Arc::clone(&peer_outs),
+    };
     if let Some(how) = &setup.die_before_hello {
         die_before_hello(how);
     }
@@ -425,6 +430,9 @@ fn adopt_socket(raw: RawFd) -> Result<UnixStream, String> {
 /// one `sendmsg` sequence). And its channels to its peers, for the runs it
 /// gives them.
 struct Uplink {
+    /// This process's id, for naming segments (read once: `getpid` is a
+    /// system call, and a name is made for every result).
+    pid: u32,
     socket: UnixStream,
     send_lock: Mutex<()>,
     peers: PeerOuts,
@@ -456,7 +464,7 @@ impl Outlet for Uplink {
     /// Archives the result once (validated there) and, if large, writes it
     /// into a new sealed segment, on the pool thread that made it.
     fn seal(&self, task: TaskId, result: Obj) -> Result<(Obj, u64), String> {
-        let name = || format!("shoal-w{}-t{}.{}", std::process::id(), task.index, task.generation);
+        let name = || format!("shoal-w{}-t{}.{}", self.pid, task.index, task.generation);
         // Published first: a large result is serialized straight into its
         // segment (archiving it here first would make the heap copy that
         // publishing avoids); its size is then the segment's.
