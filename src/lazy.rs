@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use shoal_core::Key;
 use shoal_core::object::Data;
-use shoal_core::scheduler::Dep;
+use shoal_core::scheduler::{Dep, SeededState};
 
 use crate::Task;
 use crate::args::{Arg, DepArg, IntoArgs, Tokenizer};
@@ -126,14 +126,14 @@ impl<T: Data> Lazy<T> {
 pub(crate) struct GraphBuilder {
     pub nodes: Vec<GraphNode>,
     /// Lazy nodes already added, by key (equal calls are one node).
-    seen: HashMap<Key, usize>,
+    seen: HashMap<Key, usize, SeededState>,
     /// Futures named by the graph, kept alive until it is submitted.
     pub futures: Vec<FutureRef>,
 }
 
 impl GraphBuilder {
     pub fn new() -> GraphBuilder {
-        GraphBuilder { nodes: Vec::new(), seen: HashMap::new(), futures: Vec::new() }
+        GraphBuilder { nodes: Vec::new(), seen: HashMap::default(), futures: Vec::new() }
     }
 
     /// Add one call (with its lazy inputs, first) and return its index;

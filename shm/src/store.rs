@@ -97,7 +97,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
 use shoal_core::object::Obj;
-use shoal_core::scheduler::{TaskId, WorkerId};
+use shoal_core::scheduler::{SeededState, TaskId, WorkerId};
 
 use crate::{SegmentObject, SpillBackend, SpillDir, SpillError, SpillFile, SpillIo};
 
@@ -296,7 +296,9 @@ pub struct Store {
     /// `None` once the engine is shut down.
     dir: Option<Arc<SpillDir>>,
     dir_path: PathBuf,
-    entries: HashMap<u64, Entry>,
+    /// By serial. A fast hasher (`SeededState`): an insert, lookups and a
+    /// removal per result.
+    entries: HashMap<u64, Entry, SeededState>,
     /// `Memory` entries by last use (oldest first).
     lru: BTreeMap<u64, u64>,
     clock: u64,
@@ -313,7 +315,7 @@ pub struct Store {
     on_disk: u64,
     files: usize,
     /// Inputs of the runs in flight, by task and worker.
-    runs: HashMap<(TaskId, WorkerId), Vec<u64>>,
+    runs: HashMap<(TaskId, WorkerId), Vec<u64>, SeededState>,
     /// Moves each time a spill file is deleted.
     space_epoch: u64,
     spills: u64,
@@ -332,7 +334,7 @@ impl Store {
             fd_budget: config.descriptors.unwrap_or(u64::MAX),
             dir_path: dir.path().to_path_buf(),
             dir: Some(dir),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             lru: BTreeMap::new(),
             clock: 0,
             next_serial: 0,
@@ -342,7 +344,7 @@ impl Store {
             held_leaving: 0,
             on_disk: 0,
             files: 0,
-            runs: HashMap::new(),
+            runs: HashMap::default(),
             space_epoch: 0,
             spills: 0,
             unspills: 0,
@@ -639,7 +641,7 @@ impl Store {
 
 /// What a closed store held; dropping it frees and deletes everything.
 pub struct Closed {
-    _entries: HashMap<u64, Entry>,
+    _entries: HashMap<u64, Entry, SeededState>,
     _dir: Option<Arc<SpillDir>>,
 }
 

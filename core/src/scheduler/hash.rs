@@ -1,5 +1,6 @@
 //! A fast, seeded hasher for the scheduler's maps (keys → tasks, worker ids
-//! → workers).
+//! → workers), and for any other map keyed by task keys (the facade's lazy
+//! graph builder: a million-task graph is a million inserts and lookups).
 //!
 //! Every task costs a key insert, lookup and removal, and every event a few
 //! worker lookups: with std's SipHash that was a sixth of the scheduler's
@@ -24,7 +25,7 @@ fn folded_multiply(a: u64, b: u64) -> u64 {
 
 /// Builds [`FoldHasher`]s that all start from one random state.
 #[derive(Clone)]
-pub(super) struct SeededState {
+pub struct SeededState {
     start: u64,
     pad: u64,
 }
@@ -44,7 +45,8 @@ impl BuildHasher for SeededState {
     }
 }
 
-pub(super) struct FoldHasher {
+/// A multiply-and-fold hasher started from a [`SeededState`].
+pub struct FoldHasher {
     state: u64,
     pad: u64,
 }

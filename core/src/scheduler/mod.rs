@@ -108,6 +108,7 @@ mod tests;
 mod transitions;
 mod workers;
 
+pub use hash::{FoldHasher, SeededState};
 pub use state::{GraphError, Scheduler};
 
 use std::sync::Arc;
