@@ -669,3 +669,39 @@ fn the_scheduler_s_dashboard_on_an_open_address_needs_its_token() {
     assert_eq!(http_get(&addr, "/metrics").0, 401, "no token, no page");
     assert_eq!(http_get(&addr, &format!("/metrics?token={token}")).0, 200);
 }
+
+// ---- A machine's agent and its worker processes (`SHOAL_WORKER_PROCESSES`) ----
+
+/// The pid of the process that ran it (after a nap, so that runs overlap).
+#[shoal::task]
+fn pid_after_nap(i: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(40 + i % 2));
+    u64::from(std::process::id())
+}
+
+/// A machine's agent with `processes` worker processes of `threads` threads.
+fn machine(url: &str, processes: usize, threads: usize, env: &[(&str, &str)]) -> Worker {
+    let processes = processes.to_string();
+    let mut all = vec![("SHOAL_WORKER_PROCESSES", processes.as_str())];
+    all.extend_from_slice(env);
+    Worker::start_with(url, threads, &all)
+}
+
+#[test]
+fn a_machine_of_two_worker_processes_runs_tasks_in_both() {
+    let server = scheduler();
+    let agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    assert_eq!(client.nthreads(), 2, "the machine counts the threads of its processes");
+    let futures = client.map(pid_after_nap, (0..16u64).collect::<Vec<_>>()).unwrap();
+    let pids: Vec<u64> = client.gather(&futures).unwrap();
+    let distinct: std::collections::BTreeSet<u64> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 2, "both worker processes ran tasks: {pids:?}");
+    assert!(!distinct.contains(&u64::from(agent.0.id())), "a task ran in the agent itself: {pids:?}");
+    // And the answers of a graph are right.
+    let xs: Vec<u64> = (0..40).collect();
+    let ys = client.map(inc, xs.clone()).unwrap();
+    let total_of = client.submit(total, &ys).unwrap();
+    assert_eq!(total_of.result().unwrap(), xs.iter().map(|x| x + 1).sum::<u64>());
+}

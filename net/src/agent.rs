@@ -53,6 +53,7 @@ use crate::auth::{self, Introduce, Secret};
 use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
 use crate::data::{self, Fetcher, Gate, Store};
 use crate::error::{NetError, Result};
+use crate::machine::{Machine, MachineConfig};
 use crate::wire::{
     self, ALWAYS_INLINE, ArchivedToWorkerMsg, ArchivedWireInput, ArchivedWireSource, FromWorkerMsg, MAX_ITEMS,
     ObjectsIn, Role, ToWorkerMsg, WireFailKind, WireFigures, WireObject, WireResult, WireTask,
@@ -69,6 +70,10 @@ pub const ENV_CONNECT_TIMEOUT: &str = "SHOAL_WORKER_CONNECT_TIMEOUT";
 /// Seconds the scheduler (or a peer sending a result) may stay silent
 /// before the worker takes it as gone (default 5).
 pub const ENV_DEAD_AFTER: &str = "SHOAL_WORKER_DEAD_AFTER";
+/// Worker processes of this machine (default 0: the agent runs the tasks
+/// on threads of its own; see [`crate::machine`]). With processes,
+/// [`ENV_THREADS`] is the threads of each.
+pub const ENV_PROCESSES: &str = "SHOAL_WORKER_PROCESSES";
 /// Test hook: a fingerprint (decimal) announced instead of the binary's own.
 pub const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
 
@@ -94,8 +99,10 @@ pub const UNFETCHED_PAUSE: Duration = Duration::from_millis(200);
 pub struct AgentConfig {
     /// The scheduler, `host:port`.
     pub address: String,
-    /// Worker threads.
+    /// Worker threads (of each process, with processes).
     pub threads: usize,
+    /// Worker processes (0: tasks run on the agent's own threads).
+    pub processes: usize,
     /// The shared secret, if the cluster has one.
     pub secret: Option<Secret>,
     /// How long to keep trying to reach the scheduler.
@@ -133,17 +140,30 @@ pub fn config_from_env() -> Option<Result<AgentConfig>> {
                 .ok_or_else(|| NetError::Config(format!("{var}={s:?} is not a number of seconds"))),
             Err(_) => Ok(default),
         };
+        let processes = match std::env::var(ENV_PROCESSES) {
+            Ok(n) => n
+                .parse::<usize>()
+                .map_err(|_| NetError::Config(format!("{ENV_PROCESSES}={n:?} is not a number of worker processes")))?,
+            Err(_) => 0,
+        };
         let connect_for = seconds(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_FOR)?;
         let dead_after = seconds(ENV_DEAD_AFTER, DEFAULT_DEAD_AFTER)?.max(Duration::from_millis(100));
         let fingerprint = match std::env::var(ENV_FINGERPRINT_OVERRIDE) {
             Ok(s) => s.parse::<u128>().map_err(|_| NetError::Config(format!("bad {ENV_FINGERPRINT_OVERRIDE}")))?,
             Err(_) => shoal_core::registry::fingerprint().map_err(|e| NetError::Config(e.to_string()))?,
         };
-        Ok(AgentConfig { address, threads, secret, connect_for, dead_after, fingerprint })
+        Ok(AgentConfig { address, threads, processes, secret, connect_for, dead_after, fingerprint })
     };
     let config = read();
-    for var in [ENV_WORKER, ENV_THREADS, ENV_SECRET_FILE, ENV_CONNECT_TIMEOUT, ENV_DEAD_AFTER, ENV_FINGERPRINT_OVERRIDE]
-    {
+    for var in [
+        ENV_WORKER,
+        ENV_THREADS,
+        ENV_PROCESSES,
+        ENV_SECRET_FILE,
+        ENV_CONNECT_TIMEOUT,
+        ENV_DEAD_AFTER,
+        ENV_FINGERPRINT_OVERRIDE,
+    ] {
         // SAFETY: `remove_var` races only with other threads reading or
         // writing the environment; this runs before `main` (the hook) or
         // first in `main` (`shoal::init`, documented as to be called before
@@ -159,6 +179,32 @@ enum Ended {
     Shutdown,
     /// The connection was lost (after the handshake): connect again.
     Lost(NetError),
+    /// This machine cannot serve (its worker processes cannot start).
+    Fatal(NetError),
+}
+
+/// What runs the tasks: the agent's own threads, or its machine's worker
+/// processes.
+enum Runner {
+    Threads(Worker<TcpOutlet>),
+    Processes(Arc<Machine<TcpOutlet>>),
+}
+
+impl Runner {
+    fn handle(&mut self, message: ToWorker) -> Flow {
+        match self {
+            Runner::Threads(worker) => worker.handle(message),
+            Runner::Processes(machine) => machine.handle(message),
+        }
+    }
+
+    /// The session ended: runs still here are the scheduler's business.
+    fn abandon(self) {
+        match self {
+            Runner::Threads(worker) => worker.abandon(),
+            Runner::Processes(machine) => machine.stop(),
+        }
+    }
 }
 
 /// Serves a scheduler until it says `Shutdown` (`Ok`), refuses this worker,
@@ -183,6 +229,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             port.abort();
             match ended {
                 Ended::Shutdown => return Ok(()),
+                Ended::Fatal(e) => return Err(e),
                 Ended::Lost(e) => {
                     tracing::warn!("lost the scheduler at {}: {e}; connecting again", config.address)
                 }
@@ -212,7 +259,7 @@ async fn connect(config: &AgentConfig) -> Result<(Halves, auth::Welcomed, TcpLis
                 let (r, w) = stream.into_split();
                 let mut reader = FrameReader::new(r, config.address.clone(), config.dead_after);
                 let mut writer = FrameWriter::new(w);
-                let nthreads = u32::try_from(config.threads).unwrap_or(u32::MAX);
+                let nthreads = u32::try_from(config.threads * config.processes.max(1)).unwrap_or(u32::MAX);
                 let me = Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads, data_port };
                 match auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), HANDSHAKE_TIMEOUT).await {
                     Ok(welcome) => return Ok(((reader, writer), welcome, listener)),
@@ -279,9 +326,24 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
     // The runtime's heartbeat lists the runs started here (`Running`), so
     // that a loss of this worker is counted only against those.
     let outlet = TcpOutlet { tx: tx.clone(), store: Arc::clone(store) };
-    let mut worker = match Worker::start(outlet, config.threads, Some(heartbeat)) {
-        Ok(w) => w,
-        Err(e) => return Ended::Lost(e.into()),
+    let mut worker = if config.processes == 0 {
+        match Worker::start(outlet, config.threads, Some(heartbeat)) {
+            Ok(w) => Runner::Threads(w),
+            Err(e) => return Ended::Lost(e.into()),
+        }
+    } else {
+        let machine =
+            MachineConfig { processes: config.processes, threads: config.threads, silence_limit: config.dead_after };
+        // Blocking (each process's hello): off the runtime's thread, which
+        // keeps the heartbeats to the scheduler going meanwhile.
+        match tokio::task::spawn_blocking(move || Machine::start(&machine, outlet)).await {
+            Ok(Ok(machine)) => {
+                tracing::info!("worker processes of this machine: pids {:?}", machine.pids());
+                Runner::Processes(machine)
+            }
+            Ok(Err(e)) => return Ended::Fatal(e),
+            Err(e) => return Ended::Fatal(NetError::Config(format!("starting the worker processes: {e}"))),
+        }
     };
     let ended = loop {
         let message = tokio::select! {
@@ -568,6 +630,7 @@ fn input(list: bool, mut objects: Vec<Obj>) -> Input {
 /// The worker runtime's way back to the scheduler: messages on the
 /// connection's queue. A queue whose connection is gone drops them (the
 /// reader notices the loss and starts a new session).
+#[derive(Clone)]
 struct TcpOutlet {
     tx: UnboundedSender<Outgoing>,
     /// Where results over [`ALWAYS_INLINE`] stay (served on the data port).

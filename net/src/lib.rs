@@ -13,6 +13,8 @@
 //! - [`monitor`]: what the dashboard and clients see of a cluster (task
 //!   events, names from clients, workers' figures);
 //! - [`agent`]: a worker: the user's binary started with `SHOAL_WORKER`;
+//! - [`machine`]: with `SHOAL_WORKER_PROCESSES`, that worker is its
+//!   machine's agent, and runs tasks in worker processes it starts;
 //! - [`client`]: a client's link to a scheduler (behind
 //!   `Client::connect`).
 //!
@@ -28,6 +30,7 @@ pub mod conn;
 pub mod data;
 pub mod error;
 pub mod frame;
+pub mod machine;
 pub mod monitor;
 pub mod server;
 // rkyv's derives generate resolver types for enum variants with no docs to
