@@ -705,3 +705,83 @@ fn a_machine_of_two_worker_processes_runs_tasks_in_both() {
     let total_of = client.submit(total, &ys).unwrap();
     assert_eq!(total_of.result().unwrap(), xs.iter().map(|x| x + 1).sum::<u64>());
 }
+
+/// A blob whose first four bytes are the pid of the process that made it.
+#[shoal::task]
+fn pid_blob(seed: u8) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..3_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    data[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    data
+}
+
+/// The pid written into a [`pid_blob`] (`k`: a distinct key per call).
+#[shoal::task]
+fn maker_pid(data: &Archived<Vec<u8>>, k: u64) -> u64 {
+    let _ = k;
+    u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]]))
+}
+
+/// The files under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
+}
+
+#[test]
+fn a_worker_process_killed_under_its_agent_loses_no_result_and_the_job_completes() {
+    let server = scheduler();
+    let agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let data = client.submit(pid_blob, 7u8).unwrap();
+    let maker = client.submit(maker_pid, (&data, 0u64)).unwrap().result().unwrap();
+    assert_ne!(maker, u64::from(agent.0.id()), "the blob was made in the agent, not in a worker process");
+    // Runs in both processes, and the blob's maker killed under them.
+    let xs: Vec<u64> = (0..8).collect();
+    let naps = client.map(nap, xs.clone()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(maker).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    assert_eq!(client.gather(&naps).unwrap(), xs.iter().map(|x| x * 2).collect::<Vec<_>>());
+    // The blob outlived its maker in the machine's store: read from there,
+    // not made again (a new run would write a live process's pid).
+    assert_eq!(client.submit(maker_pid, (&data, 1u64)).unwrap().result().unwrap(), maker);
+    assert_eq!(
+        client.submit(byte_at, (&data, 1000u64)).unwrap().result().unwrap(),
+        u64::from((1000u32 as u8).wrapping_mul(7)) + 1000
+    );
+    assert_eq!(server.workers(), 1, "the machine stayed");
+}
+
+#[test]
+fn a_machine_over_its_memory_limit_spills_its_results_and_reads_them_back() {
+    let server = scheduler();
+    let spill = std::env::temp_dir().join(format!("shoal-cluster-spill-{}", std::process::id()));
+    std::fs::create_dir_all(&spill).unwrap();
+    let spill_str = spill.to_str().unwrap().to_string();
+    // Two blobs of 3 MB fit under 7 MB; five do not.
+    let _agent = machine(
+        &server.url(),
+        2,
+        1,
+        &[("SHOAL_WORKER_MEMORY_LIMIT", "7000000"), ("SHOAL_WORKER_SPILL_DIR", spill_str.as_str())],
+    );
+    wait_for("the machine", || server.workers() == 1);
+    // The store's own directory and what it keeps there before any spill.
+    let before = files_under(&spill);
+    let client = Client::connect(&server.url()).unwrap();
+    let seeds = [1u8, 2, 3, 4, 5];
+    let blobs: Vec<_> = seeds.iter().map(|&s| client.submit(blob, s).unwrap()).collect();
+    shoal::wait(&blobs).unwrap();
+    let spilled = files_under(&spill) - before;
+    assert!(spilled >= 3, "five blobs of 3 MB under a 7 MB limit: {spilled} spill files, not at least 3");
+    // Each read back for its reader, and for the client's gather.
+    for (&seed, data) in seeds.iter().zip(&blobs) {
+        assert_eq!(client.submit(checksum, data).unwrap().result().unwrap(), blob_sum(seed));
+    }
+    let back = blobs[0].result().unwrap();
+    assert_eq!(back[999], (999u32 as u8).wrapping_mul(1));
+    drop(client);
+    drop(_agent);
+    let _ = std::fs::remove_dir_all(&spill);
+}

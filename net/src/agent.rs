@@ -54,6 +54,7 @@ use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
 use crate::data::{self, Fetcher, Gate, Store};
 use crate::error::{NetError, Result};
 use crate::machine::{Machine, MachineConfig};
+use crate::store::{MachineStore, StoreSettings};
 use crate::wire::{
     self, ALWAYS_INLINE, ArchivedToWorkerMsg, ArchivedWireInput, ArchivedWireSource, FromWorkerMsg, MAX_ITEMS,
     ObjectsIn, Role, ToWorkerMsg, WireFailKind, WireFigures, WireObject, WireResult, WireTask,
@@ -74,6 +75,12 @@ pub const ENV_DEAD_AFTER: &str = "SHOAL_WORKER_DEAD_AFTER";
 /// on threads of its own; see [`crate::machine`]). With processes,
 /// [`ENV_THREADS`] is the threads of each.
 pub const ENV_PROCESSES: &str = "SHOAL_WORKER_PROCESSES";
+/// Bytes of result segments the machine's store keeps in memory before it
+/// spills (default: half the machine's memory or of its cgroup's limit).
+pub const ENV_MEMORY_LIMIT: &str = "SHOAL_WORKER_MEMORY_LIMIT";
+/// The directory in which the machine's store makes its spill directory
+/// (default: the system's temporary directory).
+pub const ENV_SPILL_DIR: &str = "SHOAL_WORKER_SPILL_DIR";
 /// Test hook: a fingerprint (decimal) announced instead of the binary's own.
 pub const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
 
@@ -103,6 +110,8 @@ pub struct AgentConfig {
     pub threads: usize,
     /// Worker processes (0: tasks run on the agent's own threads).
     pub processes: usize,
+    /// The machine's store: memory limit and spill directory.
+    pub store: StoreSettings,
     /// The shared secret, if the cluster has one.
     pub secret: Option<Secret>,
     /// How long to keep trying to reach the scheduler.
@@ -146,19 +155,40 @@ pub fn config_from_env() -> Option<Result<AgentConfig>> {
                 .map_err(|_| NetError::Config(format!("{ENV_PROCESSES}={n:?} is not a number of worker processes")))?,
             Err(_) => 0,
         };
+        let memory_limit = match std::env::var(ENV_MEMORY_LIMIT) {
+            Ok(n) => n.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                NetError::Config(format!("{ENV_MEMORY_LIMIT}={n:?} is not a positive number of bytes"))
+            })?,
+            Err(_) => shoal_shm::store::default_memory_limit(),
+        };
+        let spill_parent = match std::env::var_os(ENV_SPILL_DIR) {
+            Some(dir) if std::path::Path::new(&dir).is_dir() => std::path::PathBuf::from(dir),
+            Some(dir) => {
+                return Err(NetError::Config(format!(
+                    "{ENV_SPILL_DIR}={dir:?} is not an existing directory; create it first"
+                )));
+            }
+            None => std::env::temp_dir(),
+        };
+        // Each process's connection and the frames in flight take
+        // descriptors of the agent's too (as the processes mode counts).
+        let descriptors = (processes > 0).then(|| shoal_shm::store::descriptor_budget(processes));
+        let store = StoreSettings { memory_limit, spill_parent, descriptors };
         let connect_for = seconds(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_FOR)?;
         let dead_after = seconds(ENV_DEAD_AFTER, DEFAULT_DEAD_AFTER)?.max(Duration::from_millis(100));
         let fingerprint = match std::env::var(ENV_FINGERPRINT_OVERRIDE) {
             Ok(s) => s.parse::<u128>().map_err(|_| NetError::Config(format!("bad {ENV_FINGERPRINT_OVERRIDE}")))?,
             Err(_) => shoal_core::registry::fingerprint().map_err(|e| NetError::Config(e.to_string()))?,
         };
-        Ok(AgentConfig { address, threads, processes, secret, connect_for, dead_after, fingerprint })
+        Ok(AgentConfig { address, threads, processes, store, secret, connect_for, dead_after, fingerprint })
     };
     let config = read();
     for var in [
         ENV_WORKER,
         ENV_THREADS,
         ENV_PROCESSES,
+        ENV_MEMORY_LIMIT,
+        ENV_SPILL_DIR,
         ENV_SECRET_FILE,
         ENV_CONNECT_TIMEOUT,
         ENV_DEAD_AFTER,
@@ -211,7 +241,7 @@ impl Runner {
 /// or stays unreachable for `connect_for` (`Err`, with why).
 pub fn run(config: AgentConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let store = Store::default();
+    let store = MachineStore::new(&config.store)?;
     runtime.block_on(async {
         loop {
             let (halves, welcome, listener) = connect(&config).await?;

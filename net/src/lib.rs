@@ -6,6 +6,7 @@
 //! - [`wire`]: the messages as rkyv types, validated on receipt;
 //! - [`conn`]: a connection's reader and writer (heartbeats, liveness);
 //! - [`data`]: peer-to-peer transfers: workers serve the results they hold;
+//! - [`store`]: a machine's store of results (memory limit, spill);
 //! - [`auth`]: the handshake — protocol version, shared secret by
 //!   challenge-response, registry fingerprint;
 //! - [`server`]: the scheduler server (`shoal scheduler`), which serves
@@ -33,6 +34,7 @@ pub mod frame;
 pub mod machine;
 pub mod monitor;
 pub mod server;
+pub mod store;
 // rkyv's derives generate resolver types for enum variants with no docs to
 // copy; every type written here is documented.
 #[allow(missing_docs)]
