@@ -785,3 +785,120 @@ fn a_machine_over_its_memory_limit_spills_its_results_and_reads_them_back() {
     drop(_agent);
     let _ = std::fs::remove_dir_all(&spill);
 }
+
+/// `"<pid> <mapping>"`: the process that ran it, and the name of the
+/// mapping its input lies in (`/memfd:<segment>` for a segment; empty or
+/// `[heap]` for memory of the process's own).
+#[shoal::task]
+fn where_read(data: &Archived<Vec<u8>>, k: u64) -> String {
+    std::thread::sleep(Duration::from_millis(50 + k % 2));
+    format!("{} {}", std::process::id(), mapping_of(data.as_ptr() as usize))
+}
+
+/// As [`where_read`], of its first input; the second makes its holder the
+/// machine with the most input bytes.
+#[shoal::task]
+fn where_read_beside(data: &Archived<Vec<u8>>, heavy: &Archived<Vec<u8>>, k: u64) -> String {
+    std::thread::sleep(Duration::from_millis(50 + k % 2 + u64::from(heavy[0] % 2)));
+    format!("{} {}", std::process::id(), mapping_of(data.as_ptr() as usize))
+}
+
+/// Six megabytes.
+#[shoal::task]
+fn big_blob(seed: u8) -> Vec<u8> {
+    (0..6_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
+}
+
+/// The path of the mapping of this process that holds address `at`.
+fn mapping_of(at: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .find_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (lo, hi) = parts.next()?.split_once('-')?;
+            let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+            // perms, offset, dev, inode, then the path (if any).
+            (lo <= at && at < hi).then(|| parts.nth(4).unwrap_or("").to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// `(pid, mapping)` of a [`where_read`] answer.
+fn parse_read(read: &str) -> (u64, String) {
+    let (pid, mapping) = read.split_once(' ').unwrap();
+    (pid.parse().unwrap(), mapping.to_string())
+}
+
+/// Each worker's figures are sent every second: wait for a fresh set.
+fn fresh_figures(server: &ServerHandle) -> Vec<(u32, u32, shoal_net::wire::WireFigures)> {
+    std::thread::sleep(shoal_net::wire::FIGURES_EVERY + Duration::from_millis(300));
+    server.figures()
+}
+
+#[test]
+fn a_result_made_by_one_process_of_a_machine_is_read_by_the_other_in_place() {
+    let server = scheduler();
+    let _agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let data = client.submit(pid_blob, 9u8).unwrap();
+    let maker = client.submit(maker_pid, (&data, 0u64)).unwrap().result().unwrap();
+    let reads: Vec<_> = (0..8u64).map(|k| client.submit(where_read, (&data, k)).unwrap()).collect();
+    let reads: Vec<String> = client.gather(&reads).unwrap();
+    let readers: std::collections::BTreeSet<u64> = reads.iter().map(|r| parse_read(r).0).collect();
+    assert!(readers.iter().any(|&pid| pid != maker), "no reader ran beside the maker {maker}: {reads:?}");
+    // Every reader mapped the maker's own segment: no copy on the machine.
+    for read in &reads {
+        let (_, mapping) = parse_read(read);
+        assert!(mapping.starts_with(&format!("/memfd:shoal-w{maker}-")), "not read in place: {read}");
+    }
+    // And nothing crossed a data port.
+    let figures = fresh_figures(&server);
+    assert_eq!(figures.len(), 1);
+    assert_eq!(figures[0].2.served_bytes, 0, "{figures:?}");
+    assert_eq!(figures[0].2.fetched_bytes, 0, "{figures:?}");
+    assert_eq!(server.counts().remote_inputs, 0);
+}
+
+#[test]
+fn an_input_fetched_from_another_machine_lands_once_and_its_processes_read_it_in_place() {
+    let server = scheduler();
+    let far = machine(&server.url(), 2, 1, &[]);
+    wait_for("the first machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let heavy = client.submit(big_blob, 2u8).unwrap();
+    shoal::wait(std::slice::from_ref(&heavy)).unwrap();
+    let near = Worker::start(&server.url(), 1);
+    wait_for("the second machine", || server.workers() == 2);
+    // The first machine is busier (least loaded, lowest id wins a tie), so
+    // the blob is made on the second.
+    let _sleeper = client.submit(half_second, 77u64).unwrap();
+    let data = client.submit(pid_blob, 4u8).unwrap();
+    assert_eq!(client.submit(maker_pid, (&data, 0u64)).unwrap().result().unwrap(), u64::from(near.0.id()));
+    // Readers of both go where the most input bytes are: the first machine,
+    // which fetches the blob from the second.
+    let reads: Vec<_> = (0..8u64).map(|k| client.submit(where_read_beside, (&data, &heavy, k)).unwrap()).collect();
+    let reads: Vec<String> = client.gather(&reads).unwrap();
+    let far_reads: Vec<(u64, String)> =
+        reads.iter().map(|r| parse_read(r)).filter(|(pid, _)| *pid != u64::from(near.0.id())).collect();
+    let readers: std::collections::BTreeSet<u64> = far_reads.iter().map(|(pid, _)| *pid).collect();
+    assert_eq!(readers.len(), 2, "both processes of the first machine read the blob: {reads:?}");
+    assert!(!readers.contains(&u64::from(far.0.id())), "a task ran in the agent: {reads:?}");
+    // In place: the one copy the agent landed in a segment of its own.
+    for (pid, mapping) in &far_reads {
+        assert!(
+            mapping.starts_with(&format!("/memfd:shoal-a{}-fetched-", far.0.id())),
+            "process {pid} did not read the landed copy: {mapping:?}"
+        );
+    }
+    // Fetched once, whatever the runs that needed it (some readers may
+    // run on the second machine if the first is full: that one fetches
+    // the heavy blob, which is not counted here).
+    let figures = fresh_figures(&server);
+    let (_, _, far_figures) = figures.iter().find(|(_, pid, _)| *pid == far.0.id()).unwrap();
+    assert!(
+        (3_000_000..6_000_000).contains(&far_figures.fetched_bytes),
+        "the first machine fetched {} bytes, not one blob: {figures:?}",
+        far_figures.fetched_bytes
+    );
+}

@@ -48,6 +48,7 @@ use shoal_core::scheduler::TaskId;
 use shoal_core::worker::{Flow, Outlet, Worker};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::watch;
 
 use crate::auth::{self, Introduce, Secret};
 use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
@@ -352,6 +353,7 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
         config.dead_after,
     ));
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel::<Fetched>();
+    let landing = Landing { landings: Landings::default(), in_segment: config.processes > 0 };
     let figures = tokio::spawn(send_figures(tx.clone()));
     // The runtime's heartbeat lists the runs started here (`Running`), so
     // that a loss of this worker is counted only against those.
@@ -414,7 +416,13 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
                     break Ended::Shutdown;
                 }
                 if !fetch.is_empty() {
-                    tokio::spawn(fetch_inputs(Arc::clone(&fetcher), Arc::clone(store), fetch, fetched_tx.clone()));
+                    tokio::spawn(fetch_inputs(
+                        Arc::clone(&fetcher),
+                        Arc::clone(store),
+                        fetch,
+                        fetched_tx.clone(),
+                        landing.clone(),
+                    ));
                 }
             }
             Ok(Some(Decoded::Release(tasks))) => data::drop_all(store, tasks),
@@ -461,17 +469,75 @@ enum Decoded {
     Release(Vec<TaskId>),
 }
 
+/// Fetches in flight on this machine, by task: a run that needs an input
+/// another fetch is bringing waits for that one (so an object lands once,
+/// whatever the runs and messages that need it). The value is `None` while
+/// the fetch runs, then the object (`None` inside: the fetch failed).
+type Landings = Arc<std::sync::Mutex<HashMap<TaskId, watch::Receiver<Option<Option<Obj>>>>>>;
+
+/// How a fetched object lands in the machine's store.
+#[derive(Clone)]
+struct Landing {
+    landings: Landings,
+    /// Copied once into a segment of its own (the machine has worker
+    /// processes, which then map it; else tasks read it on the heap here).
+    in_segment: bool,
+}
+
+impl Landing {
+    /// Keeps `obj` (fetched as `task`'s result) in the store, in a segment
+    /// if the machine has processes; the object as kept.
+    fn land(&self, store: &Store, task: TaskId, obj: Obj) -> Obj {
+        let obj = if self.in_segment {
+            let name = || format!("shoal-a{}-fetched-t{}.{}", std::process::id(), task.index, task.generation);
+            shoal_shm::uds::publish(&obj, name).unwrap_or_else(|e| {
+                // The heap copy still serves (each run sent then copies
+                // it into a segment of its own).
+                tracing::warn!("could not copy a fetched input into shared memory: {e}");
+                obj
+            })
+        } else {
+            obj
+        };
+        data::put(store, task, Arc::clone(&obj));
+        obj
+    }
+}
+
 /// Fetches the inputs of `runs` from their holders (one request per holder,
-/// all holders at once), keeps the copies in the store, and hands back the
-/// runs that have their inputs now and those that cannot.
-async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, done: UnboundedSender<Fetched>) {
+/// all holders at once; an input that another fetch of this machine is
+/// bringing is waited for instead), keeps the copies in the store, and hands
+/// back the runs that have their inputs now and those that cannot.
+async fn fetch_inputs(
+    fetcher: Arc<Fetcher>,
+    store: Store,
+    runs: Vec<Waiting>,
+    done: UnboundedSender<Fetched>,
+    landing: Landing,
+) {
     let mut wanted: HashMap<String, Vec<TaskId>> = HashMap::new();
-    for run in &runs {
-        for source in run.inputs.iter().flatten() {
-            if let Source::Fetch { task, address } = source {
-                let list = wanted.entry(address.clone()).or_default();
-                if !list.contains(task) {
-                    list.push(*task);
+    let mut leading: HashMap<TaskId, watch::Sender<Option<Option<Obj>>>> = HashMap::new();
+    let mut following: Vec<(TaskId, watch::Receiver<Option<Option<Obj>>>)> = Vec::new();
+    let mut got: HashMap<TaskId, Obj> = HashMap::new();
+    {
+        let mut landings = landing.landings.lock().unwrap_or_else(|p| p.into_inner());
+        for run in &runs {
+            for source in run.inputs.iter().flatten() {
+                let Source::Fetch { task, address } = source else { continue };
+                let task = *task;
+                if leading.contains_key(&task) || got.contains_key(&task) || following.iter().any(|(t, _)| *t == task) {
+                    continue;
+                }
+                if let Some(rx) = landings.get(&task) {
+                    following.push((task, rx.clone()));
+                } else if let Some(obj) = data::get(&store, task) {
+                    // Landed since the message was decoded.
+                    got.insert(task, obj);
+                } else {
+                    let (tx, rx) = watch::channel(None);
+                    landings.insert(task, rx);
+                    leading.insert(task, tx);
+                    wanted.entry(address.clone()).or_default().push(task);
                 }
             }
         }
@@ -484,7 +550,6 @@ async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, d
             (address, tasks, got)
         });
     }
-    let mut got: HashMap<TaskId, Obj> = HashMap::new();
     while let Some(joined) = fetches.join_next().await {
         let Ok((address, tasks, answer)) = joined else { continue };
         match answer {
@@ -492,14 +557,31 @@ async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, d
                 for (task, obj) in tasks.into_iter().zip(objects) {
                     match obj {
                         Some(obj) => {
-                            data::put(&store, task, Arc::clone(&obj));
-                            got.insert(task, obj);
+                            got.insert(task, landing.land(&store, task, obj));
                         }
                         None => tracing::warn!("the worker at {address} does not hold {task:?}"),
                     }
                 }
             }
             Err(e) => tracing::warn!("could not fetch inputs from the worker at {address}: {e}"),
+        }
+    }
+    {
+        // Landed (in the store) or failed: followers are answered, and a
+        // later run finds the object in the store.
+        let mut landings = landing.landings.lock().unwrap_or_else(|p| p.into_inner());
+        for (task, tx) in leading {
+            landings.remove(&task);
+            let _ = tx.send(Some(got.get(&task).cloned()));
+        }
+    }
+    for (task, mut rx) in following {
+        // A leader that ended without an answer (its task aborted) counts
+        // as a failed fetch.
+        if let Ok(value) = rx.wait_for(Option::is_some).await
+            && let Some(Some(obj)) = value.as_ref()
+        {
+            got.insert(task, Arc::clone(obj));
         }
     }
     let mut ready = Vec::new();

@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +53,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const SERVE_IDLE: Duration = Duration::from_secs(60);
 
 pub use crate::store::{Store, clear, drop_all, get, put};
+
+/// Bytes of results this process's data port served so far (the
+/// worker's figures carry it: how much left this machine).
+pub static SERVED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of results this process fetched from data ports so far.
+pub static FETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of the objects present in a reply.
+fn bytes_of(objects: &[Option<Obj>]) -> u64 {
+    objects.iter().flatten().map(|o| o.archived_bytes().map_or(0, |b| b.len() as u64)).sum()
+}
 
 /// Who may fetch from a data port: peers with the cluster's secret and
 /// fingerprint.
@@ -122,6 +134,7 @@ async fn serve_one(stream: TcpStream, addr: SocketAddr, store: Store, gate: Gate
             tokio::task::spawn_blocking(move || tasks.into_iter().map(|t| get(&held, t)).collect())
                 .await
                 .map_err(|e| NetError::protocol(format!("reading results for a peer failed: {e}")))?;
+        SERVED_BYTES.fetch_add(bytes_of(&objects), Ordering::Relaxed);
         let mut out = ObjectsOut::default();
         let items = objects.iter().map(|o| o.as_ref().and_then(|o| out.object(o).ok())).collect();
         let body = wire::to_bytes(&DataReply { items })?;
@@ -213,5 +226,6 @@ async fn request(mut conn: Conn, tasks: &[TaskId]) -> Result<(Conn, Vec<Option<O
         }
         objects.finish()?;
     }
+    FETCHED_BYTES.fetch_add(bytes_of(&got), Ordering::Relaxed);
     Ok((conn, got))
 }
