@@ -15,10 +15,13 @@
 //!    fingerprint) is final: the worker exits with the scheduler's reason.
 //! 3. **Serve.** The core worker runtime ([`shoal_core::worker::Worker`],
 //!    `SHOAL_WORKER_THREADS` threads, default one per core) runs the runs it
-//!    is sent; its [`Outlet`] here sends small results (at most
+//!    is sent — or, with `SHOAL_WORKER_PROCESSES=N`, this worker is its
+//!    machine's agent and its `N` worker processes run them
+//!    ([`crate::machine`]); its [`Outlet`] here sends small results (at most
 //!    [`ALWAYS_INLINE`] bytes) to the scheduler and keeps larger ones in the
-//!    worker's store, served to peers on its data port ([`crate::data`],
-//!    bound before the hello that announces it). A run's input comes with
+//!    worker's store ([`crate::store`]: the machine's, under its memory
+//!    limit, spilling past it), served to peers on its data port
+//!    ([`crate::data`], bound before the hello that announces it). A run's input comes with
 //!    it, is in the store, or is fetched from the worker holding it (one
 //!    request per holder for the runs of one message, then kept in the
 //!    store as a copy for later runs); a run whose input cannot be fetched
