@@ -19,8 +19,9 @@
 //! ```text
 //! scheduler ──Runs──► agent: queue (the machine's), in order
 //!   dispatch: each queued run to the process with the fewest runs, while
-//!   it holds fewer than SLOTS_PER_THREAD × threads (inputs: inline
-//!   archives, or segment descriptors: results and copies of this machine)
+//!   it holds fewer than threads × (1 + extra), extra paced by how long
+//!   runs take (inputs: inline archives, or segment descriptors: results
+//!   and copies of this machine)
 //!                      agent ──Runs──► process ──Results [inline | fd]──► agent
 //!   result: kept in the machine store if large (its segment), sent on
 //!   to the scheduler (small inline, large as its size only); dispatch again
@@ -53,6 +54,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use shoal_core::driver::pacing::Pacing;
 use shoal_core::protocol::{FailKind, FromWorker, Run, RunResult, ToWorker};
 use shoal_core::scheduler::{TaskId, WorkerId};
 use shoal_core::worker::{Flow, Outlet};
@@ -61,12 +63,15 @@ use shoal_shm::uds::{self, RunBatch};
 
 use crate::error::{NetError, Result};
 
-/// Runs a process holds at most per thread: one running and one at hand,
-/// so a thread that ends a run starts the next without a round trip to the
-/// agent, while the rest wait in the machine's queue, where any process
-/// that frees a slot takes them (the balance between processes) and where
-/// the scheduler's steals find them.
-pub const SLOTS_PER_THREAD: usize = 2;
+/// Runs a process holds per thread beyond the running one, until the
+/// first results say how long runs take: one at hand, so a thread that
+/// ends a run starts the next without a round trip to the agent, while the
+/// rest wait in the machine's queue, where any process that frees a slot
+/// takes them (the balance between processes) and where the scheduler's
+/// steals find them. Then [`Pacing`] sets it, as the processes mode's
+/// driver does: about a millisecond of work per thread (short runs travel
+/// by the dozen, long ones one at a time).
+pub const FIRST_EXTRA_SLOTS_PER_THREAD: u32 = 1;
 /// Deaths of processes that had started a run before the run fails (as
 /// the processes mode's `max_worker_deaths`): a task that kills its
 /// process fails instead of killing every replacement.
@@ -98,12 +103,15 @@ struct Proc {
     runs: usize,
 }
 
-#[derive(Default)]
 struct State {
     closed: bool,
     /// No process is left and none can be started: why.
     broken: Option<String>,
     procs: HashMap<WorkerId, Proc>,
+    /// How many runs a process holds, from how long runs take.
+    pacing: Pacing,
+    /// Runs a process holds per thread beyond the running one.
+    extra: u32,
     /// Runs waiting for a slot, and the deaths counted against each.
     queue: VecDeque<(Run, u32)>,
     flight: HashMap<TaskId, Flight>,
@@ -145,7 +153,15 @@ impl<O: Outlet> Machine<O> {
     /// supervisor reporting to the machine.
     pub fn start(config: &MachineConfig, outlet: O) -> Result<Arc<Machine<O>>> {
         let machine = Arc::new(Machine {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                closed: false,
+                broken: None,
+                procs: HashMap::new(),
+                pacing: Pacing::new(FIRST_EXTRA_SLOTS_PER_THREAD),
+                extra: FIRST_EXTRA_SLOTS_PER_THREAD,
+                queue: VecDeque::new(),
+                flight: HashMap::new(),
+            }),
             outlet,
             threads: config.threads.max(1),
             supervisor: Mutex::new(None),
@@ -237,7 +253,7 @@ impl<O: Outlet> Machine<O> {
             }
             return;
         }
-        let cap = SLOTS_PER_THREAD * self.threads;
+        let cap = self.threads * (1 + st.extra as usize);
         while !st.queue.is_empty() {
             let Some((&worker, _)) = st.procs.iter().filter(|(_, p)| p.runs < cap).min_by_key(|(id, p)| (p.runs, **id))
             else {
@@ -350,6 +366,10 @@ impl<O: Outlet> PoolHost for Machine<O> {
                                 st.flight.remove(&task);
                                 if let Some(p) = st.procs.get_mut(&worker) {
                                     p.runs = p.runs.saturating_sub(1);
+                                }
+                                st.pacing.note(result.micros());
+                                if let Some(extra) = st.pacing.update() {
+                                    st.extra = extra;
                                 }
                                 fx.results.push(result);
                             }

@@ -183,8 +183,3 @@ pub fn clear(store: &Store) {
     let tasks: Vec<TaskId> = store.lock().slots.keys().copied().collect();
     drop_all(store, tasks);
 }
-
-/// Whether the store holds `task`'s result (in memory or spilled).
-pub fn holds(store: &Store, task: TaskId) -> bool {
-    store.lock().slots.contains_key(&task)
-}
