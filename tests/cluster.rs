@@ -902,3 +902,25 @@ fn an_input_fetched_from_another_machine_lands_once_and_its_processes_read_it_in
         far_figures.fetched_bytes
     );
 }
+
+/// Kills the process that runs it.
+#[shoal::task]
+fn abort_process(x: u64) -> u64 {
+    if x > 0 {
+        std::process::abort();
+    }
+    x
+}
+
+#[test]
+fn a_task_that_kills_its_worker_process_fails_after_three_deaths_and_the_machine_stays() {
+    let server = scheduler();
+    let _agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let err = client.submit(abort_process, 1u64).unwrap().result().unwrap_err();
+    assert!(err.to_string().contains("died 3 times"), "{err}");
+    // The machine replaced its processes and goes on.
+    assert_eq!(client.submit(abort_process, 0u64).unwrap().result().unwrap(), 0);
+    assert_eq!(server.workers(), 1);
+}
