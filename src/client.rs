@@ -170,6 +170,10 @@ impl Client {
         // a client: such a binary can be started as a cluster worker.
         #[cfg(target_os = "linux")]
         std::hint::black_box(&crate::engine::cluster::CLUSTER_HOOK);
+        // And the worker-process hook: such a worker may be a machine's
+        // agent, which starts worker processes of this binary.
+        #[cfg(target_os = "linux")]
+        std::hint::black_box(&crate::engine::processes::WORKER_HOOK);
         let handle = Arc::new(EngineHandle(Arc::clone(&engine)));
         let source = Arc::new(EngineSource(Arc::clone(&engine)));
         let dashboard = match start_dashboard(&options, &source) {

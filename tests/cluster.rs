@@ -669,3 +669,258 @@ fn the_scheduler_s_dashboard_on_an_open_address_needs_its_token() {
     assert_eq!(http_get(&addr, "/metrics").0, 401, "no token, no page");
     assert_eq!(http_get(&addr, &format!("/metrics?token={token}")).0, 200);
 }
+
+// ---- A machine's agent and its worker processes (`SHOAL_WORKER_PROCESSES`) ----
+
+/// The pid of the process that ran it (after a nap, so that runs overlap).
+#[shoal::task]
+fn pid_after_nap(i: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(40 + i % 2));
+    u64::from(std::process::id())
+}
+
+/// A machine's agent with `processes` worker processes of `threads` threads.
+fn machine(url: &str, processes: usize, threads: usize, env: &[(&str, &str)]) -> Worker {
+    let processes = processes.to_string();
+    let mut all = vec![("SHOAL_WORKER_PROCESSES", processes.as_str())];
+    all.extend_from_slice(env);
+    Worker::start_with(url, threads, &all)
+}
+
+#[test]
+fn a_machine_of_two_worker_processes_runs_tasks_in_both() {
+    let server = scheduler();
+    let agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    assert_eq!(client.nthreads(), 2, "the machine counts the threads of its processes");
+    let futures = client.map(pid_after_nap, (0..16u64).collect::<Vec<_>>()).unwrap();
+    let pids: Vec<u64> = client.gather(&futures).unwrap();
+    let distinct: std::collections::BTreeSet<u64> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 2, "both worker processes ran tasks: {pids:?}");
+    assert!(!distinct.contains(&u64::from(agent.0.id())), "a task ran in the agent itself: {pids:?}");
+    // And the answers of a graph are right.
+    let xs: Vec<u64> = (0..40).collect();
+    let ys = client.map(inc, xs.clone()).unwrap();
+    let total_of = client.submit(total, &ys).unwrap();
+    assert_eq!(total_of.result().unwrap(), xs.iter().map(|x| x + 1).sum::<u64>());
+}
+
+/// A blob whose first four bytes are the pid of the process that made it.
+#[shoal::task]
+fn pid_blob(seed: u8) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..3_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    data[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    data
+}
+
+/// The pid written into a [`pid_blob`] (`k`: a distinct key per call).
+#[shoal::task]
+fn maker_pid(data: &Archived<Vec<u8>>, k: u64) -> u64 {
+    let _ = k;
+    u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]]))
+}
+
+/// The files under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
+}
+
+#[test]
+fn a_worker_process_killed_under_its_agent_loses_no_result_and_the_job_completes() {
+    let server = scheduler();
+    let agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let data = client.submit(pid_blob, 7u8).unwrap();
+    let maker = client.submit(maker_pid, (&data, 0u64)).unwrap().result().unwrap();
+    assert_ne!(maker, u64::from(agent.0.id()), "the blob was made in the agent, not in a worker process");
+    // Runs in both processes, and the blob's maker killed under them.
+    let xs: Vec<u64> = (0..8).collect();
+    let naps = client.map(nap, xs.clone()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(maker).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    assert_eq!(client.gather(&naps).unwrap(), xs.iter().map(|x| x * 2).collect::<Vec<_>>());
+    // The blob outlived its maker in the machine's store: read from there,
+    // not made again (a new run would write a live process's pid).
+    assert_eq!(client.submit(maker_pid, (&data, 1u64)).unwrap().result().unwrap(), maker);
+    assert_eq!(
+        client.submit(byte_at, (&data, 1000u64)).unwrap().result().unwrap(),
+        u64::from((1000u32 as u8).wrapping_mul(7)) + 1000
+    );
+    assert_eq!(server.workers(), 1, "the machine stayed");
+}
+
+#[test]
+fn a_machine_over_its_memory_limit_spills_its_results_and_reads_them_back() {
+    let server = scheduler();
+    let spill = std::env::temp_dir().join(format!("shoal-cluster-spill-{}", std::process::id()));
+    std::fs::create_dir_all(&spill).unwrap();
+    let spill_str = spill.to_str().unwrap().to_string();
+    // Two blobs of 3 MB fit under 7 MB; five do not.
+    let _agent = machine(
+        &server.url(),
+        2,
+        1,
+        &[("SHOAL_WORKER_MEMORY_LIMIT", "7000000"), ("SHOAL_WORKER_SPILL_DIR", spill_str.as_str())],
+    );
+    wait_for("the machine", || server.workers() == 1);
+    // The store's own directory and what it keeps there before any spill.
+    let before = files_under(&spill);
+    let client = Client::connect(&server.url()).unwrap();
+    let seeds = [1u8, 2, 3, 4, 5];
+    let blobs: Vec<_> = seeds.iter().map(|&s| client.submit(blob, s).unwrap()).collect();
+    shoal::wait(&blobs).unwrap();
+    let spilled = files_under(&spill) - before;
+    assert!(spilled >= 3, "five blobs of 3 MB under a 7 MB limit: {spilled} spill files, not at least 3");
+    // Each read back for its reader, and for the client's gather.
+    for (&seed, data) in seeds.iter().zip(&blobs) {
+        assert_eq!(client.submit(checksum, data).unwrap().result().unwrap(), blob_sum(seed));
+    }
+    let back = blobs[0].result().unwrap();
+    assert_eq!(back[999], (999u32 as u8).wrapping_mul(1));
+    drop(client);
+    drop(_agent);
+    let _ = std::fs::remove_dir_all(&spill);
+}
+
+/// `"<pid> <mapping>"`: the process that ran it, and the name of the
+/// mapping its input lies in (`/memfd:<segment>` for a segment; empty or
+/// `[heap]` for memory of the process's own).
+#[shoal::task]
+fn where_read(data: &Archived<Vec<u8>>, k: u64) -> String {
+    std::thread::sleep(Duration::from_millis(50 + k % 2));
+    format!("{} {}", std::process::id(), mapping_of(data.as_ptr() as usize))
+}
+
+/// As [`where_read`], of its first input; the second makes its holder the
+/// machine with the most input bytes.
+#[shoal::task]
+fn where_read_beside(data: &Archived<Vec<u8>>, heavy: &Archived<Vec<u8>>, k: u64) -> String {
+    std::thread::sleep(Duration::from_millis(50 + k % 2 + u64::from(heavy[0] % 2)));
+    format!("{} {}", std::process::id(), mapping_of(data.as_ptr() as usize))
+}
+
+/// Six megabytes.
+#[shoal::task]
+fn big_blob(seed: u8) -> Vec<u8> {
+    (0..6_000_000u32).map(|i| (i as u8).wrapping_mul(seed)).collect()
+}
+
+/// The path of the mapping of this process that holds address `at`.
+fn mapping_of(at: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .find_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (lo, hi) = parts.next()?.split_once('-')?;
+            let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+            // perms, offset, dev, inode, then the path (if any).
+            (lo <= at && at < hi).then(|| parts.nth(4).unwrap_or("").to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// `(pid, mapping)` of a [`where_read`] answer.
+fn parse_read(read: &str) -> (u64, String) {
+    let (pid, mapping) = read.split_once(' ').unwrap();
+    (pid.parse().unwrap(), mapping.to_string())
+}
+
+/// Each worker's figures are sent every second: wait for a fresh set.
+fn fresh_figures(server: &ServerHandle) -> Vec<(u32, u32, shoal_net::wire::WireFigures)> {
+    std::thread::sleep(shoal_net::wire::FIGURES_EVERY + Duration::from_millis(300));
+    server.figures()
+}
+
+#[test]
+fn a_result_made_by_one_process_of_a_machine_is_read_by_the_other_in_place() {
+    let server = scheduler();
+    let _agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let data = client.submit(pid_blob, 9u8).unwrap();
+    let maker = client.submit(maker_pid, (&data, 0u64)).unwrap().result().unwrap();
+    let reads: Vec<_> = (0..8u64).map(|k| client.submit(where_read, (&data, k)).unwrap()).collect();
+    let reads: Vec<String> = client.gather(&reads).unwrap();
+    let readers: std::collections::BTreeSet<u64> = reads.iter().map(|r| parse_read(r).0).collect();
+    assert!(readers.iter().any(|&pid| pid != maker), "no reader ran beside the maker {maker}: {reads:?}");
+    // Every reader mapped the maker's own segment: no copy on the machine.
+    for read in &reads {
+        let (_, mapping) = parse_read(read);
+        assert!(mapping.starts_with(&format!("/memfd:shoal-w{maker}-")), "not read in place: {read}");
+    }
+    // And nothing crossed a data port.
+    let figures = fresh_figures(&server);
+    assert_eq!(figures.len(), 1);
+    assert_eq!(figures[0].2.served_bytes, 0, "{figures:?}");
+    assert_eq!(figures[0].2.fetched_bytes, 0, "{figures:?}");
+    assert_eq!(server.counts().remote_inputs, 0);
+}
+
+#[test]
+fn an_input_fetched_from_another_machine_lands_once_and_its_processes_read_it_in_place() {
+    let server = scheduler();
+    let far = machine(&server.url(), 2, 1, &[]);
+    wait_for("the first machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let heavy = client.submit(big_blob, 2u8).unwrap();
+    shoal::wait(std::slice::from_ref(&heavy)).unwrap();
+    let near = Worker::start(&server.url(), 1);
+    wait_for("the second machine", || server.workers() == 2);
+    // The first machine is busier (least loaded, lowest id wins a tie), so
+    // the blob is made on the second.
+    let _sleeper = client.submit(half_second, 77u64).unwrap();
+    let data = client.submit(pid_blob, 4u8).unwrap();
+    assert_eq!(client.submit(maker_pid, (&data, 0u64)).unwrap().result().unwrap(), u64::from(near.0.id()));
+    // Readers of both go where the most input bytes are: the first machine,
+    // which fetches the blob from the second.
+    let reads: Vec<_> = (0..8u64).map(|k| client.submit(where_read_beside, (&data, &heavy, k)).unwrap()).collect();
+    let reads: Vec<String> = client.gather(&reads).unwrap();
+    let far_reads: Vec<(u64, String)> =
+        reads.iter().map(|r| parse_read(r)).filter(|(pid, _)| *pid != u64::from(near.0.id())).collect();
+    let readers: std::collections::BTreeSet<u64> = far_reads.iter().map(|(pid, _)| *pid).collect();
+    assert_eq!(readers.len(), 2, "both processes of the first machine read the blob: {reads:?}");
+    assert!(!readers.contains(&u64::from(far.0.id())), "a task ran in the agent: {reads:?}");
+    // In place: the one copy the agent landed in a segment of its own.
+    for (pid, mapping) in &far_reads {
+        assert!(
+            mapping.starts_with(&format!("/memfd:shoal-a{}-fetched-", far.0.id())),
+            "process {pid} did not read the landed copy: {mapping:?}"
+        );
+    }
+    // Fetched once, whatever the runs that needed it (some readers may
+    // run on the second machine if the first is full: that one fetches
+    // the heavy blob, which is not counted here).
+    let figures = fresh_figures(&server);
+    let (_, _, far_figures) = figures.iter().find(|(_, pid, _)| *pid == far.0.id()).unwrap();
+    assert!(
+        (3_000_000..6_000_000).contains(&far_figures.fetched_bytes),
+        "the first machine fetched {} bytes, not one blob: {figures:?}",
+        far_figures.fetched_bytes
+    );
+}
+
+/// Kills the process that runs it.
+#[shoal::task]
+fn abort_process(x: u64) -> u64 {
+    if x > 0 {
+        std::process::abort();
+    }
+    x
+}
+
+#[test]
+fn a_task_that_kills_its_worker_process_fails_after_three_deaths_and_the_machine_stays() {
+    let server = scheduler();
+    let _agent = machine(&server.url(), 2, 1, &[]);
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let err = client.submit(abort_process, 1u64).unwrap().result().unwrap_err();
+    assert!(err.to_string().contains("died 3 times"), "{err}");
+    // The machine replaced its processes and goes on.
+    assert_eq!(client.submit(abort_process, 0u64).unwrap().result().unwrap(), 0);
+    assert_eq!(server.workers(), 1);
+}

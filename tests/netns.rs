@@ -4,7 +4,8 @@
 //! scheduler's namespace, on a private /24 (10.231.7.0/24) that exists only
 //! inside them. The workers are this test binary, started in their
 //! namespace with `ip netns exec` and `SHOAL_WORKER` (the hook takes the
-//! role before the harness's `main`).
+//! role before the harness's `main`); each is its machine's agent, with two
+//! worker processes (`SHOAL_WORKER_PROCESSES`).
 //!
 //! It checks that a job needing a transfer between the machines moves the
 //! bytes over their links and not through the scheduler's (the links'
@@ -218,7 +219,10 @@ fn run(mut net: Net) {
             .args(["netns", "exec", machine])
             .arg(std::env::current_exe().unwrap())
             .env("SHOAL_WORKER", server.url())
-            .env("SHOAL_WORKER_THREADS", "2")
+            // Each machine is an agent with two worker processes (its
+            // store in shared memory), as a real one would run.
+            .env("SHOAL_WORKER_PROCESSES", "2")
+            .env("SHOAL_WORKER_THREADS", "1")
             .env("SHOAL_SECRET_FILE", &secret_file)
             .env("SHOAL_WORKER_CONNECT_TIMEOUT", "5")
             .env("SHOAL_WORKER_DEAD_AFTER", "2")

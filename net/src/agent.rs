@@ -15,10 +15,13 @@
 //!    fingerprint) is final: the worker exits with the scheduler's reason.
 //! 3. **Serve.** The core worker runtime ([`shoal_core::worker::Worker`],
 //!    `SHOAL_WORKER_THREADS` threads, default one per core) runs the runs it
-//!    is sent; its [`Outlet`] here sends small results (at most
+//!    is sent — or, with `SHOAL_WORKER_PROCESSES=N`, this worker is its
+//!    machine's agent and its `N` worker processes run them
+//!    ([`crate::machine`]); its [`Outlet`] here sends small results (at most
 //!    [`ALWAYS_INLINE`] bytes) to the scheduler and keeps larger ones in the
-//!    worker's store, served to peers on its data port ([`crate::data`],
-//!    bound before the hello that announces it). A run's input comes with
+//!    worker's store ([`crate::store`]: the machine's, under its memory
+//!    limit, spilling past it), served to peers on its data port
+//!    ([`crate::data`], bound before the hello that announces it). A run's input comes with
 //!    it, is in the store, or is fetched from the worker holding it (one
 //!    request per holder for the runs of one message, then kept in the
 //!    store as a copy for later runs); a run whose input cannot be fetched
@@ -48,11 +51,14 @@ use shoal_core::scheduler::TaskId;
 use shoal_core::worker::{Flow, Outlet, Worker};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::watch;
 
 use crate::auth::{self, Introduce, Secret};
 use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
 use crate::data::{self, Fetcher, Gate, Store};
 use crate::error::{NetError, Result};
+use crate::machine::{Machine, MachineConfig};
+use crate::store::{MachineStore, StoreSettings};
 use crate::wire::{
     self, ALWAYS_INLINE, ArchivedToWorkerMsg, ArchivedWireInput, ArchivedWireSource, FromWorkerMsg, MAX_ITEMS,
     ObjectsIn, Role, ToWorkerMsg, WireFailKind, WireFigures, WireObject, WireResult, WireTask,
@@ -69,6 +75,16 @@ pub const ENV_CONNECT_TIMEOUT: &str = "SHOAL_WORKER_CONNECT_TIMEOUT";
 /// Seconds the scheduler (or a peer sending a result) may stay silent
 /// before the worker takes it as gone (default 5).
 pub const ENV_DEAD_AFTER: &str = "SHOAL_WORKER_DEAD_AFTER";
+/// Worker processes of this machine (default 0: the agent runs the tasks
+/// on threads of its own; see [`crate::machine`]). With processes,
+/// [`ENV_THREADS`] is the threads of each.
+pub const ENV_PROCESSES: &str = "SHOAL_WORKER_PROCESSES";
+/// Bytes of result segments the machine's store keeps in memory before it
+/// spills (default: half the machine's memory or of its cgroup's limit).
+pub const ENV_MEMORY_LIMIT: &str = "SHOAL_WORKER_MEMORY_LIMIT";
+/// The directory in which the machine's store makes its spill directory
+/// (default: the system's temporary directory).
+pub const ENV_SPILL_DIR: &str = "SHOAL_WORKER_SPILL_DIR";
 /// Test hook: a fingerprint (decimal) announced instead of the binary's own.
 pub const ENV_FINGERPRINT_OVERRIDE: &str = "SHOAL_TEST_FINGERPRINT_OVERRIDE";
 
@@ -94,8 +110,12 @@ pub const UNFETCHED_PAUSE: Duration = Duration::from_millis(200);
 pub struct AgentConfig {
     /// The scheduler, `host:port`.
     pub address: String,
-    /// Worker threads.
+    /// Worker threads (of each process, with processes).
     pub threads: usize,
+    /// Worker processes (0: tasks run on the agent's own threads).
+    pub processes: usize,
+    /// The machine's store: memory limit and spill directory.
+    pub store: StoreSettings,
     /// The shared secret, if the cluster has one.
     pub secret: Option<Secret>,
     /// How long to keep trying to reach the scheduler.
@@ -133,17 +153,51 @@ pub fn config_from_env() -> Option<Result<AgentConfig>> {
                 .ok_or_else(|| NetError::Config(format!("{var}={s:?} is not a number of seconds"))),
             Err(_) => Ok(default),
         };
+        let processes = match std::env::var(ENV_PROCESSES) {
+            Ok(n) => n
+                .parse::<usize>()
+                .map_err(|_| NetError::Config(format!("{ENV_PROCESSES}={n:?} is not a number of worker processes")))?,
+            Err(_) => 0,
+        };
+        let memory_limit = match std::env::var(ENV_MEMORY_LIMIT) {
+            Ok(n) => n.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                NetError::Config(format!("{ENV_MEMORY_LIMIT}={n:?} is not a positive number of bytes"))
+            })?,
+            Err(_) => shoal_shm::store::default_memory_limit(),
+        };
+        let spill_parent = match std::env::var_os(ENV_SPILL_DIR) {
+            Some(dir) if std::path::Path::new(&dir).is_dir() => std::path::PathBuf::from(dir),
+            Some(dir) => {
+                return Err(NetError::Config(format!(
+                    "{ENV_SPILL_DIR}={dir:?} is not an existing directory; create it first"
+                )));
+            }
+            None => std::env::temp_dir(),
+        };
+        // Each process's connection and the frames in flight take
+        // descriptors of the agent's too (as the processes mode counts).
+        let descriptors = (processes > 0).then(|| shoal_shm::store::descriptor_budget(processes));
+        let store = StoreSettings { memory_limit, spill_parent, descriptors };
         let connect_for = seconds(ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_FOR)?;
         let dead_after = seconds(ENV_DEAD_AFTER, DEFAULT_DEAD_AFTER)?.max(Duration::from_millis(100));
         let fingerprint = match std::env::var(ENV_FINGERPRINT_OVERRIDE) {
             Ok(s) => s.parse::<u128>().map_err(|_| NetError::Config(format!("bad {ENV_FINGERPRINT_OVERRIDE}")))?,
             Err(_) => shoal_core::registry::fingerprint().map_err(|e| NetError::Config(e.to_string()))?,
         };
-        Ok(AgentConfig { address, threads, secret, connect_for, dead_after, fingerprint })
+        Ok(AgentConfig { address, threads, processes, store, secret, connect_for, dead_after, fingerprint })
     };
     let config = read();
-    for var in [ENV_WORKER, ENV_THREADS, ENV_SECRET_FILE, ENV_CONNECT_TIMEOUT, ENV_DEAD_AFTER, ENV_FINGERPRINT_OVERRIDE]
-    {
+    for var in [
+        ENV_WORKER,
+        ENV_THREADS,
+        ENV_PROCESSES,
+        ENV_MEMORY_LIMIT,
+        ENV_SPILL_DIR,
+        ENV_SECRET_FILE,
+        ENV_CONNECT_TIMEOUT,
+        ENV_DEAD_AFTER,
+        ENV_FINGERPRINT_OVERRIDE,
+    ] {
         // SAFETY: `remove_var` races only with other threads reading or
         // writing the environment; this runs before `main` (the hook) or
         // first in `main` (`shoal::init`, documented as to be called before
@@ -159,13 +213,39 @@ enum Ended {
     Shutdown,
     /// The connection was lost (after the handshake): connect again.
     Lost(NetError),
+    /// This machine cannot serve (its worker processes cannot start).
+    Fatal(NetError),
+}
+
+/// What runs the tasks: the agent's own threads, or its machine's worker
+/// processes.
+enum Runner {
+    Threads(Worker<TcpOutlet>),
+    Processes(Arc<Machine<TcpOutlet>>),
+}
+
+impl Runner {
+    fn handle(&mut self, message: ToWorker) -> Flow {
+        match self {
+            Runner::Threads(worker) => worker.handle(message),
+            Runner::Processes(machine) => machine.handle(message),
+        }
+    }
+
+    /// The session ended: runs still here are the scheduler's business.
+    fn abandon(self) {
+        match self {
+            Runner::Threads(worker) => worker.abandon(),
+            Runner::Processes(machine) => machine.stop(),
+        }
+    }
 }
 
 /// Serves a scheduler until it says `Shutdown` (`Ok`), refuses this worker,
 /// or stays unreachable for `connect_for` (`Err`, with why).
 pub fn run(config: AgentConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let store = Store::default();
+    let store = MachineStore::new(&config.store)?;
     runtime.block_on(async {
         loop {
             let (halves, welcome, listener) = connect(&config).await?;
@@ -183,6 +263,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             port.abort();
             match ended {
                 Ended::Shutdown => return Ok(()),
+                Ended::Fatal(e) => return Err(e),
                 Ended::Lost(e) => {
                     tracing::warn!("lost the scheduler at {}: {e}; connecting again", config.address)
                 }
@@ -212,7 +293,7 @@ async fn connect(config: &AgentConfig) -> Result<(Halves, auth::Welcomed, TcpLis
                 let (r, w) = stream.into_split();
                 let mut reader = FrameReader::new(r, config.address.clone(), config.dead_after);
                 let mut writer = FrameWriter::new(w);
-                let nthreads = u32::try_from(config.threads).unwrap_or(u32::MAX);
+                let nthreads = u32::try_from(config.threads * config.processes.max(1)).unwrap_or(u32::MAX);
                 let me = Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads, data_port };
                 match auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), HANDSHAKE_TIMEOUT).await {
                     Ok(welcome) => return Ok(((reader, writer), welcome, listener)),
@@ -275,13 +356,29 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
         config.dead_after,
     ));
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel::<Fetched>();
+    let landing = Landing { landings: Landings::default(), in_segment: config.processes > 0 };
     let figures = tokio::spawn(send_figures(tx.clone()));
     // The runtime's heartbeat lists the runs started here (`Running`), so
     // that a loss of this worker is counted only against those.
     let outlet = TcpOutlet { tx: tx.clone(), store: Arc::clone(store) };
-    let mut worker = match Worker::start(outlet, config.threads, Some(heartbeat)) {
-        Ok(w) => w,
-        Err(e) => return Ended::Lost(e.into()),
+    let mut worker = if config.processes == 0 {
+        match Worker::start(outlet, config.threads, Some(heartbeat)) {
+            Ok(w) => Runner::Threads(w),
+            Err(e) => return Ended::Lost(e.into()),
+        }
+    } else {
+        let machine =
+            MachineConfig { processes: config.processes, threads: config.threads, silence_limit: config.dead_after };
+        // Blocking (each process's hello): off the runtime's thread, which
+        // keeps the heartbeats to the scheduler going meanwhile.
+        match tokio::task::spawn_blocking(move || Machine::start(&machine, outlet)).await {
+            Ok(Ok(machine)) => {
+                tracing::info!("worker processes of this machine: pids {:?}", machine.pids());
+                Runner::Processes(machine)
+            }
+            Ok(Err(e)) => return Ended::Fatal(e),
+            Err(e) => return Ended::Fatal(NetError::Config(format!("starting the worker processes: {e}"))),
+        }
     };
     let ended = loop {
         let message = tokio::select! {
@@ -322,7 +419,13 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
                     break Ended::Shutdown;
                 }
                 if !fetch.is_empty() {
-                    tokio::spawn(fetch_inputs(Arc::clone(&fetcher), Arc::clone(store), fetch, fetched_tx.clone()));
+                    tokio::spawn(fetch_inputs(
+                        Arc::clone(&fetcher),
+                        Arc::clone(store),
+                        fetch,
+                        fetched_tx.clone(),
+                        landing.clone(),
+                    ));
                 }
             }
             Ok(Some(Decoded::Release(tasks))) => data::drop_all(store, tasks),
@@ -369,17 +472,75 @@ enum Decoded {
     Release(Vec<TaskId>),
 }
 
+/// Fetches in flight on this machine, by task: a run that needs an input
+/// another fetch is bringing waits for that one (so an object lands once,
+/// whatever the runs and messages that need it). The value is `None` while
+/// the fetch runs, then the object (`None` inside: the fetch failed).
+type Landings = Arc<std::sync::Mutex<HashMap<TaskId, watch::Receiver<Option<Option<Obj>>>>>>;
+
+/// How a fetched object lands in the machine's store.
+#[derive(Clone)]
+struct Landing {
+    landings: Landings,
+    /// Copied once into a segment of its own (the machine has worker
+    /// processes, which then map it; else tasks read it on the heap here).
+    in_segment: bool,
+}
+
+impl Landing {
+    /// Keeps `obj` (fetched as `task`'s result) in the store, in a segment
+    /// if the machine has processes; the object as kept.
+    fn land(&self, store: &Store, task: TaskId, obj: Obj) -> Obj {
+        let obj = if self.in_segment {
+            let name = || format!("shoal-a{}-fetched-t{}.{}", std::process::id(), task.index, task.generation);
+            shoal_shm::uds::publish(&obj, name).unwrap_or_else(|e| {
+                // The heap copy still serves (each run sent then copies
+                // it into a segment of its own).
+                tracing::warn!("could not copy a fetched input into shared memory: {e}");
+                obj
+            })
+        } else {
+            obj
+        };
+        data::put(store, task, Arc::clone(&obj));
+        obj
+    }
+}
+
 /// Fetches the inputs of `runs` from their holders (one request per holder,
-/// all holders at once), keeps the copies in the store, and hands back the
-/// runs that have their inputs now and those that cannot.
-async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, done: UnboundedSender<Fetched>) {
+/// all holders at once; an input that another fetch of this machine is
+/// bringing is waited for instead), keeps the copies in the store, and hands
+/// back the runs that have their inputs now and those that cannot.
+async fn fetch_inputs(
+    fetcher: Arc<Fetcher>,
+    store: Store,
+    runs: Vec<Waiting>,
+    done: UnboundedSender<Fetched>,
+    landing: Landing,
+) {
     let mut wanted: HashMap<String, Vec<TaskId>> = HashMap::new();
-    for run in &runs {
-        for source in run.inputs.iter().flatten() {
-            if let Source::Fetch { task, address } = source {
-                let list = wanted.entry(address.clone()).or_default();
-                if !list.contains(task) {
-                    list.push(*task);
+    let mut leading: HashMap<TaskId, watch::Sender<Option<Option<Obj>>>> = HashMap::new();
+    let mut following: Vec<(TaskId, watch::Receiver<Option<Option<Obj>>>)> = Vec::new();
+    let mut got: HashMap<TaskId, Obj> = HashMap::new();
+    {
+        let mut landings = landing.landings.lock().unwrap_or_else(|p| p.into_inner());
+        for run in &runs {
+            for source in run.inputs.iter().flatten() {
+                let Source::Fetch { task, address } = source else { continue };
+                let task = *task;
+                if leading.contains_key(&task) || got.contains_key(&task) || following.iter().any(|(t, _)| *t == task) {
+                    continue;
+                }
+                if let Some(rx) = landings.get(&task) {
+                    following.push((task, rx.clone()));
+                } else if let Some(obj) = data::get(&store, task) {
+                    // Landed since the message was decoded.
+                    got.insert(task, obj);
+                } else {
+                    let (tx, rx) = watch::channel(None);
+                    landings.insert(task, rx);
+                    leading.insert(task, tx);
+                    wanted.entry(address.clone()).or_default().push(task);
                 }
             }
         }
@@ -392,7 +553,6 @@ async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, d
             (address, tasks, got)
         });
     }
-    let mut got: HashMap<TaskId, Obj> = HashMap::new();
     while let Some(joined) = fetches.join_next().await {
         let Ok((address, tasks, answer)) = joined else { continue };
         match answer {
@@ -400,14 +560,31 @@ async fn fetch_inputs(fetcher: Arc<Fetcher>, store: Store, runs: Vec<Waiting>, d
                 for (task, obj) in tasks.into_iter().zip(objects) {
                     match obj {
                         Some(obj) => {
-                            data::put(&store, task, Arc::clone(&obj));
-                            got.insert(task, obj);
+                            got.insert(task, landing.land(&store, task, obj));
                         }
                         None => tracing::warn!("the worker at {address} does not hold {task:?}"),
                     }
                 }
             }
             Err(e) => tracing::warn!("could not fetch inputs from the worker at {address}: {e}"),
+        }
+    }
+    {
+        // Landed (in the store) or failed: followers are answered, and a
+        // later run finds the object in the store.
+        let mut landings = landing.landings.lock().unwrap_or_else(|p| p.into_inner());
+        for (task, tx) in leading {
+            landings.remove(&task);
+            let _ = tx.send(Some(got.get(&task).cloned()));
+        }
+    }
+    for (task, mut rx) in following {
+        // A leader that ended without an answer (its task aborted) counts
+        // as a failed fetch.
+        if let Ok(value) = rx.wait_for(Option::is_some).await
+            && let Some(Some(obj)) = value.as_ref()
+        {
+            got.insert(task, Arc::clone(obj));
         }
     }
     let mut ready = Vec::new();
@@ -568,6 +745,7 @@ fn input(list: bool, mut objects: Vec<Obj>) -> Input {
 /// The worker runtime's way back to the scheduler: messages on the
 /// connection's queue. A queue whose connection is gone drops them (the
 /// reader notices the loss and starts a new session).
+#[derive(Clone)]
 struct TcpOutlet {
     tx: UnboundedSender<Outgoing>,
     /// Where results over [`ALWAYS_INLINE`] stay (served on the data port).

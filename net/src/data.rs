@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,39 +52,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a data port keeps a connection nobody asks anything on.
 pub const SERVE_IDLE: Duration = Duration::from_secs(60);
 
-/// The results a worker holds (those it made, and copies it fetched), by
-/// task. Shared by its runtime's outlet, its data port and its session.
-pub type Store = Arc<Mutex<HashMap<TaskId, Obj>>>;
+pub use crate::store::{Store, clear, drop_all, get, put};
 
-fn lock(store: &Store) -> MutexGuard<'_, HashMap<TaskId, Obj>> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Bytes of results this process's data port served so far (the
+/// worker's figures carry it: how much left this machine).
+pub static SERVED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of results this process fetched from data ports so far.
+pub static FETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// A copy of the object `task` in the store, if it is there.
-pub fn get(store: &Store, task: TaskId) -> Option<Obj> {
-    lock(store).get(&task).cloned()
-}
-
-/// Keeps `obj` as `task`'s result.
-pub fn put(store: &Store, task: TaskId, obj: Obj) {
-    lock(store).insert(task, obj);
-}
-
-/// Drops these results.
-pub fn drop_all(store: &Store, tasks: impl IntoIterator<Item = TaskId>) {
-    let dropped: Vec<Obj> = {
-        let mut s = lock(store);
-        tasks.into_iter().filter_map(|t| s.remove(&t)).collect()
-    };
-    // Freed outside the lock.
-    drop(dropped);
-}
-
-/// Drops every result (a new session with the scheduler: ids of the last
-/// one mean nothing now).
-pub fn clear(store: &Store) {
-    let old = std::mem::take(&mut *lock(store));
-    drop(old);
+/// Bytes of the objects present in a reply.
+fn bytes_of(objects: &[Option<Obj>]) -> u64 {
+    objects.iter().flatten().map(|o| o.archived_bytes().map_or(0, |b| b.len() as u64)).sum()
 }
 
 /// Who may fetch from a data port: peers with the cluster's secret and
@@ -147,10 +126,15 @@ async fn serve_one(stream: TcpStream, addr: SocketAddr, store: Store, gate: Gate
         if request.tasks.len() > MAX_ITEMS {
             return Err(NetError::protocol(format!("a request of {} results, over {MAX_ITEMS}", request.tasks.len())));
         }
-        let objects: Vec<Option<Obj>> = {
-            let s = lock(&store);
-            request.tasks.iter().map(|t| s.get(&TaskId::from(t)).cloned()).collect()
-        };
+        let tasks: Vec<TaskId> = request.tasks.iter().map(TaskId::from).collect();
+        // A spilled result is read back first: blocking I/O, off the
+        // runtime's thread.
+        let held = Arc::clone(&store);
+        let objects: Vec<Option<Obj>> =
+            tokio::task::spawn_blocking(move || tasks.into_iter().map(|t| get(&held, t)).collect())
+                .await
+                .map_err(|e| NetError::protocol(format!("reading results for a peer failed: {e}")))?;
+        SERVED_BYTES.fetch_add(bytes_of(&objects), Ordering::Relaxed);
         let mut out = ObjectsOut::default();
         let items = objects.iter().map(|o| o.as_ref().and_then(|o| out.object(o).ok())).collect();
         let body = wire::to_bytes(&DataReply { items })?;
@@ -242,5 +226,6 @@ async fn request(mut conn: Conn, tasks: &[TaskId]) -> Result<(Conn, Vec<Option<O
         }
         objects.finish()?;
     }
+    FETCHED_BYTES.fetch_add(bytes_of(&got), Ordering::Relaxed);
     Ok((conn, got))
 }

@@ -6,6 +6,7 @@
 //! - [`wire`]: the messages as rkyv types, validated on receipt;
 //! - [`conn`]: a connection's reader and writer (heartbeats, liveness);
 //! - [`data`]: peer-to-peer transfers: workers serve the results they hold;
+//! - [`store`]: a machine's store of results (memory limit, spill);
 //! - [`auth`]: the handshake — protocol version, shared secret by
 //!   challenge-response, registry fingerprint;
 //! - [`server`]: the scheduler server (`shoal scheduler`), which serves
@@ -13,6 +14,8 @@
 //! - [`monitor`]: what the dashboard and clients see of a cluster (task
 //!   events, names from clients, workers' figures);
 //! - [`agent`]: a worker: the user's binary started with `SHOAL_WORKER`;
+//! - [`machine`]: with `SHOAL_WORKER_PROCESSES`, that worker is its
+//!   machine's agent, and runs tasks in worker processes it starts;
 //! - [`client`]: a client's link to a scheduler (behind
 //!   `Client::connect`).
 //!
@@ -28,8 +31,10 @@ pub mod conn;
 pub mod data;
 pub mod error;
 pub mod frame;
+pub mod machine;
 pub mod monitor;
 pub mod server;
+pub mod store;
 // rkyv's derives generate resolver types for enum variants with no docs to
 // copy; every type written here is documented.
 #[allow(missing_docs)]

@@ -215,6 +215,8 @@ pub(crate) fn snapshot_in(w: &ArchivedWireSnapshot) -> Monitored {
                     rss: x.figures.rss.to_native(),
                     cpu_seconds: x.figures.cpu_seconds.to_native(),
                     cpu_percent: x.figures.cpu_percent.to_native(),
+                    served_bytes: x.figures.served_bytes.to_native(),
+                    fetched_bytes: x.figures.fetched_bytes.to_native(),
                 },
             })
         })
@@ -249,7 +251,14 @@ pub(crate) fn own_figures(before: Option<(&WireFigures, std::time::Duration)>) -
         }
         _ => 0.0,
     };
-    WireFigures { host, rss, cpu_seconds, cpu_percent }
+    WireFigures {
+        host,
+        rss,
+        cpu_seconds,
+        cpu_percent,
+        served_bytes: crate::data::SERVED_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        fetched_bytes: crate::data::FETCHED_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 #[cfg(test)]

@@ -280,6 +280,10 @@ pub struct WireFigures {
     pub cpu_seconds: f64,
     /// CPU use since its previous figures, in percent of one core.
     pub cpu_percent: f64,
+    /// Bytes of results its data port served to peers and clients so far.
+    pub served_bytes: u64,
+    /// Bytes of results it fetched from peers' data ports so far.
+    pub fetched_bytes: u64,
 }
 
 /// A dependency of a submitted node.

@@ -33,7 +33,7 @@ fn secret(text: &str) -> Secret {
 
 /// A data port serving a store with a large and a small object.
 async fn port(gate: Gate) -> (String, Store) {
-    let store = Store::default();
+    let store = shoal_net::store::MachineStore::unbounded().unwrap();
     data::put(&store, task(1), object(3 << 20, 7));
     data::put(&store, task(2), object(40, 3));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -25,7 +25,16 @@ the scheduler stops it; it never runs your main.
 
 Environment:
     SHOAL_WORKER                  tcp://host:port of the scheduler (the role)
-    SHOAL_WORKER_THREADS          threads that run tasks (default: one per core)
+    SHOAL_WORKER_THREADS          threads that run tasks (default: one per core;
+                                  with processes: threads of each)
+    SHOAL_WORKER_PROCESSES        worker processes this machine's agent starts
+                                  (default 0: tasks run in the agent itself);
+                                  they read each other's results in place
+    SHOAL_WORKER_MEMORY_LIMIT     bytes of results kept in memory before the
+                                  machine spills to disk (default: half the
+                                  machine's memory)
+    SHOAL_WORKER_SPILL_DIR        an existing directory for spill files
+                                  (default: the system's temporary directory)
     SHOAL_SECRET_FILE             file with the cluster's shared secret (the
                                   scheduler's --secret-file; clients read it too)
     SHOAL_WORKER_CONNECT_TIMEOUT  seconds to keep trying to reach the scheduler,

@@ -293,6 +293,16 @@ impl ServerHandle {
         self.shared.driver.lock().backend.counts
     }
 
+    /// Each worker's pid and last figures, by its id (for tests and
+    /// monitoring).
+    pub fn figures(&self) -> Vec<(u32, u32, crate::wire::WireFigures)> {
+        let st = self.shared.driver.lock();
+        let mut all: Vec<(u32, u32, crate::wire::WireFigures)> =
+            st.backend.workers.iter().map(|(id, link)| (id.0, link.pid, link.figures.clone())).collect();
+        all.sort_by_key(|(id, _, _)| *id);
+        all
+    }
+
     /// The dashboard's URL (with its token if it needs one), if it serves one.
     pub fn dashboard_url(&self) -> Option<String> {
         self.dashboard_url.clone()

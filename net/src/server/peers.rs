@@ -192,6 +192,8 @@ async fn serve_worker(
                     rss: f.rss.to_native(),
                     cpu_seconds: f.cpu_seconds.to_native(),
                     cpu_percent: f.cpu_percent.to_native(),
+                    served_bytes: f.served_bytes.to_native(),
+                    fetched_bytes: f.fetched_bytes.to_native(),
                 };
                 if let Some(link) = shared.driver.lock().backend.workers.get_mut(&worker) {
                     link.figures = figures;
