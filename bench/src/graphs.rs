@@ -137,13 +137,18 @@ fn lazy_graph(graph: &Graph) -> Vec<Lazy<Vec<u8>>> {
     graph.sinks.iter().map(|&s| nodes[s].clone()).collect()
 }
 
-/// The child process of one shoal sample: `shoal-bench graphs-replay FILE MODE`.
-pub fn replay(path: &str, mode: &str) -> shoal::Result<()> {
+/// The child process of one shoal sample: `shoal-bench graphs-replay FILE
+/// MODE [MEMORY_LIMIT]` (the limit in bytes, processes mode only).
+pub fn replay(path: &str, mode: &str, memory_limit: Option<u64>) -> shoal::Result<()> {
     let graph = Graph::load(Path::new(path)).map_err(shoal::Error::msg)?;
-    let client = match mode {
-        "threads" => Client::threads(WORKERS)?,
-        "processes" => Client::processes(WORKERS)?,
-        other => return Err(shoal::Error::msg(format!("unknown mode {other}: threads or processes"))),
+    let client = match (mode, memory_limit) {
+        ("threads", None) => Client::threads(WORKERS)?,
+        ("processes", None) => Client::processes(WORKERS)?,
+        ("processes", Some(limit)) => Client::processes_with(
+            shoal::ProcessesOptions { workers: WORKERS, memory_limit: Some(limit), ..Default::default() },
+            shoal::ClientOptions::default(),
+        )?,
+        (other, _) => return Err(shoal::Error::msg(format!("unknown mode {other}: threads or processes"))),
     };
     let warm = Graph {
         name: "warm-up".into(),
@@ -177,17 +182,20 @@ pub fn replay(path: &str, mode: &str) -> shoal::Result<()> {
 enum System {
     ShoalThreads,
     ShoalProcesses,
+    /// The processes mode under a memory limit (bytes).
+    ShoalLimited(u64),
     DaskThreads,
     DaskProcesses,
 }
 
 impl System {
-    fn label(self) -> &'static str {
+    fn label(self) -> String {
         match self {
-            System::ShoalThreads => "shoal threads",
-            System::ShoalProcesses => "shoal processes",
-            System::DaskThreads => "Dask threads",
-            System::DaskProcesses => "Dask processes (2 × 1)",
+            System::ShoalThreads => "shoal threads".into(),
+            System::ShoalProcesses => "shoal processes".into(),
+            System::ShoalLimited(limit) => format!("shoal processes, limit {}", mb(limit as f64)),
+            System::DaskThreads => "Dask threads".into(),
+            System::DaskProcesses => "Dask processes (2 × 1)".into(),
         }
     }
 
@@ -197,7 +205,7 @@ impl System {
 
     fn command(self, python: &Path, script: &Path, file: &Path) -> Result<Command, String> {
         let mut cmd = match self {
-            System::ShoalThreads | System::ShoalProcesses => {
+            System::ShoalThreads | System::ShoalProcesses | System::ShoalLimited(_) => {
                 let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
                 let mut c = Command::new(exe);
                 c.arg("graphs-replay").arg(file);
@@ -211,6 +219,9 @@ impl System {
             }
         };
         cmd.arg(if matches!(self, System::ShoalThreads | System::DaskThreads) { "threads" } else { "processes" });
+        if let System::ShoalLimited(limit) = self {
+            cmd.arg(limit.to_string());
+        }
         Ok(cmd)
     }
 }
@@ -279,6 +290,8 @@ pub struct GraphsOpts {
     pub dask: bool,
     /// Only the graphs whose name is in here (all if empty).
     pub only: Vec<String>,
+    /// Also run the processes mode under this memory limit (bytes).
+    pub memory_limit: Option<u64>,
 }
 
 /// The Python that runs Dask: `$SHOAL_BENCH_PYTHON`, `bench/.venv`'s, or `python3`.
@@ -318,6 +331,7 @@ pub fn run(opts: &GraphsOpts) -> Result<(), String> {
     let python = python(bench_dir);
     let script = bench_dir.join("dask").join("graphs.py");
     let mut systems = vec![System::ShoalThreads, System::ShoalProcesses];
+    systems.extend(opts.memory_limit.map(System::ShoalLimited));
     if opts.dask {
         let ok = Command::new(&python)
             .args(["-c", "import dask, distributed"])
@@ -395,7 +409,7 @@ pub fn run(opts: &GraphsOpts) -> Result<(), String> {
                 if first { graph.tasks.len().to_string() } else { String::new() },
                 if first { mb(graph.bytes() as f64) } else { String::new() },
                 if first { secs(bound) } else { String::new() },
-                system.label().to_string(),
+                system.label(),
             ];
             if times[k].0.is_empty() {
                 cells.push(format!("failed: {}", errors[k].first().map_or("no sample", String::as_str)));
