@@ -488,8 +488,11 @@ fn watch_workers_memory(engine: std::sync::Weak<ProcessesEngine>) {
     let mut floors: HashMap<u32, u64> = HashMap::new();
     loop {
         std::thread::sleep(MEMORY_WATCH_INTERVAL);
-        let Some(engine) = engine.upgrade() else { return };
+        // The engine is held only while locked, never across the reads of
+        // `/proc`: the client's last drop (which shuts the workers down)
+        // then almost always happens on the client's thread, not here.
         let pids = {
+            let Some(engine) = engine.upgrade() else { return };
             let st = engine.lock();
             if st.closed {
                 return;
@@ -512,6 +515,7 @@ fn watch_workers_memory(engine: std::sync::Weak<ProcessesEngine>) {
             continue;
         }
         told = bytes;
+        let Some(engine) = engine.upgrade() else { return };
         let mut effects = Effects::default();
         engine.lock().backend.store.set_workers_memory(bytes, &mut effects.store);
         engine.carry_out(effects);
