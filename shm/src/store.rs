@@ -58,7 +58,7 @@
 //! entry again by serial number; if the entry was released meanwhile, the
 //! new copy (file or segment) is dropped — deleted — with it.
 //!
-//! # The limit covers the whole machine's shoal memory
+//! # The limit covers the whole machine
 //!
 //! A running task's own data (what it allocates, the copies it makes, the
 //! result it builds before it is archived) is private memory of its worker
