@@ -58,7 +58,7 @@
 //! entry again by serial number; if the entry was released meanwhile, the
 //! new copy (file or segment) is dropped — deleted — with it.
 //!
-//! # The limit covers the whole machine
+//! # The limit covers the workers' own memory too
 //!
 //! A running task's own data (what it allocates, the copies it makes, the
 //! result it builds before it is archived) is private memory of its worker
@@ -578,7 +578,7 @@ impl Store {
     /// The worker processes now hold `bytes` of private memory (running
     /// tasks' own data: their heaps, the copies they make): the limit covers
     /// it too, so results spill to leave it room (see "The limit covers the
-    /// whole machine" in the module docs).
+    /// workers' own memory too" in the module docs).
     pub fn set_workers_memory(&mut self, bytes: u64, effects: &mut StoreEffects) {
         self.workers = bytes;
         self.make_room(None, effects);

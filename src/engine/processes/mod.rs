@@ -470,7 +470,7 @@ impl Mode for ProcessesEngine {
 }
 
 /// How often the workers' private memory is measured for the store's limit
-/// (see `shoal_shm::store`, "The limit covers the whole machine"): a task
+/// (see `shoal_shm::store`, "The limit covers the workers' own memory too"): a task
 /// writes memory at a few GB/s, so at this pace the store learns of a
 /// large allocation after some tens of MB. Reading `/proc/PID/status` of
 /// a worker costs ~20 µs.
