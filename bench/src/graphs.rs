@@ -13,7 +13,7 @@
 //! MODE`, or `graphs.py replay` for Dask): a client, an untimed warm-up graph
 //! of 4 tiny tasks, a line `{"ready": true}`, the timed graph, and a line
 //! `{"seconds": …}`. The parent samples the memory of the child's whole
-//! process tree meanwhile ([`memwatch`](crate::memwatch)): the peak, and the
+//! process tree meanwhile ([`crate::memwatch`]): the peak, and the
 //! tree's size at "ready" (the runtime's own memory, before any data).
 //! Systems alternate within each round, so a load change on this shared
 //! machine hits them all alike; the table gives medians.
