@@ -35,7 +35,11 @@ pub struct ProcessesOptions {
     /// Bytes of results the client's store keeps in shared memory; past
     /// it, the least recently used results spill to `spill_dir` and are
     /// read back when needed. Counted: results in segments (64 KiB and
-    /// over); small results travel inline and are not counted.
+    /// over), and the worker processes' own memory beyond what each holds
+    /// idle (a running task's data and copies, measured every 10 ms), so
+    /// results leave memory while tasks need it; small results travel
+    /// inline and are not counted. A task that alone needs more than the
+    /// limit still runs.
     ///
     /// `None` (the default): half of the machine's memory (`MemTotal` in
     /// `/proc/meminfo`), or of this process's memory cgroup limit if lower

@@ -9,17 +9,27 @@
 //! A node's key is fixed when it is made (a hash of the task and of its
 //! arguments' tokens for a pure call), so equal calls built twice are
 //! computed once.
+//!
+//! `Lazy::value(v)` makes a node of a plain value, so that a list of lazy
+//! values may mix literals with computed nodes (`dask.delayed`'s
+//! `f([x, 1, y])`). It is a node of the built-in task `shoal::value`, whose
+//! result is its argument object itself: the scheduler, the transports and
+//! every mode see an ordinary task, and nothing below the facade changes.
+//! In the threads mode that result *is* the argument (no copy); in the
+//! processes mode the value travels as any literal argument does and is
+//! published as the node's result. Equal values (of one type) are one node.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use shoal_core::Key;
-use shoal_core::object::Data;
+use shoal_core::object::{Data, Input, Obj};
+use shoal_core::registry::{InputError, RunError, TaskEntry};
 use shoal_core::scheduler::{Dep, SeededState};
 
 use crate::Task;
-use crate::args::{Arg, DepArg, IntoArgs, Tokenizer};
+use crate::args::{Arg, DepArg, IntoArgs, One, Tokenizer};
 use crate::client::{Client, SubmitOptions};
 use crate::error::Result;
 use crate::future::FutureRef;
@@ -108,6 +118,14 @@ impl<T: Data> Lazy<T> {
         Lazy { node: Arc::new(node), _type: PhantomData }
     }
 
+    /// A node whose value is `value`: for a list that mixes plain values
+    /// with computed ones (`total.lazy(vec![Lazy::value(1), x, y])`), or
+    /// wherever a `Lazy<T>` is wanted. It is one task of the built-in
+    /// `shoal::value` (see the module docs); equal values share it.
+    pub fn value(value: T) -> Lazy<T> {
+        Lazy::new(Literal::<T>(PhantomData), value, &SubmitOptions::default())
+    }
+
     /// This node's key.
     pub fn key(&self) -> Key {
         self.node.key
@@ -118,6 +136,38 @@ impl<T: Data> Lazy<T> {
     /// if the client shows one.
     pub fn compute(&self, client: &Client) -> Result<T> {
         client.compute_values(std::slice::from_ref(self))?.pop().ok_or(crate::Error::Closed)
+    }
+}
+
+/// `shoal::value`'s body: the result is the argument's object itself.
+fn literal(inputs: &[Input]) -> Result<Obj, RunError> {
+    match inputs {
+        [Input::One(obj)] => Ok(Arc::clone(obj)),
+        _ => Err(RunError::Input(InputError("shoal::value takes one value (a bug in shoal)".into()))),
+    }
+}
+
+#[shoal_core::registry::linkme::distributed_slice(shoal_core::registry::TASKS)]
+#[linkme(crate = shoal_core::registry::linkme)]
+static LITERAL: TaskEntry = TaskEntry::new("shoal::value", "(T) -> T", concat!(file!(), ":", line!()), literal);
+
+/// The handle of `shoal::value` for a `T`.
+struct Literal<T>(PhantomData<fn() -> T>);
+
+impl<T> Clone for Literal<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Literal<T> {}
+
+impl<T: Data> Task for Literal<T> {
+    type Params = One<T>;
+    type Output = T;
+
+    fn entry(&self) -> &'static TaskEntry {
+        &LITERAL
     }
 }
 
@@ -258,5 +308,19 @@ fn collect_lazy<'a>(arg: &'a Arg, out: &mut Vec<&'a Arc<LazyNode>>) {
         Arg::Dep(dep) => push(dep),
         Arg::List(deps) => deps.iter().for_each(push),
         Arg::Value(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::object::Value;
+
+    #[test]
+    fn a_value_node_s_result_is_its_argument_object_itself() {
+        let arg: Obj = Value::shared(vec![1u8; 1000]);
+        let result = literal(&[Input::One(Arc::clone(&arg))]).unwrap();
+        assert!(Arc::ptr_eq(&arg, &result), "no copy, not even of the Arc's contents");
+        assert!(literal(&[]).is_err());
     }
 }

@@ -127,3 +127,30 @@ fn fan_in_by_reference_reads_the_producers_segments_in_place_processes() {
         assert!(place.starts_with("/memfd:shoal-w") && place.ends_with("(deleted)"), "{places:?}");
     }
 }
+
+/// A list may mix plain values (`Lazy::value`) with computed nodes, for a
+/// `Vec` parameter and for a fan-in by reference, small values and values
+/// over the inline size alike.
+fn check_mixed(client: &Client) {
+    let mixed = vec![Lazy::value(7u64), size.lazy(3), Lazy::value(100u64), size.lazy(4)];
+    assert_eq!(sum_sizes.lazy(&mixed).compute(client).unwrap(), 7 + 30 + 100 + 40);
+    // A value on its own computes to itself.
+    assert_eq!(Lazy::value(41u64).compute(client).unwrap(), 41);
+    let parts = vec![blob.lazy(1), Lazy::value(vec![9u8; 80_000]), Lazy::value(vec![5u8; 10]), blob.lazy(2)];
+    let expected = (70_000 + 1) + (80_000 + 9) + (10 + 5) + (70_000 + 2);
+    assert_eq!(total_len_in_place.lazy(&parts).compute(client).unwrap(), expected);
+    assert_eq!(total_len.lazy(parts).compute(client).unwrap(), expected);
+    // Equal values are one node.
+    assert_eq!(Lazy::value(3u64).key(), Lazy::value(3u64).key());
+    assert_ne!(Lazy::value(3u64).key(), Lazy::value(4u64).key());
+}
+
+#[test]
+fn a_list_mixes_plain_values_and_lazy_nodes_threads() {
+    check_mixed(&Client::threads(2).unwrap());
+}
+
+#[test]
+fn a_list_mixes_plain_values_and_lazy_nodes_processes() {
+    check_mixed(&Client::processes(2).unwrap());
+}

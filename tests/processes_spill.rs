@@ -43,6 +43,15 @@ fn checksum_all(parts: &Archived<Vec<Vec<u8>>>) -> Vec<u64> {
     parts.iter().map(|p| fnv(p.as_slice())).collect()
 }
 
+/// Holds `mib` MiB of its own (written) memory for `ms` milliseconds: a
+/// running task's transient data, which is no result and no segment.
+#[shoal::task]
+fn hold_memory(mib: u64, ms: u64) -> u64 {
+    let data = vec![1u8; mib as usize * MIB];
+    std::thread::sleep(Duration::from_millis(ms));
+    data.iter().step_by(4096).map(|&b| u64::from(b)).sum()
+}
+
 fn bytes(i: u64, len: usize) -> Vec<u8> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len);
@@ -214,6 +223,31 @@ fn twice_the_limit_with_positioned_io() {
 
 /// A result larger than the limit is kept (everything else spills), and
 /// goes to disk itself once something newer needs the room.
+/// The limit covers a running task's own memory, not only the results:
+/// while a task holds more than the limit, the results it does not need
+/// leave memory, and they come back intact.
+#[test]
+fn a_running_task_s_own_memory_counts_against_the_limit() {
+    let _serial = serial();
+    let scratch = Scratch::new("transient");
+    let limit = 16 * MIB;
+    let client = client(limit, &scratch.0, SpillIo::Auto);
+    let parts = client.map(make, 0..4u64).unwrap();
+    shoal::wait(&parts).unwrap();
+    let s = settle(&client, |s| s.memory_objects == 4);
+    assert_eq!(s.spills, 0, "8 MiB of results fit in 16: {s:?}");
+    // 24 MiB of the task's own, for long enough to be seen: no room is left for results.
+    let hog = client.submit(hold_memory, (24u64, 3_000u64)).unwrap();
+    let s = settle(&client, |s| s.workers_memory_bytes >= 20 * MIB as u64 && s.spilled_objects == 4);
+    assert_eq!(s.memory_objects, 0, "{s:?}");
+    assert_eq!(hog.result().unwrap(), 24 * 256);
+    // It ended: its memory is seen to go, and the results read back intact.
+    settle(&client, |s| s.workers_memory_bytes < 8 * MIB as u64);
+    for (i, v) in client.gather(&parts).unwrap().iter().enumerate() {
+        assert_eq!(v, &bytes(i as u64, PART));
+    }
+}
+
 #[test]
 fn a_result_larger_than_the_limit_still_works() {
     let _serial = serial();

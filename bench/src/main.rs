@@ -8,6 +8,8 @@ mod chaos;
 mod chart;
 mod compare;
 mod count_letters;
+mod graphs;
+mod memwatch;
 mod overhead;
 mod processes;
 mod table;
@@ -24,6 +26,13 @@ benchmarks:
                   rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
   bag-wordcount   word frequencies, top 10, of text files: sequential vs rayon vs a shoal bag
                   (threads and 2 processes), with the bag graph's task count
+  graphs          data-heavy Dask graphs (bench/dask/graphs/*.json: rechunk, matmul, tree, shuffle,
+                  add-transpose-mean, delayed pipeline) replayed on shoal threads and processes
+                  and on Dask threads and processes: makespan, efficiency against the lower bound,
+                  peak memory of the whole process tree; updates its section of bench/RESULTS.md.
+                  Default 3 rounds; --only NAME (repeatable); --no-dask: shoal only;
+                  --memory-limit MIB: also the processes mode under that memory limit.
+                  Not part of `all`.
   all             every benchmark above
   chaos           soak test of the processes mode: SIGKILL workers at random moments during a job
                   with dependencies; reports correct answers, hangs and leaks (processes,
@@ -51,10 +60,30 @@ fn main() {
     let (mut rounds, mut quick, mut dask, mut processes) = (None, false, true, None);
     let (mut trials, mut seed) = (50, None);
     let mut scheduler: Option<String> = None;
+    let mut only: Vec<String> = Vec::new();
+    let mut memory_limit: Option<u64> = None;
+    if name == "graphs-replay" {
+        // The child of one `graphs` sample (not for direct use).
+        let (Some(file), Some(mode)) = (args.next(), args.next()) else { fail("graphs-replay FILE MODE [LIMIT]") };
+        let limit = args.next().map(|l| l.parse().unwrap_or_else(|_| fail("graphs-replay: LIMIT is bytes")));
+        if let Err(e) = graphs::replay(&file, &mode, limit) {
+            println!("{}", serde_json::json!({ "error": e.to_string() }));
+            std::process::exit(1);
+        }
+        return;
+    }
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
-            "--no-dask" if name == "compare" => dask = false,
+            "--no-dask" if name == "compare" || name == "graphs" => dask = false,
+            "--memory-limit" if name == "graphs" => match args.next().and_then(|v| v.parse::<u64>().ok()) {
+                Some(mib) if mib > 0 => memory_limit = Some(mib << 20),
+                _ => fail("--memory-limit needs a positive number of MiB"),
+            },
+            "--only" if name == "graphs" => match args.next() {
+                Some(g) => only.push(g),
+                None => fail("--only needs a graph's name"),
+            },
             "--processes" if name == "overhead" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(p) if p > 0 => processes = Some(p),
                 _ => fail("--processes needs a positive number"),
@@ -82,6 +111,8 @@ fn main() {
     let result = match name.as_str() {
         "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask }),
         "count-letters" => count_letters::run(&opts),
+        "graphs" => graphs::run(&graphs::GraphsOpts { rounds: rounds.unwrap_or(3), dask, only, memory_limit })
+            .map_err(shoal::Error::msg),
         "bag-wordcount" => bag_wordcount::run(&opts),
         "overhead" => overhead::run(&opts, processes, scheduler.as_deref()),
         "processes" => processes::run(&opts),

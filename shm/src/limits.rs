@@ -101,6 +101,20 @@ pub fn machine_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// A process's private memory in bytes: `RssAnon` of `/proc/PID/status`,
+/// the resident anonymous pages (its heap, stacks and private maps), if it
+/// can be read (`None` once the process is gone).
+///
+/// This is what a worker process holds beyond the results: the store counts
+/// result segments, which are shared memory (`RssShmem`) and so not in here,
+/// and the two sums never count a page twice.
+pub fn private_memory(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Why the descriptor limit could not be read or raised.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -171,6 +185,25 @@ pub fn descriptor_budget(soft: u64, workers: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn private_memory_grows_with_written_heap_and_excludes_shared_memory() {
+        let me = std::process::id();
+        let before = super::private_memory(me).unwrap();
+        // 64 MiB written on the heap: private.
+        let heap = vec![1u8; 64 << 20];
+        let with_heap = super::private_memory(me).unwrap();
+        assert!(with_heap >= before + (60 << 20), "before {before}, with 64 MiB of heap {with_heap}");
+        drop(heap);
+        // 64 MiB written into a shared mapping of a memfd: not private.
+        let base = super::private_memory(me).unwrap();
+        let mut seg = crate::SegmentWriter::create(64 << 20, "limits-test").unwrap();
+        seg.bytes_mut().fill(1);
+        let with_shared = super::private_memory(me).unwrap();
+        drop(seg);
+        assert!(with_shared < base + (32 << 20), "shared memory counted as private: {base} → {with_shared}");
+        assert_eq!(super::private_memory(u32::MAX), None);
+    }
+
     use super::*;
 
     /// A fake `/sys/fs/cgroup`, removed at the end of the test.

@@ -58,6 +58,21 @@
 //! entry again by serial number; if the entry was released meanwhile, the
 //! new copy (file or segment) is dropped — deleted — with it.
 //!
+//! # The limit covers the workers' own memory too
+//!
+//! A running task's own data (what it allocates, the copies it makes, the
+//! result it builds before it is archived) is private memory of its worker
+//! process, not a segment; a limit over segments alone let a run limited
+//! to 256 MB peak at 1.5 GB. So the engine measures the worker processes'
+//! private memory (`RssAnon`, [`crate::limits::private_memory`]) every few
+//! milliseconds, each above the least that worker was seen to hold (its
+//! idle runtime), and hands the sum to [`Store::set_workers_memory`]; the
+//! store counts it beside its own bytes, and spills results until both fit.
+//! Result segments are shared memory, not in `RssAnon`: nothing is counted
+//! twice. What the store cannot free (a task that alone needs more than the
+//! limit) stays over it: the limit steers what is kept, it cannot stop a
+//! task from allocating.
+//!
 //! # Policy
 //!
 //! - **When.** After a result is added or read back, and after a run ends
@@ -129,6 +144,9 @@ pub struct StoreStats {
     pub memory_bytes: u64,
     /// Results in shared memory.
     pub memory_objects: usize,
+    /// The worker processes' private memory when last measured (running
+    /// tasks' heaps): counted against the limit with `memory_bytes`.
+    pub workers_memory_bytes: u64,
     /// Bytes of results in spill files now.
     pub spilled_bytes: u64,
     /// Results in spill files now.
@@ -305,6 +323,10 @@ pub struct Store {
     next_serial: u64,
     /// Bytes counted: `Memory`, `Spilling` and `Loading`.
     resident: u64,
+    /// The worker processes' private memory, last measured
+    /// ([`Store::set_workers_memory`]): counted against the limit beside
+    /// `resident`.
+    workers: u64,
     /// Bytes of `Spilling` entries.
     leaving: u64,
     /// Entries counted in `resident` (each holds a segment: a descriptor),
@@ -339,6 +361,7 @@ impl Store {
             clock: 0,
             next_serial: 0,
             resident: 0,
+            workers: 0,
             leaving: 0,
             held: 0,
             held_leaving: 0,
@@ -535,7 +558,8 @@ impl Store {
     /// the descriptor budget, or nothing more can go.
     fn make_room(&mut self, keep: Option<u64>, effects: &mut StoreEffects) {
         let Some(dir) = &self.dir else { return };
-        while self.resident - self.leaving > self.limit || self.held - self.held_leaving > self.fd_budget {
+        while self.resident - self.leaving + self.workers > self.limit || self.held - self.held_leaving > self.fd_budget
+        {
             let epoch = self.space_epoch;
             let victim = self.lru.iter().map(|(_, &serial)| serial).find(|serial| {
                 Some(*serial) != keep
@@ -551,6 +575,15 @@ impl Store {
             self.held_leaving += 1;
             effects.spills.push(SpillJob { serial, obj, dir: Arc::clone(dir) });
         }
+    }
+
+    /// The worker processes now hold `bytes` of private memory (running
+    /// tasks' own data: their heaps, the copies they make): the limit covers
+    /// it too, so results spill to leave it room (see "The limit covers the
+    /// workers' own memory too" in the module docs).
+    pub fn set_workers_memory(&mut self, bytes: u64, effects: &mut StoreEffects) {
+        self.workers = bytes;
+        self.make_room(None, effects);
     }
 
     /// A run was sent to `worker` with these inputs: they are pinned until
@@ -617,6 +650,7 @@ impl Store {
             memory_limit: self.limit,
             descriptor_budget: self.fd_budget,
             memory_bytes: self.resident,
+            workers_memory_bytes: self.workers,
             memory_objects: in_memory,
             spilled_bytes: self.on_disk,
             spilled_objects: self.files,
@@ -751,6 +785,27 @@ mod tests {
         let path = std::env::temp_dir().join(format!("shoal-test-store-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         Scratch(path)
+    }
+
+    #[test]
+    fn the_workers_private_memory_counts_against_the_limit() {
+        let parent = scratch("workers");
+        let mut store = Store::new(&config(3 * OBJ as u64, &parent.0)).unwrap();
+        let mut fx = StoreEffects::default();
+        let a = store.hold(segment(1), &mut fx);
+        let b = store.hold(segment(2), &mut fx);
+        assert!(fx.spills.is_empty(), "two results fit in three");
+        // A running task takes 1.5 results' worth of its own: the oldest result goes.
+        store.set_workers_memory(OBJ as u64 + OBJ as u64 / 2, &mut fx);
+        assert_eq!(spill(&mut store, &mut fx), vec![serial(&a)]);
+        assert_eq!(store.stats().workers_memory_bytes, OBJ as u64 + OBJ as u64 / 2);
+        // It ends: room again, and a new result is kept beside `b` with no spill.
+        store.set_workers_memory(0, &mut fx);
+        let _c = store.hold(segment(3), &mut fx);
+        assert!(fx.spills.is_empty());
+        let s = store.stats();
+        assert_eq!((s.memory_objects, s.spilled_objects), (2, 1));
+        let _ = b;
     }
 
     #[test]

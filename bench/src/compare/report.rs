@@ -43,8 +43,15 @@ pub fn report(o: &Outcome, bench_dir: &Path) -> std::io::Result<()> {
     chart::speedup(&chart_path, &groups(o), &subtitle)
         .map_err(|e| std::io::Error::other(format!("chart {}: {e}", chart_path.display())))?;
 
-    let md = markdown(o, &table, &machine);
+    let mut md = markdown(o, &table, &machine);
     let results = bench_dir.join("RESULTS.md");
+    // Keep the section `graphs` writes: this run did not measure it.
+    if let Ok(old) = std::fs::read_to_string(&results)
+        && let (Some(b), Some(e)) = (old.find(crate::graphs::BEGIN), old.find(crate::graphs::END))
+        && b < e
+    {
+        md = format!("{}\n\n{}\n", md.trim_end(), &old[b..e + crate::graphs::END.len()]);
+    }
     std::fs::write(&results, md)?;
     println!("wrote {} and {}", results.display(), chart_path.display());
     Ok(())

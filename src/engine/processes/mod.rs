@@ -325,6 +325,11 @@ impl ProcessesEngine {
             Mode::shutdown(&*engine);
             return Err(e.into());
         }
+        let weak = Arc::downgrade(&engine);
+        std::thread::Builder::new()
+            .name("shoal-memory".into())
+            .spawn(move || watch_workers_memory(weak))
+            .map_err(|e| Error::Start(format!("cannot start the memory watcher thread: {e}")))?;
         Ok(engine)
     }
 
@@ -461,6 +466,59 @@ impl Mode for ProcessesEngine {
         // Segments freed, spill files deleted, the spill directory removed
         // (or, if a spill is being written right now, once it ends).
         drop(store);
+    }
+}
+
+/// How often the workers' private memory is measured for the store's limit
+/// (see `shoal_shm::store`, "The limit covers the workers' own memory too"): a task
+/// writes memory at a few GB/s, so at this pace the store learns of a
+/// large allocation after some tens of MB. Reading `/proc/PID/status` of
+/// a worker costs ~20 µs.
+const MEMORY_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A change of the workers' private memory smaller than this is not worth
+/// taking the engine lock for.
+const MEMORY_WATCH_STEP: u64 = 1 << 20;
+
+/// The memory watcher thread: measures the live workers' private memory
+/// (above each one's idle floor) and tells the store, until the engine is
+/// dropped or shut down.
+fn watch_workers_memory(engine: std::sync::Weak<ProcessesEngine>) {
+    let mut told = 0u64;
+    let mut floors: HashMap<u32, u64> = HashMap::new();
+    loop {
+        std::thread::sleep(MEMORY_WATCH_INTERVAL);
+        // The engine is held only while locked, never across the reads of
+        // `/proc`: the client's last drop (which shuts the workers down)
+        // then almost always happens on the client's thread, not here.
+        let pids = {
+            let Some(engine) = engine.upgrade() else { return };
+            let st = engine.lock();
+            if st.closed {
+                return;
+            }
+            st.backend.workers.values().map(|l| l.conn.pid).collect::<Vec<u32>>()
+        };
+        // Each worker's growth over the least it was ever seen to hold: an
+        // idle worker's own runtime (code, thread stacks, buffers) is not
+        // what the limit is for; what its tasks allocate, and what the
+        // allocator keeps of it afterwards, is.
+        floors.retain(|pid, _| pids.contains(pid));
+        let mut bytes = 0;
+        for &pid in &pids {
+            let Some(now) = shoal_shm::limits::private_memory(pid) else { continue };
+            let floor = floors.entry(pid).or_insert(now);
+            *floor = (*floor).min(now);
+            bytes += now - *floor;
+        }
+        if bytes.abs_diff(told) < MEMORY_WATCH_STEP {
+            continue;
+        }
+        told = bytes;
+        let Some(engine) = engine.upgrade() else { return };
+        let mut effects = Effects::default();
+        engine.lock().backend.store.set_workers_memory(bytes, &mut effects.store);
+        engine.carry_out(effects);
     }
 }
 
