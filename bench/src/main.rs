@@ -11,6 +11,7 @@ mod count_letters;
 mod overhead;
 mod processes;
 mod table;
+mod transfer;
 
 const USAGE: &str = "\
 usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P] [--scheduler URL] [--trials N] [--seed S]
@@ -22,6 +23,9 @@ benchmarks:
                    --scheduler tcp://HOST:PORT: on a cluster started by hand)
   processes       the processes mode: count-letters and count-letters-pipeline vs threads and
                   rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
+  transfer        GB/s of a 1 GiB result moved between two worker machines (processes) on the
+                  cluster's peer-to-peer path vs raw TCP (a socket copy, iperf3) on the same link:
+                  loopback, and two network namespaces joined by veth when root (--quick: 64 MiB)
   bag-wordcount   word frequencies, top 10, of text files: sequential vs rayon vs a shoal bag
                   (threads and 2 processes), with the bag graph's task count
   all             every benchmark above
@@ -85,6 +89,7 @@ fn main() {
         "bag-wordcount" => bag_wordcount::run(&opts),
         "overhead" => overhead::run(&opts, processes, scheduler.as_deref()),
         "processes" => processes::run(&opts),
+        "transfer" => transfer::run(&Opts { rounds: rounds.unwrap_or(3), quick }),
         "chaos" => chaos::run(
             trials,
             seed.unwrap_or_else(|| {
