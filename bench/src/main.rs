@@ -6,6 +6,7 @@
 mod bag_wordcount;
 mod chaos;
 mod chart;
+mod cluster;
 mod compare;
 mod count_letters;
 mod overhead;
@@ -18,6 +19,9 @@ usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P
 
 benchmarks:
   count-letters   sequential vs rayon vs shoal threads on the count_letters job
+  count-letters-cluster
+                  the same job on a loopback cluster (scheduler + 2 worker machines of 1 process,
+                  1 thread) vs rayon
   overhead        per-task cost: map, tree reduction, chain, round trip, million tasks, memory
                   (--processes P: in the processes mode, on P worker processes;
                    --scheduler tcp://HOST:PORT: on a cluster started by hand)
@@ -86,6 +90,7 @@ fn main() {
     let result = match name.as_str() {
         "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask }),
         "count-letters" => count_letters::run(&opts),
+        "count-letters-cluster" => count_letters::run_cluster(&opts),
         "bag-wordcount" => bag_wordcount::run(&opts),
         "overhead" => overhead::run(&opts, processes, scheduler.as_deref()),
         "processes" => processes::run(&opts),

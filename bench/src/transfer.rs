@@ -22,15 +22,13 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shoal::prelude::*;
-use shoal::{ClientOptions, ClusterOptions};
-use shoal_net::server::{self, ServerConfig, ServerHandle};
 
 use crate::Opts;
+use crate::cluster::{Children, Cluster, Site, enter, load};
 use crate::table::{Samples, Table, median};
 
 /// The result moved: 1 GiB (the size).
@@ -39,8 +37,6 @@ const SIZE: usize = 1 << 30;
 const QUICK_SIZE: usize = 64 << 20;
 /// The raw copies' write and read size (shoal's chunk size).
 const IO_CHUNK: usize = 1 << 20;
-/// The namespaces' subnet (private, inside them only; not the test's).
-const SUBNET: &str = "10.231.9";
 
 /// A result of `n` bytes, different for each seed (so each round's results
 /// are new tasks, not the last round's pure keys).
@@ -128,87 +124,10 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
     Ok(())
 }
 
-/// Where the two worker machines are.
-enum Site {
-    Loopback,
-    Namespaces(Namespaces),
-}
-
-impl Site {
-    fn namespaces() -> Result<Site, String> {
-        make_namespaces().map(Site::Namespaces)
-    }
-
-    fn ns(&self, role: &str) -> &str {
-        match self {
-            Site::Loopback => "",
-            Site::Namespaces(n) => &n.names[["s", "a", "b"].iter().position(|r| *r == role).unwrap_or(0)],
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Site::Loopback => "loopback",
-            Site::Namespaces(_) => "veth + bridge (netns)",
-        }
-    }
-
-    /// The scheduler's address, and each machine's.
-    fn hosts(&self) -> (String, String, String) {
-        match self {
-            Site::Loopback => ("127.0.0.1".into(), "127.0.0.1".into(), "127.0.0.1".into()),
-            Site::Namespaces(_) => (format!("{SUBNET}.1"), format!("{SUBNET}.2"), format!("{SUBNET}.3")),
-        }
-    }
-
-    /// A command run on machine `role` ("a" or "b").
-    fn command(&self, role: &str, program: &str) -> Command {
-        match self {
-            Site::Loopback => Command::new(program),
-            Site::Namespaces(_) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", self.ns(role), program]);
-                c
-            }
-        }
-    }
-}
-
 fn measure(site: &Site, size: usize, rounds: usize) -> shoal::Result<Figures> {
-    let (sched_host, _, b_host) = site.hosts();
-    // A secret (the namespaces' scheduler is not on loopback), in a file
-    // for the workers.
-    let secret_file = std::env::temp_dir().join(format!("shoal-bench-transfer-{}", std::process::id()));
-    let start_err = |e: std::io::Error| shoal::Error::Start(format!("cannot write the secret file: {e}"));
-    std::fs::write(&secret_file, format!("transfer {:?}", Instant::now())).map_err(start_err)?;
-    let secret = shoal_net::Secret::from_file(&secret_file).map_err(|e| shoal::Error::Start(e.to_string()))?;
-    let server = server::spawn(ServerConfig {
-        host: sched_host,
-        port: 0,
-        secret: Some(secret),
-        dashboard: None,
-        ..ServerConfig::default()
-    })
-    .map_err(|e| shoal::Error::Start(e.to_string()))?;
-    let exe = std::env::current_exe().map_err(|e| shoal::Error::Start(e.to_string()))?;
-    let mut workers = Children(Vec::new());
-    for role in ["a", "b"] {
-        let child = site
-            .command(role, &exe.to_string_lossy())
-            .env("SHOAL_WORKER", server.url())
-            .env("SHOAL_WORKER_THREADS", "1")
-            .env("SHOAL_SECRET_FILE", &secret_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| shoal::Error::Start(format!("cannot start a worker: {e}")))?;
-        workers.0.push(child);
-    }
-    wait_for(&server, 2)?;
-    let options = ClusterOptions { secret_file: Some(secret_file.clone()), ..ClusterOptions::default() };
-    let client = Client::connect_with(&server.url(), options, ClientOptions::default());
-    let _ = std::fs::remove_file(&secret_file);
-    let client = client?;
+    let (_, _, b_host) = site.hosts();
+    let cluster = Cluster::start(site, &["a", "b"], 1)?;
+    let (server, client) = (&cluster.server, &cluster.client);
     let mut shoal = Samples::default();
     for round in 0..rounds as u64 {
         let a = client.submit(transfer_blob, (size as u64, 2 * round))?;
@@ -226,8 +145,7 @@ fn measure(site: &Site, size: usize, rounds: usize) -> shoal::Result<Figures> {
             )));
         }
     }
-    drop(client);
-    drop(workers);
+    drop(cluster);
     // Raw TCP on the same link: machine a sends, machine b receives.
     let mut raw_fresh = Samples::default();
     let mut raw_reused = Samples::default();
@@ -237,17 +155,6 @@ fn measure(site: &Site, size: usize, rounds: usize) -> shoal::Result<Figures> {
     }
     let iperf = iperf3(site, &b_host, size);
     Ok(Figures { link: site.name(), shoal, raw_fresh, raw_reused, iperf })
-}
-
-fn wait_for(server: &ServerHandle, n: usize) -> shoal::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.workers() < n {
-        if Instant::now() > deadline {
-            return Err(shoal::Error::Start(format!("only {} of {n} workers connected", server.workers())));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// One raw copy of `size` bytes from machine a to machine b (threads moved
@@ -335,87 +242,4 @@ fn iperf3(site: &Site, b_host: &str, size: usize) -> Option<f64> {
         got.push(json["end"]["sum_received"]["bits_per_second"].as_f64()?);
     }
     Some(median(&got))
-}
-
-/// Child processes, killed on drop.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The three namespaces; deleted on drop.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = ip(&["netns", "del", name]);
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// `s` (the bridge at .1), `a` (.2) and `b` (.3), each machine's `eth0`
-/// a veth linked to a port of the bridge in `s` (as tests/netns.rs).
-fn make_namespaces() -> Result<Namespaces, String> {
-    if !rustix::process::getuid().is_root() {
-        return Err("not running as root".into());
-    }
-    let tag = std::process::id();
-    let names: Vec<String> = ["s", "a", "b"].iter().map(|r| format!("shoalbench{tag}{r}")).collect();
-    let mut made = Namespaces { names: Vec::new() };
-    for name in &names {
-        ip(&["netns", "add", name])?;
-        made.names.push(name.clone());
-        ip(&["-n", name, "link", "set", "lo", "up"])?;
-    }
-    let s = &names[0];
-    ip(&["-n", s, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", s, "link", "set", "br0", "up"])?;
-    ip(&["-n", s, "addr", "add", &format!("{SUBNET}.1/24"), "dev", "br0"])?;
-    for (machine, port, host) in [(&names[1], "va", 2), (&names[2], "vb", 3)] {
-        ip(&["-n", s, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", machine])?;
-        ip(&["-n", s, "link", "set", port, "master", "br0"])?;
-        ip(&["-n", s, "link", "set", port, "up"])?;
-        ip(&["-n", machine, "addr", "add", &format!("{SUBNET}.{host}/24"), "dev", "eth0"])?;
-        ip(&["-n", machine, "link", "set", "eth0", "up"])?;
-    }
-    Ok(made)
-}
-
-/// Moves the calling thread (and the threads it starts from now on) into
-/// the namespace.
-fn enter(name: &str) -> Result<(), String> {
-    let file = std::fs::File::open(format!("/run/netns/{name}")).map_err(|e| format!("open /run/netns/{name}: {e}"))?;
-    // SAFETY: `setns` on a descriptor this function owns (open for the
-    // call's duration) changes only the calling thread's network namespace;
-    // no memory is involved.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(format!("setns into {name}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// The load averages, as `uptime` gives them.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
