@@ -43,12 +43,25 @@ pub fn report(o: &Outcome, bench_dir: &Path) -> std::io::Result<()> {
     chart::speedup(&chart_path, &groups(o), &subtitle)
         .map_err(|e| std::io::Error::other(format!("chart {}: {e}", chart_path.display())))?;
 
-    let md = markdown(o, &table, &machine);
+    let mut md = markdown(o, &table, &machine);
     let results = bench_dir.join("RESULTS.md");
+    // Sections written by other benchmarks' runs (the cluster's) follow a
+    // marker and are kept.
+    if let Some(kept) = std::fs::read_to_string(&results).ok().and_then(|old| {
+        let at = old.find(KEPT_MARKER)?;
+        Some(old[at..].to_string())
+    }) {
+        md.push('\n');
+        md.push_str(&kept);
+    }
     std::fs::write(&results, md)?;
     println!("wrote {} and {}", results.display(), chart_path.display());
     Ok(())
 }
+
+/// In RESULTS.md, what follows this line is not `compare`'s and is kept
+/// when `compare` writes the file again.
+const KEPT_MARKER: &str = "<!-- kept by compare:";
 
 /// Rows of the same case, by kind.
 fn shoal_rows(o: &Outcome, case: Case) -> impl Iterator<Item = &Row> {
