@@ -103,7 +103,7 @@ impl tokio::io::AsyncRead for Dribble<'_> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         self.step += 1;
-        let size = if self.step % 17 == 0 { 300_000 } else { 1 + self.step % 13 };
+        let size = if self.step.is_multiple_of(17) { 300_000 } else { 1 + self.step % 13 };
         let n = size.min(buf.remaining()).min(self.bytes.len());
         buf.put_slice(&self.bytes[..n]);
         self.bytes = &self.bytes[n..];
