@@ -296,7 +296,10 @@ async fn shake(
         }
         None => (None, None),
     };
-    let stream = stream::secure(tcp, tls, &config.address).await?;
+    let stream =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream::secure(tcp, tls, &config.address)).await.map_err(|_| {
+            NetError::Timeout { what: "for the TLS handshake with the scheduler", after: HANDSHAKE_TIMEOUT }
+        })??;
     let (mut reader, mut writer) = stream.framed(config.address.clone(), config.dead_after);
     let nthreads = u32::try_from(config.threads).unwrap_or(u32::MAX);
     let me = Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads, data_port };
