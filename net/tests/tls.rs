@@ -222,3 +222,21 @@ async fn a_tls_data_port_serves_over_tls_and_refuses_plain_and_certificateless_f
     // The port still serves.
     assert!(fetcher(Some(worker)).fetch(&address, &[task]).await.unwrap()[0].is_some());
 }
+
+#[test]
+fn a_peer_that_stalls_in_the_tls_handshake_is_dropped_within_the_timeout_and_others_are_served() {
+    use std::io::{Read, Write};
+    let pki = Pki::new("stall");
+    let server = pki.scheduler(false); // a handshake timeout of 2 s
+    let mut stalled = std::net::TcpStream::connect(server.addr()).unwrap();
+    // The start of a TLS record, and then nothing.
+    stalled.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let started = std::time::Instant::now();
+    connect(&server.url(), Some(pki.files(false))).expect("a TLS client is served meanwhile");
+    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = matches!(stalled.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "the stalled peer was answered instead of dropped");
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(1500) && after < Duration::from_secs(5), "dropped after {after:?}");
+}
