@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 /// by clients (when [`ClusterOptions::secret_file`] is `None`) and workers.
 pub const ENV_SECRET_FILE: &str = shoal_net::agent::ENV_SECRET_FILE;
 
+/// Where a client's (or worker's) TLS material is: the CA it trusts, its
+/// own certificate and key (see [`ClusterOptions::tls`]).
+pub use shoal_net::tls::TlsFiles;
+
 /// Settings of a connection to a scheduler.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -19,6 +23,11 @@ pub struct ClusterOptions {
     /// `--secret-file`). `None`: the file named by `SHOAL_SECRET_FILE`, if
     /// set; else no secret (only a loopback scheduler accepts that).
     pub secret_file: Option<PathBuf>,
+    /// TLS files, for a `tls://` address. `None`: the files named by
+    /// `SHOAL_TLS_CA`, `SHOAL_TLS_CERT`, `SHOAL_TLS_KEY` (and the name in
+    /// `SHOAL_TLS_SERVER_NAME`). The CA is required; a mutual scheduler
+    /// (`--tls-ca`) requires the certificate and key too.
+    pub tls: Option<TlsFiles>,
     /// How long connecting and the handshake may take (default 10 s).
     pub connect_timeout: Duration,
     /// How long the scheduler may stay silent (it sends heartbeats) before
@@ -30,6 +39,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             secret_file: None,
+            tls: None,
             connect_timeout: Duration::from_secs(10),
             dead_after: shoal_net::agent::DEFAULT_DEAD_AFTER,
         }
@@ -37,8 +47,9 @@ impl Default for ClusterOptions {
 }
 
 impl Client {
-    /// A client of the scheduler at `url` (`tcp://host:8786`), started with
-    /// `shoal scheduler`; tasks run on the workers connected to it — this
+    /// A client of the scheduler at `url` (`tcp://host:8786`, or
+    /// `tls://host:8786` for a scheduler started with `--tls-cert`: see
+    /// [`ClusterOptions::tls`]), started with `shoal scheduler`; tasks run on the workers connected to it — this
     /// same binary, started as `SHOAL_WORKER=tcp://host:8786 ./app`.
     ///
     /// The program is the same as in the other modes. Results live on the
@@ -62,8 +73,22 @@ impl Client {
             Some(path) => Some(shoal_net::Secret::from_file(&path).map_err(|e| Error::InvalidOption(e.to_string()))?),
             None => None,
         };
+        let endpoint = shoal_net::parse_url(url).map_err(|e| Error::InvalidOption(e.to_string()))?;
+        let tls = match (endpoint.tls, cluster.tls) {
+            (true, files) => {
+                let files = files.unwrap_or_else(TlsFiles::from_env);
+                Some(shoal_net::tls::PeerTls::new(&files).map_err(|e| Error::InvalidOption(e.to_string()))?)
+            }
+            (false, Some(_)) => {
+                return Err(Error::InvalidOption(format!(
+                    "TLS options are given but {url:?} is not a tls:// address: write tls://host:port"
+                )));
+            }
+            (false, None) => None,
+        };
         let remote = shoal_net::client::Remote::connect(shoal_net::client::ClientConfig {
             url: url.to_string(),
+            tls,
             secret,
             fingerprint: shoal_core::registry::fingerprint()?,
             connect_timeout: cluster.connect_timeout,

@@ -83,7 +83,7 @@ mod status;
 
 pub use args::{IntoArg, IntoArgs, One};
 pub use client::{Client, ClientOptions, SubmitOptions};
-pub use client_cluster::{ClusterOptions, ENV_SECRET_FILE};
+pub use client_cluster::{ClusterOptions, ENV_SECRET_FILE, TlsFiles};
 pub use client_processes::{DEFAULT_WORKER_TTL, ProcessesOptions, StealStats};
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, FutureStatus, as_completed, wait};

@@ -11,6 +11,9 @@ use shoal::prelude::*;
 use shoal::{ClientOptions, ClusterOptions, Error, ProgressBar, ProgressUpdate, TaskFailure};
 use shoal_net::server::{self, ServerConfig, ServerHandle};
 
+#[path = "../net/tests/support/certs.rs"]
+mod certs;
+
 #[shoal::task]
 fn inc(x: u64) -> u64 {
     x + 1
@@ -437,6 +440,92 @@ fn large_results_stay_on_their_workers_and_move_peer_to_peer() {
     assert_eq!(back[1000], (1000u32 as u8).wrapping_mul(3));
     let end = server.counts();
     assert!(end.result_bytes_received < 100_000, "a large result went through the scheduler: {end:?}");
+}
+
+/// The same job over mutual TLS, with the secret inside it: runs, a
+/// transfer between the workers' data ports and the client's gather all
+/// go over TLS, and workers that cannot speak it are turned away with a
+/// reason while the cluster works on.
+#[test]
+fn a_job_over_mutual_tls_gives_the_right_answer_and_plain_or_certificateless_workers_are_refused() {
+    let dir = certs::Dir::new("cluster");
+    let ca = certs::Ca::new("shoal test CA");
+    let ca_file = ca.write(&dir.0, "ca.pem");
+    let sched = ca.issue(&dir.0, "scheduler", &["127.0.0.1"]);
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, "a secret inside TLS").unwrap();
+    let server = server::spawn(ServerConfig {
+        port: 0,
+        secret: Some(shoal_net::Secret::from_file(&secret).unwrap()),
+        tls: Some(shoal_net::tls::ServerTls::new(&sched.cert, &sched.key, Some(&ca_file)).unwrap()),
+        heartbeat: Duration::from_millis(100),
+        dead_after: Duration::from_secs(2),
+        dashboard: None,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    assert!(server.url().starts_with("tls://"));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    // Workers' certificates name no address: data ports are reached by IP
+    // and checked against the CA only.
+    let workers: Vec<Worker> = (0..2)
+        .map(|i| {
+            let pair = ca.issue(&dir.0, &format!("worker{i}"), &[&format!("worker{i}.example")]);
+            let env = [
+                ("SHOAL_SECRET_FILE", path(&secret)),
+                ("SHOAL_TLS_CA", path(&ca_file)),
+                ("SHOAL_TLS_CERT", path(&pair.cert)),
+                ("SHOAL_TLS_KEY", path(&pair.key)),
+            ];
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Worker::start_with(&server.url(), 2, &env)
+        })
+        .collect();
+    wait_for("the TLS workers", || server.workers() == 2);
+    let me = ca.issue(&dir.0, "client", &["client.example"]);
+    let options = ClusterOptions {
+        secret_file: Some(secret.clone()),
+        tls: Some(shoal::TlsFiles {
+            ca: Some(ca_file.clone()),
+            cert: Some(me.cert.clone()),
+            key: Some(me.key.clone()),
+            server_name: None,
+        }),
+        ..Default::default()
+    };
+    let client = Client::connect_with(&server.url(), options, ClientOptions::default()).unwrap();
+    let xs: Vec<u64> = (0..200).collect();
+    let futures = client.map(inc, xs.clone()).unwrap();
+    let got: Vec<u64> = client.gather(&futures).unwrap();
+    assert_eq!(got, xs.iter().map(|x| x + 1).collect::<Vec<_>>());
+    let a = client.submit(slow_blob, 3u8).unwrap();
+    let b = client.submit(slow_blob, 5u8).unwrap();
+    shoal::wait(&[a.clone(), b.clone()]).unwrap();
+    let before = server.counts();
+    assert_eq!(client.submit(both, (&a, &b)).unwrap().result().unwrap(), blob_sum(3) + blob_sum(5));
+    let after = server.counts();
+    assert!(after.remote_bytes >= before.remote_bytes + 3_000_000, "no transfer between the workers: {after:?}");
+    assert_eq!(a.result().unwrap().len(), 3_000_000);
+    assert!(server.counts().result_bytes_received < 100_000, "a large result went through the scheduler");
+
+    // A plain worker, and a TLS worker without a certificate: each exits
+    // saying why; the cluster is untouched.
+    let stderr_of = |mut worker: Worker| {
+        assert!(!worker.0.wait().unwrap().success(), "a refused worker exits with failure");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut worker.0.stderr.take().unwrap(), &mut text).unwrap();
+        text
+    };
+    let plain_url = server.url().replace("tls://", "tcp://");
+    let plain = Worker::start_with(&plain_url, 1, &[("SHOAL_SECRET_FILE", &path(&secret))]);
+    let said = stderr_of(plain);
+    assert!(said.contains("speaks TLS only"), "{said}");
+    let bare = Worker::start_with(&server.url(), 1, &[("SHOAL_TLS_CA", &path(&ca_file))]);
+    let said = stderr_of(bare);
+    assert!(said.contains("SHOAL_TLS_CERT"), "{said}");
+    assert_eq!(server.workers(), 2);
+    assert_eq!(client.submit(add, (20u64, 22u64)).unwrap().result().unwrap(), 42);
+    drop(workers);
 }
 
 /// A worker that dies takes its results with it: the scheduler sees it and

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use shoal::prelude::*;
 
 use crate::Opts;
+use crate::cluster::{Cluster, Site, load};
 use crate::table::{Samples, Table, secs, time, verdict};
 
 #[shoal::task]
@@ -17,6 +18,8 @@ fn count_letters(path: String) -> shoal::Result<u64> {
 
 /// shoal within this fraction of rayon meets the threads-mode target.
 const TARGET_VS_RAYON: f64 = 1.05;
+/// The cluster's target (issue 8): within 15% of rayon.
+const CLUSTER_TARGET_VS_RAYON: f64 = 1.15;
 
 pub fn files(opts: &Opts) -> shoal::Result<Vec<String>> {
     let (n, size) = if opts.quick { (20, 2_000_000) } else { (100, 10_000_000) };
@@ -81,6 +84,55 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
         verdict(ratio <= TARGET_VS_RAYON),
     ]);
     r.row(vec!["sequential ÷ shoal".into(), format!("{:.2}", seq.median() / sho.median()), "".into(), "".into()]);
+    r.print();
+    Ok(())
+}
+
+/// The same job on a loopback cluster — a scheduler in this process and two
+/// worker machines of one process of one thread each (this binary with
+/// `SHOAL_WORKER`) — against rayon on every core, alternated round by round.
+pub fn run_cluster(opts: &Opts) -> shoal::Result<()> {
+    let files = files(opts)?;
+    let cluster = Cluster::start(&Site::Loopback, &["a", "b"], 1)?;
+    let expected = sequential(&files)?;
+    let (mut ray, mut sho) = (Samples::default(), Samples::default());
+    let load_before = load();
+    for round in 0..opts.rounds {
+        eprintln!("  round {}/{}", round + 1, opts.rounds);
+        let (d, n) = time(|| rayon(&files));
+        check(n?, expected, "rayon")?;
+        ray.push(d);
+        let (d, n) = time(|| shoal(&cluster.client, &files));
+        check(n?, expected, "shoal cluster")?;
+        sho.push(d);
+    }
+    println!(
+        "\ncount-letters on a loopback cluster: {} files, scheduler + 2 worker machines × 1 process × 1 thread vs \
+         rayon on {} threads, median of {} rounds (load before {load_before}, after {})",
+        files.len(),
+        rayon::current_num_threads(),
+        opts.rounds,
+        load()
+    );
+    let mut t = Table::new(&["runner", "median", "min", "max", "÷ rayon"]);
+    for (name, s) in [("rayon par_iter", &ray), ("shoal cluster (loopback)", &sho)] {
+        t.row(vec![
+            name.into(),
+            secs(s.median()),
+            secs(s.min()),
+            secs(s.max()),
+            format!("{:.3}", s.median() / ray.median()),
+        ]);
+    }
+    t.print();
+    let ratio = sho.median() / ray.median();
+    let mut r = Table::new(&["ratio", "value", "target", ""]);
+    r.row(vec![
+        "shoal cluster ÷ rayon".into(),
+        format!("{ratio:.3}"),
+        format!("≤ {CLUSTER_TARGET_VS_RAYON}"),
+        verdict(ratio <= CLUSTER_TARGET_VS_RAYON),
+    ]);
     r.print();
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod bag_wordcount;
 mod chaos;
 mod chart;
+mod cluster;
 mod compare;
 mod count_letters;
 mod graphs;
@@ -13,17 +14,24 @@ mod memwatch;
 mod overhead;
 mod processes;
 mod table;
+mod transfer;
 
 const USAGE: &str = "\
 usage: shoal-bench <benchmark> [--rounds N] [--quick] [--no-dask] [--processes P] [--scheduler URL] [--trials N] [--seed S]
 
 benchmarks:
   count-letters   sequential vs rayon vs shoal threads on the count_letters job
+  count-letters-cluster
+                  the same job on a loopback cluster (scheduler + 2 worker machines of 1 process,
+                  1 thread) vs rayon
   overhead        per-task cost: map, tree reduction, chain, round trip, million tasks, memory
                   (--processes P: in the processes mode, on P worker processes;
                    --scheduler tcp://HOST:PORT: on a cluster started by hand)
   processes       the processes mode: count-letters and count-letters-pipeline vs threads and
                   rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
+  transfer        GB/s of a 1 GiB result moved between two worker machines (processes) on the
+                  cluster's peer-to-peer path vs raw TCP (a socket copy, iperf3) on the same link:
+                  loopback, and two network namespaces joined by veth when root (--quick: 64 MiB)
   bag-wordcount   word frequencies, top 10, of text files: sequential vs rayon vs a shoal bag
                   (threads and 2 processes), with the bag graph's task count
   graphs          data-heavy Dask graphs (bench/dask/graphs/*.json: rechunk, matmul, tree, shuffle,
@@ -113,9 +121,11 @@ fn main() {
         "count-letters" => count_letters::run(&opts),
         "graphs" => graphs::run(&graphs::GraphsOpts { rounds: rounds.unwrap_or(3), dask, only, memory_limit })
             .map_err(shoal::Error::msg),
+        "count-letters-cluster" => count_letters::run_cluster(&opts),
         "bag-wordcount" => bag_wordcount::run(&opts),
         "overhead" => overhead::run(&opts, processes, scheduler.as_deref()),
         "processes" => processes::run(&opts),
+        "transfer" => transfer::run(&Opts { rounds: rounds.unwrap_or(3), quick }),
         "chaos" => chaos::run(
             trials,
             seed.unwrap_or_else(|| {

@@ -49,16 +49,18 @@ use shoal_core::object::{Input, Obj};
 use shoal_core::protocol::{FailKind, Run, RunResult, ToWorker};
 use shoal_core::scheduler::TaskId;
 use shoal_core::worker::{Flow, Outlet, Worker};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::watch;
 
 use crate::auth::{self, Introduce, Secret};
-use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
+use crate::conn::{Incoming, Outgoing, write_loop};
 use crate::data::{self, Fetcher, Gate, Store};
 use crate::error::{NetError, Result};
 use crate::machine::{Machine, MachineConfig};
 use crate::store::{MachineStore, StoreSettings};
+use crate::stream::{self, Reader, Writer};
+use crate::tls::{self, PeerTls, ServerTls, TlsFiles};
 use crate::wire::{
     self, ALWAYS_INLINE, ArchivedToWorkerMsg, ArchivedWireInput, ArchivedWireSource, FromWorkerMsg, MAX_ITEMS,
     ObjectsIn, Role, ToWorkerMsg, WireFailKind, WireFigures, WireObject, WireResult, WireTask,
@@ -110,6 +112,11 @@ pub const UNFETCHED_PAUSE: Duration = Duration::from_millis(200);
 pub struct AgentConfig {
     /// The scheduler, `host:port`.
     pub address: String,
+    /// The scheduler's host (the name its TLS certificate must carry).
+    pub host: String,
+    /// TLS (`tls://`), with the worker's certificate: every connection of
+    /// the worker uses it (see [`crate::tls`]).
+    pub tls: Option<PeerTls>,
     /// Worker threads (of each process, with processes).
     pub threads: usize,
     /// Worker processes (0: tasks run on the agent's own threads).
@@ -132,7 +139,24 @@ pub struct AgentConfig {
 pub fn config_from_env() -> Option<Result<AgentConfig>> {
     let url = std::env::var(ENV_WORKER).ok()?;
     let read = || -> Result<AgentConfig> {
-        let address = crate::parse_url(&url)?;
+        let endpoint = crate::parse_url(&url)?;
+        let files = TlsFiles::from_env();
+        let tls = match (endpoint.tls, files.any()) {
+            (true, _) => {
+                let tls = PeerTls::new(&files)?;
+                // Checked now rather than at the first connection: the data
+                // port serves over TLS with this certificate.
+                tls.data_port(false)?;
+                Some(tls)
+            }
+            (false, true) => {
+                return Err(NetError::Config(format!(
+                    "{} and the other SHOAL_TLS_ variables are set but {ENV_WORKER}={url:?} is not a tls:// address:                      write tls://host:port to use TLS",
+                    tls::ENV_TLS_CA
+                )));
+            }
+            (false, false) => None,
+        };
         let threads =
             match std::env::var(ENV_THREADS) {
                 Ok(n) => n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
@@ -184,7 +208,18 @@ pub fn config_from_env() -> Option<Result<AgentConfig>> {
             Ok(s) => s.parse::<u128>().map_err(|_| NetError::Config(format!("bad {ENV_FINGERPRINT_OVERRIDE}")))?,
             Err(_) => shoal_core::registry::fingerprint().map_err(|e| NetError::Config(e.to_string()))?,
         };
-        Ok(AgentConfig { address, threads, processes, store, secret, connect_for, dead_after, fingerprint })
+        Ok(AgentConfig {
+            address: endpoint.address,
+            host: endpoint.host,
+            tls,
+            threads,
+            processes,
+            store,
+            secret,
+            connect_for,
+            dead_after,
+            fingerprint,
+        })
     };
     let config = read();
     for var in [
@@ -197,6 +232,10 @@ pub fn config_from_env() -> Option<Result<AgentConfig>> {
         ENV_CONNECT_TIMEOUT,
         ENV_DEAD_AFTER,
         ENV_FINGERPRINT_OVERRIDE,
+        tls::ENV_TLS_CA,
+        tls::ENV_TLS_CERT,
+        tls::ENV_TLS_KEY,
+        tls::ENV_TLS_SERVER_NAME,
     ] {
         // SAFETY: `remove_var` races only with other threads reading or
         // writing the environment; this runs before `main` (the hook) or
@@ -248,7 +287,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
     let store = MachineStore::new(&config.store)?;
     runtime.block_on(async {
         loop {
-            let (halves, welcome, listener) = connect(&config).await?;
+            let (halves, welcome, listener, data_tls) = connect(&config).await?;
             let data_address = listener.local_addr()?;
             tracing::info!(
                 "worker {} serving the scheduler at {}; results served at {data_address}",
@@ -257,7 +296,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             );
             // Results of an earlier session name tasks of that session.
             data::clear(&store);
-            let gate = Gate { secret: config.secret.clone(), fingerprint: config.fingerprint };
+            let gate = Gate { secret: config.secret.clone(), fingerprint: config.fingerprint, tls: data_tls };
             let port = tokio::spawn(data::serve(listener, Arc::clone(&store), gate));
             let ended = session(&config, halves, welcome.heartbeat, &store).await;
             port.abort();
@@ -272,38 +311,37 @@ pub fn run(config: AgentConfig) -> Result<()> {
     })
 }
 
-type Halves = (FrameReader<tokio::net::tcp::OwnedReadHalf>, FrameWriter<tokio::net::tcp::OwnedWriteHalf>);
+type Halves = (Reader, Writer);
 
 /// Connects and shakes hands, retrying unreachable schedulers with backoff;
 /// the data port is bound on the address this worker reaches the scheduler
 /// from (so loopback when the scheduler is on loopback), before the hello
-/// that announces it.
-async fn connect(config: &AgentConfig) -> Result<(Halves, auth::Welcomed, TcpListener)> {
+/// that announces it. With TLS, also the data port's TLS: it requires
+/// fetchers' certificates when the scheduler required this worker's.
+async fn connect(config: &AgentConfig) -> Result<(Halves, auth::Welcomed, TcpListener, Option<ServerTls>)> {
     let started = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let error = match TcpStream::connect(&config.address).await {
+        let error = match stream::tcp(&config.address).await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 let local = stream.local_addr()?.ip();
                 let listener = TcpListener::bind((local, 0))
                     .await
                     .map_err(|e| NetError::Config(format!("cannot bind a data port on {local}: {e}")))?;
                 let data_port = listener.local_addr()?.port();
-                let (r, w) = stream.into_split();
-                let mut reader = FrameReader::new(r, config.address.clone(), config.dead_after);
-                let mut writer = FrameWriter::new(w);
-                let nthreads = u32::try_from(config.threads * config.processes.max(1)).unwrap_or(u32::MAX);
-                let me = Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads, data_port };
-                match auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), HANDSHAKE_TIMEOUT).await {
-                    Ok(welcome) => return Ok(((reader, writer), welcome, listener)),
-                    // Refused (or a scheduler that cannot prove the
-                    // secret): trying again would not help.
-                    Err(e @ (NetError::Refused { .. } | NetError::Config(_))) => return Err(e),
+                match shake(config, stream, data_port).await {
+                    Ok((halves, welcome, asked)) => {
+                        let data_tls = config.tls.as_ref().map(|t| t.data_port(asked)).transpose()?;
+                        return Ok((halves, welcome, listener, data_tls));
+                    }
+                    // Refused, a TLS failure (certificates) or a scheduler
+                    // that cannot prove the secret: trying again would not
+                    // help.
+                    Err(e @ (NetError::Refused { .. } | NetError::Config(_) | NetError::Tls { .. })) => return Err(e),
                     Err(e) => e,
                 }
             }
-            Err(e) => NetError::Io(e),
+            Err(e) => e,
         };
         if started.elapsed() + backoff > config.connect_for {
             return Err(NetError::Lost {
@@ -319,6 +357,34 @@ async fn connect(config: &AgentConfig) -> Result<(Halves, auth::Welcomed, TcpLis
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// TLS (if on) and the handshake on a connection to the scheduler; whether
+/// the scheduler asked for this worker's certificate (mutual TLS).
+async fn shake(
+    config: &AgentConfig,
+    tcp: tokio::net::TcpStream,
+    data_port: u16,
+) -> Result<(Halves, auth::Welcomed, bool)> {
+    let (tls, asked) = match &config.tls {
+        Some(t) => {
+            let dial = t.scheduler()?;
+            (Some((dial.connector, t.scheduler_name(&config.host)?)), Some(dial.asked))
+        }
+        None => (None, None),
+    };
+    let stream =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream::secure(tcp, tls, &config.address)).await.map_err(|_| {
+            NetError::Timeout { what: "for the TLS handshake with the scheduler", after: HANDSHAKE_TIMEOUT }
+        })??;
+    let (mut reader, mut writer) = stream.framed(config.address.clone(), config.dead_after);
+    let nthreads = u32::try_from(config.threads * config.processes.max(1)).unwrap_or(u32::MAX);
+    let me = Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads, data_port };
+    let welcome = auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), HANDSHAKE_TIMEOUT)
+        .await
+        .map_err(|e| stream::explain_io(&config.address, e))?;
+    let asked = asked.is_some_and(|a| a.load(std::sync::atomic::Ordering::Relaxed));
+    Ok(((reader, writer), welcome, asked))
 }
 
 /// What the fetching tasks hand back to the session.
@@ -353,6 +419,7 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
     let fetcher = Arc::new(Fetcher::new(
         Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 },
         config.secret.clone(),
+        config.tls.clone(),
         config.dead_after,
     ));
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel::<Fetched>();

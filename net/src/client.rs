@@ -49,14 +49,15 @@ use shoal_core::TaskFailure;
 use shoal_core::driver::{DriverError, GraphNode, NodeArg, Status};
 use shoal_core::object::{Obj, RawArchive};
 use shoal_core::scheduler::{Dep, TaskId, TaskState};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::auth::{self, Secret};
-use crate::conn::{FrameReader, FrameWriter, Incoming, Outgoing, write_loop};
+use crate::conn::{Incoming, Outgoing, write_loop};
 use crate::data::Fetcher;
 use crate::error::NetError;
 use crate::monitor::{Monitored, snapshot_in};
+use crate::stream::{self, Reader};
+use crate::tls::PeerTls;
 use crate::wire::{
     self, ArchivedToClientMsg, ArchivedWireGathered, ArchivedWireStatus, FromClientMsg, MAX_ITEMS, ObjectsOut, Role,
     WireArg, WireDep, WireNode, WireTask,
@@ -80,8 +81,11 @@ pub enum ClientError {
 /// How a client connects.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `tcp://host:port`.
+    /// `tcp://host:port`, or `tls://host:port` (then `tls` is required).
     pub url: String,
+    /// TLS: whom to trust and what to present (see [`crate::tls`]); for a
+    /// `tls://` address only.
+    pub tls: Option<PeerTls>,
     /// The cluster's shared secret, if it has one.
     pub secret: Option<Secret>,
     /// This binary's registry fingerprint.
@@ -188,26 +192,45 @@ impl Remote {
     /// Connects to a scheduler and shakes hands (within the config's
     /// timeout).
     pub fn connect(config: ClientConfig) -> Result<Remote, NetError> {
-        let address = crate::parse_url(&config.url)?;
+        let endpoint = crate::parse_url(&config.url)?;
+        let address = endpoint.address.clone();
+        let tls = match (endpoint.tls, &config.tls) {
+            (true, Some(tls)) => Some((tls.scheduler()?.connector, tls.scheduler_name(&endpoint.host)?)),
+            (false, None) => None,
+            (true, None) => {
+                return Err(NetError::Config(format!(
+                    "{:?} is a tls:// address: give the CA to trust ({} or the TLS options)",
+                    config.url,
+                    crate::tls::ENV_TLS_CA
+                )));
+            }
+            (false, Some(_)) => {
+                return Err(NetError::Config(format!(
+                    "TLS settings are given but {:?} is not a tls:// address: write tls://host:port",
+                    config.url
+                )));
+            }
+        };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let connect = async {
-            let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&address))
+            let tcp = tokio::time::timeout(config.connect_timeout, stream::tcp(&address))
                 .await
                 .map_err(|_| NetError::Timeout { what: "connecting to the scheduler", after: config.connect_timeout })?
                 .map_err(|e| NetError::Config(format!("cannot connect to the scheduler at {address}: {e}")))?;
-            let _ = stream.set_nodelay(true);
-            let (r, w) = stream.into_split();
-            let mut reader = FrameReader::new(r, address.clone(), config.dead_after);
-            let mut writer = FrameWriter::new(w);
+            let stream = tokio::time::timeout(config.connect_timeout, stream::secure(tcp, tls, &address))
+                .await
+                .map_err(|_| NetError::Timeout { what: "for the TLS handshake", after: config.connect_timeout })??;
+            let (mut reader, mut writer) = stream.framed(address.clone(), config.dead_after);
             let me = auth::Introduce { role: Role::Client, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 };
-            let welcome =
-                auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), config.connect_timeout).await?;
+            let welcome = auth::connect(&mut reader, &mut writer, me, config.secret.as_ref(), config.connect_timeout)
+                .await
+                .map_err(|e| stream::explain_io(&address, e))?;
             Ok::<_, NetError>((reader, writer, welcome))
         };
         let (reader, writer, welcome) = runtime.block_on(connect)?;
         let handle = runtime.handle().clone();
         let me = auth::Introduce { role: Role::Client, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 };
-        let fetcher = Arc::new(Fetcher::new(me, config.secret.clone(), config.dead_after));
+        let fetcher = Arc::new(Fetcher::new(me, config.secret.clone(), config.tls.clone(), config.dead_after));
         let (tx, rx) = mpsc::unbounded_channel();
         let (releases, released) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner { mirror: Mutex::new(Mirror::default()), changed: Condvar::new(), tx, releases });
@@ -648,7 +671,7 @@ async fn batch_releases(mut released: mpsc::UnboundedReceiver<TaskId>, tx: Unbou
 
 /// Reads the scheduler's messages into the mirror until the connection
 /// ends; why it ended.
-async fn read_loop(inner: &Inner, mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+async fn read_loop(inner: &Inner, mut reader: Reader) -> String {
     let peer = reader.peer.clone();
     loop {
         let message = match reader.message_or_end().await {

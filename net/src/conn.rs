@@ -18,10 +18,13 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+
+use bytes::{Buf, BytesMut};
 use rkyv::util::AlignedVec;
 use shoal_core::object::{MAX_ARCHIVE_LEN, Obj};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::codec::LengthDelimitedCodec;
 
@@ -142,26 +145,109 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// One streamed object of `len` bytes, from its chunks.
+    ///
+    /// A CHUNK's payload goes from the socket straight into the object's
+    /// memory (what is already buffered is copied from the buffer): one
+    /// copy, not two (socket → frame buffer → object). The header is
+    /// checked as the codec would (kind, length within the frame limit and
+    /// the object) before a byte of the payload is read; any other frame
+    /// takes the general path and is refused there.
     async fn blob(&mut self, len: u64) -> Result<AlignedVec> {
         let len = usize::try_from(len).ok().filter(|&l| l <= MAX_ARCHIVE_LEN).ok_or_else(|| {
             NetError::protocol(format!("a streamed object of {len} bytes, over the limit of {MAX_ARCHIVE_LEN}"))
         })?;
         let mut bytes = AlignedVec::with_capacity(len.min(4 * CHUNK));
         while bytes.len() < len {
-            match self.expect_frame().await? {
-                Frame::Chunk(chunk) if chunk.len() <= len - bytes.len() => bytes.extend_from_slice(&chunk),
-                Frame::Chunk(_) => return Err(NetError::protocol("a chunk runs past the end of its object")),
-                other => {
-                    return Err(NetError::protocol(format!(
-                        "expected a chunk of a streamed object, got {}",
-                        kind_name(&other)
-                    )));
+            let Some(payload) = self.chunk_header().await? else {
+                match self.expect_frame().await? {
+                    Frame::Chunk(_) => return Err(NetError::protocol("a chunk runs past the end of its object")),
+                    other => {
+                        return Err(NetError::protocol(format!(
+                            "expected a chunk of a streamed object, got {}",
+                            kind_name(&other)
+                        )));
+                    }
                 }
+            };
+            if payload > len - bytes.len() {
+                return Err(NetError::protocol("a chunk runs past the end of its object"));
             }
+            let buffered = payload.min(self.buf.len());
+            bytes.extend_from_slice(&self.buf[..buffered]);
+            self.buf.advance(buffered);
+            self.read_into(&mut bytes, payload - buffered).await?;
         }
         Ok(bytes)
     }
+
+    /// If the next frame is a CHUNK, consumes its header and gives its
+    /// payload's length; `None` (nothing consumed) for any other frame, or
+    /// a length the codec would refuse.
+    async fn chunk_header(&mut self) -> Result<Option<usize>> {
+        while self.buf.len() < CHUNK_HEADER {
+            self.fill().await?;
+        }
+        let frame_len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if self.buf[4] != CHUNK_KIND || frame_len == 0 || frame_len > self.codec.max_frame_length() {
+            return Ok(None);
+        }
+        self.buf.advance(CHUNK_HEADER);
+        Ok(Some(frame_len - 1))
+    }
+
+    /// Reads more into the frame buffer (within the idle limit); the end of
+    /// the stream here is inside a frame.
+    async fn fill(&mut self) -> Result<()> {
+        match tokio::time::timeout(self.idle, self.io.read_buf(&mut self.buf)).await {
+            Err(_) => Err(self.silent()),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(0)) if self.buf.is_empty() => {
+                Err(NetError::Lost { peer: self.peer.clone(), reason: "it closed the connection".into() })
+            }
+            Ok(Ok(0)) => Err(NetError::protocol("the stream ended inside a frame")),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Reads exactly `n` bytes from the socket onto the end of `bytes`
+    /// (each read within the idle limit).
+    async fn read_into(&mut self, bytes: &mut AlignedVec, mut n: usize) -> Result<()> {
+        bytes.reserve(n);
+        while n > 0 {
+            let start = bytes.len();
+            // SAFETY: `reserve` made room for at least `n` more bytes past
+            // `len`, so `start..start + n` lies inside the allocation; the
+            // slice is of `MaybeUninit` (no claim that it is initialized),
+            // and it is dropped before `bytes` is touched again.
+            let spare =
+                unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().add(start).cast::<MaybeUninit<u8>>(), n) };
+            let mut out = ReadBuf::uninit(spare);
+            let read = std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_read(cx, &mut out));
+            match tokio::time::timeout(self.idle, read).await {
+                Err(_) => return Err(self.silent()),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(())) => {}
+            }
+            let got = out.filled().len();
+            if got == 0 {
+                return Err(NetError::protocol("the stream ended inside a frame"));
+            }
+            // SAFETY: the reader initialized the first `got` bytes of the
+            // spare room (`ReadBuf::filled`), and `start + got <= start + n`
+            // is within the capacity reserved above.
+            unsafe { bytes.set_len(start + got) };
+            n -= got;
+        }
+        Ok(())
+    }
+
+    fn silent(&self) -> NetError {
+        NetError::Lost { peer: self.peer.clone(), reason: format!("it sent nothing for {:?}", self.idle) }
+    }
 }
+
+/// A frame's length prefix and its kind byte.
+const CHUNK_HEADER: usize = 5;
 
 fn kind_name(frame: &Frame) -> &'static str {
     match frame {

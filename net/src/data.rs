@@ -28,6 +28,10 @@
 //!   [`CONNECT_TIMEOUT`]; every read at most the fetcher's `idle` (chunks
 //!   count): a fetch from a dead or cut-off peer fails, it never hangs. A
 //!   kept connection that fails is dialled again once.
+//! - **TLS** in a TLS cluster (see [`crate::tls`]): the data port speaks
+//!   TLS with the worker's certificate; fetchers check it against the CA
+//!   (not its name), and present theirs, required when the cluster is
+//!   mutual. The handshake above runs inside TLS.
 //! - `None` in a reply: the holder does not hold it (released, or lost and
 //!   started again); the fetcher treats it as a failed fetch.
 
@@ -39,12 +43,13 @@ use std::time::Duration;
 
 use shoal_core::object::Obj;
 use shoal_core::scheduler::TaskId;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{self, Accept, Introduce, Secret};
-use crate::conn::{FrameReader, FrameWriter, Outgoing};
+use crate::conn::Outgoing;
 use crate::error::{NetError, Result};
+use crate::stream::{self, Reader, Writer};
+use crate::tls::{PeerTls, ServerTls};
 use crate::wire::{self, DataReply, DataRequest, MAX_ITEMS, ObjectsOut, WireTask};
 
 /// How long connecting to a data port and its handshake may take.
@@ -73,6 +78,8 @@ pub struct Gate {
     pub secret: Option<Secret>,
     /// The fingerprint every fetcher must have (this worker's).
     pub fingerprint: u128,
+    /// TLS, in a TLS cluster.
+    pub tls: Option<ServerTls>,
 }
 
 /// Serves `store` on `listener` until the task is dropped.
@@ -86,7 +93,6 @@ pub async fn serve(listener: TcpListener, store: Store, gate: Gate) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let (store, gate) = (Arc::clone(&store), gate.clone());
         tokio::spawn(async move {
             match serve_one(stream, addr, store, gate).await {
@@ -98,9 +104,8 @@ pub async fn serve(listener: TcpListener, store: Store, gate: Gate) {
 }
 
 async fn serve_one(stream: TcpStream, addr: SocketAddr, store: Store, gate: Gate) -> Result<()> {
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r, addr.to_string(), SERVE_IDLE);
-    let mut writer = FrameWriter::new(w);
+    let stream = stream::accept(stream, gate.tls.as_ref(), CONNECT_TIMEOUT).await?;
+    let (mut reader, mut writer) = stream.framed(addr.to_string(), SERVE_IDLE);
     let settings = Accept { secret: gate.secret.as_ref(), timeout: CONNECT_TIMEOUT, heartbeat: SERVE_IDLE };
     let fingerprint = gate.fingerprint;
     auth::accept(&mut reader, &mut writer, settings, |info| {
@@ -143,21 +148,23 @@ async fn serve_one(stream: TcpStream, addr: SocketAddr, store: Store, gate: Gate
     }
 }
 
-type Conn = (FrameReader<OwnedReadHalf>, FrameWriter<OwnedWriteHalf>);
+type Conn = (Reader, Writer);
 
 /// The fetching side: connections to data ports, kept for the next fetch.
 pub struct Fetcher {
     me: Introduce,
     secret: Option<Secret>,
+    tls: Option<PeerTls>,
     idle: Duration,
     kept: Mutex<HashMap<String, Vec<Conn>>>,
 }
 
 impl Fetcher {
-    /// A fetcher that introduces itself as `me`, proves `secret`, and
-    /// gives a silent holder `idle` before it fails the fetch.
-    pub fn new(me: Introduce, secret: Option<Secret>, idle: Duration) -> Fetcher {
-        Fetcher { me, secret, idle, kept: Mutex::new(HashMap::new()) }
+    /// A fetcher that introduces itself as `me`, proves `secret`, speaks
+    /// TLS when given it, and gives a silent holder `idle` before it fails
+    /// the fetch.
+    pub fn new(me: Introduce, secret: Option<Secret>, tls: Option<PeerTls>, idle: Duration) -> Fetcher {
+        Fetcher { me, secret, tls, idle, kept: Mutex::new(HashMap::new()) }
     }
 
     fn kept(&self) -> MutexGuard<'_, HashMap<String, Vec<Conn>>> {
@@ -185,12 +192,19 @@ impl Fetcher {
 
     async fn dial(&self, address: &str) -> Result<Conn> {
         let steps = async {
-            let stream = TcpStream::connect(address).await?;
-            let _ = stream.set_nodelay(true);
-            let (r, w) = stream.into_split();
-            let mut reader = FrameReader::new(r, format!("the data port at {address}"), self.idle);
-            let mut writer = FrameWriter::new(w);
-            auth::connect(&mut reader, &mut writer, self.me, self.secret.as_ref(), CONNECT_TIMEOUT).await?;
+            let tcp = stream::tcp(address).await?;
+            let peer = format!("the data port at {address}");
+            let tls = match &self.tls {
+                // Holders are checked against the CA, not by name (see
+                // crate::tls); the name given is the address's IP.
+                Some(t) => Some((t.data(), data_port_name(&tcp)?)),
+                None => None,
+            };
+            let stream = stream::secure(tcp, tls, &peer).await?;
+            let (mut reader, mut writer) = stream.framed(peer.clone(), self.idle);
+            auth::connect(&mut reader, &mut writer, self.me, self.secret.as_ref(), CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| stream::explain_io(&peer, e))?;
             Ok((reader, writer))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, steps).await {
@@ -198,6 +212,10 @@ impl Fetcher {
             Err(_) => Err(NetError::Timeout { what: "connecting to a worker's data port", after: CONNECT_TIMEOUT }),
         }
     }
+}
+
+fn data_port_name(tcp: &TcpStream) -> Result<rustls_pki_types::ServerName<'static>> {
+    Ok(rustls_pki_types::ServerName::IpAddress(tcp.peer_addr()?.ip().into()))
 }
 
 /// One request on a connection (in parts of at most [`MAX_ITEMS`]).

@@ -27,6 +27,15 @@ pub enum NetError {
         /// How it was noticed.
         reason: String,
     },
+    /// TLS failed with this peer: a handshake, a certificate, or TLS on
+    /// one side only. The reason says which and what to do.
+    #[error("TLS with {peer} failed: {reason}")]
+    Tls {
+        /// The peer.
+        peer: String,
+        /// What failed, and what to do about it.
+        reason: String,
+    },
     /// A step did not finish in time.
     #[error("timed out after {after:?} {what}")]
     Timeout {

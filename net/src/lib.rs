@@ -5,6 +5,8 @@
 //!   streamed in chunks;
 //! - [`wire`]: the messages as rkyv types, validated on receipt;
 //! - [`conn`]: a connection's reader and writer (heartbeats, liveness);
+//! - [`stream`]: one stream type for plain TCP and TLS;
+//! - [`tls`]: TLS by option (rustls, `ring`), mutual with a CA;
 //! - [`data`]: peer-to-peer transfers: workers serve the results they hold;
 //! - [`store`]: a machine's store of results (memory limit, spill);
 //! - [`auth`]: the handshake — protocol version, shared secret by
@@ -35,6 +37,8 @@ pub mod machine;
 pub mod monitor;
 pub mod server;
 pub mod store;
+pub mod stream;
+pub mod tls;
 // rkyv's derives generate resolver types for enum variants with no docs to
 // copy; every type written here is documented.
 #[allow(missing_docs)]
@@ -43,12 +47,27 @@ pub mod wire;
 pub use auth::Secret;
 pub use error::{NetError, Result};
 
-/// Parses `tcp://host:port` (or `host:port`) into what to connect to.
-pub fn parse_url(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("tcp://").unwrap_or(url);
+/// A scheduler's address, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port`, to connect to.
+    pub address: String,
+    /// The host alone (the name a TLS certificate must carry).
+    pub host: String,
+    /// `tls://`: the connection is TLS (see [`tls`]).
+    pub tls: bool,
+}
+
+/// Parses `tcp://host:port`, `tls://host:port` or `host:port` (plain TCP).
+pub fn parse_url(url: &str) -> Result<Endpoint> {
+    let (rest, tls) = match (url.strip_prefix("tcp://"), url.strip_prefix("tls://")) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => (url, false),
+    };
     if rest.contains("://") {
         return Err(NetError::Config(format!(
-            "{url:?}: only tcp:// scheduler addresses are supported (tcp://host:8786)"
+            "{url:?}: a scheduler address is tcp://host:8786, or tls://host:8786 for TLS"
         )));
     }
     let Some((host, port)) = rest.rsplit_once(':') else {
@@ -57,5 +76,5 @@ pub fn parse_url(url: &str) -> Result<String> {
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(NetError::Config(format!("{url:?} is not tcp://host:port (for example tcp://127.0.0.1:8786)")));
     }
-    Ok(rest.to_string())
+    Ok(Endpoint { address: rest.to_string(), host: host.to_string(), tls })
 }

@@ -46,13 +46,14 @@ fn fetcher(fingerprint: u128, secret: Option<Secret>) -> Fetcher {
     Fetcher::new(
         Introduce { role: Role::Worker, fingerprint, nthreads: 0, data_port: 0 },
         secret,
+        None,
         Duration::from_secs(2),
     )
 }
 
 #[tokio::test]
 async fn a_fetcher_with_the_secret_gets_large_and_small_results_and_none_for_others() {
-    let (address, store) = port(Gate { secret: Some(secret("s3cret")), fingerprint: FINGERPRINT }).await;
+    let (address, store) = port(Gate { secret: Some(secret("s3cret")), fingerprint: FINGERPRINT, tls: None }).await;
     let fetcher = fetcher(FINGERPRINT, Some(secret("s3cret")));
     let got = fetcher.fetch(&address, &[task(1), task(9), task(2)]).await.unwrap();
     let large = got[0].as_ref().expect("the large result");
@@ -67,7 +68,7 @@ async fn a_fetcher_with_the_secret_gets_large_and_small_results_and_none_for_oth
 
 #[tokio::test]
 async fn a_wrong_secret_or_another_fingerprint_is_refused_with_a_reason() {
-    let (address, _store) = port(Gate { secret: Some(secret("s3cret")), fingerprint: FINGERPRINT }).await;
+    let (address, _store) = port(Gate { secret: Some(secret("s3cret")), fingerprint: FINGERPRINT, tls: None }).await;
     let err =
         fetcher(FINGERPRINT, Some(secret("wrong"))).fetch(&address, &[task(2)]).await.err().expect("the fetch fails");
     assert!(err.to_string().contains("wrong secret"), "{err}");

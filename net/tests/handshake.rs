@@ -24,6 +24,7 @@ fn start(secret: Option<&str>) -> ServerHandle {
         dead_after: Duration::from_millis(600),
         handshake_timeout: Duration::from_millis(400),
         dashboard: None,
+        tls: None,
     })
     .unwrap()
 }

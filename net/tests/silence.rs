@@ -40,6 +40,7 @@ fn a_silent_scheduler_fails_pending_calls_within_the_bound() {
     let url = silent_scheduler(Duration::from_secs(20));
     let remote = Remote::connect(ClientConfig {
         url,
+        tls: None,
         secret: None,
         fingerprint: 7,
         connect_timeout: Duration::from_secs(5),

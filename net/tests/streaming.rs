@@ -87,3 +87,52 @@ async fn a_chunk_past_its_object_or_a_missing_one_is_a_protocol_error() {
     let mut reader = FrameReader::new(cut, "test".into(), Duration::from_secs(5));
     assert!(reader.message().await.is_err());
 }
+
+/// Hands out the bytes a few at a time (1 to 13, then a large read now
+/// and then), so frame headers and chunk payloads are split across reads
+/// anywhere.
+struct Dribble<'a> {
+    bytes: &'a [u8],
+    step: usize,
+}
+
+impl tokio::io::AsyncRead for Dribble<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.step += 1;
+        let size = if self.step.is_multiple_of(17) { 300_000 } else { 1 + self.step % 13 };
+        let n = size.min(buf.remaining()).min(self.bytes.len());
+        buf.put_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn streamed_objects_arrive_whole_whatever_the_sizes_of_the_reads() {
+    let objects = [object(2 * CHUNK + 7), object(CHUNK), object(70_000)];
+    let mut out = ObjectsOut::default();
+    let message: Vec<WireObject> = objects.iter().map(|o| out.object(o).unwrap()).collect();
+    let body = wire::to_bytes(&message).unwrap();
+    let mut raw = Vec::new();
+    let mut writer = FrameWriter::new(&mut raw);
+    writer.send(&Outgoing::Message { body: body.clone(), blobs: out.blobs.clone() }).await.unwrap();
+    writer.send(&Outgoing::Message { body, blobs: out.blobs }).await.unwrap();
+    writer.flush().await.unwrap();
+    drop(writer);
+    let mut reader = FrameReader::new(Dribble { bytes: &raw, step: 0 }, "test".into(), Duration::from_secs(5));
+    reader.established();
+    for _ in 0..2 {
+        let incoming = reader.message().await.unwrap();
+        let archived = wire::access::<Vec<WireObject>>(&incoming.body).unwrap();
+        let mut got = incoming.objects;
+        for (wire, sent) in archived.iter().zip(&objects) {
+            assert_eq!(got.take(wire).unwrap().archived_bytes().unwrap(), sent.archived_bytes().unwrap());
+        }
+        got.finish().unwrap();
+    }
+    assert!(reader.message_or_end().await.unwrap().is_none());
+}

@@ -24,7 +24,9 @@ program sees SHOAL_WORKER, connects to that scheduler and serves it until
 the scheduler stops it; it never runs your main.
 
 Environment:
-    SHOAL_WORKER                  tcp://host:port of the scheduler (the role)
+    SHOAL_WORKER                  tcp://host:port of the scheduler (the role);
+                                  tls://host:port for a scheduler started with
+                                  --tls-cert
     SHOAL_WORKER_THREADS          threads that run tasks (default: one per core;
                                   with processes: threads of each)
     SHOAL_WORKER_PROCESSES        worker processes this machine's agent starts
@@ -37,6 +39,13 @@ Environment:
                                   (default: the system's temporary directory)
     SHOAL_SECRET_FILE             file with the cluster's shared secret (the
                                   scheduler's --secret-file; clients read it too)
+    SHOAL_TLS_CA                  with tls://: the CA (PEM) that signed the
+                                  scheduler's and the workers' certificates
+    SHOAL_TLS_CERT, SHOAL_TLS_KEY with tls://: this worker's certificate and key
+                                  (PEM), signed by that CA; required: a worker
+                                  serves its results to its peers over TLS
+    SHOAL_TLS_SERVER_NAME         the name the scheduler's certificate carries,
+                                  if not the host of the address
     SHOAL_WORKER_CONNECT_TIMEOUT  seconds to keep trying to reach the scheduler,
                                   at start and after losing it (default 30)
     SHOAL_WORKER_DEAD_AFTER       seconds the scheduler, or a peer sending a
@@ -49,7 +58,8 @@ machines can reach too.
 
 A worker that loses its scheduler connects again with backoff, and exits
 with a message once the scheduler has been unreachable for the timeout.
-Then connect a client from your program: Client::connect(\"tcp://HOST:8786\").";
+Then connect a client from your program: Client::connect(\"tcp://HOST:8786\")
+(tls://HOST:8786 with the same SHOAL_TLS_ variables, or ClusterOptions::tls).";
 
 fn command() -> Command {
     Command::new("shoal")
@@ -80,6 +90,30 @@ fn command() -> Command {
                         .value_name("F")
                         .value_parser(value_parser!(PathBuf))
                         .help("File with the shared secret every worker and client must prove it knows"),
+                )
+                .arg(
+                    Arg::new("tls-cert")
+                        .long("tls-cert")
+                        .value_name("F")
+                        .value_parser(value_parser!(PathBuf))
+                        .requires("tls-key")
+                        .help("Speak TLS only, with this certificate chain (PEM); peers connect to tls://HOST:PORT"),
+                )
+                .arg(
+                    Arg::new("tls-key")
+                        .long("tls-key")
+                        .value_name("F")
+                        .value_parser(value_parser!(PathBuf))
+                        .requires("tls-cert")
+                        .help("The private key of --tls-cert (PEM)"),
+                )
+                .arg(
+                    Arg::new("tls-ca")
+                        .long("tls-ca")
+                        .value_name("F")
+                        .value_parser(value_parser!(PathBuf))
+                        .requires("tls-cert")
+                        .help("Mutual TLS: every worker and client must present a certificate signed by this CA (PEM)"),
                 )
                 .arg(
                     Arg::new("dashboard")
@@ -137,6 +171,12 @@ fn scheduler(m: &clap::ArgMatches) -> shoal_net::Result<()> {
         Some(path) => Some(shoal_net::Secret::from_file(path)?),
         None => None,
     };
+    let tls = match (m.get_one::<PathBuf>("tls-cert"), m.get_one::<PathBuf>("tls-key")) {
+        (Some(cert), Some(key)) => {
+            Some(shoal_net::tls::ServerTls::new(cert, key, m.get_one::<PathBuf>("tls-ca").map(PathBuf::as_path))?)
+        }
+        _ => None,
+    };
     let dead_after = m.get_one::<f64>("dead-after").copied().unwrap_or(5.0);
     if !(dead_after.is_finite() && dead_after > 0.0) {
         return Err(shoal_net::NetError::Config(format!(
@@ -154,6 +194,7 @@ fn scheduler(m: &clap::ArgMatches) -> shoal_net::Result<()> {
         host,
         port,
         secret,
+        tls,
         heartbeat,
         dead_after,
         dashboard,

@@ -45,17 +45,30 @@ pub fn report(o: &Outcome, bench_dir: &Path) -> std::io::Result<()> {
 
     let mut md = markdown(o, &table, &machine);
     let results = bench_dir.join("RESULTS.md");
-    // Keep the section `graphs` writes: this run did not measure it.
-    if let Ok(old) = std::fs::read_to_string(&results)
-        && let (Some(b), Some(e)) = (old.find(crate::graphs::BEGIN), old.find(crate::graphs::END))
-        && b < e
-    {
-        md = format!("{}\n\n{}\n", md.trim_end(), &old[b..e + crate::graphs::END.len()]);
+    // Keep what other benchmarks wrote: the section `graphs` writes (when
+    // it comes before the marker), then everything after the marker (the
+    // cluster's sections, by hand). This run measured neither.
+    if let Ok(old) = std::fs::read_to_string(&results) {
+        let kept_at = old.find(KEPT_MARKER);
+        if let (Some(b), Some(e)) = (old.find(crate::graphs::BEGIN), old.find(crate::graphs::END))
+            && b < e
+            && kept_at.is_none_or(|k| e < k)
+        {
+            md = format!("{}\n\n{}\n", md.trim_end(), &old[b..e + crate::graphs::END.len()]);
+        }
+        if let Some(at) = kept_at {
+            md.push('\n');
+            md.push_str(&old[at..]);
+        }
     }
     std::fs::write(&results, md)?;
     println!("wrote {} and {}", results.display(), chart_path.display());
     Ok(())
 }
+
+/// In RESULTS.md, what follows this line is not `compare`'s and is kept
+/// when `compare` writes the file again.
+const KEPT_MARKER: &str = "<!-- kept by compare:";
 
 /// Rows of the same case, by kind.
 fn shoal_rows(o: &Outcome, case: Case) -> impl Iterator<Item = &Row> {

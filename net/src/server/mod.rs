@@ -19,7 +19,9 @@
 //! asked to listen on any other address without a secret it refuses to
 //! start, saying why — whoever can connect can run the tasks of the binary
 //! its workers run, on any inputs. With a secret every peer must prove it
-//! knows it (and the server proves it too).
+//! knows it (and the server proves it too). With TLS
+//! ([`ServerConfig::tls`], see [`crate::tls`]) every connection is TLS
+//! before the handshake, mutual when a CA is given.
 //!
 //! # The dashboard
 //!
@@ -57,6 +59,7 @@ pub use self::backend::{Cluster, ClusterDriver, Counts, Held, STORE};
 use crate::auth::Secret;
 use crate::error::{NetError, Result};
 use crate::monitor::SchedulerSource;
+use crate::tls::ServerTls;
 
 /// The port a scheduler listens on by default (Dask's).
 pub const DEFAULT_PORT: u16 = 8786;
@@ -92,6 +95,9 @@ pub struct ServerConfig {
     pub dead_after: Duration,
     /// How long a connecting peer has for its handshake.
     pub handshake_timeout: Duration,
+    /// TLS (`--tls-cert`, `--tls-key`, mutual with `--tls-ca`): then every
+    /// peer must speak TLS (see [`crate::tls`]).
+    pub tls: Option<ServerTls>,
     /// Where to serve the dashboard and `/metrics` (`None`: nowhere).
     /// Default [`DEFAULT_DASHBOARD`]; if its port is taken, another free
     /// port is used, with a warning. Not loopback: pages need a token.
@@ -104,6 +110,7 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: DEFAULT_PORT,
             secret: None,
+            tls: None,
             heartbeat: DEFAULT_HEARTBEAT,
             dead_after: DEFAULT_DEAD_AFTER,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -170,6 +177,11 @@ impl Server {
         let listener =
             TcpListener::bind(addr).await.map_err(|e| NetError::Config(format!("cannot listen on {addr}: {e}")))?;
         let local = listener.local_addr()?;
+        match &config.tls {
+            Some(tls) if tls.mutual() => tracing::info!("TLS on: peers must present a certificate signed by the CA"),
+            Some(_) => tracing::info!("TLS on (peers are not asked for certificates: give --tls-ca for that)"),
+            None => {}
+        }
         if config.secret.is_none() {
             tracing::warn!(
                 "shoal scheduler listening on {local} without a shared secret: loopback only (give --secret-file to \
@@ -222,7 +234,6 @@ impl Server {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             tokio::spawn(peers::serve(Arc::clone(&self.shared), stream, addr));
         }
     }
@@ -308,9 +319,10 @@ impl ServerHandle {
         self.dashboard_url.clone()
     }
 
-    /// Its URL, `tcp://host:port`.
+    /// Its URL, `tcp://host:port` (`tls://host:port` with TLS).
     pub fn url(&self) -> String {
-        format!("tcp://{}", self.addr)
+        let scheme = if self.shared.config.tls.is_some() { "tls" } else { "tcp" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops it: every connection is closed, as if the process had died.

@@ -14,14 +14,14 @@ use shoal_core::failure::TaskError;
 use shoal_core::registry::{InputError, RunError};
 use shoal_core::scheduler::{Dep, Event, TaskId, TaskState, WorkerId};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use super::Shared;
 use super::backend::{ClientLink, Effects, Held, STORE, WorkerLink, carry_out, status_now};
 use crate::auth::{self, Accept, PeerInfo};
-use crate::conn::{FrameReader, FrameWriter, Outgoing, write_loop};
+use crate::conn::{Outgoing, write_loop};
 use crate::error::{NetError, Result};
+use crate::stream::{self, Reader};
 use crate::wire::{
     self, ArchivedFromClientMsg, ArchivedFromWorkerMsg, ArchivedWireArg, ArchivedWireDep, ArchivedWireFailKind,
     ArchivedWireResult, FromClientMsg, FromWorkerMsg, MAX_ITEMS, MAX_NAME, MAX_NAMES, ObjectsIn, ObjectsOut, Role,
@@ -32,9 +32,14 @@ use shoal_core::driver::pacing::Pacing;
 
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r, addr.to_string(), shared.config.dead_after);
-    let mut writer = FrameWriter::new(w);
+    let stream = match stream::accept(stream, shared.config.tls.as_ref(), shared.config.handshake_timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!("refused a connection from {addr}: {e}");
+            return;
+        }
+    };
+    let (mut reader, mut writer) = stream.framed(addr.to_string(), shared.config.dead_after);
     let mut admitted = None;
     let settings = Accept {
         secret: shared.config.secret.as_ref(),
@@ -162,7 +167,7 @@ async fn serve_worker(
     worker: WorkerId,
     info: &PeerInfo,
     addr: SocketAddr,
-    reader: &mut FrameReader<OwnedReadHalf>,
+    reader: &mut Reader,
     tx: &UnboundedSender<Outgoing>,
 ) -> Result<()> {
     let nthreads = info.nthreads.max(1);
@@ -370,12 +375,7 @@ fn worker_lost(shared: &Shared, worker: WorkerId) {
     announce_workers(shared);
 }
 
-async fn serve_client(
-    shared: &Shared,
-    client: u32,
-    reader: &mut FrameReader<OwnedReadHalf>,
-    tx: &UnboundedSender<Outgoing>,
-) -> Result<()> {
+async fn serve_client(shared: &Shared, client: u32, reader: &mut Reader, tx: &UnboundedSender<Outgoing>) -> Result<()> {
     shared.driver.lock().backend.clients.insert(client, ClientLink { tx: tx.clone(), refs: HashMap::new() });
     announce_workers(shared);
     loop {
