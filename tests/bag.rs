@@ -77,6 +77,21 @@ fn add_pairs(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
     (a.0 + b.0, a.1 + b.1)
 }
 
+#[shoal::func]
+fn add(acc: u64, x: u64) -> u64 {
+    acc + x
+}
+
+/// A group's size (`groupby`'s pairs, then a `map`).
+#[shoal::func]
+fn group_len(group: (u64, Vec<u64>)) -> u64 {
+    group.1.len() as u64
+}
+
+// `foldby` by a `u64` key into `(u64, u64)` accumulators makes
+// `(u64, (u64, u64))` pairs, which no function takes or returns.
+shoal::bag_item!((u64, (u64, u64)));
+
 fn threads() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -164,6 +179,116 @@ proptest! {
             prop_assert_eq!(b.filter(is_even).map(double).count().compute(client).unwrap(), evens, "{}", mode);
         }
     }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn foldby_matches_a_sequential_fold_per_key(
+        xs in prop::collection::vec(0u64..1_000, 0..300),
+        p in 1usize..12,
+        split in 2usize..5,
+    ) {
+        let mut sums: HashMap<u64, u64> = HashMap::new();
+        let mut squares: HashMap<u64, (u64, u64)> = HashMap::new();
+        for &x in &xs {
+            *sums.entry(x % 7).or_insert(0) += x;
+            let e = squares.entry(x % 7).or_insert((0, 0));
+            *e = (e.0 + x * x, e.1 + 1);
+        }
+        for (mode, client) in clients() {
+            let b = bag::from_vec(xs.clone(), p).unwrap().split_every(split);
+            let got = b.foldby(small, add, add).unwrap().compute(client).unwrap();
+            prop_assert_eq!(got.len(), sums.len(), "{}: one pair per key", mode);
+            prop_assert_eq!(got.into_iter().collect::<HashMap<_, _>>(), sums.clone(), "{}", mode);
+            let got = b.foldby(small, square_and_count, add_pairs).unwrap().compute(client).unwrap();
+            prop_assert_eq!(got.into_iter().collect::<HashMap<_, _>>(), squares.clone(), "{}", mode);
+            // After element-wise steps, fused into the same tasks.
+            let evens: u64 = xs.iter().filter(|x| *x % 2 == 0).count() as u64;
+            let got = b.filter(is_even).foldby(small, square_and_count, add_pairs).unwrap().compute(client).unwrap();
+            prop_assert_eq!(got.iter().map(|(_, (_, n))| n).sum::<u64>(), evens, "{}", mode);
+        }
+    }
+
+    #[test]
+    fn groupby_shuffles_each_key_into_one_partition_in_order(
+        xs in prop::collection::vec(0u64..1_000, 0..300),
+        p in 1usize..10,
+        m in 1usize..10,
+    ) {
+        let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
+        for &x in &xs {
+            groups.entry(x % 7).or_default().push(x);
+        }
+        for (mode, client) in clients() {
+            let b = bag::from_vec(xs.clone(), p).unwrap();
+            let grouped = b.groupby_with(small, m).unwrap();
+            prop_assert_eq!(grouped.npartitions(), m);
+            let parts = client.compute_values(&grouped.to_lazy()).unwrap();
+            let mut seen: HashMap<u64, Vec<u64>> = HashMap::new();
+            for part in parts {
+                for (k, v) in part {
+                    prop_assert!(seen.insert(k, v).is_none(), "{}: key {} in two groups", mode, k);
+                }
+            }
+            prop_assert_eq!(&seen, &groups, "{}", mode);
+            // The shuffle's output is a bag like any other: steps and reductions follow.
+            let sizes = b.groupby(small).map(group_len).sum().compute(client).unwrap();
+            prop_assert_eq!(sizes, xs.len() as u64, "{}", mode);
+        }
+    }
+
+    #[test]
+    fn pluck_takes_a_field_of_pairs(xs in prop::collection::vec(0u64..50, 0..200), p in 1usize..8) {
+        let distinct: HashSet<u64> = xs.iter().copied().collect();
+        for (mode, client) in clients() {
+            let freq = bag::from_vec(xs.clone(), p).unwrap().frequencies();
+            let keys = freq.pluck::<0>().compute(client).unwrap();
+            prop_assert_eq!(keys.len(), distinct.len(), "{}", mode);
+            prop_assert_eq!(keys.into_iter().collect::<HashSet<_>>(), distinct.clone(), "{}", mode);
+            prop_assert_eq!(freq.pluck::<1>().sum().compute(client).unwrap(), xs.len() as u64, "{}", mode);
+        }
+    }
+}
+
+#[test]
+fn a_shuffle_is_one_split_per_input_and_one_gather_per_output() {
+    let (p, m) = (6, 4);
+    let b = bag::from_vec((0..100u64).collect(), p).unwrap();
+    let parts = b.map(double).groupby_with(small, m).unwrap().to_lazy();
+    assert_eq!(parts.len(), m);
+    // Each output's graph: every source and its fused pipeline-and-split
+    // task, then the gather.
+    for part in &parts {
+        assert_eq!(part.graph_len(), p + p + 1);
+    }
+    // All outputs together: p sources, p splits, m gathers.
+    let total = b.map(double).groupby_with(small, m).unwrap().count();
+    assert_eq!(total.graph_len(), p + p + m + 1);
+    assert_eq!(total.compute(threads()).unwrap(), 7);
+    assert!(b.groupby_with(small, 0).unwrap_err().to_string().contains("at least one output partition"));
+}
+
+#[test]
+fn foldby_says_which_pair_type_to_register() {
+    let b = bag::from_vec(vec!["a".to_string(), "bb".to_string()], 1).unwrap();
+    // `(u64, u64)` accumulators by a `u64` key: registered above. By a
+    // `String` key: `(String, (u64, u64))` is registered nowhere.
+    let err = b.map(render_len).foldby(small, square_and_count, add_pairs).map(|_| ()).err();
+    assert!(err.is_none(), "{err:?}");
+    let err = b.foldby(words_key, square_len, add_pairs).unwrap_err().to_string();
+    assert!(err.contains("shoal::bag_item!((alloc::string::String, (u64, u64)))"), "{err}");
+}
+
+#[shoal::func]
+fn words_key(s: String) -> String {
+    s
+}
+
+#[shoal::func]
+fn square_len(acc: (u64, u64), s: String) -> (u64, u64) {
+    (acc.0 + (s.len() * s.len()) as u64, acc.1 + 1)
 }
 
 #[test]

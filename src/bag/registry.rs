@@ -42,6 +42,10 @@ pub type Part = Box<dyn Any + Send>;
 /// What an adapter fails with.
 pub type StepResult = Result<Part, InputError>;
 
+/// A partition's distinct elements (a `Vec<T>`) and each element's index
+/// among them.
+pub type Groups = (Part, Vec<usize>);
+
 /// Write a partition to a file, one element per line: how many lines.
 pub type WriteLines = fn(Part, &std::path::Path) -> Result<u64, InputError>;
 
@@ -87,11 +91,45 @@ pub struct FuncFns {
     pub flat_map: Option<fn(Part) -> StepResult>,
     /// The `k` largest of a `Vec<A>` by this function, largest first.
     pub topk: Option<fn(Part, usize) -> StepResult>,
-    /// For `fn f(acc: X, y: Y) -> X` with `X: Default`: a partition's
-    /// `Vec<Y>` folded from `X::default()`, stored.
-    pub fold: Option<fn(Part) -> Result<Obj, InputError>>,
-    /// For `fn f(a: X, b: X) -> X`: several stored `X` folded into one.
-    pub merge: Option<Merge>,
+    /// For a key function `A -> K` with `K: Eq + Hash` (`groupby`, `foldby`).
+    pub key: Option<KeyFns>,
+    /// For `fn f(acc: X, y: Y) -> X` with `X: Default` (`fold`, `foldby`).
+    pub fold: Option<FoldFns>,
+    /// For `fn f(a: X, b: X) -> X` (the combine of `fold`, `foldby`).
+    pub merge: Option<MergeFns>,
+}
+
+/// A key function's adapters (`fn key(x: A) -> K`, `K: Eq + Hash`).
+#[derive(Clone, Copy)]
+pub struct KeyFns {
+    /// The keys of a partition's elements: `&Vec<A>` → `Vec<K>`.
+    pub keys: fn(&Part) -> StepResult,
+    /// A partition split into `n` buckets by the hash of each element's key
+    /// (`Vec<A>` → stored `Vec<Vec<A>>`, bucket `i` = hash % n).
+    pub split: fn(Part, usize) -> Result<Obj, InputError>,
+    /// Bucket `i` of every split, grouped by key: `Vec<(K, Vec<A>)>`,
+    /// groups in order of first appearance, each group's elements in order.
+    pub gather: fn(&[&dyn Object], usize) -> StepResult,
+}
+
+/// A fold's adapters (`fn f(acc: X, y: Y) -> X`, `X: Default`).
+#[derive(Clone, Copy)]
+pub struct FoldFns {
+    /// A partition's `Vec<Y>` folded from `X::default()`, stored.
+    pub fold: fn(Part) -> Result<Obj, InputError>,
+    /// `Vec<Y>` folded per group (`ids[j]` is element `j`'s group, of
+    /// `n`), each from `X::default()`: `Vec<X>` of length `n`.
+    pub fold_groups: fn(Part, &[usize], usize) -> StepResult,
+}
+
+/// A combine's adapters (`fn f(a: X, b: X) -> X`).
+#[derive(Clone, Copy)]
+pub struct MergeFns {
+    /// Several stored `X` folded into one.
+    pub merge: Merge,
+    /// `Vec<X>` combined per group (as [`FoldFns::fold_groups`], each group
+    /// starting from its first element; every group has one).
+    pub merge_groups: fn(Part, &[usize], usize) -> StepResult,
 }
 
 /// An element type's operations.
@@ -112,6 +150,17 @@ pub struct ItemOps {
     /// Present when `T: Display`: write a partition to a file, one element
     /// per line; returns the number of lines.
     pub write_lines: Option<WriteLines>,
+    /// Present when `T` is a pair `(A, B)`.
+    pub pair: Option<PairOps>,
+}
+
+/// The operations of a pair type `(A, B)`.
+#[derive(Clone, Copy)]
+pub struct PairOps {
+    /// `Vec<A>` and `Vec<B>` of one length → `Vec<(A, B)>`.
+    pub zip: fn(Part, Part) -> StepResult,
+    /// `Vec<(A, B)>` → `Vec<A>` and `Vec<B>`.
+    pub unzip: fn(Part) -> Result<(Part, Part), InputError>,
 }
 
 /// Grouping operations of an `Eq + Hash` element type.
@@ -125,6 +174,9 @@ pub struct HashOps {
     pub distinct: fn(Part) -> Result<Obj, InputError>,
     /// Several `Vec<T>` → their distinct elements.
     pub merge_distinct: fn(&[&dyn Object]) -> Result<Obj, InputError>,
+    /// `Vec<T>` → its distinct elements in order of first appearance, and
+    /// each element's index among them.
+    pub group: fn(Part) -> Result<Groups, InputError>,
 }
 
 /// Sums of an `Add + Default` element type.
@@ -193,7 +245,12 @@ fn store_value<T: Data>(value: T) -> Result<Obj, InputError> {
 
 /// The operations every element type has (the generic part of an
 /// [`ItemOps`]; the bound-dependent parts come from the probes).
-pub fn base_ops<T: Data>(hash: Option<HashOps>, sum: Option<SumOps>, write_lines: Option<WriteLines>) -> ItemOps {
+pub fn base_ops<T: Data>(
+    hash: Option<HashOps>,
+    sum: Option<SumOps>,
+    write_lines: Option<WriteLines>,
+    pair: Option<PairOps>,
+) -> ItemOps {
     ItemOps {
         read: |obj| Ok(Box::new(read_owned::<Vec<T>>(obj)?) as Part),
         store: |part| store_value(*downcast::<Vec<T>>(part)?),
@@ -213,7 +270,91 @@ pub fn base_ops<T: Data>(hash: Option<HashOps>, sum: Option<SumOps>, write_lines
         hash,
         sum,
         write_lines,
+        pair,
     }
+}
+
+/// `Some` when `T` is a pair.
+pub trait PairProbe {
+    /// The pair operations.
+    fn pair_ops(&self) -> Option<PairOps>;
+}
+
+impl<A: Data, B: Data> PairProbe for Probe<(A, B)> {
+    fn pair_ops(&self) -> Option<PairOps> {
+        Some(PairOps {
+            zip: |a, b| {
+                let (a, b) = (downcast::<Vec<A>>(a)?, downcast::<Vec<B>>(b)?);
+                if a.len() != b.len() {
+                    return Err(InputError(format!(
+                        "zip of {} and {} elements (a bug in shoal::bag)",
+                        a.len(),
+                        b.len()
+                    )));
+                }
+                Ok(Box::new(a.into_iter().zip(*b).collect::<Vec<(A, B)>>()) as Part)
+            },
+            unzip: |part| {
+                let (a, b): (Vec<A>, Vec<B>) = downcast::<Vec<(A, B)>>(part)?.into_iter().unzip();
+                Ok((Box::new(a) as Part, Box::new(b) as Part))
+            },
+        })
+    }
+}
+
+/// `None` otherwise.
+pub trait NoPairProbe {
+    /// No pair operations.
+    fn pair_ops(&self) -> Option<PairOps>;
+}
+
+impl<T> NoPairProbe for &Probe<T> {
+    fn pair_ops(&self) -> Option<PairOps> {
+        None
+    }
+}
+
+/// Distinct elements in order of first appearance, and each element's
+/// index among them.
+fn group_of<K: Eq + std::hash::Hash + Clone>(keys: Vec<K>) -> (Vec<K>, Vec<usize>) {
+    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut distinct = Vec::new();
+    let ids = keys
+        .into_iter()
+        .map(|k| {
+            *index.entry(k).or_insert_with_key(|k| {
+                distinct.push(k.clone());
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (distinct, ids)
+}
+
+/// The bucket of a key among `n`: a hash that is the same in every process
+/// of the binary (std's `DefaultHasher::new()` has fixed keys, unlike a
+/// `HashMap`'s random ones), since splits run in different processes.
+fn bucket<K: std::hash::Hash>(key: &K, n: usize) -> usize {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+/// Bucket `i` of a stored split (`Vec<Vec<A>>`): cloned from a value of
+/// this process, or only that bucket deserialized from an archive.
+fn bucket_of<A: Data>(obj: &dyn Object, i: usize) -> Result<Vec<A>, InputError> {
+    if let Some(v) = obj.as_any().downcast_ref::<Value<Vec<Vec<A>>>>() {
+        return v.get().get(i).cloned().ok_or_else(|| no_bucket(i));
+    }
+    let split = shoal_core::object::read_archived::<Vec<Vec<A>>>(obj)?;
+    let archived = split.get(i).ok_or_else(|| no_bucket(i))?;
+    rkyv::deserialize::<Vec<A>, rkyv::rancor::BoxedError>(archived)
+        .map_err(|e| InputError(format!("could not deserialize a bucket of a bag shuffle: {e}")))
+}
+
+fn no_bucket(i: usize) -> InputError {
+    InputError(format!("a bag shuffle's split has no bucket {i} (a bug in shoal::bag)"))
 }
 
 /// `Some` when `T: Display`.
@@ -296,6 +437,10 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
                 }
                 store_value(set.into_iter().collect::<Vec<T>>())
             },
+            group: |part| {
+                let (distinct, ids) = group_of(*downcast::<Vec<T>>(part)?);
+                Ok((Box::new(distinct) as Part, ids))
+            },
         })
     }
 }
@@ -362,6 +507,7 @@ pub fn base_fns<F: Call<A, Out = B>, A: Data, B: Data>(
     filter: Option<fn(Part) -> StepResult>,
     flat_map: Option<fn(Part) -> StepResult>,
     topk: Option<fn(Part, usize) -> StepResult>,
+    key: Option<KeyFns>,
 ) -> FuncFns {
     FuncFns {
         map: Some(|part| Ok(Box::new(downcast::<Vec<A>>(part)?.into_iter().map(F::call).collect::<Vec<B>>()) as Part)),
@@ -369,8 +515,65 @@ pub fn base_fns<F: Call<A, Out = B>, A: Data, B: Data>(
         filter,
         flat_map,
         topk,
+        key,
         fold: None,
         merge: None,
+    }
+}
+
+/// `key` adapters exist when `B: Eq + Hash`.
+pub trait KeyProbe {
+    /// The adapters.
+    fn key_fns(&self) -> Option<KeyFns>;
+}
+
+impl<F: Call<A, Out = B>, A: Data, B: Data + Eq + std::hash::Hash> KeyProbe for FnProbe<F, A, B> {
+    fn key_fns(&self) -> Option<KeyFns> {
+        Some(KeyFns {
+            keys: |part| {
+                let v = part
+                    .downcast_ref::<Vec<A>>()
+                    .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<A>())))?;
+                Ok(Box::new(v.iter().map(|x| F::call(x.clone())).collect::<Vec<B>>()) as Part)
+            },
+            split: |part, n| {
+                let n = n.max(1);
+                let mut buckets: Vec<Vec<A>> = (0..n).map(|_| Vec::new()).collect();
+                for x in *downcast::<Vec<A>>(part)? {
+                    buckets[bucket(&F::call(x.clone()), n)].push(x);
+                }
+                store_value(buckets)
+            },
+            gather: |objs, i| {
+                let mut index: HashMap<B, usize> = HashMap::new();
+                let mut groups: Vec<(B, Vec<A>)> = Vec::new();
+                for obj in objs {
+                    for x in bucket_of::<A>(*obj, i)? {
+                        let k = F::call(x.clone());
+                        match index.get(&k) {
+                            Some(&g) => groups[g].1.push(x),
+                            None => {
+                                index.insert(k.clone(), groups.len());
+                                groups.push((k, vec![x]));
+                            }
+                        }
+                    }
+                }
+                Ok(Box::new(groups) as Part)
+            },
+        })
+    }
+}
+
+/// Otherwise none.
+pub trait NoKeyProbe {
+    /// No adapters.
+    fn key_fns(&self) -> Option<KeyFns>;
+}
+
+impl<F, A, B> NoKeyProbe for &FnProbe<F, A, B> {
+    fn key_fns(&self) -> Option<KeyFns> {
+        None
     }
 }
 
@@ -388,64 +591,94 @@ pub trait Call2<X, Y> {
 }
 
 /// The adapters of a function of two parameters.
-pub fn fold_fns(fold: Option<fn(Part) -> Result<Obj, InputError>>, merge: Option<Merge>) -> FuncFns {
-    FuncFns { map: None, partition: None, filter: None, flat_map: None, topk: None, fold, merge }
+pub fn fold_fns(fold: Option<FoldFns>, merge: Option<MergeFns>) -> FuncFns {
+    FuncFns { map: None, partition: None, filter: None, flat_map: None, topk: None, key: None, fold, merge }
 }
 
 /// `fold` exists for `fn f(acc: X, y: Y) -> X` when `X: Default`.
 pub trait FoldProbe {
-    /// The adapter.
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+    /// The adapters.
+    fn fold_fn(&self) -> Option<FoldFns>;
 }
 
 impl<F: Call2<X, Y, Out = X>, X: Data + Default, Y: Data> FoldProbe for FnProbe<F, (X, Y), X> {
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
-        Some(|part| store_value(downcast::<Vec<Y>>(part)?.into_iter().fold(X::default(), F::call)))
+    fn fold_fn(&self) -> Option<FoldFns> {
+        Some(FoldFns {
+            fold: |part| store_value(downcast::<Vec<Y>>(part)?.into_iter().fold(X::default(), F::call)),
+            fold_groups: |part, ids, n| {
+                let mut accs: Vec<Option<X>> = (0..n).map(|_| None).collect();
+                for (y, &g) in downcast::<Vec<Y>>(part)?.into_iter().zip(ids) {
+                    let acc = accs.get_mut(g).ok_or_else(|| bad_group(g, n))?;
+                    *acc = Some(F::call(acc.take().unwrap_or_default(), y));
+                }
+                Ok(Box::new(accs.into_iter().map(Option::unwrap_or_default).collect::<Vec<X>>()) as Part)
+            },
+        })
     }
+}
+
+fn bad_group(g: usize, n: usize) -> InputError {
+    InputError(format!("group {g} of {n} (a bug in shoal::bag)"))
 }
 
 /// Otherwise none.
 pub trait NoFoldProbe {
     /// No adapter.
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+    fn fold_fn(&self) -> Option<FoldFns>;
 }
 
 impl<F, A, B> NoFoldProbe for &FnProbe<F, A, B> {
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
+    fn fold_fn(&self) -> Option<FoldFns> {
         None
     }
 }
 
 /// `merge` exists for `fn f(a: X, b: X) -> X`.
 pub trait MergeProbe {
-    /// The adapter.
-    fn merge_fn(&self) -> Option<Merge>;
+    /// The adapters.
+    fn merge_fn(&self) -> Option<MergeFns>;
 }
 
 impl<F: Call2<X, X, Out = X>, X: Data> MergeProbe for FnProbe<F, (X, X), X> {
-    fn merge_fn(&self) -> Option<Merge> {
-        Some(|objs| {
-            let mut acc: Option<X> = None;
-            for obj in objs {
-                let x = read_owned::<X>(*obj)?;
-                acc = Some(match acc {
-                    Some(a) => F::call(a, x),
-                    None => x,
-                });
-            }
-            store_value(acc.ok_or_else(|| InputError("a fold combine with no input (a bug in shoal::bag)".into()))?)
-        })
+    fn merge_fn(&self) -> Option<MergeFns> {
+        Some(MergeFns { merge: merge_all::<F, X>, merge_groups: merge_groups::<F, X> })
     }
+}
+
+fn merge_groups<F: Call2<X, X, Out = X>, X: Data>(part: Part, ids: &[usize], n: usize) -> StepResult {
+    let mut accs: Vec<Option<X>> = (0..n).map(|_| None).collect();
+    for (x, &g) in downcast::<Vec<X>>(part)?.into_iter().zip(ids) {
+        let acc = accs.get_mut(g).ok_or_else(|| bad_group(g, n))?;
+        *acc = Some(match acc.take() {
+            Some(a) => F::call(a, x),
+            None => x,
+        });
+    }
+    let merged: Option<Vec<X>> = accs.into_iter().collect();
+    Ok(Box::new(merged.ok_or_else(|| InputError("an empty group in a bag foldby (a bug in shoal::bag)".into()))?)
+        as Part)
+}
+
+fn merge_all<F: Call2<X, X, Out = X>, X: Data>(objs: &[&dyn Object]) -> Result<Obj, InputError> {
+    let mut acc: Option<X> = None;
+    for obj in objs {
+        let x = read_owned::<X>(*obj)?;
+        acc = Some(match acc {
+            Some(a) => F::call(a, x),
+            None => x,
+        });
+    }
+    store_value(acc.ok_or_else(|| InputError("a fold combine with no input (a bug in shoal::bag)".into()))?)
 }
 
 /// Otherwise none.
 pub trait NoMergeProbe {
     /// No adapter.
-    fn merge_fn(&self) -> Option<Merge>;
+    fn merge_fn(&self) -> Option<MergeFns>;
 }
 
 impl<F, A, B> NoMergeProbe for &FnProbe<F, A, B> {
-    fn merge_fn(&self) -> Option<Merge> {
+    fn merge_fn(&self) -> Option<MergeFns> {
         None
     }
 }
