@@ -361,6 +361,48 @@ fn word_frequencies_of_text_files_in_blocks() {
 }
 
 #[test]
+fn read_text_decompresses_gz_files_each_one_partition() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("shoal-bag-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gz = |lines: &[String]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for l in lines {
+            writeln!(enc, "{l}").unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    let plain: Vec<String> = (0..50).map(|i| format!("plain{} w{}", i, i % 3)).collect();
+    let first: Vec<String> = (0..300).map(|i| format!("zip{} w{}", i, i % 5)).collect();
+    let second: Vec<String> = (0..20).map(|i| format!("member{i}")).collect();
+    std::fs::write(dir.join("a.txt"), plain.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    // Two gzip members one after the other, as `cat x.gz y.gz` makes: one stream.
+    let mut bytes = gz(&first);
+    bytes.extend(gz(&second));
+    std::fs::write(dir.join("b.txt.gz"), bytes).unwrap();
+    let all: Vec<String> = plain.iter().chain(&first).chain(&second).cloned().collect();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for w in all.iter().flat_map(|l| l.split_whitespace()) {
+        *expected.entry(w.to_string()).or_insert(0) += 1;
+    }
+    let pattern = format!("{}/*", dir.display());
+    let lines = bag::read_text_with(&pattern, 64).unwrap();
+    // a.txt in blocks of 64 bytes; the .gz, whatever its size, in one.
+    let blocks = std::fs::metadata(dir.join("a.txt")).unwrap().len().div_ceil(64) as usize;
+    assert_eq!(lines.npartitions(), blocks + 1);
+    for (mode, client) in clients() {
+        assert_eq!(lines.compute(client).unwrap(), all, "{mode}");
+        let got: HashMap<String, u64> =
+            lines.flat_map(words).frequencies().compute(client).unwrap().into_iter().collect();
+        assert_eq!(got, expected, "{mode}");
+    }
+    std::fs::write(dir.join("c.gz"), b"not gzip at all\n").unwrap();
+    let err = bag::read_text(&pattern).unwrap().count().compute(threads()).unwrap_err().to_string();
+    assert!(err.contains("c.gz (read as gzip)"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn to_textfiles_writes_one_file_per_partition_that_read_text_reads_back() {
     let dir = std::env::temp_dir().join(format!("shoal-bag-out-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -67,10 +67,6 @@
 //! `#[shoal::func]` returning it, since Rust has no field access by name;
 //! JSON is parsed into such a struct (`serde_json::Value` is no rkyv type,
 //! so a bag cannot hold it).
-//!
-//! # Not yet
-//!
-//! gzip input to `read_text`.
 
 mod registry;
 mod run;
@@ -161,6 +157,8 @@ enum PartSrc {
     /// Lines of a block of a text file, read by the partition's own
     /// pipeline task (fused: no task, no stored `Vec<String>` of its own).
     Text { path: String, start: u64, end: u64 },
+    /// Every line of a gzip file, read by the partition's pipeline task.
+    Gzip { path: String },
     /// Bucket `index` of a shuffle's splits, grouped by `key`: gathered by
     /// the partition's own pipeline task (fused, as a text block is).
     Gather { key: String, index: u64, splits: Vec<Lazy<()>> },
@@ -443,6 +441,7 @@ impl<T: Data> Bag<T> {
                     PartSrc::Text { path, start, end } => {
                         (Origin::Text { path: path.clone(), start: *start, end: *end }, Vec::new())
                     }
+                    PartSrc::Gzip { path } => (Origin::Gzip { path: path.clone() }, Vec::new()),
                     PartSrc::Gather { key, index, splits } => {
                         (Origin::Gather { key: key.clone(), index: *index }, splits.clone())
                     }

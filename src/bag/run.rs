@@ -123,6 +123,11 @@ pub enum Origin {
         /// One past its last byte.
         end: u64,
     },
+    /// Every line of a gzip file (`read_text` of a `.gz`: one partition).
+    Gzip {
+        /// The file.
+        path: String,
+    },
     /// A shuffle's second half: bucket `index` of every input (each an
     /// [`End::Split`]), grouped by `key` (`(K, Vec<T>)` pairs).
     Gather {
@@ -177,6 +182,10 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
                 (Origin::Stored { item }, [part]) => (registry::item(item)?.read)(&**part)?,
                 (Origin::Text { path, start, end }, []) => Box::new(
                     super::text::read_lines(path, *start, *end)
+                        .map_err(|e| RunError::Returned(shoal_core::failure::TaskError::from_error(e)))?,
+                ),
+                (Origin::Gzip { path }, []) => Box::new(
+                    super::text::read_gzip_lines(path)
                         .map_err(|e| RunError::Returned(shoal_core::failure::TaskError::from_error(e)))?,
                 ),
                 (Origin::Gather { key, index }, splits) => {

@@ -8,8 +8,14 @@
 //! `\n` (and a `\r` before it); a line that is not UTF-8 fails its task.
 //! The block is read by the first task of its partition's pipeline, so
 //! reading fuses with the steps after it (one task per block).
+//!
+//! A file whose name ends in `.gz` is decompressed as it is read (flate2,
+//! its pure-Rust backend; concatenated gzip members are read as one
+//! stream, as `gzip -d` does). A gzip stream cannot be entered in the
+//! middle, so such a file is one partition whatever its size: many
+//! smaller `.gz` files spread better than one big one.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 
 use super::{Bag, PartSrc, invalid, registry};
 use crate::error::Result;
@@ -32,8 +38,12 @@ pub fn read_text_with(pattern: &str, block_size: u64) -> Result<Bag<String>> {
     let files = matching(pattern)?;
     let mut parts = Vec::new();
     for file in files {
-        let len = std::fs::metadata(&file)?.len();
         let name = file.to_string_lossy().into_owned();
+        if is_gzip(&name) {
+            parts.push(PartSrc::Gzip { path: name });
+            continue;
+        }
+        let len = std::fs::metadata(&file)?.len();
         let mut start = 0;
         loop {
             let end = (start + block_size).min(len);
@@ -45,6 +55,12 @@ pub fn read_text_with(pattern: &str, block_size: u64) -> Result<Bag<String>> {
         }
     }
     Ok(Bag::from_parts(parts, registry::item_name::<String>()))
+}
+
+/// Whether a file is read as gzip (by its name, as Dask's
+/// `compression="infer"` does).
+fn is_gzip(path: &str) -> bool {
+    path.ends_with(".gz")
 }
 
 /// The files a pattern names, sorted.
@@ -116,14 +132,29 @@ pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Ve
     file.seek(SeekFrom::Start(from))?;
     let mut reader = BufReader::new(file);
     let mut pos = from;
-    let mut buf = Vec::new();
     if start > 0 {
-        pos += reader.read_until(b'\n', &mut buf)? as u64;
+        pos += reader.read_until(b'\n', &mut Vec::new())? as u64;
     }
+    lines_from(reader, pos, end, path)
+}
+
+/// Every line of the gzip file `path`, decompressed as it is read.
+pub(super) fn read_gzip_lines(path: &str) -> std::io::Result<Vec<String>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))?;
+    let reader = BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
+    lines_from(reader, 0, u64::MAX, path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: {path} (read as gzip): {e}")))
+}
+
+/// The lines of `reader`, which is at byte `pos`, up to the first that
+/// starts at or past `end`.
+fn lines_from(mut reader: impl BufRead, mut pos: u64, end: u64, path: &str) -> std::io::Result<Vec<String>> {
+    let mut buf = Vec::new();
     let mut lines = Vec::new();
     while pos < end {
         buf.clear();
-        let n = reader.by_ref().read_until(b'\n', &mut buf)?;
+        let n = reader.read_until(b'\n', &mut buf)?;
         if n == 0 {
             break;
         }
