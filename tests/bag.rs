@@ -143,6 +143,12 @@ proptest! {
             let rev: Vec<u64> = (0..p).flat_map(|i| xs[n * i / p..n * (i + 1) / p].iter().rev().copied()).collect();
             let got = bag::from_vec(xs.clone(), p).unwrap().map_partitions(reverse).compute(client).unwrap();
             prop_assert_eq!(got, rev, "{}", mode);
+            // After element-wise steps (which stream), it still sees its partition whole.
+            let rev_evens: Vec<u64> = (0..p)
+                .flat_map(|i| xs[n * i / p..n * (i + 1) / p].iter().rev().filter(|x| *x % 2 == 0).copied())
+                .collect();
+            let got = bag::from_vec(xs.clone(), p).unwrap().filter(is_even).map_partitions(reverse);
+            prop_assert_eq!(got.compute(client).unwrap(), rev_evens, "{}", mode);
         }
     }
 
@@ -172,6 +178,7 @@ proptest! {
             prop_assert_eq!(got.len(), distinct.len(), "{}: no duplicates", mode);
             prop_assert_eq!(got.into_iter().collect::<HashSet<_>>(), distinct.clone(), "{}", mode);
             prop_assert_eq!(b.topk(k, identity).compute(client).unwrap(), top.clone(), "{}", mode);
+            prop_assert_eq!(b.map(identity).topk(k, identity).compute(client).unwrap(), top.clone(), "{}", mode);
             let squares = (xs.iter().map(|x| x * x).sum::<u64>(), xs.len() as u64);
             prop_assert_eq!(b.fold(square_and_count, add_pairs).compute(client).unwrap(), squares, "{}", mode);
             // A reduction after element-wise steps, fused into the same tasks.

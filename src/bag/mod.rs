@@ -204,7 +204,7 @@ impl<T> Bag<T> {
 
     fn then<U>(&self, kind: Kind, func: &str) -> Bag<U> {
         let mut steps = self.steps.clone();
-        steps.push(Step { kind, func: func.to_string() });
+        steps.push(Step { kind, func: func.to_string(), input: registry::item_name::<T>().to_string() });
         Bag { parts: self.parts.clone(), input: self.input, steps, split_every: self.split_every, _type: PhantomData }
     }
 
@@ -237,7 +237,7 @@ impl<T: Data> Bag<T> {
     /// The items of the collections `f` makes of each element, in order.
     pub fn flat_map<F: BagFn<T>>(&self, f: F) -> Bag<<F::Out as IntoIterator>::Item>
     where
-        F::Out: IntoIterator<Item: Data>,
+        F::Out: IntoIterator<Item: Data, IntoIter: Send + 'static>,
     {
         self.then(Kind::FlatMap, f.name())
     }

@@ -22,9 +22,12 @@
 //! specialization (a probe whose method resolves to `Some(adapter)` when the
 //! bound holds and to `None` otherwise), so no generic code has to be
 //! registered. A partition travels between adapters as a `Box<dyn Any>`
-//! holding a `Vec<T>`; the types line up because `Bag<T>`'s methods are
-//! typed at compile time, and a mismatch (impossible through the typed API)
-//! is an error, not undefined behaviour.
+//! holding a `Vec<T>` or a [`Stream<T>`] (a boxed iterator): element-wise
+//! adapters (`map`, `filter`, `flat_map`, `pluck`) chain iterators, so the
+//! steps of a fused pipeline stream each element through without a `Vec`
+//! per step; what needs the whole partition collects it. The types line up
+//! because `Bag<T>`'s methods are typed at compile time, and a mismatch
+//! (impossible through the typed API) is an error, not undefined behaviour.
 //!
 //! A name registered twice (the same type from several functions) is the
 //! same code, so the first entry is kept.
@@ -36,8 +39,35 @@ use std::sync::OnceLock;
 use shoal_core::object::{Data, Obj, Object, Value, read_owned};
 use shoal_core::registry::InputError;
 
-/// A partition between adapters: a boxed `Vec<T>` (or a reduction's value).
+/// A partition between adapters: a boxed `Vec<T>` or [`Stream<T>`] (or a
+/// reduction's value).
 pub type Part = Box<dyn Any + Send>;
+
+/// A partition's elements as they are made: element-wise steps chain their
+/// iterators, so a fused pipeline makes no `Vec` per step; whatever needs
+/// the whole partition (`map_partitions`, storing it, `topk`) collects it.
+pub type Stream<T> = Box<dyn Iterator<Item = T> + Send>;
+
+/// A stream as a partition.
+pub fn streamed<T: 'static>(items: impl Iterator<Item = T> + Send + 'static) -> Part {
+    Box::new(Box::new(items) as Stream<T>)
+}
+
+/// A partition's elements, one at a time (a `Vec` or a stream).
+fn stream<T: Send + 'static>(part: Part) -> Result<Stream<T>, InputError> {
+    match part.downcast::<Vec<T>>() {
+        Ok(v) => Ok(Box::new(v.into_iter())),
+        Err(part) => Ok(*downcast::<Stream<T>>(part)?),
+    }
+}
+
+/// A partition's elements in a `Vec` (a stream is collected).
+fn vec_of<T: Send + 'static>(part: Part) -> Result<Vec<T>, InputError> {
+    match part.downcast::<Vec<T>>() {
+        Ok(v) => Ok(*v),
+        Err(part) => Ok(downcast::<Stream<T>>(part)?.collect()),
+    }
+}
 
 /// What an adapter fails with.
 pub type StepResult = Result<Part, InputError>;
@@ -139,8 +169,10 @@ pub struct ItemOps {
     pub read: fn(&dyn Object) -> StepResult,
     /// Store a partition.
     pub store: fn(Part) -> Result<Obj, InputError>,
-    /// The number of elements of a partition.
-    pub len: fn(&Part) -> Result<usize, InputError>,
+    /// A partition as a `Vec<T>` (a stream collected).
+    pub collect: fn(Part) -> StepResult,
+    /// The number of elements of a partition (a stream consumed).
+    pub count: fn(Part) -> Result<usize, InputError>,
     /// Append the second partition to the first.
     pub append: fn(&mut Part, Part) -> Result<(), InputError>,
     /// Present when `T: Eq + Hash`.
@@ -161,6 +193,10 @@ pub struct PairOps {
     pub zip: fn(Part, Part) -> StepResult,
     /// `Vec<(A, B)>` → `Vec<A>` and `Vec<B>`.
     pub unzip: fn(Part) -> Result<(Part, Part), InputError>,
+    /// The first of each pair (a stream).
+    pub first: fn(Part) -> StepResult,
+    /// The second of each pair (a stream).
+    pub second: fn(Part) -> StepResult,
 }
 
 /// Grouping operations of an `Eq + Hash` element type.
@@ -253,18 +289,18 @@ pub fn base_ops<T: Data>(
 ) -> ItemOps {
     ItemOps {
         read: |obj| Ok(Box::new(read_owned::<Vec<T>>(obj)?) as Part),
-        store: |part| store_value(*downcast::<Vec<T>>(part)?),
-        len: |part| {
-            part.downcast_ref::<Vec<T>>()
-                .map(Vec::len)
-                .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<T>())))
+        store: |part| store_value(vec_of::<T>(part)?),
+        collect: |part| Ok(Box::new(vec_of::<T>(part)?) as Part),
+        count: |part| match part.downcast::<Vec<T>>() {
+            Ok(v) => Ok(v.len()),
+            Err(part) => Ok(downcast::<Stream<T>>(part)?.count()),
         },
         append: |into, more| {
-            let more = downcast::<Vec<T>>(more)?;
+            let more = vec_of::<T>(more)?;
             let into = into
                 .downcast_mut::<Vec<T>>()
                 .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<T>())))?;
-            into.extend(*more);
+            into.extend(more);
             Ok(())
         },
         hash,
@@ -284,7 +320,7 @@ impl<A: Data, B: Data> PairProbe for Probe<(A, B)> {
     fn pair_ops(&self) -> Option<PairOps> {
         Some(PairOps {
             zip: |a, b| {
-                let (a, b) = (downcast::<Vec<A>>(a)?, downcast::<Vec<B>>(b)?);
+                let (a, b) = (vec_of::<A>(a)?, vec_of::<B>(b)?);
                 if a.len() != b.len() {
                     return Err(InputError(format!(
                         "zip of {} and {} elements (a bug in shoal::bag)",
@@ -292,12 +328,14 @@ impl<A: Data, B: Data> PairProbe for Probe<(A, B)> {
                         b.len()
                     )));
                 }
-                Ok(Box::new(a.into_iter().zip(*b).collect::<Vec<(A, B)>>()) as Part)
+                Ok(Box::new(a.into_iter().zip(b).collect::<Vec<(A, B)>>()) as Part)
             },
             unzip: |part| {
-                let (a, b): (Vec<A>, Vec<B>) = downcast::<Vec<(A, B)>>(part)?.into_iter().unzip();
+                let (a, b): (Vec<A>, Vec<B>) = stream::<(A, B)>(part)?.unzip();
                 Ok((Box::new(a) as Part, Box::new(b) as Part))
             },
+            first: |part| Ok(streamed(stream::<(A, B)>(part)?.map(|(a, _)| a))),
+            second: |part| Ok(streamed(stream::<(A, B)>(part)?.map(|(_, b)| b))),
         })
     }
 }
@@ -367,14 +405,15 @@ impl<T: Data + std::fmt::Display> DisplayProbe for Probe<T> {
     fn write_lines(&self) -> Option<WriteLines> {
         Some(|part, path| {
             use std::io::Write;
-            let v = downcast::<Vec<T>>(part)?;
             let failed = |e: std::io::Error| InputError(format!("could not write {}: {e}", path.display()));
             let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(failed)?);
-            for x in v.iter() {
+            let mut n = 0u64;
+            for x in stream::<T>(part)? {
                 writeln!(out, "{x}").map_err(failed)?;
+                n += 1;
             }
             out.flush().map_err(failed)?;
-            Ok(v.len() as u64)
+            Ok(n)
         })
     }
 }
@@ -409,9 +448,8 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
     fn hash_ops(&self) -> Option<HashOps> {
         Some(HashOps {
             frequencies: |part| {
-                let v = downcast::<Vec<T>>(part)?;
                 let mut counts: HashMap<T, u64> = HashMap::new();
-                for x in *v {
+                for x in stream::<T>(part)? {
                     *counts.entry(x).or_insert(0) += 1;
                 }
                 store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
@@ -426,8 +464,7 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
                 store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
             },
             distinct: |part| {
-                let v = downcast::<Vec<T>>(part)?;
-                let set: std::collections::HashSet<T> = v.into_iter().collect();
+                let set: std::collections::HashSet<T> = stream::<T>(part)?.collect();
                 store_value(set.into_iter().collect::<Vec<T>>())
             },
             merge_distinct: |objs| {
@@ -438,7 +475,7 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
                 store_value(set.into_iter().collect::<Vec<T>>())
             },
             group: |part| {
-                let (distinct, ids) = group_of(*downcast::<Vec<T>>(part)?);
+                let (distinct, ids) = group_of(vec_of::<T>(part)?);
                 Ok((Box::new(distinct) as Part, ids))
             },
         })
@@ -466,7 +503,7 @@ pub trait SumProbe {
 impl<T: Data + std::ops::Add<Output = T> + Default> SumProbe for Probe<T> {
     fn sum_ops(&self) -> Option<SumOps> {
         Some(SumOps {
-            sum: |part| store_value(downcast::<Vec<T>>(part)?.into_iter().fold(T::default(), |a, b| a + b)),
+            sum: |part| store_value(stream::<T>(part)?.fold(T::default(), |a, b| a + b)),
             merge: |objs| {
                 let mut total = T::default();
                 for obj in objs {
@@ -503,14 +540,14 @@ pub trait Call<A> {
 }
 
 /// The adapters every function has.
-pub fn base_fns<F: Call<A, Out = B>, A: Data, B: Data>(
+pub fn base_fns<F: Call<A, Out = B> + 'static, A: Data, B: Data>(
     filter: Option<fn(Part) -> StepResult>,
     flat_map: Option<fn(Part) -> StepResult>,
     topk: Option<fn(Part, usize) -> StepResult>,
     key: Option<KeyFns>,
 ) -> FuncFns {
     FuncFns {
-        map: Some(|part| Ok(Box::new(downcast::<Vec<A>>(part)?.into_iter().map(F::call).collect::<Vec<B>>()) as Part)),
+        map: Some(|part| Ok(streamed(stream::<A>(part)?.map(F::call)))),
         partition: Some(|part| Ok(Box::new(F::call(*downcast::<A>(part)?)) as Part)),
         filter,
         flat_map,
@@ -539,7 +576,7 @@ impl<F: Call<A, Out = B>, A: Data, B: Data + Eq + std::hash::Hash> KeyProbe for 
             split: |part, n| {
                 let n = n.max(1);
                 let mut buckets: Vec<Vec<A>> = (0..n).map(|_| Vec::new()).collect();
-                for x in *downcast::<Vec<A>>(part)? {
+                for x in stream::<A>(part)? {
                     buckets[bucket(&F::call(x.clone()), n)].push(x);
                 }
                 store_value(buckets)
@@ -604,10 +641,10 @@ pub trait FoldProbe {
 impl<F: Call2<X, Y, Out = X>, X: Data + Default, Y: Data> FoldProbe for FnProbe<F, (X, Y), X> {
     fn fold_fn(&self) -> Option<FoldFns> {
         Some(FoldFns {
-            fold: |part| store_value(downcast::<Vec<Y>>(part)?.into_iter().fold(X::default(), F::call)),
+            fold: |part| store_value(stream::<Y>(part)?.fold(X::default(), F::call)),
             fold_groups: |part, ids, n| {
                 let mut accs: Vec<Option<X>> = (0..n).map(|_| None).collect();
-                for (y, &g) in downcast::<Vec<Y>>(part)?.into_iter().zip(ids) {
+                for (y, &g) in stream::<Y>(part)?.zip(ids) {
                     let acc = accs.get_mut(g).ok_or_else(|| bad_group(g, n))?;
                     *acc = Some(F::call(acc.take().unwrap_or_default(), y));
                 }
@@ -647,7 +684,7 @@ impl<F: Call2<X, X, Out = X>, X: Data> MergeProbe for FnProbe<F, (X, X), X> {
 
 fn merge_groups<F: Call2<X, X, Out = X>, X: Data>(part: Part, ids: &[usize], n: usize) -> StepResult {
     let mut accs: Vec<Option<X>> = (0..n).map(|_| None).collect();
-    for (x, &g) in downcast::<Vec<X>>(part)?.into_iter().zip(ids) {
+    for (x, &g) in stream::<X>(part)?.zip(ids) {
         let acc = accs.get_mut(g).ok_or_else(|| bad_group(g, n))?;
         *acc = Some(match acc.take() {
             Some(a) => F::call(a, x),
@@ -697,12 +734,9 @@ pub trait FilterProbe {
     fn filter_fn(&self) -> Option<fn(Part) -> StepResult>;
 }
 
-impl<F: Call<A, Out = bool>, A: Data> FilterProbe for FnProbe<F, A, bool> {
+impl<F: Call<A, Out = bool> + 'static, A: Data> FilterProbe for FnProbe<F, A, bool> {
     fn filter_fn(&self) -> Option<fn(Part) -> StepResult> {
-        Some(|part| {
-            let v = downcast::<Vec<A>>(part)?;
-            Ok(Box::new(v.into_iter().filter(|x| F::call(x.clone())).collect::<Vec<A>>()) as Part)
-        })
+        Some(|part| Ok(streamed(stream::<A>(part)?.filter(|x| F::call(x.clone())))))
     }
 }
 
@@ -724,12 +758,11 @@ pub trait FlatProbe {
     fn flat_fn(&self) -> Option<fn(Part) -> StepResult>;
 }
 
-impl<F: Call<A, Out = B>, A: Data, B: IntoIterator<Item: Data>> FlatProbe for FnProbe<F, A, B> {
+impl<F: Call<A, Out = B> + 'static, A: Data, B: IntoIterator<Item: Data, IntoIter: Send + 'static> + 'static> FlatProbe
+    for FnProbe<F, A, B>
+{
     fn flat_fn(&self) -> Option<fn(Part) -> StepResult> {
-        Some(|part| {
-            let v = downcast::<Vec<A>>(part)?;
-            Ok(Box::new(v.into_iter().flat_map(F::call).collect::<Vec<B::Item>>()) as Part)
-        })
+        Some(|part| Ok(streamed(stream::<A>(part)?.flat_map(F::call))))
     }
 }
 
@@ -754,8 +787,7 @@ pub trait TopkProbe {
 impl<F: Call<A, Out = B>, A: Data, B: Ord> TopkProbe for FnProbe<F, A, B> {
     fn topk_fn(&self) -> Option<fn(Part, usize) -> StepResult> {
         Some(|part, k| {
-            let v = downcast::<Vec<A>>(part)?;
-            let mut keyed: Vec<(B, A)> = v.into_iter().map(|x| (F::call(x.clone()), x)).collect();
+            let mut keyed: Vec<(B, A)> = stream::<A>(part)?.map(|x| (F::call(x.clone()), x)).collect();
             // Largest first; among equal keys the earlier element first
             // (a stable sort), so the answer does not depend on the tree.
             keyed.sort_by(|a, b| b.0.cmp(&a.0));

@@ -43,8 +43,10 @@ pub enum Kind {
 pub struct Step {
     /// What it does.
     pub kind: Kind,
-    /// The `#[shoal::func]`'s registered name.
+    /// The `#[shoal::func]`'s registered name (for `pluck`, the pair type's).
     pub func: String,
+    /// The registered name of the element type the step takes.
+    pub input: String,
 }
 
 /// How a partition (or a level of the tree) ends.
@@ -180,11 +182,11 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
         Plan::Pipeline { input, steps, output, end } => {
             let mut part: Part = match (&input, parts) {
                 (Origin::Stored { item }, [part]) => (registry::item(item)?.read)(&**part)?,
-                (Origin::Text { path, start, end }, []) => Box::new(
+                (Origin::Text { path, start, end }, []) => registry::streamed::<String>(
                     super::text::read_lines(path, *start, *end)
                         .map_err(|e| RunError::Returned(shoal_core::failure::TaskError::from_error(e)))?,
                 ),
-                (Origin::Gzip { path }, []) => Box::new(
+                (Origin::Gzip { path }, []) => registry::streamed::<String>(
                     super::text::read_gzip_lines(path)
                         .map_err(|e| RunError::Returned(shoal_core::failure::TaskError::from_error(e)))?,
                 ),
@@ -217,14 +219,17 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
 fn apply(step: &Step, part: Part) -> Result<Part, InputError> {
     if let Kind::Pluck(i) = step.kind {
         let pair = registry::item(&step.func)?.pair.ok_or_else(|| missing("pair operations", &step.func))?;
-        let (a, b) = (pair.unzip)(part)?;
-        return Ok(if i == 0 { a } else { b });
+        return if i == 0 { (pair.first)(part) } else { (pair.second)(part) };
     }
     let f = registry::func(&step.func)?;
     let missing = |what: &str| InputError(format!("`{}` cannot be used with {what}", step.func));
     let adapter = match step.kind {
         Kind::Map => f.map.ok_or_else(|| missing("map (it takes two parameters)"))?,
-        Kind::Partition => f.partition.ok_or_else(|| missing("map_partitions (it takes two parameters)"))?,
+        Kind::Partition => {
+            let whole = f.partition.ok_or_else(|| missing("map_partitions (it takes two parameters)"))?;
+            // It takes the whole partition: the stream so far is collected.
+            return whole((registry::item(&step.input)?.collect)(part)?);
+        }
         Kind::Filter => f.filter.ok_or_else(|| missing("filter (it does not return bool)"))?,
         Kind::FlatMap => f.flat_map.ok_or_else(|| missing("flat_map (it does not return a collection)"))?,
         Kind::Pluck(_) => return Err(missing("pluck (a bug in shoal::bag: pluck steps name no function)")),
@@ -278,11 +283,17 @@ impl FoldBy {
     }
 }
 
+/// How many groups `ids` (each element's group) name.
+fn groups(ids: &[usize]) -> usize {
+    ids.iter().max().map_or(0, |m| m + 1)
+}
+
 /// The end of one partition's pipeline.
 fn finish(end: &End, item: &str, ops: ItemOps, part: Part) -> Result<Obj, InputError> {
+    let item_ops = ops;
     match end {
         End::Collect => (ops.store)(part),
-        End::Count => Ok(Value::shared((ops.len)(&part)? as u64)),
+        End::Count => Ok(Value::shared((ops.count)(part)? as u64)),
         End::Sum => (ops.sum.ok_or_else(|| missing("sum", item))?.sum)(part),
         End::Frequencies => (ops.hash.ok_or_else(|| missing("hash", item))?.frequencies)(part),
         End::Distinct => (ops.hash.ok_or_else(|| missing("hash", item))?.distinct)(part),
@@ -294,9 +305,10 @@ fn finish(end: &End, item: &str, ops: ItemOps, part: Part) -> Result<Obj, InputE
         End::Fold { binop, .. } => (fold_fns(binop)?.fold)(part),
         End::FoldBy { key, binop, key_item, acc_item, pair_item, .. } => {
             let ops = FoldBy::new(key_item, acc_item, pair_item)?;
+            let part = (item_ops.collect)(part)?;
             let keys = (key_fns(key)?.keys)(&part)?;
             let (distinct, ids) = (ops.hash.group)(keys)?;
-            let n = (ops.keys.len)(&distinct)?;
+            let n = groups(&ids);
             let accs = (fold_fns(binop)?.fold_groups)(part, &ids, n)?;
             ops.store(distinct, accs)
         }
@@ -353,8 +365,7 @@ fn combine(end: &End, item: &str, ops: ItemOps, objs: &[&dyn shoal_core::object:
                 return Err(InputError("a bag combine with no input (a bug in shoal::bag)".into()));
             };
             let (distinct, ids) = (ops.hash.group)(keys)?;
-            let n = (ops.keys.len)(&distinct)?;
-            let accs = (merge_fns(combine)?.merge_groups)(accs, &ids, n)?;
+            let accs = (merge_fns(combine)?.merge_groups)(accs, &ids, groups(&ids))?;
             ops.store(distinct, accs)
         }
         End::Split { .. } => Err(InputError("a bag shuffle's split has no combine step (a bug in shoal::bag)".into())),

@@ -15,7 +15,7 @@
 //! middle, so such a file is one partition whatever its size: many
 //! smaller `.gz` files spread better than one big one.
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
 use super::{Bag, PartSrc, invalid, registry};
 use crate::error::Result;
@@ -121,11 +121,12 @@ fn wildcard(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|&c| c == '*')
 }
 
-/// The lines that start in `[start, end)` of `path` (see the module docs):
-/// read by the partition's pipeline task itself.
-pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Vec<String>> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))?;
+/// The lines that start in `[start, end)` of `path` (see the module docs),
+/// read by the partition's pipeline task itself: the block is read into one
+/// buffer, checked as UTF-8 once, and its lines are handed out one at a
+/// time (no `Vec` of lines).
+pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Lines> {
+    let mut file = open(path)?;
     // Begin one byte early: if that byte is a newline, a line starts at
     // `start` exactly; otherwise the partial line belongs to the block before.
     let from = start.saturating_sub(1);
@@ -135,41 +136,58 @@ pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Ve
     if start > 0 {
         pos += reader.read_until(b'\n', &mut Vec::new())? as u64;
     }
-    lines_from(reader, pos, end, path)
+    let mut buf = Vec::new();
+    if pos < end {
+        (&mut reader).take(end - pos).read_to_end(&mut buf)?;
+        // The last line starts before `end`: read it to its end.
+        if buf.last().is_some_and(|&b| b != b'\n') {
+            reader.read_until(b'\n', &mut buf)?;
+        }
+    }
+    Lines::new(buf, path)
 }
 
 /// Every line of the gzip file `path`, decompressed as it is read.
-pub(super) fn read_gzip_lines(path: &str) -> std::io::Result<Vec<String>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))?;
-    let reader = BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
-    lines_from(reader, 0, u64::MAX, path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: {path} (read as gzip): {e}")))
+pub(super) fn read_gzip_lines(path: &str) -> std::io::Result<Lines> {
+    let mut buf = Vec::new();
+    flate2::read::MultiGzDecoder::new(BufReader::new(open(path)?))
+        .read_to_end(&mut buf)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: {path} (read as gzip): {e}")))?;
+    Lines::new(buf, path)
 }
 
-/// The lines of `reader`, which is at byte `pos`, up to the first that
-/// starts at or past `end`.
-fn lines_from(mut reader: impl BufRead, mut pos: u64, end: u64, path: &str) -> std::io::Result<Vec<String>> {
-    let mut buf = Vec::new();
-    let mut lines = Vec::new();
-    while pos < end {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        pos += n as u64;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-        }
-        let line = String::from_utf8(std::mem::take(&mut buf))
+fn open(path: &str) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))
+}
+
+/// The lines of a block of text, one `String` each, without their `\n`
+/// (nor a `\r` before it).
+pub(super) struct Lines {
+    text: String,
+    pos: usize,
+}
+
+impl Lines {
+    fn new(bytes: Vec<u8>, path: &str) -> std::io::Result<Lines> {
+        let text = String::from_utf8(bytes)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: {e}")))?;
-        lines.push(line);
+        Ok(Lines { text, pos: 0 })
     }
-    Ok(lines)
+}
+
+impl Iterator for Lines {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
+        let (line, used) = match rest.find('\n') {
+            Some(i) => (rest[..i].strip_suffix('\r').unwrap_or(&rest[..i]), i + 1),
+            None => (rest, rest.len()),
+        };
+        self.pos += used;
+        Some(line.to_string())
+    }
 }
 
 #[cfg(test)]
