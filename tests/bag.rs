@@ -358,6 +358,16 @@ fn word_frequencies_of_text_files_in_blocks() {
             let got: HashMap<String, u64> =
                 lines.flat_map(words).frequencies().compute(client).unwrap().into_iter().collect();
             assert_eq!(got, expected, "{mode}, block {block}");
+            // The built-in split, fused with the read: the same words, in order.
+            let all_words: Vec<String> =
+                all_lines.iter().flat_map(|l| l.split_whitespace()).map(String::from).collect();
+            assert_eq!(lines.split_whitespace().compute(client).unwrap(), all_words, "{mode}, block {block}");
+            // And not fused with a read: after a step, or from stored lines.
+            let stored = bag::from_vec(all_lines.clone(), 3).unwrap();
+            assert_eq!(stored.split_whitespace().compute(client).unwrap(), all_words, "{mode}");
+            let got: HashMap<String, u64> =
+                lines.map(words_key).split_whitespace().frequencies().compute(client).unwrap().into_iter().collect();
+            assert_eq!(got, expected, "{mode}, block {block}");
         }
         let top = bag::read_text(&pattern).unwrap().flat_map(words).frequencies().topk(1, by_count);
         assert_eq!(top.compute(client).unwrap(), vec![("common".to_string(), expected["common"])], "{mode}");

@@ -39,11 +39,6 @@ fn timed<T>(f: impl FnOnce() -> T) -> (std::time::Duration, f64, T) {
 }
 
 #[shoal::func]
-fn words(line: String) -> Vec<String> {
-    line.split_whitespace().map(str::to_string).collect()
-}
-
-#[shoal::func]
 fn by_count(pair: (String, u64)) -> u64 {
     pair.1
 }
@@ -106,7 +101,7 @@ pub fn rayon(files: &[PathBuf]) -> shoal::Result<Top> {
 }
 
 pub fn graph(pattern: &str) -> shoal::Result<bag::Bag<(String, u64)>> {
-    Ok(bag::read_text(pattern)?.flat_map(words).frequencies().topk(10, by_count))
+    Ok(bag::read_text(pattern)?.split_whitespace().frequencies().topk(10, by_count))
 }
 
 /// The text files (written once, kept in the temp dir): their folder, the

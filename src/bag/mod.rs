@@ -493,6 +493,16 @@ impl<T: Data> Bag<T> {
     }
 }
 
+impl Bag<String> {
+    /// The whitespace-separated words of every element, in order (Dask's
+    /// `.str.split().flatten()`; the words of `str::split_whitespace`). It
+    /// fuses like the other steps, and right after [`read_text`] it splits
+    /// the text block in place: no `String` per line, one per word.
+    pub fn split_whitespace(&self) -> Bag<String> {
+        self.then(Kind::Words, "")
+    }
+}
+
 /// The type of field `I` of a bag element (see [`Bag::pluck`]): pairs
 /// have fields 0 and 1.
 pub trait Pluck<const I: usize> {

@@ -61,6 +61,11 @@ fn stream<T: Send + 'static>(part: Part) -> Result<Stream<T>, InputError> {
     }
 }
 
+/// `split_whitespace`: a partition of strings as the stream of their words.
+pub fn split_words(part: Part) -> StepResult {
+    Ok(streamed(super::text::Words::new(stream::<String>(part)?)))
+}
+
 /// A partition's elements in a `Vec` (a stream is collected).
 fn vec_of<T: Send + 'static>(part: Part) -> Result<Vec<T>, InputError> {
     match part.downcast::<Vec<T>>() {

@@ -36,6 +36,8 @@ pub enum Kind {
     Partition,
     /// `pluck::<I>()` of a pair: the step's `func` names the pair type.
     Pluck(u8),
+    /// `split_whitespace()`: every string's words (no function).
+    Words,
 }
 
 /// One step: what it does, and the registered function it calls.
@@ -179,16 +181,18 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
     let plan: Plan = read_owned(&**plan)?;
     let parts = parts.objects();
     match plan {
-        Plan::Pipeline { input, steps, output, end } => {
+        Plan::Pipeline { input, mut steps, output, end } => {
             let mut part: Part = match (&input, parts) {
                 (Origin::Stored { item }, [part]) => (registry::item(item)?.read)(&**part)?,
-                (Origin::Text { path, start, end }, []) => registry::streamed::<String>(
+                (Origin::Text { path, start, end }, []) => text_part(
                     super::text::read_lines(path, *start, *end)
                         .map_err(|e| RunError::Returned(shoal_core::failure::TaskError::from_error(e)))?,
+                    &mut steps,
                 ),
-                (Origin::Gzip { path }, []) => registry::streamed::<String>(
+                (Origin::Gzip { path }, []) => text_part(
                     super::text::read_gzip_lines(path)
                         .map_err(|e| RunError::Returned(shoal_core::failure::TaskError::from_error(e)))?,
+                    &mut steps,
                 ),
                 (Origin::Gather { key, index }, splits) => {
                     let objs: Vec<&dyn shoal_core::object::Object> = splits.iter().map(|o| &**o).collect();
@@ -215,8 +219,23 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
     }
 }
 
+/// A text block as a partition: its lines, or, when the first step splits
+/// them into words, its words straight from the block (that step is then
+/// done: no `String` per line).
+fn text_part(lines: super::text::Lines, steps: &mut Vec<Step>) -> Part {
+    if steps.first().is_some_and(|s| s.kind == Kind::Words) {
+        steps.remove(0);
+        registry::streamed(lines.into_words())
+    } else {
+        registry::streamed(lines)
+    }
+}
+
 /// One element-wise step applied to a partition.
 fn apply(step: &Step, part: Part) -> Result<Part, InputError> {
+    if step.kind == Kind::Words {
+        return registry::split_words(part);
+    }
     if let Kind::Pluck(i) = step.kind {
         let pair = registry::item(&step.func)?.pair.ok_or_else(|| missing("pair operations", &step.func))?;
         return if i == 0 { (pair.first)(part) } else { (pair.second)(part) };
@@ -232,7 +251,7 @@ fn apply(step: &Step, part: Part) -> Result<Part, InputError> {
         }
         Kind::Filter => f.filter.ok_or_else(|| missing("filter (it does not return bool)"))?,
         Kind::FlatMap => f.flat_map.ok_or_else(|| missing("flat_map (it does not return a collection)"))?,
-        Kind::Pluck(_) => return Err(missing("pluck (a bug in shoal::bag: pluck steps name no function)")),
+        Kind::Pluck(_) | Kind::Words => return Err(missing("this step (a bug in shoal::bag: it names no function)")),
     };
     adapter(part)
 }

@@ -176,6 +176,47 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// The block's words instead of its lines (the same words: a line
+    /// break is whitespace).
+    pub(super) fn into_words(self) -> Words<std::iter::Empty<String>> {
+        Words { rest: std::iter::empty(), text: self.text, pos: self.pos }
+    }
+}
+
+/// The whitespace-separated words of a sequence of strings, one `String`
+/// each (as `str::split_whitespace` finds them): each string is scanned in
+/// place, so a word costs one allocation and a string none.
+pub(super) struct Words<I> {
+    rest: I,
+    text: String,
+    pos: usize,
+}
+
+impl<I: Iterator<Item = String>> Words<I> {
+    pub(super) fn new(strings: I) -> Words<I> {
+        Words { rest: strings, text: String::new(), pos: 0 }
+    }
+}
+
+impl<I: Iterator<Item = String>> Iterator for Words<I> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        loop {
+            let rest = self.text.get(self.pos..).unwrap_or("");
+            if let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+                let len = rest[start..].find(char::is_whitespace).unwrap_or(rest.len() - start);
+                let word = rest[start..start + len].to_string();
+                self.pos += start + len;
+                return Some(word);
+            }
+            self.text = self.rest.next()?;
+            self.pos = 0;
+        }
+    }
+}
+
 impl Iterator for Lines {
     type Item = String;
 

@@ -382,7 +382,7 @@ fn markdown(o: &Outcome, table: &Table, machine: &[(&str, String)]) -> String {
          task reads its length and the sum of every 4096th byte (shoal: through `&Archived<Vec<u8>>`; Dask \
          processes: the consumer pinned to the other worker) | submitting the consumer to its result |\n\
          | bag word count | {} | word frequencies of text files, top 10: shoal \
-         `bag::read_text(..).flat_map(words).frequencies().topk(10, by_count)`, Dask Bag \
+         `bag::read_text(..).split_whitespace().frequencies().topk(10, by_count)`, Dask Bag \
          `read_text(..).str.split().flatten().frequencies().topk(10, key=1)`, Rust sequential and rayon a \
          `HashMap` per file merged; the per-task column gives each graph's task count | building and \
          computing the graph |\n",
