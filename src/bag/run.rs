@@ -309,7 +309,6 @@ fn groups(ids: &[usize]) -> usize {
 
 /// The end of one partition's pipeline.
 fn finish(end: &End, item: &str, ops: ItemOps, part: Part) -> Result<Obj, InputError> {
-    let item_ops = ops;
     match end {
         End::Collect => (ops.store)(part),
         End::Count => Ok(Value::shared((ops.count)(part)? as u64)),
@@ -323,13 +322,13 @@ fn finish(end: &End, item: &str, ops: ItemOps, part: Part) -> Result<Obj, InputE
         }
         End::Fold { binop, .. } => (fold_fns(binop)?.fold)(part),
         End::FoldBy { key, binop, key_item, acc_item, pair_item, .. } => {
-            let ops = FoldBy::new(key_item, acc_item, pair_item)?;
-            let part = (item_ops.collect)(part)?;
+            let by = FoldBy::new(key_item, acc_item, pair_item)?;
+            // The keys are computed from the whole partition (a stream is collected).
+            let part = (ops.collect)(part)?;
             let keys = (key_fns(key)?.keys)(&part)?;
-            let (distinct, ids) = (ops.hash.group)(keys)?;
-            let n = groups(&ids);
-            let accs = (fold_fns(binop)?.fold_groups)(part, &ids, n)?;
-            ops.store(distinct, accs)
+            let (distinct, ids) = (by.hash.group)(keys)?;
+            let accs = (fold_fns(binop)?.fold_groups)(part, &ids, groups(&ids))?;
+            by.store(distinct, accs)
         }
         End::Split { key, n } => {
             (key_fns(key)?.split)(part, usize::try_from(*n).map_err(|_| InputError("a shuffle past usize".into()))?)
