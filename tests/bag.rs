@@ -77,6 +77,21 @@ fn add_pairs(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
     (a.0 + b.0, a.1 + b.1)
 }
 
+#[shoal::func]
+fn add(acc: u64, x: u64) -> u64 {
+    acc + x
+}
+
+/// A group's size (`groupby`'s pairs, then a `map`).
+#[shoal::func]
+fn group_len(group: (u64, Vec<u64>)) -> u64 {
+    group.1.len() as u64
+}
+
+// `foldby` by a `u64` key into `(u64, u64)` accumulators makes
+// `(u64, (u64, u64))` pairs, which no function takes or returns.
+shoal::bag_item!((u64, (u64, u64)));
+
 fn threads() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -128,6 +143,12 @@ proptest! {
             let rev: Vec<u64> = (0..p).flat_map(|i| xs[n * i / p..n * (i + 1) / p].iter().rev().copied()).collect();
             let got = bag::from_vec(xs.clone(), p).unwrap().map_partitions(reverse).compute(client).unwrap();
             prop_assert_eq!(got, rev, "{}", mode);
+            // After element-wise steps (which stream), it still sees its partition whole.
+            let rev_evens: Vec<u64> = (0..p)
+                .flat_map(|i| xs[n * i / p..n * (i + 1) / p].iter().rev().filter(|x| *x % 2 == 0).copied())
+                .collect();
+            let got = bag::from_vec(xs.clone(), p).unwrap().filter(is_even).map_partitions(reverse);
+            prop_assert_eq!(got.compute(client).unwrap(), rev_evens, "{}", mode);
         }
     }
 
@@ -157,6 +178,7 @@ proptest! {
             prop_assert_eq!(got.len(), distinct.len(), "{}: no duplicates", mode);
             prop_assert_eq!(got.into_iter().collect::<HashSet<_>>(), distinct.clone(), "{}", mode);
             prop_assert_eq!(b.topk(k, identity).compute(client).unwrap(), top.clone(), "{}", mode);
+            prop_assert_eq!(b.map(identity).topk(k, identity).compute(client).unwrap(), top.clone(), "{}", mode);
             let squares = (xs.iter().map(|x| x * x).sum::<u64>(), xs.len() as u64);
             prop_assert_eq!(b.fold(square_and_count, add_pairs).compute(client).unwrap(), squares, "{}", mode);
             // A reduction after element-wise steps, fused into the same tasks.
@@ -164,6 +186,116 @@ proptest! {
             prop_assert_eq!(b.filter(is_even).map(double).count().compute(client).unwrap(), evens, "{}", mode);
         }
     }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn foldby_matches_a_sequential_fold_per_key(
+        xs in prop::collection::vec(0u64..1_000, 0..300),
+        p in 1usize..12,
+        split in 2usize..5,
+    ) {
+        let mut sums: HashMap<u64, u64> = HashMap::new();
+        let mut squares: HashMap<u64, (u64, u64)> = HashMap::new();
+        for &x in &xs {
+            *sums.entry(x % 7).or_insert(0) += x;
+            let e = squares.entry(x % 7).or_insert((0, 0));
+            *e = (e.0 + x * x, e.1 + 1);
+        }
+        for (mode, client) in clients() {
+            let b = bag::from_vec(xs.clone(), p).unwrap().split_every(split);
+            let got = b.foldby(small, add, add).unwrap().compute(client).unwrap();
+            prop_assert_eq!(got.len(), sums.len(), "{}: one pair per key", mode);
+            prop_assert_eq!(got.into_iter().collect::<HashMap<_, _>>(), sums.clone(), "{}", mode);
+            let got = b.foldby(small, square_and_count, add_pairs).unwrap().compute(client).unwrap();
+            prop_assert_eq!(got.into_iter().collect::<HashMap<_, _>>(), squares.clone(), "{}", mode);
+            // After element-wise steps, fused into the same tasks.
+            let evens: u64 = xs.iter().filter(|x| *x % 2 == 0).count() as u64;
+            let got = b.filter(is_even).foldby(small, square_and_count, add_pairs).unwrap().compute(client).unwrap();
+            prop_assert_eq!(got.iter().map(|(_, (_, n))| n).sum::<u64>(), evens, "{}", mode);
+        }
+    }
+
+    #[test]
+    fn groupby_shuffles_each_key_into_one_partition_in_order(
+        xs in prop::collection::vec(0u64..1_000, 0..300),
+        p in 1usize..10,
+        m in 1usize..10,
+    ) {
+        let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
+        for &x in &xs {
+            groups.entry(x % 7).or_default().push(x);
+        }
+        for (mode, client) in clients() {
+            let b = bag::from_vec(xs.clone(), p).unwrap();
+            let grouped = b.groupby_with(small, m).unwrap();
+            prop_assert_eq!(grouped.npartitions(), m);
+            let parts = client.compute_values(&grouped.to_lazy()).unwrap();
+            let mut seen: HashMap<u64, Vec<u64>> = HashMap::new();
+            for part in parts {
+                for (k, v) in part {
+                    prop_assert!(seen.insert(k, v).is_none(), "{}: key {} in two groups", mode, k);
+                }
+            }
+            prop_assert_eq!(&seen, &groups, "{}", mode);
+            // The shuffle's output is a bag like any other: steps and reductions follow.
+            let sizes = b.groupby(small).map(group_len).sum().compute(client).unwrap();
+            prop_assert_eq!(sizes, xs.len() as u64, "{}", mode);
+        }
+    }
+
+    #[test]
+    fn pluck_takes_a_field_of_pairs(xs in prop::collection::vec(0u64..50, 0..200), p in 1usize..8) {
+        let distinct: HashSet<u64> = xs.iter().copied().collect();
+        for (mode, client) in clients() {
+            let freq = bag::from_vec(xs.clone(), p).unwrap().frequencies();
+            let keys = freq.pluck::<0>().compute(client).unwrap();
+            prop_assert_eq!(keys.len(), distinct.len(), "{}", mode);
+            prop_assert_eq!(keys.into_iter().collect::<HashSet<_>>(), distinct.clone(), "{}", mode);
+            prop_assert_eq!(freq.pluck::<1>().sum().compute(client).unwrap(), xs.len() as u64, "{}", mode);
+        }
+    }
+}
+
+#[test]
+fn a_shuffle_is_one_split_per_input_and_one_gather_per_output() {
+    let (p, m) = (6, 4);
+    let b = bag::from_vec((0..100u64).collect(), p).unwrap();
+    let parts = b.map(double).groupby_with(small, m).unwrap().to_lazy();
+    assert_eq!(parts.len(), m);
+    // Each output's graph: every source and its fused pipeline-and-split
+    // task, then the gather.
+    for part in &parts {
+        assert_eq!(part.graph_len(), p + p + 1);
+    }
+    // All outputs together: p sources, p splits, m gathers.
+    let total = b.map(double).groupby_with(small, m).unwrap().count();
+    assert_eq!(total.graph_len(), p + p + m + 1);
+    assert_eq!(total.compute(threads()).unwrap(), 7);
+    assert!(b.groupby_with(small, 0).unwrap_err().to_string().contains("at least one output partition"));
+}
+
+#[test]
+fn foldby_says_which_pair_type_to_register() {
+    let b = bag::from_vec(vec!["a".to_string(), "bb".to_string()], 1).unwrap();
+    // `(u64, u64)` accumulators by a `u64` key: registered above. By a
+    // `String` key: `(String, (u64, u64))` is registered nowhere.
+    let err = b.map(render_len).foldby(small, square_and_count, add_pairs).map(|_| ()).err();
+    assert!(err.is_none(), "{err:?}");
+    let err = b.foldby(words_key, square_len, add_pairs).unwrap_err().to_string();
+    assert!(err.contains("shoal::bag_item!((alloc::string::String, (u64, u64)))"), "{err}");
+}
+
+#[shoal::func]
+fn words_key(s: String) -> String {
+    s
+}
+
+#[shoal::func]
+fn square_len(acc: (u64, u64), s: String) -> (u64, u64) {
+    (acc.0 + (s.len() * s.len()) as u64, acc.1 + 1)
 }
 
 #[test]
@@ -226,12 +358,64 @@ fn word_frequencies_of_text_files_in_blocks() {
             let got: HashMap<String, u64> =
                 lines.flat_map(words).frequencies().compute(client).unwrap().into_iter().collect();
             assert_eq!(got, expected, "{mode}, block {block}");
+            // The built-in split, fused with the read: the same words, in order.
+            let all_words: Vec<String> =
+                all_lines.iter().flat_map(|l| l.split_whitespace()).map(String::from).collect();
+            assert_eq!(lines.split_whitespace().compute(client).unwrap(), all_words, "{mode}, block {block}");
+            // And not fused with a read: after a step, or from stored lines.
+            let stored = bag::from_vec(all_lines.clone(), 3).unwrap();
+            assert_eq!(stored.split_whitespace().compute(client).unwrap(), all_words, "{mode}");
+            let got: HashMap<String, u64> =
+                lines.map(words_key).split_whitespace().frequencies().compute(client).unwrap().into_iter().collect();
+            assert_eq!(got, expected, "{mode}, block {block}");
         }
         let top = bag::read_text(&pattern).unwrap().flat_map(words).frequencies().topk(1, by_count);
         assert_eq!(top.compute(client).unwrap(), vec![("common".to_string(), expected["common"])], "{mode}");
     }
     let err = bag::read_text(&format!("{}/nothing-*.txt", dir.display())).unwrap_err().to_string();
     assert!(err.contains("no file matches"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn read_text_decompresses_gz_files_each_one_partition() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("shoal-bag-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gz = |lines: &[String]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for l in lines {
+            writeln!(enc, "{l}").unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    let plain: Vec<String> = (0..50).map(|i| format!("plain{} w{}", i, i % 3)).collect();
+    let first: Vec<String> = (0..300).map(|i| format!("zip{} w{}", i, i % 5)).collect();
+    let second: Vec<String> = (0..20).map(|i| format!("member{i}")).collect();
+    std::fs::write(dir.join("a.txt"), plain.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    // Two gzip members one after the other, as `cat x.gz y.gz` makes: one stream.
+    let mut bytes = gz(&first);
+    bytes.extend(gz(&second));
+    std::fs::write(dir.join("b.txt.gz"), bytes).unwrap();
+    let all: Vec<String> = plain.iter().chain(&first).chain(&second).cloned().collect();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for w in all.iter().flat_map(|l| l.split_whitespace()) {
+        *expected.entry(w.to_string()).or_insert(0) += 1;
+    }
+    let pattern = format!("{}/*", dir.display());
+    let lines = bag::read_text_with(&pattern, 64).unwrap();
+    // a.txt in blocks of 64 bytes; the .gz, whatever its size, in one.
+    let blocks = std::fs::metadata(dir.join("a.txt")).unwrap().len().div_ceil(64) as usize;
+    assert_eq!(lines.npartitions(), blocks + 1);
+    for (mode, client) in clients() {
+        assert_eq!(lines.compute(client).unwrap(), all, "{mode}");
+        let got: HashMap<String, u64> =
+            lines.flat_map(words).frequencies().compute(client).unwrap().into_iter().collect();
+        assert_eq!(got, expected, "{mode}");
+    }
+    std::fs::write(dir.join("c.gz"), b"not gzip at all\n").unwrap();
+    let err = bag::read_text(&pattern).unwrap().count().compute(threads()).unwrap_err().to_string();
+    assert!(err.contains("c.gz (read as gzip)"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

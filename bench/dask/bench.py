@@ -165,7 +165,34 @@ def case_transfer(client, args):
     return run
 
 
+def case_bag_wordcount(client, args):
+    # The Dask Bag program: word frequencies of text files, top 10.
+    import dask
+    import dask.bag as db
+    names = sorted(n for n in os.listdir(args.dir) if n.startswith("text-") and n.endswith(".txt"))
+    if args.files is not None:
+        names = names[:args.files]
+    paths = [os.path.abspath(os.path.join(args.dir, n)) for n in names]
+    if not paths:
+        raise FileNotFoundError("no text-*.txt in %s" % args.dir)
+    args.n = len(paths)
+
+    def graph():
+        return db.read_text(paths).str.split().flatten().frequencies().topk(10, key=1)
+
+    def run():
+        t0 = time.perf_counter()
+        top = graph().compute()
+        dt = time.perf_counter() - t0
+        g = graph()
+        (opt,) = dask.optimize(g)
+        return dt, {"top_counts": [n for _, n in top], "tasks": len(g.__dask_graph__()),
+                    "tasks_optimized": len(opt.__dask_graph__())}
+    return run
+
+
 CASES = {
+    "bag_wordcount": case_bag_wordcount,
     "count_letters": case_count_letters,
     "map_noop": case_map_noop,
     "tree": case_tree,
@@ -253,8 +280,8 @@ def parse_args(argv):
                         "1.1 queues tasks on the scheduler; inf sends them all at once)")
     p.add_argument("--memory-limit", default="auto",
                    help="per worker, e.g. 2GiB (default: Dask's, RAM / workers)")
-    p.add_argument("--dir", help="count_letters: folder of part-NNNNN.txt")
-    p.add_argument("--files", type=int, help="count_letters: how many (default: all)")
+    p.add_argument("--dir", help="count_letters: folder of part-NNNNN.txt; bag_wordcount: of text-NNNN.txt")
+    p.add_argument("--files", type=int, help="count_letters, bag_wordcount: how many (default: all)")
     p.add_argument("--n", type=int, help="map_noop/chain/roundtrip: tasks or calls")
     p.add_argument("--leaves", type=int, help="tree: leaves (default 65536)")
     p.add_argument("--mb", type=int, help="transfer: MiB moved (default 1024)")
@@ -265,8 +292,8 @@ def parse_args(argv):
         a.leaves = QUICK["leaves"] if a.quick else 65536
     if a.mb is None:
         a.mb = QUICK["mb"] if a.quick else 1024
-    if a.case == "count_letters" and not a.dir:
-        p.error("count_letters needs --dir")
+    if a.case in ("count_letters", "bag_wordcount") and not a.dir:
+        p.error("%s needs --dir" % a.case)
     if a.rounds < 1 or (a.n is not None and a.n < 1) or a.leaves < 1 or a.mb < 1:
         p.error("sizes and --rounds must be >= 1")
     if a.warmup < 0 or (a.warmup_size is not None and a.warmup_size < 1):
@@ -366,7 +393,7 @@ def main(argv):
             for field in ("n", "leaves", "mb", "files"):
                 if getattr(wargs, field) is not None:
                     setattr(wargs, field, min(getattr(wargs, field), args.warmup_size))
-            if args.case == "count_letters" and wargs.files is None:
+            if args.case in ("count_letters", "bag_wordcount") and wargs.files is None:
                 wargs.files = args.warmup_size
             warm = CASES[args.case](client, wargs)
             extra["warmup_size"] = args.warmup_size
@@ -385,6 +412,9 @@ def main(argv):
                 extra["build_s"].append(info["build_s"])
             if "total_count" in info:
                 extra["total_count"] = info["total_count"]
+            for k in ("top_counts", "tasks", "tasks_optimized"):
+                if k in info:
+                    extra[k] = info[k]
             settle(client)
         extra["median_s"] = statistics.median(result["samples_s"])
         del extra["phase"]  # kept only when the case did not finish

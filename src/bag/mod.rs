@@ -46,14 +46,27 @@
 //! Consecutive element-wise steps (`map`, `filter`, `flat_map`,
 //! `map_partitions`) and the per-partition part of a reduction fuse into
 //! one task per partition: a five-step pipeline over N partitions is N
-//! tasks. A reduction (`count`, `sum`, `fold`, `frequencies`, `distinct`, `topk`)
-//! then combines the partitions' results in a tree, `split_every` (default
-//! [`DEFAULT_SPLIT_EVERY`]) at a time; `topk` keeps `k` per partition first.
+//! tasks. A reduction (`count`, `sum`, `fold`, `foldby`, `frequencies`,
+//! `distinct`, `topk`) then combines the partitions' results in a tree,
+//! `split_every` (default [`DEFAULT_SPLIT_EVERY`]) at a time; `topk` keeps
+//! `k` per partition first, `foldby` one accumulator per key.
 //!
-//! # Not yet
+//! # Grouping: `foldby` or `groupby`
 //!
-//! Dask's `foldby`, `groupby` (a shuffle), `pluck` (Rust has no generic
-//! field access: `map` a `#[shoal::func]`) and gzip input to `read_text`.
+//! [`Bag::foldby`] reduces per key without moving elements: each partition
+//! folds into a map, and the maps merge in a tree. [`Bag::groupby`] gathers
+//! every element of a key into one partition, through a shuffle (one split
+//! task per input partition, one gather task per output partition, fused
+//! with the steps after it); use it when a group's elements are needed
+//! together.
+//!
+//! # Fields: `pluck`
+//!
+//! [`Bag::pluck`] takes field 0 or 1 of pairs (`frequencies`' output,
+//! `foldby`'s, `groupby`'s). A struct's field is a `map` by a
+//! `#[shoal::func]` returning it, since Rust has no field access by name;
+//! JSON is parsed into such a struct (`serde_json::Value` is no rkyv type,
+//! so a bag cannot hold it).
 
 mod registry;
 mod run;
@@ -144,6 +157,11 @@ enum PartSrc {
     /// Lines of a block of a text file, read by the partition's own
     /// pipeline task (fused: no task, no stored `Vec<String>` of its own).
     Text { path: String, start: u64, end: u64 },
+    /// Every line of a gzip file, read by the partition's pipeline task.
+    Gzip { path: String },
+    /// Bucket `index` of a shuffle's splits, grouped by `key`: gathered by
+    /// the partition's own pipeline task (fused, as a text block is).
+    Gather { key: String, index: u64, splits: Vec<Lazy<()>> },
 }
 
 /// The bag's arguments were refused.
@@ -186,7 +204,7 @@ impl<T> Bag<T> {
 
     fn then<U>(&self, kind: Kind, func: &str) -> Bag<U> {
         let mut steps = self.steps.clone();
-        steps.push(Step { kind, func: func.to_string() });
+        steps.push(Step { kind, func: func.to_string(), input: registry::item_name::<T>().to_string() });
         Bag { parts: self.parts.clone(), input: self.input, steps, split_every: self.split_every, _type: PhantomData }
     }
 
@@ -219,7 +237,7 @@ impl<T: Data> Bag<T> {
     /// The items of the collections `f` makes of each element, in order.
     pub fn flat_map<F: BagFn<T>>(&self, f: F) -> Bag<<F::Out as IntoIterator>::Item>
     where
-        F::Out: IntoIterator<Item: Data>,
+        F::Out: IntoIterator<Item: Data, IntoIter: Send + 'static>,
     {
         self.then(Kind::FlatMap, f.name())
     }
@@ -309,6 +327,103 @@ impl<T: Data> Bag<T> {
         self.reduce(End::Fold { binop: binop.name().to_string(), combine: combine.name().to_string() })
     }
 
+    /// Dask's `foldby`: the elements grouped by `key` (a `#[shoal::func]`
+    /// `fn(x: T) -> K`), each group folded with `binop` (`fn(acc: X, x: T)
+    /// -> X`) from `X::default()`, as `(key, accumulator)` pairs in one
+    /// partition (in no particular order). Each partition folds its own
+    /// groups into a map first; the maps are then merged in a tree
+    /// (`split_every` at a time), equal keys' accumulators combined with
+    /// `combine` (`fn(a: X, b: X) -> X`), which must be associative and
+    /// agree with `binop`, as for [`fold`](Bag::fold). No element crosses a
+    /// partition: use this rather than [`groupby`](Bag::groupby) for a
+    /// per-key reduction.
+    ///
+    /// The pair type `(K, X)` must be a registered element type: it is
+    /// when `X` is `u64`; otherwise write `shoal::bag_item!((K, X));` at
+    /// module level (this call checks it, and says so).
+    pub fn foldby<K, X, F, B, C>(&self, key: F, binop: B, combine: C) -> Result<Bag<(K, X)>>
+    where
+        K: Data + Eq + std::hash::Hash,
+        X: Data + Default,
+        F: BagFn<T, Out = K>,
+        B: BagFn2<X, T, Out = X>,
+        C: BagFn2<X, X, Out = X>,
+    {
+        let pair_item = registry::item_name::<(K, X)>();
+        for name in [registry::item_name::<K>(), registry::item_name::<X>(), pair_item] {
+            registry::item(name).map_err(|e| invalid(format!("Bag::foldby: {}", e.0)))?;
+        }
+        let end = End::FoldBy {
+            key: key.name().to_string(),
+            binop: binop.name().to_string(),
+            combine: combine.name().to_string(),
+            key_item: registry::item_name::<K>().to_string(),
+            acc_item: registry::item_name::<X>().to_string(),
+            pair_item: pair_item.to_string(),
+        };
+        let root: Lazy<Vec<(K, X)>> = self.reduce(end);
+        Ok(Bag::from_parts(vec![PartSrc::Stored(root.retype())], pair_item))
+    }
+
+    /// The elements grouped by `key` (a `#[shoal::func]` `fn(x: T) -> K`),
+    /// as `(key, elements)` pairs, through a shuffle into as many
+    /// partitions as this bag has (see [`groupby_with`](Bag::groupby_with)).
+    pub fn groupby<K, F>(&self, key: F) -> Bag<(K, Vec<T>)>
+    where
+        K: Data + Eq + std::hash::Hash,
+        F: BagFn<T, Out = K>,
+    {
+        self.shuffle(key, self.parts.len())
+    }
+
+    /// The elements grouped by `key`, in `npartitions` partitions, through
+    /// an explicit shuffle (Dask's `groupby(method="tasks")` in one stage):
+    /// one task per input partition runs its pipeline and splits the
+    /// elements into `npartitions` buckets by a hash of their key, then one
+    /// task per output partition gathers its bucket from every split and
+    /// groups it, fused with the steps that follow (as `read_text` reads
+    /// its blocks in the first task of their pipelines). N inputs and M
+    /// outputs make N + M tasks (and N × M
+    /// buckets, each read once). All of a key's elements land in one
+    /// partition, as one `(key, elements)` pair, in their order in the
+    /// bag; the groups of a partition come in order of first appearance.
+    /// Every element crosses the shuffle: when only a per-key reduction is
+    /// needed, [`foldby`](Bag::foldby) moves far less.
+    pub fn groupby_with<K, F>(&self, key: F, npartitions: usize) -> Result<Bag<(K, Vec<T>)>>
+    where
+        K: Data + Eq + std::hash::Hash,
+        F: BagFn<T, Out = K>,
+    {
+        if npartitions == 0 {
+            return Err(invalid("Bag::groupby_with needs at least one output partition (npartitions = 0)".into()));
+        }
+        Ok(self.shuffle(key, npartitions))
+    }
+
+    fn shuffle<K: Data, F: BagFn<T, Out = K>>(&self, key: F, n: usize) -> Bag<(K, Vec<T>)> {
+        let splits: Vec<Lazy<()>> = self.pipelines(End::Split { key: key.name().to_string(), n: n as u64 });
+        let parts = (0..n)
+            .map(|i| PartSrc::Gather { key: key.name().to_string(), index: i as u64, splits: splits.clone() })
+            .collect();
+        let mut bag = Bag::from_parts(parts, registry::item_name::<(K, Vec<T>)>());
+        bag.split_every = self.split_every;
+        bag
+    }
+
+    /// Field `I` of each element, for pairs (Dask's `pluck(0)` / `pluck(1)`
+    /// on tuples): `Bag<(A, B)>::pluck::<0>()` is a `Bag<A>`. Rust has no
+    /// field access by name, so a record's field is taken by `map` with a
+    /// `#[shoal::func]` that returns it (`fn name(p: Person) -> String`);
+    /// JSON is parsed into such a record first (`serde_json::Value` is not
+    /// an rkyv type, so a bag cannot hold it). The plucked type must be a
+    /// registered element type, as every type a bag holds.
+    pub fn pluck<const I: usize>(&self) -> Bag<<T as Pluck<I>>::Out>
+    where
+        T: Pluck<I>,
+    {
+        self.then(Kind::Pluck(I as u8), registry::item_name::<T>())
+    }
+
     /// One pipeline task per partition, ending with `end`.
     fn pipelines<R: Data>(&self, end: End) -> Vec<Lazy<R>> {
         self.pipelines_with(|_| end.clone())
@@ -325,6 +440,10 @@ impl<T: Data> Bag<T> {
                     PartSrc::Stored(lazy) => (Origin::Stored { item: self.input.to_string() }, vec![lazy.clone()]),
                     PartSrc::Text { path, start, end } => {
                         (Origin::Text { path: path.clone(), start: *start, end: *end }, Vec::new())
+                    }
+                    PartSrc::Gzip { path } => (Origin::Gzip { path: path.clone() }, Vec::new()),
+                    PartSrc::Gather { key, index, splits } => {
+                        (Origin::Gather { key: key.clone(), index: *index }, splits.clone())
                     }
                 };
                 let plan = Plan::Pipeline { input, steps: self.steps.clone(), output: output.clone(), end: end(i) };
@@ -374,6 +493,31 @@ impl<T: Data> Bag<T> {
     }
 }
 
+impl Bag<String> {
+    /// The whitespace-separated words of every element, in order (Dask's
+    /// `.str.split().flatten()`; the words of `str::split_whitespace`). It
+    /// fuses like the other steps, and right after [`read_text`] it splits
+    /// the text block in place: no `String` per line, one per word.
+    pub fn split_whitespace(&self) -> Bag<String> {
+        self.then(Kind::Words, "")
+    }
+}
+
+/// The type of field `I` of a bag element (see [`Bag::pluck`]): pairs
+/// have fields 0 and 1.
+pub trait Pluck<const I: usize> {
+    /// The field's type.
+    type Out: Data;
+}
+
+impl<A: Data, B: Data> Pluck<0> for (A, B) {
+    type Out = A;
+}
+
+impl<A: Data, B: Data> Pluck<1> for (A, B) {
+    type Out = B;
+}
+
 /// Register `T` as a bag element type (and `(T, u64)`, what `frequencies`
 /// makes of it), so that every process can read, store, count, group and
 /// sum partitions of it. Write it at module level for a type a bag holds
@@ -399,11 +543,16 @@ macro_rules! __bag_item_one {
             fn __ops() -> $crate::bag::__private::ItemOps {
                 #[allow(unused_imports)]
                 use $crate::bag::__private::{
-                    DisplayProbe as _, HashProbe as _, NoDisplayProbe as _, NoHashProbe as _, NoSumProbe as _,
-                    SumProbe as _,
+                    DisplayProbe as _, HashProbe as _, NoDisplayProbe as _, NoHashProbe as _, NoPairProbe as _,
+                    NoSumProbe as _, PairProbe as _, SumProbe as _,
                 };
                 let __probe = &$crate::bag::__private::Probe::<$t>::NEW;
-                $crate::bag::__private::base_ops::<$t>(__probe.hash_ops(), __probe.sum_ops(), __probe.write_lines())
+                $crate::bag::__private::base_ops::<$t>(
+                    __probe.hash_ops(),
+                    __probe.sum_ops(),
+                    __probe.write_lines(),
+                    __probe.pair_ops(),
+                )
             }
             #[$crate::__private::linkme::distributed_slice($crate::bag::__private::ITEMS)]
             #[linkme(crate = $crate::__private::linkme)]

@@ -22,9 +22,12 @@
 //! specialization (a probe whose method resolves to `Some(adapter)` when the
 //! bound holds and to `None` otherwise), so no generic code has to be
 //! registered. A partition travels between adapters as a `Box<dyn Any>`
-//! holding a `Vec<T>`; the types line up because `Bag<T>`'s methods are
-//! typed at compile time, and a mismatch (impossible through the typed API)
-//! is an error, not undefined behaviour.
+//! holding a `Vec<T>` or a [`Stream<T>`] (a boxed iterator): element-wise
+//! adapters (`map`, `filter`, `flat_map`, `pluck`) chain iterators, so the
+//! steps of a fused pipeline stream each element through without a `Vec`
+//! per step; what needs the whole partition collects it. The types line up
+//! because `Bag<T>`'s methods are typed at compile time, and a mismatch
+//! (impossible through the typed API) is an error, not undefined behaviour.
 //!
 //! A name registered twice (the same type from several functions) is the
 //! same code, so the first entry is kept.
@@ -36,11 +39,47 @@ use std::sync::OnceLock;
 use shoal_core::object::{Data, Obj, Object, Value, read_owned};
 use shoal_core::registry::InputError;
 
-/// A partition between adapters: a boxed `Vec<T>` (or a reduction's value).
+/// A partition between adapters: a boxed `Vec<T>` or [`Stream<T>`] (or a
+/// reduction's value).
 pub type Part = Box<dyn Any + Send>;
+
+/// A partition's elements as they are made: element-wise steps chain their
+/// iterators, so a fused pipeline makes no `Vec` per step; whatever needs
+/// the whole partition (`map_partitions`, storing it, `topk`) collects it.
+pub type Stream<T> = Box<dyn Iterator<Item = T> + Send>;
+
+/// A stream as a partition.
+pub fn streamed<T: 'static>(items: impl Iterator<Item = T> + Send + 'static) -> Part {
+    Box::new(Box::new(items) as Stream<T>)
+}
+
+/// A partition's elements, one at a time (a `Vec` or a stream).
+fn stream<T: Send + 'static>(part: Part) -> Result<Stream<T>, InputError> {
+    match part.downcast::<Vec<T>>() {
+        Ok(v) => Ok(Box::new(v.into_iter())),
+        Err(part) => Ok(*downcast::<Stream<T>>(part)?),
+    }
+}
+
+/// `split_whitespace`: a partition of strings as the stream of their words.
+pub fn split_words(part: Part) -> StepResult {
+    Ok(streamed(super::text::Words::new(stream::<String>(part)?)))
+}
+
+/// A partition's elements in a `Vec` (a stream is collected).
+fn vec_of<T: Send + 'static>(part: Part) -> Result<Vec<T>, InputError> {
+    match part.downcast::<Vec<T>>() {
+        Ok(v) => Ok(*v),
+        Err(part) => Ok(downcast::<Stream<T>>(part)?.collect()),
+    }
+}
 
 /// What an adapter fails with.
 pub type StepResult = Result<Part, InputError>;
+
+/// A partition's distinct elements (a `Vec<T>`) and each element's index
+/// among them.
+pub type Groups = (Part, Vec<usize>);
 
 /// Write a partition to a file, one element per line: how many lines.
 pub type WriteLines = fn(Part, &std::path::Path) -> Result<u64, InputError>;
@@ -87,11 +126,45 @@ pub struct FuncFns {
     pub flat_map: Option<fn(Part) -> StepResult>,
     /// The `k` largest of a `Vec<A>` by this function, largest first.
     pub topk: Option<fn(Part, usize) -> StepResult>,
-    /// For `fn f(acc: X, y: Y) -> X` with `X: Default`: a partition's
-    /// `Vec<Y>` folded from `X::default()`, stored.
-    pub fold: Option<fn(Part) -> Result<Obj, InputError>>,
-    /// For `fn f(a: X, b: X) -> X`: several stored `X` folded into one.
-    pub merge: Option<Merge>,
+    /// For a key function `A -> K` with `K: Eq + Hash` (`groupby`, `foldby`).
+    pub key: Option<KeyFns>,
+    /// For `fn f(acc: X, y: Y) -> X` with `X: Default` (`fold`, `foldby`).
+    pub fold: Option<FoldFns>,
+    /// For `fn f(a: X, b: X) -> X` (the combine of `fold`, `foldby`).
+    pub merge: Option<MergeFns>,
+}
+
+/// A key function's adapters (`fn key(x: A) -> K`, `K: Eq + Hash`).
+#[derive(Clone, Copy)]
+pub struct KeyFns {
+    /// The keys of a partition's elements: `&Vec<A>` → `Vec<K>`.
+    pub keys: fn(&Part) -> StepResult,
+    /// A partition split into `n` buckets by the hash of each element's key
+    /// (`Vec<A>` → stored `Vec<Vec<A>>`, bucket `i` = hash % n).
+    pub split: fn(Part, usize) -> Result<Obj, InputError>,
+    /// Bucket `i` of every split, grouped by key: `Vec<(K, Vec<A>)>`,
+    /// groups in order of first appearance, each group's elements in order.
+    pub gather: fn(&[&dyn Object], usize) -> StepResult,
+}
+
+/// A fold's adapters (`fn f(acc: X, y: Y) -> X`, `X: Default`).
+#[derive(Clone, Copy)]
+pub struct FoldFns {
+    /// A partition's `Vec<Y>` folded from `X::default()`, stored.
+    pub fold: fn(Part) -> Result<Obj, InputError>,
+    /// `Vec<Y>` folded per group (`ids[j]` is element `j`'s group, of
+    /// `n`), each from `X::default()`: `Vec<X>` of length `n`.
+    pub fold_groups: fn(Part, &[usize], usize) -> StepResult,
+}
+
+/// A combine's adapters (`fn f(a: X, b: X) -> X`).
+#[derive(Clone, Copy)]
+pub struct MergeFns {
+    /// Several stored `X` folded into one.
+    pub merge: Merge,
+    /// `Vec<X>` combined per group (as [`FoldFns::fold_groups`], each group
+    /// starting from its first element; every group has one).
+    pub merge_groups: fn(Part, &[usize], usize) -> StepResult,
 }
 
 /// An element type's operations.
@@ -101,8 +174,10 @@ pub struct ItemOps {
     pub read: fn(&dyn Object) -> StepResult,
     /// Store a partition.
     pub store: fn(Part) -> Result<Obj, InputError>,
-    /// The number of elements of a partition.
-    pub len: fn(&Part) -> Result<usize, InputError>,
+    /// A partition as a `Vec<T>` (a stream collected).
+    pub collect: fn(Part) -> StepResult,
+    /// The number of elements of a partition (a stream consumed).
+    pub count: fn(Part) -> Result<usize, InputError>,
     /// Append the second partition to the first.
     pub append: fn(&mut Part, Part) -> Result<(), InputError>,
     /// Present when `T: Eq + Hash`.
@@ -112,6 +187,21 @@ pub struct ItemOps {
     /// Present when `T: Display`: write a partition to a file, one element
     /// per line; returns the number of lines.
     pub write_lines: Option<WriteLines>,
+    /// Present when `T` is a pair `(A, B)`.
+    pub pair: Option<PairOps>,
+}
+
+/// The operations of a pair type `(A, B)`.
+#[derive(Clone, Copy)]
+pub struct PairOps {
+    /// `Vec<A>` and `Vec<B>` of one length → `Vec<(A, B)>`.
+    pub zip: fn(Part, Part) -> StepResult,
+    /// `Vec<(A, B)>` → `Vec<A>` and `Vec<B>`.
+    pub unzip: fn(Part) -> Result<(Part, Part), InputError>,
+    /// The first of each pair (a stream).
+    pub first: fn(Part) -> StepResult,
+    /// The second of each pair (a stream).
+    pub second: fn(Part) -> StepResult,
 }
 
 /// Grouping operations of an `Eq + Hash` element type.
@@ -125,6 +215,9 @@ pub struct HashOps {
     pub distinct: fn(Part) -> Result<Obj, InputError>,
     /// Several `Vec<T>` → their distinct elements.
     pub merge_distinct: fn(&[&dyn Object]) -> Result<Obj, InputError>,
+    /// `Vec<T>` → its distinct elements in order of first appearance, and
+    /// each element's index among them.
+    pub group: fn(Part) -> Result<Groups, InputError>,
 }
 
 /// Sums of an `Add + Default` element type.
@@ -193,27 +286,118 @@ fn store_value<T: Data>(value: T) -> Result<Obj, InputError> {
 
 /// The operations every element type has (the generic part of an
 /// [`ItemOps`]; the bound-dependent parts come from the probes).
-pub fn base_ops<T: Data>(hash: Option<HashOps>, sum: Option<SumOps>, write_lines: Option<WriteLines>) -> ItemOps {
+pub fn base_ops<T: Data>(
+    hash: Option<HashOps>,
+    sum: Option<SumOps>,
+    write_lines: Option<WriteLines>,
+    pair: Option<PairOps>,
+) -> ItemOps {
     ItemOps {
         read: |obj| Ok(Box::new(read_owned::<Vec<T>>(obj)?) as Part),
-        store: |part| store_value(*downcast::<Vec<T>>(part)?),
-        len: |part| {
-            part.downcast_ref::<Vec<T>>()
-                .map(Vec::len)
-                .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<T>())))
+        store: |part| store_value(vec_of::<T>(part)?),
+        collect: |part| Ok(Box::new(vec_of::<T>(part)?) as Part),
+        count: |part| match part.downcast::<Vec<T>>() {
+            Ok(v) => Ok(v.len()),
+            Err(part) => Ok(downcast::<Stream<T>>(part)?.count()),
         },
         append: |into, more| {
-            let more = downcast::<Vec<T>>(more)?;
+            let more = vec_of::<T>(more)?;
             let into = into
                 .downcast_mut::<Vec<T>>()
                 .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<T>())))?;
-            into.extend(*more);
+            into.extend(more);
             Ok(())
         },
         hash,
         sum,
         write_lines,
+        pair,
     }
+}
+
+/// `Some` when `T` is a pair.
+pub trait PairProbe {
+    /// The pair operations.
+    fn pair_ops(&self) -> Option<PairOps>;
+}
+
+impl<A: Data, B: Data> PairProbe for Probe<(A, B)> {
+    fn pair_ops(&self) -> Option<PairOps> {
+        Some(PairOps {
+            zip: |a, b| {
+                let (a, b) = (vec_of::<A>(a)?, vec_of::<B>(b)?);
+                if a.len() != b.len() {
+                    return Err(InputError(format!(
+                        "zip of {} and {} elements (a bug in shoal::bag)",
+                        a.len(),
+                        b.len()
+                    )));
+                }
+                Ok(Box::new(a.into_iter().zip(b).collect::<Vec<(A, B)>>()) as Part)
+            },
+            unzip: |part| {
+                let (a, b): (Vec<A>, Vec<B>) = stream::<(A, B)>(part)?.unzip();
+                Ok((Box::new(a) as Part, Box::new(b) as Part))
+            },
+            first: |part| Ok(streamed(stream::<(A, B)>(part)?.map(|(a, _)| a))),
+            second: |part| Ok(streamed(stream::<(A, B)>(part)?.map(|(_, b)| b))),
+        })
+    }
+}
+
+/// `None` otherwise.
+pub trait NoPairProbe {
+    /// No pair operations.
+    fn pair_ops(&self) -> Option<PairOps>;
+}
+
+impl<T> NoPairProbe for &Probe<T> {
+    fn pair_ops(&self) -> Option<PairOps> {
+        None
+    }
+}
+
+/// Distinct elements in order of first appearance, and each element's
+/// index among them.
+fn group_of<K: Eq + std::hash::Hash + Clone>(keys: Vec<K>) -> (Vec<K>, Vec<usize>) {
+    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut distinct = Vec::new();
+    let ids = keys
+        .into_iter()
+        .map(|k| {
+            *index.entry(k).or_insert_with_key(|k| {
+                distinct.push(k.clone());
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (distinct, ids)
+}
+
+/// The bucket of a key among `n`: a hash that is the same in every process
+/// of the binary (std's `DefaultHasher::new()` has fixed keys, unlike a
+/// `HashMap`'s random ones), since splits run in different processes.
+fn bucket<K: std::hash::Hash>(key: &K, n: usize) -> usize {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+/// Bucket `i` of a stored split (`Vec<Vec<A>>`): cloned from a value of
+/// this process, or only that bucket deserialized from an archive.
+fn bucket_of<A: Data>(obj: &dyn Object, i: usize) -> Result<Vec<A>, InputError> {
+    if let Some(v) = obj.as_any().downcast_ref::<Value<Vec<Vec<A>>>>() {
+        return v.get().get(i).cloned().ok_or_else(|| no_bucket(i));
+    }
+    let split = shoal_core::object::read_archived::<Vec<Vec<A>>>(obj)?;
+    let archived = split.get(i).ok_or_else(|| no_bucket(i))?;
+    rkyv::deserialize::<Vec<A>, rkyv::rancor::BoxedError>(archived)
+        .map_err(|e| InputError(format!("could not deserialize a bucket of a bag shuffle: {e}")))
+}
+
+fn no_bucket(i: usize) -> InputError {
+    InputError(format!("a bag shuffle's split has no bucket {i} (a bug in shoal::bag)"))
 }
 
 /// `Some` when `T: Display`.
@@ -226,14 +410,15 @@ impl<T: Data + std::fmt::Display> DisplayProbe for Probe<T> {
     fn write_lines(&self) -> Option<WriteLines> {
         Some(|part, path| {
             use std::io::Write;
-            let v = downcast::<Vec<T>>(part)?;
             let failed = |e: std::io::Error| InputError(format!("could not write {}: {e}", path.display()));
             let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(failed)?);
-            for x in v.iter() {
+            let mut n = 0u64;
+            for x in stream::<T>(part)? {
                 writeln!(out, "{x}").map_err(failed)?;
+                n += 1;
             }
             out.flush().map_err(failed)?;
-            Ok(v.len() as u64)
+            Ok(n)
         })
     }
 }
@@ -268,9 +453,8 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
     fn hash_ops(&self) -> Option<HashOps> {
         Some(HashOps {
             frequencies: |part| {
-                let v = downcast::<Vec<T>>(part)?;
                 let mut counts: HashMap<T, u64> = HashMap::new();
-                for x in *v {
+                for x in stream::<T>(part)? {
                     *counts.entry(x).or_insert(0) += 1;
                 }
                 store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
@@ -285,8 +469,7 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
                 store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
             },
             distinct: |part| {
-                let v = downcast::<Vec<T>>(part)?;
-                let set: std::collections::HashSet<T> = v.into_iter().collect();
+                let set: std::collections::HashSet<T> = stream::<T>(part)?.collect();
                 store_value(set.into_iter().collect::<Vec<T>>())
             },
             merge_distinct: |objs| {
@@ -295,6 +478,10 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
                     set.extend(read_owned::<Vec<T>>(*obj)?);
                 }
                 store_value(set.into_iter().collect::<Vec<T>>())
+            },
+            group: |part| {
+                let (distinct, ids) = group_of(vec_of::<T>(part)?);
+                Ok((Box::new(distinct) as Part, ids))
             },
         })
     }
@@ -321,7 +508,7 @@ pub trait SumProbe {
 impl<T: Data + std::ops::Add<Output = T> + Default> SumProbe for Probe<T> {
     fn sum_ops(&self) -> Option<SumOps> {
         Some(SumOps {
-            sum: |part| store_value(downcast::<Vec<T>>(part)?.into_iter().fold(T::default(), |a, b| a + b)),
+            sum: |part| store_value(stream::<T>(part)?.fold(T::default(), |a, b| a + b)),
             merge: |objs| {
                 let mut total = T::default();
                 for obj in objs {
@@ -358,19 +545,77 @@ pub trait Call<A> {
 }
 
 /// The adapters every function has.
-pub fn base_fns<F: Call<A, Out = B>, A: Data, B: Data>(
+pub fn base_fns<F: Call<A, Out = B> + 'static, A: Data, B: Data>(
     filter: Option<fn(Part) -> StepResult>,
     flat_map: Option<fn(Part) -> StepResult>,
     topk: Option<fn(Part, usize) -> StepResult>,
+    key: Option<KeyFns>,
 ) -> FuncFns {
     FuncFns {
-        map: Some(|part| Ok(Box::new(downcast::<Vec<A>>(part)?.into_iter().map(F::call).collect::<Vec<B>>()) as Part)),
+        map: Some(|part| Ok(streamed(stream::<A>(part)?.map(F::call)))),
         partition: Some(|part| Ok(Box::new(F::call(*downcast::<A>(part)?)) as Part)),
         filter,
         flat_map,
         topk,
+        key,
         fold: None,
         merge: None,
+    }
+}
+
+/// `key` adapters exist when `B: Eq + Hash`.
+pub trait KeyProbe {
+    /// The adapters.
+    fn key_fns(&self) -> Option<KeyFns>;
+}
+
+impl<F: Call<A, Out = B>, A: Data, B: Data + Eq + std::hash::Hash> KeyProbe for FnProbe<F, A, B> {
+    fn key_fns(&self) -> Option<KeyFns> {
+        Some(KeyFns {
+            keys: |part| {
+                let v = part
+                    .downcast_ref::<Vec<A>>()
+                    .ok_or_else(|| InputError(format!("not a Vec<{}> (a bug in shoal::bag)", item_name::<A>())))?;
+                Ok(Box::new(v.iter().map(|x| F::call(x.clone())).collect::<Vec<B>>()) as Part)
+            },
+            split: |part, n| {
+                let n = n.max(1);
+                let mut buckets: Vec<Vec<A>> = (0..n).map(|_| Vec::new()).collect();
+                for x in stream::<A>(part)? {
+                    buckets[bucket(&F::call(x.clone()), n)].push(x);
+                }
+                store_value(buckets)
+            },
+            gather: |objs, i| {
+                let mut index: HashMap<B, usize> = HashMap::new();
+                let mut groups: Vec<(B, Vec<A>)> = Vec::new();
+                for obj in objs {
+                    for x in bucket_of::<A>(*obj, i)? {
+                        let k = F::call(x.clone());
+                        match index.get(&k) {
+                            Some(&g) => groups[g].1.push(x),
+                            None => {
+                                index.insert(k.clone(), groups.len());
+                                groups.push((k, vec![x]));
+                            }
+                        }
+                    }
+                }
+                Ok(Box::new(groups) as Part)
+            },
+        })
+    }
+}
+
+/// Otherwise none.
+pub trait NoKeyProbe {
+    /// No adapters.
+    fn key_fns(&self) -> Option<KeyFns>;
+}
+
+impl<F, A, B> NoKeyProbe for &FnProbe<F, A, B> {
+    fn key_fns(&self) -> Option<KeyFns> {
+        None
     }
 }
 
@@ -388,64 +633,94 @@ pub trait Call2<X, Y> {
 }
 
 /// The adapters of a function of two parameters.
-pub fn fold_fns(fold: Option<fn(Part) -> Result<Obj, InputError>>, merge: Option<Merge>) -> FuncFns {
-    FuncFns { map: None, partition: None, filter: None, flat_map: None, topk: None, fold, merge }
+pub fn fold_fns(fold: Option<FoldFns>, merge: Option<MergeFns>) -> FuncFns {
+    FuncFns { map: None, partition: None, filter: None, flat_map: None, topk: None, key: None, fold, merge }
 }
 
 /// `fold` exists for `fn f(acc: X, y: Y) -> X` when `X: Default`.
 pub trait FoldProbe {
-    /// The adapter.
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+    /// The adapters.
+    fn fold_fn(&self) -> Option<FoldFns>;
 }
 
 impl<F: Call2<X, Y, Out = X>, X: Data + Default, Y: Data> FoldProbe for FnProbe<F, (X, Y), X> {
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
-        Some(|part| store_value(downcast::<Vec<Y>>(part)?.into_iter().fold(X::default(), F::call)))
+    fn fold_fn(&self) -> Option<FoldFns> {
+        Some(FoldFns {
+            fold: |part| store_value(stream::<Y>(part)?.fold(X::default(), F::call)),
+            fold_groups: |part, ids, n| {
+                let mut accs: Vec<Option<X>> = (0..n).map(|_| None).collect();
+                for (y, &g) in stream::<Y>(part)?.zip(ids) {
+                    let acc = accs.get_mut(g).ok_or_else(|| bad_group(g, n))?;
+                    *acc = Some(F::call(acc.take().unwrap_or_default(), y));
+                }
+                Ok(Box::new(accs.into_iter().map(Option::unwrap_or_default).collect::<Vec<X>>()) as Part)
+            },
+        })
     }
+}
+
+fn bad_group(g: usize, n: usize) -> InputError {
+    InputError(format!("group {g} of {n} (a bug in shoal::bag)"))
 }
 
 /// Otherwise none.
 pub trait NoFoldProbe {
     /// No adapter.
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>>;
+    fn fold_fn(&self) -> Option<FoldFns>;
 }
 
 impl<F, A, B> NoFoldProbe for &FnProbe<F, A, B> {
-    fn fold_fn(&self) -> Option<fn(Part) -> Result<Obj, InputError>> {
+    fn fold_fn(&self) -> Option<FoldFns> {
         None
     }
 }
 
 /// `merge` exists for `fn f(a: X, b: X) -> X`.
 pub trait MergeProbe {
-    /// The adapter.
-    fn merge_fn(&self) -> Option<Merge>;
+    /// The adapters.
+    fn merge_fn(&self) -> Option<MergeFns>;
 }
 
 impl<F: Call2<X, X, Out = X>, X: Data> MergeProbe for FnProbe<F, (X, X), X> {
-    fn merge_fn(&self) -> Option<Merge> {
-        Some(|objs| {
-            let mut acc: Option<X> = None;
-            for obj in objs {
-                let x = read_owned::<X>(*obj)?;
-                acc = Some(match acc {
-                    Some(a) => F::call(a, x),
-                    None => x,
-                });
-            }
-            store_value(acc.ok_or_else(|| InputError("a fold combine with no input (a bug in shoal::bag)".into()))?)
-        })
+    fn merge_fn(&self) -> Option<MergeFns> {
+        Some(MergeFns { merge: merge_all::<F, X>, merge_groups: merge_groups::<F, X> })
     }
+}
+
+fn merge_groups<F: Call2<X, X, Out = X>, X: Data>(part: Part, ids: &[usize], n: usize) -> StepResult {
+    let mut accs: Vec<Option<X>> = (0..n).map(|_| None).collect();
+    for (x, &g) in stream::<X>(part)?.zip(ids) {
+        let acc = accs.get_mut(g).ok_or_else(|| bad_group(g, n))?;
+        *acc = Some(match acc.take() {
+            Some(a) => F::call(a, x),
+            None => x,
+        });
+    }
+    let merged: Option<Vec<X>> = accs.into_iter().collect();
+    Ok(Box::new(merged.ok_or_else(|| InputError("an empty group in a bag foldby (a bug in shoal::bag)".into()))?)
+        as Part)
+}
+
+fn merge_all<F: Call2<X, X, Out = X>, X: Data>(objs: &[&dyn Object]) -> Result<Obj, InputError> {
+    let mut acc: Option<X> = None;
+    for obj in objs {
+        let x = read_owned::<X>(*obj)?;
+        acc = Some(match acc {
+            Some(a) => F::call(a, x),
+            None => x,
+        });
+    }
+    store_value(acc.ok_or_else(|| InputError("a fold combine with no input (a bug in shoal::bag)".into()))?)
 }
 
 /// Otherwise none.
 pub trait NoMergeProbe {
     /// No adapter.
-    fn merge_fn(&self) -> Option<Merge>;
+    fn merge_fn(&self) -> Option<MergeFns>;
 }
 
 impl<F, A, B> NoMergeProbe for &FnProbe<F, A, B> {
-    fn merge_fn(&self) -> Option<Merge> {
+    fn merge_fn(&self) -> Option<MergeFns> {
         None
     }
 }
@@ -464,12 +739,9 @@ pub trait FilterProbe {
     fn filter_fn(&self) -> Option<fn(Part) -> StepResult>;
 }
 
-impl<F: Call<A, Out = bool>, A: Data> FilterProbe for FnProbe<F, A, bool> {
+impl<F: Call<A, Out = bool> + 'static, A: Data> FilterProbe for FnProbe<F, A, bool> {
     fn filter_fn(&self) -> Option<fn(Part) -> StepResult> {
-        Some(|part| {
-            let v = downcast::<Vec<A>>(part)?;
-            Ok(Box::new(v.into_iter().filter(|x| F::call(x.clone())).collect::<Vec<A>>()) as Part)
-        })
+        Some(|part| Ok(streamed(stream::<A>(part)?.filter(|x| F::call(x.clone())))))
     }
 }
 
@@ -491,12 +763,11 @@ pub trait FlatProbe {
     fn flat_fn(&self) -> Option<fn(Part) -> StepResult>;
 }
 
-impl<F: Call<A, Out = B>, A: Data, B: IntoIterator<Item: Data>> FlatProbe for FnProbe<F, A, B> {
+impl<F: Call<A, Out = B> + 'static, A: Data, B: IntoIterator<Item: Data, IntoIter: Send + 'static> + 'static> FlatProbe
+    for FnProbe<F, A, B>
+{
     fn flat_fn(&self) -> Option<fn(Part) -> StepResult> {
-        Some(|part| {
-            let v = downcast::<Vec<A>>(part)?;
-            Ok(Box::new(v.into_iter().flat_map(F::call).collect::<Vec<B::Item>>()) as Part)
-        })
+        Some(|part| Ok(streamed(stream::<A>(part)?.flat_map(F::call))))
     }
 }
 
@@ -521,8 +792,7 @@ pub trait TopkProbe {
 impl<F: Call<A, Out = B>, A: Data, B: Ord> TopkProbe for FnProbe<F, A, B> {
     fn topk_fn(&self) -> Option<fn(Part, usize) -> StepResult> {
         Some(|part, k| {
-            let v = downcast::<Vec<A>>(part)?;
-            let mut keyed: Vec<(B, A)> = v.into_iter().map(|x| (F::call(x.clone()), x)).collect();
+            let mut keyed: Vec<(B, A)> = stream::<A>(part)?.map(|x| (F::call(x.clone()), x)).collect();
             // Largest first; among equal keys the earlier element first
             // (a stable sort), so the answer does not depend on the tree.
             keyed.sort_by(|a, b| b.0.cmp(&a.0));

@@ -8,6 +8,12 @@
 //! `\n` (and a `\r` before it); a line that is not UTF-8 fails its task.
 //! The block is read by the first task of its partition's pipeline, so
 //! reading fuses with the steps after it (one task per block).
+//!
+//! A file whose name ends in `.gz` is decompressed as it is read (flate2,
+//! its pure-Rust backend; concatenated gzip members are read as one
+//! stream, as `gzip -d` does). A gzip stream cannot be entered in the
+//! middle, so such a file is one partition whatever its size: many
+//! smaller `.gz` files spread better than one big one.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
@@ -32,8 +38,12 @@ pub fn read_text_with(pattern: &str, block_size: u64) -> Result<Bag<String>> {
     let files = matching(pattern)?;
     let mut parts = Vec::new();
     for file in files {
-        let len = std::fs::metadata(&file)?.len();
         let name = file.to_string_lossy().into_owned();
+        if is_gzip(&name) {
+            parts.push(PartSrc::Gzip { path: name });
+            continue;
+        }
+        let len = std::fs::metadata(&file)?.len();
         let mut start = 0;
         loop {
             let end = (start + block_size).min(len);
@@ -45,6 +55,12 @@ pub fn read_text_with(pattern: &str, block_size: u64) -> Result<Bag<String>> {
         }
     }
     Ok(Bag::from_parts(parts, registry::item_name::<String>()))
+}
+
+/// Whether a file is read as gzip (by its name, as Dask's
+/// `compression="infer"` does).
+fn is_gzip(path: &str) -> bool {
+    path.ends_with(".gz")
 }
 
 /// The files a pattern names, sorted.
@@ -105,40 +121,114 @@ fn wildcard(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|&c| c == '*')
 }
 
-/// The lines that start in `[start, end)` of `path` (see the module docs):
-/// read by the partition's pipeline task itself.
-pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Vec<String>> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))?;
+/// The lines that start in `[start, end)` of `path` (see the module docs),
+/// read by the partition's pipeline task itself: the block is read into one
+/// buffer, checked as UTF-8 once, and its lines are handed out one at a
+/// time (no `Vec` of lines).
+pub(super) fn read_lines(path: &str, start: u64, end: u64) -> std::io::Result<Lines> {
+    let mut file = open(path)?;
     // Begin one byte early: if that byte is a newline, a line starts at
     // `start` exactly; otherwise the partial line belongs to the block before.
     let from = start.saturating_sub(1);
     file.seek(SeekFrom::Start(from))?;
     let mut reader = BufReader::new(file);
     let mut pos = from;
-    let mut buf = Vec::new();
     if start > 0 {
-        pos += reader.read_until(b'\n', &mut buf)? as u64;
+        pos += reader.read_until(b'\n', &mut Vec::new())? as u64;
     }
-    let mut lines = Vec::new();
-    while pos < end {
-        buf.clear();
-        let n = reader.by_ref().read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            break;
+    let mut buf = Vec::new();
+    if pos < end {
+        (&mut reader).take(end - pos).read_to_end(&mut buf)?;
+        // The last line starts before `end`: read it to its end.
+        if buf.last().is_some_and(|&b| b != b'\n') {
+            reader.read_until(b'\n', &mut buf)?;
         }
-        pos += n as u64;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-        }
-        let line = String::from_utf8(std::mem::take(&mut buf))
+    }
+    Lines::new(buf, path)
+}
+
+/// Every line of the gzip file `path`, decompressed as it is read.
+pub(super) fn read_gzip_lines(path: &str) -> std::io::Result<Lines> {
+    let mut buf = Vec::new();
+    flate2::read::MultiGzDecoder::new(BufReader::new(open(path)?))
+        .read_to_end(&mut buf)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: {path} (read as gzip): {e}")))?;
+    Lines::new(buf, path)
+}
+
+fn open(path: &str) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bag::read_text: could not open {path}: {e}")))
+}
+
+/// The lines of a block of text, one `String` each, without their `\n`
+/// (nor a `\r` before it).
+pub(super) struct Lines {
+    text: String,
+    pos: usize,
+}
+
+impl Lines {
+    fn new(bytes: Vec<u8>, path: &str) -> std::io::Result<Lines> {
+        let text = String::from_utf8(bytes)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: {e}")))?;
-        lines.push(line);
+        Ok(Lines { text, pos: 0 })
     }
-    Ok(lines)
+}
+
+impl Lines {
+    /// The block's words instead of its lines (the same words: a line
+    /// break is whitespace).
+    pub(super) fn into_words(self) -> Words<std::iter::Empty<String>> {
+        Words { rest: std::iter::empty(), text: self.text, pos: self.pos }
+    }
+}
+
+/// The whitespace-separated words of a sequence of strings, one `String`
+/// each (as `str::split_whitespace` finds them): each string is scanned in
+/// place, so a word costs one allocation and a string none.
+pub(super) struct Words<I> {
+    rest: I,
+    text: String,
+    pos: usize,
+}
+
+impl<I: Iterator<Item = String>> Words<I> {
+    pub(super) fn new(strings: I) -> Words<I> {
+        Words { rest: strings, text: String::new(), pos: 0 }
+    }
+}
+
+impl<I: Iterator<Item = String>> Iterator for Words<I> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        loop {
+            let rest = self.text.get(self.pos..).unwrap_or("");
+            if let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+                let len = rest[start..].find(char::is_whitespace).unwrap_or(rest.len() - start);
+                let word = rest[start..start + len].to_string();
+                self.pos += start + len;
+                return Some(word);
+            }
+            self.text = self.rest.next()?;
+            self.pos = 0;
+        }
+    }
+}
+
+impl Iterator for Lines {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
+        let (line, used) = match rest.find('\n') {
+            Some(i) => (rest[..i].strip_suffix('\r').unwrap_or(&rest[..i]), i + 1),
+            None => (rest, rest.len()),
+        };
+        self.pos += used;
+        Some(line.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -63,14 +63,22 @@ impl Dask {
     }
 
     /// One sample of `case` in Dask's `mode` ("processes" or "threads").
-    pub fn run(&self, case: Case, mode: &str, sizes: &Sizes, dir: &Path, expected_letters: u64) -> DaskRun {
+    pub fn run(
+        &self,
+        case: Case,
+        mode: &str,
+        sizes: &Sizes,
+        dir: &Path,
+        expected_letters: u64,
+        expected_top: &[u64],
+    ) -> DaskRun {
         let mut cmd = Command::new(&self.python);
         cmd.arg(&self.script).arg(case.dask_name()).args(["--mode", mode, "--rounds", "1", "--warmup", "1"]);
         cmd.arg("--warmup-size").arg(Sizes::warmup(case).to_string());
         cmd.arg("--timeout").arg(TIMEOUT_S.to_string());
         let n = sizes.of(case).to_string();
         match case {
-            Case::CountLetters => cmd.arg("--dir").arg(dir).arg("--files").arg(&n),
+            Case::CountLetters | Case::BagWordcount => cmd.arg("--dir").arg(dir).arg("--files").arg(&n),
             Case::Map | Case::Chain | Case::RoundTrip => cmd.arg("--n").arg(&n),
             Case::Tree => cmd.arg("--leaves").arg(&n),
             Case::Transfer => cmd.arg("--mb").arg(&n),
@@ -104,6 +112,17 @@ impl Dask {
                 return DaskRun {
                     seconds: None,
                     error: Some(format!("counted {got:?}, expected {expected_letters}")),
+                    extra,
+                };
+            }
+        }
+        if case == Case::BagWordcount {
+            let got: Option<Vec<u64>> =
+                extra.get("top_counts").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).collect());
+            if got.as_deref() != Some(expected_top) {
+                return DaskRun {
+                    seconds: None,
+                    error: Some(format!("top counts {got:?}, expected {expected_top:?}")),
                     extra,
                 };
             }

@@ -15,7 +15,7 @@ use std::path::Path;
 use shoal::prelude::*;
 
 use crate::table::{Samples, median, time};
-use crate::{Opts, count_letters, overhead};
+use crate::{Opts, bag_wordcount, count_letters, overhead};
 
 /// Options of `compare`.
 pub struct CompareOpts {
@@ -35,11 +35,17 @@ pub enum Case {
     Chain,
     RoundTrip,
     Transfer,
+    BagWordcount,
 }
 
 impl Case {
-    pub const ALL: [Case; 6] =
-        [Case::CountLetters, Case::Map, Case::Tree, Case::Chain, Case::RoundTrip, Case::Transfer];
+    pub const ALL: [Case; 7] =
+        [Case::CountLetters, Case::Map, Case::Tree, Case::Chain, Case::RoundTrip, Case::Transfer, Case::BagWordcount];
+
+    /// Whether Rust sequential and rayon run it too (the in-process limit).
+    pub fn has_rust(self) -> bool {
+        matches!(self, Case::CountLetters | Case::BagWordcount)
+    }
 
     /// The case's name in `bench.py`.
     pub fn dask_name(self) -> &'static str {
@@ -50,6 +56,7 @@ impl Case {
             Case::Chain => "chain",
             Case::RoundTrip => "roundtrip",
             Case::Transfer => "transfer",
+            Case::BagWordcount => "bag_wordcount",
         }
     }
 
@@ -62,6 +69,7 @@ impl Case {
             Case::Chain => "chain",
             Case::RoundTrip => "round trip",
             Case::Transfer => "transfer",
+            Case::BagWordcount => "bag word count",
         }
     }
 }
@@ -81,6 +89,8 @@ pub struct Sizes {
     pub chain: u64,
     pub round_trips: u64,
     pub transfer_mib: u64,
+    /// bag word count: files, and lines per file.
+    pub words: (usize, usize),
 }
 
 impl Sizes {
@@ -94,6 +104,7 @@ impl Sizes {
                 chain: 300,
                 round_trips: 50,
                 transfer_mib: 64,
+                words: bag_wordcount::sizes(true),
             }
         } else {
             Sizes {
@@ -104,6 +115,7 @@ impl Sizes {
                 chain: 1_000,
                 round_trips: 300,
                 transfer_mib: 1_024,
+                words: bag_wordcount::sizes(false),
             }
         }
     }
@@ -119,6 +131,7 @@ impl Sizes {
             Case::Chain => 50,
             Case::RoundTrip => 20,
             Case::Transfer => 16,
+            Case::BagWordcount => 1,
         }
     }
 
@@ -131,6 +144,7 @@ impl Sizes {
             Case::Chain => self.chain,
             Case::RoundTrip => self.round_trips,
             Case::Transfer => self.transfer_mib,
+            Case::BagWordcount => self.words.0 as u64,
         }
     }
 
@@ -143,6 +157,7 @@ impl Sizes {
             Case::Chain => format!("{} hops", self.chain),
             Case::RoundTrip => format!("{} calls per round", self.round_trips),
             Case::Transfer => format!("{} MiB", self.transfer_mib),
+            Case::BagWordcount => format!("{} files × {} lines", self.words.0, self.words.1),
         }
     }
 }
@@ -165,11 +180,21 @@ pub struct Row {
     pub samples: Samples,
     pub errors: Vec<String>,
     pub note: Option<&'static str>,
+    /// The size of the graph it ran (bag word count).
+    pub tasks: Option<String>,
 }
 
 impl Row {
     fn new(case: Case, system: &str, kind: Kind) -> Row {
-        Row { case, system: system.into(), kind, samples: Samples::default(), errors: Vec::new(), note: None }
+        Row {
+            case,
+            system: system.into(),
+            kind,
+            samples: Samples::default(),
+            errors: Vec::new(),
+            note: None,
+            tasks: None,
+        }
     }
 
     /// The median, if any round succeeded.
@@ -248,6 +273,11 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     let files = count_letters::files(&Opts { rounds, quick: opts.quick })?;
     let dir = Path::new(&files[0]).parent().expect("a file has a folder").to_path_buf();
     let expected = sizes.files as u64 * sizes.file_bytes;
+    let (words_dir, words_files, words_pattern) = bag_wordcount::data(opts.quick)?;
+    let words_top = bag_wordcount::counts_of(&bag_wordcount::sequential(&words_files)?);
+    let words = Words { pattern: words_pattern, expected: words_top };
+    let shoal_tasks = bag_wordcount::tasks(&words.pattern)?;
+    eprintln!("compare: the shoal bag word count graph has {shoal_tasks} tasks");
     let modes = shoal_modes()?;
     let nthreads = modes[0].client.nthreads();
     let mut rows = Vec::new();
@@ -255,12 +285,16 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
 
     for case in Case::ALL {
         let mut case_rows: Vec<Row> = Vec::new();
-        if case == Case::CountLetters {
+        if case.has_rust() {
             case_rows.push(Row::new(case, "Rust sequential", Kind::Sequential));
             case_rows.push(Row::new(case, "Rust rayon", Kind::Rayon));
         }
         for m in &modes {
-            case_rows.push(Row::new(case, m.label, Kind::Shoal));
+            let mut row = Row::new(case, m.label, Kind::Shoal);
+            if case == Case::BagWordcount {
+                row.tasks = Some(format!("{shoal_tasks} tasks"));
+            }
+            case_rows.push(row);
         }
         if dask.is_some() {
             for (mode, label) in DASK_MODES {
@@ -274,14 +308,14 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
         // shoal's warm-up round, the same size as Dask's.
         for m in &modes {
             let warm = Sizes::warmup(case);
-            run_shoal(case, &m.client, &sizes, warm, &files[..files.len().min(warm as usize)])
+            run_shoal(case, &m.client, &sizes, warm, &files[..files.len().min(warm as usize)], &words)
                 .map_err(|e| shoal::Error::msg(format!("{}: {} warm-up: {e}", case.title(), m.label)))?;
         }
         for round in 0..rounds {
             let mut line = format!("compare: {} round {}/{rounds}:", case.title(), round + 1);
             // The in-process systems (Rust sequential and rayon, then each
             // shoal mode), interleaved, several samples each.
-            let in_process = if case == Case::CountLetters { 2 } else { 0 } + modes.len();
+            let in_process = if case.has_rust() { 2 } else { 0 } + modes.len();
             let mut these: Vec<Vec<f64>> = vec![Vec::new(); in_process];
             for _ in 0..in_process_reps(case) {
                 let mut outcomes = Vec::with_capacity(in_process);
@@ -295,9 +329,16 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
                         });
                     }
                 }
+                if case == Case::BagWordcount {
+                    for f in [bag_wordcount::sequential, bag_wordcount::rayon] {
+                        let (d, top) = time(|| f(&words_files));
+                        outcomes.push(words.check(top).map(|()| d.as_secs_f64()));
+                    }
+                }
                 for m in &modes {
-                    outcomes
-                        .push(run_shoal(case, &m.client, &sizes, sizes.of(case), &files).map_err(|e| e.to_string()));
+                    outcomes.push(
+                        run_shoal(case, &m.client, &sizes, sizes.of(case), &files, &words).map_err(|e| e.to_string()),
+                    );
                 }
                 for (i, outcome) in outcomes.into_iter().enumerate() {
                     match &outcome {
@@ -313,7 +354,14 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
             let mut r = in_process;
             if let Some(d) = &dask {
                 for (mode, label) in DASK_MODES {
-                    let res = d.run(case, mode, &sizes, &dir, expected);
+                    let case_dir = if case == Case::BagWordcount { &words_dir } else { &dir };
+                    let res = d.run(case, mode, &sizes, case_dir, expected, &words.expected);
+                    if case == Case::BagWordcount
+                        && let (Some(t), Some(o)) = (res.extra.get("tasks"), res.extra.get("tasks_optimized"))
+                    {
+                        eprintln!("compare: Dask's bag word count graph: {t} tasks, {o} after its optimization");
+                        case_rows[r].tasks = Some(format!("{o} tasks after optimization, {t} before"));
+                    }
                     if res.error.is_none() && dask_extra.is_none() {
                         dask_extra = Some(res.extra.clone());
                     }
@@ -360,6 +408,20 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     report::report(&outcome, bench_dir).map_err(|e| shoal::Error::msg(format!("writing the results: {e}")))
 }
 
+/// The bag word count's input and its answer (the counts of the top 10:
+/// words with equal counts may come in another order).
+struct Words {
+    pattern: String,
+    expected: Vec<u64>,
+}
+
+impl Words {
+    fn check(&self, top: shoal::Result<bag_wordcount::Top>) -> Result<(), String> {
+        let got = bag_wordcount::counts_of(&top.map_err(|e| e.to_string())?);
+        if got == self.expected { Ok(()) } else { Err(format!("top counts {got:?}, expected {:?}", self.expected)) }
+    }
+}
+
 /// Timed samples per round of each in-process system (Rust sequential,
 /// rayon, shoal), interleaved: they take milliseconds (count_letters: a few
 /// seconds), where one sample is at the mercy of whatever else the machine
@@ -389,8 +451,20 @@ fn consume(data: &Archived<Vec<u8>>) -> (u64, u64) {
 
 /// One timed round of `case` at size `n` on `client`: seconds (round trip:
 /// the median single call of the round).
-fn run_shoal(case: Case, client: &Client, sizes: &Sizes, n: u64, files: &[String]) -> shoal::Result<f64> {
+fn run_shoal(
+    case: Case,
+    client: &Client,
+    sizes: &Sizes,
+    n: u64,
+    files: &[String],
+    words: &Words,
+) -> shoal::Result<f64> {
     Ok(match case {
+        Case::BagWordcount => {
+            let (d, top) = time(|| bag_wordcount::graph(&words.pattern)?.compute(client));
+            words.check(top).map_err(shoal::Error::msg)?;
+            d.as_secs_f64()
+        }
         Case::CountLetters => {
             let (d, total) = time(|| count_letters::shoal(client, files));
             let expected = files.len() as u64 * sizes.file_bytes;

@@ -104,7 +104,10 @@ fn table(o: &Outcome) -> Table {
                     cells.push(match row.note {
                         // Nothing moved: a rate would be meaningless.
                         Some(n) => format!("{} wait ({n})", secs(m)),
-                        None => figure(case, &o.sizes, m),
+                        None => match &row.tasks {
+                            Some(t) => format!("{}; {t}", figure(case, &o.sizes, m)),
+                            None => figure(case, &o.sizes, m),
+                        },
                     });
                 }
                 None => {
@@ -205,6 +208,7 @@ fn figure(case: Case, sz: &Sizes, m: f64) -> String {
         Case::Chain => format!("{} per hop", secs(m / sz.chain as f64)),
         Case::RoundTrip => format!("{} per call", secs(m)),
         Case::Transfer => format!("{} wait, {:.0} MiB/s", secs(m), sz.transfer_mib as f64 / m),
+        Case::BagWordcount => format!("{:.0} k lines/s", (sz.words.0 * sz.words.1) as f64 / 1e3 / m),
     }
 }
 
@@ -396,18 +400,24 @@ fn markdown(o: &Outcome, table: &Table, machine: &[(&str, String)]) -> String {
          | round trip | {} | one submit + result of a no-op, one after the other | each call |\n\
          | transfer | {} | a task makes a `Vec<u8>` / `bytes` of that size; once it is in memory, a second \
          task reads its length and the sum of every 4096th byte (shoal: through `&Archived<Vec<u8>>`; Dask \
-         processes: the consumer pinned to the other worker) | submitting the consumer to its result |\n",
+         processes: the consumer pinned to the other worker) | submitting the consumer to its result |\n\
+         | bag word count | {} | word frequencies of text files, top 10: shoal \
+         `bag::read_text(..).split_whitespace().frequencies().topk(10, by_count)`, Dask Bag \
+         `read_text(..).str.split().flatten().frequencies().topk(10, key=1)`, Rust sequential and rayon a \
+         `HashMap` per file merged; the per-task column gives each graph's task count | building and \
+         computing the graph |\n",
         sz.describe(Case::CountLetters),
         sz.describe(Case::Map),
         sz.describe(Case::Tree),
         sz.describe(Case::Chain),
         sz.describe(Case::RoundTrip),
         sz.describe(Case::Transfer),
+        sz.describe(Case::BagWordcount),
     );
     let _ = writeln!(w, "Systems:\n");
     let _ = writeln!(
         w,
-        "- **Rust sequential / rayon** (count_letters only): the same per-file work in a plain loop and with \
+        "- **Rust sequential / rayon** (count_letters and bag word count): the same per-file work in a plain loop and with \
          rayon's `par_iter`, the in-process limit.\n\
          - **shoal threads**: `Client::local()`, {} threads in this process; one client for the whole run. \
          Like Rust sequential and rayon, it runs each case several times per round, interleaved with \

@@ -141,8 +141,10 @@ fn not_a_free_function(func: &ItemFn, block: Option<context::Block>) -> Option<T
 /// name, so every process of the binary finds it. It takes exactly one
 /// parameter, by value, and returns a value (`bool` makes it usable by
 /// `filter`, a `Vec`/`Option`/other collection by `flat_map`, an `Ord` type
-/// as a `topk` key). Its parameter and return types (and the item type of a
-/// `Vec<C>`/`Option<C>` return) are registered as bag element types.
+/// as a `topk` key, an `Eq + Hash` type as a `groupby`/`foldby` key). Its
+/// parameter and return types (and the item type of a `Vec<C>`/`Option<C>`
+/// return, and `(B, Vec<A>)`, what `groupby` by `fn(A) -> B` makes) are
+/// registered as bag element types.
 #[proc_macro_attribute]
 pub fn func(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
@@ -265,11 +267,19 @@ fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
 
             fn __fns() -> #p::FuncFns {
                 #[allow(unused_imports)]
-                use #p::{FilterProbe as _, FlatProbe as _, NoFilterProbe as _, NoFlatProbe as _, NoTopkProbe as _,
-                         TopkProbe as _};
+                use #p::{FilterProbe as _, FlatProbe as _, KeyProbe as _, NoFilterProbe as _, NoFlatProbe as _,
+                         NoKeyProbe as _, NoTopkProbe as _, TopkProbe as _};
                 let __probe = &#p::FnProbe::<#name, #input_ty, #output_ty>::NEW;
-                #p::base_fns::<#name, #input_ty, #output_ty>(__probe.filter_fn(), __probe.flat_fn(), __probe.topk_fn())
+                #p::base_fns::<#name, #input_ty, #output_ty>(
+                    __probe.filter_fn(),
+                    __probe.flat_fn(),
+                    __probe.topk_fn(),
+                    __probe.key_fns(),
+                )
             }
+
+            // What `groupby` by this function makes: `(key, elements)`.
+            ::shoal::__bag_item_one!((#output_ty, ::std::vec::Vec<#input_ty>));
         }
     };
     Ok(quote! {
