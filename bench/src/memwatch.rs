@@ -134,16 +134,19 @@ fn held_memfds(pid: u32) -> Vec<(u64, u64)> {
     out
 }
 
+/// Tests that measure this whole process tree take this first: one at a
+/// time, and none while another test of the same binary runs a child (the
+/// tests of `bench/tests/fan_memory.rs`, which includes this file).
+#[cfg(test)]
+pub static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The tests measure the whole test process: one at a time.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     #[test]
     fn a_child_s_written_memory_is_counted_and_goes_away_with_it() {
-        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = super::ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let before = tree_bytes(std::process::id());
         // A child that writes 64 MiB and waits: the tree grows by about that much.
         let mut child = std::process::Command::new("python3")
@@ -164,7 +167,7 @@ mod tests {
 
     #[test]
     fn an_unmapped_memfd_held_by_descriptor_is_counted_once() {
-        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = super::ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         use std::io::Write;
         let before = tree_bytes(std::process::id());
         let fd = rustix::fs::memfd_create("memwatch-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
