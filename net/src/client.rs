@@ -345,26 +345,22 @@ impl Remote {
                 item: node.item,
             });
         }
-        let request = {
-            let mut mirror = self.inner.lock();
-            if let Some(e) = mirror.stopped() {
-                return Err(e);
-            }
-            mirror.next_request += 1;
-            let request = mirror.next_request;
-            mirror.pending.insert(request, Pending::Submit { keys, wanted });
-            request
-        };
-        self.send(&FromClientMsg::Submit { request, nodes: wire_nodes }, out.blobs)?;
-        match self.answer(request)? {
+        let pending = Pending::Submit { keys, wanted };
+        match self.request(pending, out.blobs, |request| FromClientMsg::Submit { request, nodes: wire_nodes })? {
             Answer::Submitted(ids) => Ok(ids),
             Answer::Rejected(message) => Err(ClientError::Refused(message)),
             _ => Err(ClientError::Lost("the scheduler answered a submission wrongly".into())),
         }
     }
 
-    /// Sends a request made with its number, and waits for its answer.
-    fn request(&self, pending: Pending, message: impl FnOnce(u64) -> FromClientMsg) -> Result<Answer, ClientError> {
+    /// Sends a request made with its number (and the objects it carries),
+    /// and waits for its answer.
+    fn request(
+        &self,
+        pending: Pending,
+        blobs: Vec<Obj>,
+        message: impl FnOnce(u64) -> FromClientMsg,
+    ) -> Result<Answer, ClientError> {
         let request = {
             let mut mirror = self.inner.lock();
             if let Some(e) = mirror.stopped() {
@@ -375,7 +371,7 @@ impl Remote {
             mirror.pending.insert(request, pending);
             request
         };
-        self.send(&message(request), Vec::new())?;
+        self.send(&message(request), blobs)?;
         self.answer(request)
     }
 
@@ -384,7 +380,7 @@ impl Remote {
     /// holds: one round trip.
     pub fn monitor(&self, since: u64, max: usize) -> Result<Monitored, ClientError> {
         let max = u32::try_from(max).unwrap_or(u32::MAX);
-        match self.request(Pending::Monitor, |request| FromClientMsg::Monitor { request, since, max })? {
+        match self.request(Pending::Monitor, Vec::new(), |request| FromClientMsg::Monitor { request, since, max })? {
             Answer::Monitor(m) => Ok(*m),
             _ => Err(ClientError::Lost("the scheduler answered a monitor request wrongly".into())),
         }
@@ -396,7 +392,7 @@ impl Remote {
         let mut out = Vec::with_capacity(ids.len());
         for part in ids.chunks(MAX_ITEMS) {
             let tasks: Vec<WireTask> = part.iter().map(|&id| id.into()).collect();
-            match self.request(Pending::States, |request| FromClientMsg::States { request, tasks })? {
+            match self.request(Pending::States, Vec::new(), |request| FromClientMsg::States { request, tasks })? {
                 Answer::States(states) if states.len() == part.len() => {
                     out.extend(states.into_iter().map(wire::state_of))
                 }
@@ -593,19 +589,8 @@ impl Remote {
     /// One gather request (at most [`MAX_ITEMS`] tasks).
     fn gather(&self, tasks: Vec<TaskId>) -> Result<Vec<Gathered>, ClientError> {
         let n = tasks.len();
-        let request = {
-            let mut mirror = self.inner.lock();
-            if let Some(e) = mirror.stopped() {
-                return Err(e);
-            }
-            mirror.next_request += 1;
-            let request = mirror.next_request;
-            mirror.pending.insert(request, Pending::Gather);
-            request
-        };
         let tasks: Vec<WireTask> = tasks.into_iter().map(WireTask::from).collect();
-        self.send(&FromClientMsg::Gather { request, tasks }, Vec::new())?;
-        match self.answer(request)? {
+        match self.request(Pending::Gather, Vec::new(), |request| FromClientMsg::Gather { request, tasks })? {
             Answer::Objects(items) if items.len() == n => Ok(items),
             _ => Err(ClientError::Lost("the scheduler answered a gather wrongly".into())),
         }
