@@ -42,6 +42,10 @@ use rkyv::{Archive, Archived, Deserialize, Serialize};
 
 use crate::registry::InputError;
 
+mod in_place;
+
+pub use in_place::IN_PLACE_MIN;
+
 /// What a task argument or result must be: an rkyv type (archivable,
 /// validatable, deserializable) that can be cloned, shown with `Debug` (a
 /// failing task's error shows its arguments) and shared across threads.
@@ -269,6 +273,14 @@ pub trait Object: Any + Send + Sync {
         sink.reserve(bytes.len()).map_err(InputError)?[..bytes.len()].copy_from_slice(bytes);
         Ok(ArchiveIn::Sunk { sink, len: bytes.len() })
     }
+    /// Make the archive inside the value's own memory, where its shape
+    /// allows that without copying (a vector of primitives of at least
+    /// [`IN_PLACE_MIN`] bytes: the archive is its elements followed by a
+    /// few bytes written into its spare capacity); otherwise nothing. Called
+    /// on a fresh result before anyone else holds it, so that an
+    /// `&Archived<T>` reader in the threads mode reads the producer's
+    /// bytes and no copy is kept beside them.
+    fn archive_in_place(&mut self) {}
     /// Write the value for a failure's message (its `Debug`, where the type
     /// is known), stopping once `out` is full.
     fn describe(&self, out: &mut Bounded) -> fmt::Result {
@@ -334,10 +346,20 @@ pub fn describe<'a>(inputs: impl IntoIterator<Item = &'a dyn Object>) -> String 
 /// A shared handle to a stored object.
 pub type Obj = Arc<dyn Object>;
 
-/// A value held as itself, with its archive made on first need.
+/// A value held as itself, with its archive made on first need (or at
+/// once, inside the value's own buffer, by [`Object::archive_in_place`]).
 pub struct Value<T> {
     value: T,
-    archive: OnceLock<Box<Result<AlignedVec, String>>>,
+    archive: OnceLock<Box<Result<Kept, String>>>,
+}
+
+/// Where a [`Value`]'s archive is.
+enum Kept {
+    /// Beside the value: a copy.
+    Beside(AlignedVec),
+    /// Inside the value's own buffer (a vector of primitives, see
+    /// `in_place`): no copy, nothing beside.
+    InPlace(in_place::InPlace),
 }
 
 impl<T: Data> Value<T> {
@@ -368,10 +390,27 @@ impl<T: Data> Value<T> {
     }
 
     fn archive_bytes(&self) -> Result<&[u8], InputError> {
-        match &**self.archive.get_or_init(|| Box::new(make_archive(&self.value))) {
-            Ok(bytes) => Ok(bytes.as_slice()),
+        match &**self.archive.get_or_init(|| Box::new(make_archive(&self.value).map(Kept::Beside))) {
+            Ok(kept) => Ok(self.kept_bytes(kept)),
             Err(message) => Err(InputError(format!("could not archive a {}: {message}", std::any::type_name::<T>()))),
         }
+    }
+
+    fn kept_bytes<'a>(&'a self, kept: &'a Kept) -> &'a [u8] {
+        match kept {
+            Kept::Beside(bytes) => bytes.as_slice(),
+            // SAFETY: an `InPlace` is only stored by `archive_in_place`, made
+            // from `self.value` after its last change; `Value` never changes
+            // its value afterwards (`archive_in_place`, its only `&mut`
+            // method, returns at once once an archive is stored), and the
+            // value lives as long as `&'a self`.
+            Kept::InPlace(in_place) => unsafe { in_place.bytes() },
+        }
+    }
+
+    /// Whether the archive, if made, is the value's own buffer (no copy).
+    pub fn archived_in_place(&self) -> bool {
+        matches!(self.archive.get().map(|b| &**b), Some(Ok(Kept::InPlace(_))))
     }
 }
 
@@ -404,8 +443,18 @@ impl<T: Data> Object for Value<T> {
 
     fn nbytes(&self) -> u64 {
         match self.archive.get().map(|b| &**b) {
-            Some(Ok(bytes)) => bytes.len() as u64,
+            Some(Ok(Kept::Beside(bytes))) => bytes.len() as u64,
+            Some(Ok(Kept::InPlace(in_place))) => in_place.len() as u64,
             _ => size_of::<T>() as u64,
+        }
+    }
+
+    fn archive_in_place(&mut self) {
+        if self.archive.get().is_none()
+            && let Some(made) = in_place::archive(&mut self.value)
+        {
+            // Set once, here, after the value's last change (see `kept_bytes`).
+            let _ = self.archive.set(Box::new(Ok(Kept::InPlace(made))));
         }
     }
 
@@ -435,7 +484,7 @@ impl<T: Data> Object for Value<T> {
                 // Small: the object keeps it, as if a reader had asked.
                 let bytes = writer.bytes;
                 let checked = rkyv::access::<Archived<T>, BoxedError>(&bytes).map(|_| ()).map_err(|e| e.to_string());
-                let kept = self.archive.get_or_init(|| Box::new(checked.map(|()| bytes)));
+                let kept = self.archive.get_or_init(|| Box::new(checked.map(|()| Kept::Beside(bytes))));
                 match &**kept {
                     Ok(_) => Ok(ArchiveIn::Kept),
                     Err(message) => Err(failed(message.clone())),
@@ -823,10 +872,27 @@ mod tests {
     }
 
     #[test]
+    fn a_vector_archived_in_place_is_read_from_its_own_buffer_by_value_and_archived() {
+        let mut value = Value::new(vec![5u8; IN_PLACE_MIN * 2]);
+        Object::archive_in_place(&mut value);
+        assert!(value.archived_in_place());
+        let archived = read_archived::<Vec<u8>>(&value).unwrap();
+        assert_eq!(archived.as_ptr(), value.get().as_ptr(), "the archived elements are the value's");
+        assert_eq!(archived.len(), IN_PLACE_MIN * 2);
+        assert_eq!(read_owned::<Vec<u8>>(&value).unwrap(), vec![5u8; IN_PLACE_MIN * 2]);
+        assert_eq!(value.nbytes(), IN_PLACE_MIN as u64 * 2 + 8, "the elements and the root");
+        // Other shapes keep the ordinary archive, made on first read.
+        let mut strings = Value::new(vec![String::from("x"); 10]);
+        Object::archive_in_place(&mut strings);
+        assert!(!strings.archived_in_place());
+        assert_eq!(read_archived::<Vec<String>>(&strings).unwrap().len(), 10);
+    }
+
+    #[test]
     fn a_value_too_large_to_archive_fails_its_archived_readers_every_time() {
         // The error is kept: a second reader does not serialize again.
         let value = Value::new(vec![1u8; 100]);
-        assert!(value.archive.set(Box::new(archive_with_limit(&value.value, 50))).is_ok());
+        assert!(value.archive.set(Box::new(archive_with_limit(&value.value, 50).map(Kept::Beside))).is_ok());
         for _ in 0..2 {
             let err = read_archived::<Vec<u8>>(&value).unwrap_err();
             assert!(err.0.contains("could not archive") && err.0.contains("cannot be archived"), "{err}");

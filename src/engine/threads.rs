@@ -202,7 +202,14 @@ impl ThreadsEngine {
         let Job { id, key, entry, inputs } = job;
         // Taken outside the lock (see `driver::events`).
         let start_ns = now_ns();
-        let outcome = execute(key, entry, inputs);
+        let outcome = execute(key, entry, inputs).map(|mut obj| {
+            // Before anyone else holds it: an `&Archived` reader then reads
+            // the producer's own bytes (see `Object::archive_in_place`).
+            if let Some(fresh) = Arc::get_mut(&mut obj) {
+                fresh.archive_in_place();
+            }
+            obj
+        });
         let times = RunTimes { thread: thread_index(), start_ns, stop_ns: now_ns() };
         let mut fx = ThreadsEffects::default();
         {
