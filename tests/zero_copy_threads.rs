@@ -18,6 +18,8 @@ use shoal::prelude::*;
 struct Counting;
 
 static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+/// Blocks of exactly [`ODD`] bytes freed (the strings of [`strings`]).
+static FREED_ODD: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call is passed on to `System` unchanged; the counter has no
 // effect on the memory handed out.
@@ -35,6 +37,9 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() == ODD {
+            FREED_ODD.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: the caller's contract for `dealloc`, passed on.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -91,6 +96,20 @@ fn read_archived(data: &Archived<Vec<u8>>, reader: u64) -> (u64, u64, u64) {
 #[shoal::task]
 fn where_parts_are(parts: Inputs<Vec<u8>>) -> Vec<u64> {
     parts.iter().map(|p| p.as_ptr() as u64).collect()
+}
+
+/// A length no other block in these tests has.
+const ODD: usize = 1013;
+
+/// `n` strings of [`ODD`] bytes: a type that cannot be archived in place.
+#[shoal::task]
+fn strings(n: u64) -> Vec<String> {
+    (0..n).map(|i| char::from(b'a' + (i % 26) as u8).to_string().repeat(ODD)).collect()
+}
+
+#[shoal::task]
+fn count_archived(items: &Archived<Vec<String>>) -> u64 {
+    items.iter().map(|s| s.len() as u64).sum()
 }
 
 fn client() -> Client {
@@ -152,4 +171,23 @@ fn fan_in_by_reference_in_the_threads_mode_hands_out_the_producers_bytes() {
     assert_eq!(places, expected, "each part is its producer's buffer");
     // The producers' 4 MiB, and nothing like a second copy.
     assert!(allocated < 5 << 20, "{allocated} bytes allocated for 4 MiB of parts");
+}
+
+#[test]
+fn a_value_archived_for_a_reader_is_then_held_by_its_archive_alone() {
+    let _one = serial();
+    let client = client();
+    let n = 2_000u64;
+    let made = client.submit(strings, n).unwrap();
+    made.wait().unwrap();
+    let before = FREED_ODD.load(Ordering::Relaxed);
+    assert_eq!(client.submit(count_archived, &made).unwrap().result().unwrap(), n * ODD as u64);
+    // The result is alive (`made` holds it), yet its value's strings are
+    // gone: the archive made for the reader replaced it.
+    assert_eq!(FREED_ODD.load(Ordering::Relaxed) - before, n, "every string of the value was freed");
+    let value = made.result().unwrap();
+    assert_eq!(value.len(), n as usize);
+    assert!(value.iter().enumerate().all(|(i, s)| s.len() == ODD && s.starts_with(char::from(b'a' + (i % 26) as u8))));
+    // A second reader reads the same archive.
+    assert_eq!(client.submit(count_archived, &made).unwrap().result().unwrap(), n * ODD as u64);
 }

@@ -48,7 +48,9 @@ benchmarks:
                   --seed S (default: from the clock). Not part of `all`.
   compare         shoal vs Dask side by side (same work, alternated rounds); writes
                   bench/RESULTS.md and bench/results/speedup.svg. Default 3 rounds
-                  (--quick: 2, small sizes, under two minutes); --no-dask: shoal only.
+                  (--quick: 2, small sizes, under two minutes); --no-dask: shoal only;
+                  --only CASE (repeatable: count_letters, map_noop, tree, chain, roundtrip,
+                  transfer, bag_wordcount): those cases only, printed, RESULTS.md untouched.
                   Creates the Python venv bench/.venv with the pinned Dask if missing
                   (SHOAL_BENCH_VENV=DIR puts it elsewhere).";
 
@@ -88,9 +90,9 @@ fn main() {
                 Some(mib) if mib > 0 => memory_limit = Some(mib << 20),
                 _ => fail("--memory-limit needs a positive number of MiB"),
             },
-            "--only" if name == "graphs" => match args.next() {
+            "--only" if name == "graphs" || name == "compare" => match args.next() {
                 Some(g) => only.push(g),
-                None => fail("--only needs a graph's name"),
+                None => fail("--only needs a graph's or a case's name"),
             },
             "--processes" if name == "overhead" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(p) if p > 0 => processes = Some(p),
@@ -117,7 +119,7 @@ fn main() {
     }
     let opts = Opts { rounds: rounds.unwrap_or(5), quick };
     let result = match name.as_str() {
-        "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask }),
+        "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask, only }),
         "count-letters" => count_letters::run(&opts),
         "graphs" => graphs::run(&graphs::GraphsOpts { rounds: rounds.unwrap_or(3), dask, only, memory_limit })
             .map_err(shoal::Error::msg),

@@ -281,6 +281,14 @@ pub trait Object: Any + Send + Sync {
     /// `&Archived<T>` reader in the threads mode reads the producer's
     /// bytes and no copy is kept beside them.
     fn archive_in_place(&mut self) {}
+    /// The same object held by its archive alone, if a copy was made
+    /// beside the value (a reader asked for `&Archived<T>` of a type that
+    /// cannot be archived in place): the threads mode stores it instead, so
+    /// the value is freed once its current readers are done and the result
+    /// is held once. `None` for every other object.
+    fn archive_alone(&self) -> Option<Obj> {
+        None
+    }
     /// Write the value for a failure's message (its `Debug`, where the type
     /// is known), stopping once `out` is full.
     fn describe(&self, out: &mut Bounded) -> fmt::Result {
@@ -355,8 +363,10 @@ pub struct Value<T> {
 
 /// Where a [`Value`]'s archive is.
 enum Kept {
-    /// Beside the value: a copy.
-    Beside(AlignedVec),
+    /// Beside the value: a copy, shared with the [`ArchiveOf`] that
+    /// replaces the value in the threads mode's store
+    /// ([`Object::archive_alone`]).
+    Beside(Arc<AlignedVec>),
     /// Inside the value's own buffer (a vector of primitives, see
     /// `in_place`): no copy, nothing beside.
     InPlace(in_place::InPlace),
@@ -390,7 +400,7 @@ impl<T: Data> Value<T> {
     }
 
     fn archive_bytes(&self) -> Result<&[u8], InputError> {
-        match &**self.archive.get_or_init(|| Box::new(make_archive(&self.value).map(Kept::Beside))) {
+        match &**self.archive.get_or_init(|| Box::new(make_archive(&self.value).map(|b| Kept::Beside(Arc::new(b))))) {
             Ok(kept) => Ok(self.kept_bytes(kept)),
             Err(message) => Err(InputError(format!("could not archive a {}: {message}", std::any::type_name::<T>()))),
         }
@@ -449,6 +459,15 @@ impl<T: Data> Object for Value<T> {
         }
     }
 
+    fn archive_alone(&self) -> Option<Obj> {
+        match self.archive.get().map(|b| &**b) {
+            Some(Ok(Kept::Beside(bytes))) => {
+                Some(Arc::new(ArchiveOf::<T> { bytes: Arc::clone(bytes), of: std::marker::PhantomData }))
+            }
+            _ => None,
+        }
+    }
+
     fn archive_in_place(&mut self) {
         if self.archive.get().is_none()
             && let Some(made) = in_place::archive(&mut self.value)
@@ -484,7 +503,7 @@ impl<T: Data> Object for Value<T> {
                 // Small: the object keeps it, as if a reader had asked.
                 let bytes = writer.bytes;
                 let checked = rkyv::access::<Archived<T>, BoxedError>(&bytes).map(|_| ()).map_err(|e| e.to_string());
-                let kept = self.archive.get_or_init(|| Box::new(checked.map(|()| Kept::Beside(bytes))));
+                let kept = self.archive.get_or_init(|| Box::new(checked.map(|()| Kept::Beside(Arc::new(bytes)))));
                 match &**kept {
                     Ok(_) => Ok(ArchiveIn::Kept),
                     Err(message) => Err(failed(message.clone())),
@@ -513,12 +532,16 @@ fn mismatch<T>(found: &dyn Object) -> InputError {
 }
 
 /// Read an object as an owned `T`: a clone of a [`Value<T>`], or a
-/// deserialization of any other object's archive (validated first).
+/// deserialization of any other object's archive (validated first, unless
+/// this process validated it when it made it).
 pub fn read_owned<T: Data>(obj: &dyn Object) -> Result<T, InputError> {
     if let Some(v) = obj.as_any().downcast_ref::<Value<T>>() {
         return Ok(v.value.clone());
     }
-    let archived = read_foreign_archive::<T>(obj)?;
+    let archived = match obj.as_any().downcast_ref::<ArchiveOf<T>>() {
+        Some(alone) => alone.archived(),
+        None => read_foreign_archive::<T>(obj)?,
+    };
     rkyv::deserialize::<T, BoxedError>(archived)
         .map_err(|e| InputError(format!("could not deserialize a {}: {e}", std::any::type_name::<T>())))
 }
@@ -528,7 +551,47 @@ pub fn read_archived<T: Data>(obj: &dyn Object) -> Result<&Archived<T>, InputErr
     if let Some(v) = obj.as_any().downcast_ref::<Value<T>>() {
         return v.archived();
     }
+    if let Some(alone) = obj.as_any().downcast_ref::<ArchiveOf<T>>() {
+        return Ok(alone.archived());
+    }
     read_foreign_archive::<T>(obj)
+}
+
+/// A result of this process held by its archive alone: what a [`Value<T>`]
+/// becomes in the threads mode once a reader had it archived beside the
+/// value ([`Object::archive_alone`]). Its bytes were validated when they
+/// were made; a by-value reader deserializes them.
+pub struct ArchiveOf<T> {
+    bytes: Arc<AlignedVec>,
+    of: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Data> ArchiveOf<T> {
+    fn archived(&self) -> &Archived<T> {
+        // SAFETY: the bytes were validated as `Archived<T>` by
+        // `make_archive` before the `Value<T>` stored them (the only way an
+        // `ArchiveOf<T>` is made is `Value::<T>::archive_alone`, from those
+        // bytes), and they are never modified (shared immutably by `Arc`).
+        unsafe { rkyv::access_unchecked::<Archived<T>>(self.bytes.as_slice()) }
+    }
+}
+
+impl<T: Data> Object for ArchiveOf<T> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+
+    fn archived_bytes(&self) -> Result<&[u8], InputError> {
+        Ok(self.bytes.as_slice())
+    }
+
+    fn nbytes(&self) -> u64 {
+        self.bytes.len() as u64
+    }
 }
 
 /// The archive of an object that is not a `Value<T>` of this process (an
@@ -892,7 +955,12 @@ mod tests {
     fn a_value_too_large_to_archive_fails_its_archived_readers_every_time() {
         // The error is kept: a second reader does not serialize again.
         let value = Value::new(vec![1u8; 100]);
-        assert!(value.archive.set(Box::new(archive_with_limit(&value.value, 50).map(Kept::Beside))).is_ok());
+        assert!(
+            value
+                .archive
+                .set(Box::new(archive_with_limit(&value.value, 50).map(|b| Kept::Beside(Arc::new(b)))))
+                .is_ok()
+        );
         for _ in 0..2 {
             let err = read_archived::<Vec<u8>>(&value).unwrap_err();
             assert!(err.0.contains("could not archive") && err.0.contains("cannot be archived"), "{err}");

@@ -214,6 +214,7 @@ impl ThreadsEngine {
         let mut fx = ThreadsEffects::default();
         {
             let mut st = self.driver.lock();
+            hold_archives_alone(&mut st, id, &mut fx);
             let event = match outcome {
                 Ok(obj) => {
                     let nbytes = obj.nbytes();
@@ -259,6 +260,22 @@ impl ThreadsEngine {
         drop(fx.forgotten);
         if fx.wake_clients {
             self.driver.wake_clients();
+        }
+    }
+}
+
+/// The inputs of `id` that a reader had archived beside their value (an
+/// `&Archived<T>` of a type not archived in place) are stored by their
+/// archive alone from now on: the value is freed once its current readers
+/// are done, so a result is held once (later by-value readers deserialize).
+fn hold_archives_alone(st: &mut State<Threads>, id: TaskId, fx: &mut ThreadsEffects) {
+    for i in 0..st.sched.deps(id).len() {
+        let dep = st.sched.deps(id)[i];
+        if let Some(spec) = st.spec_mut(dep)
+            && let Body::Result(obj) = &mut spec.task
+            && let Some(alone) = obj.archive_alone()
+        {
+            fx.garbage.push(std::mem::replace(obj, alone));
         }
     }
 }

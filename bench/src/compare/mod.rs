@@ -24,6 +24,10 @@ pub struct CompareOpts {
     pub quick: bool,
     /// `false` with `--no-dask`: shoal's figures only.
     pub dask: bool,
+    /// `--only CASE` (repeatable, `bench.py`'s names: `transfer`, `tree`…):
+    /// just those cases, figures printed per round, `RESULTS.md` left as it is
+    /// (a partial table would replace the whole one). Empty: every case.
+    pub only: Vec<String>,
 }
 
 /// The cases, in table order. Each does the same work on every system.
@@ -283,7 +287,11 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     let mut rows = Vec::new();
     let mut dask_extra = None;
 
-    for case in Case::ALL {
+    if let Some(unknown) = opts.only.iter().find(|o| !Case::ALL.iter().any(|c| c.dask_name() == o.as_str())) {
+        let names: Vec<&str> = Case::ALL.iter().map(|c| c.dask_name()).collect();
+        return Err(shoal::Error::msg(format!("--only {unknown}: no such case (the cases: {})", names.join(", "))));
+    }
+    for case in Case::ALL.into_iter().filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| o == c.dask_name())) {
         let mut case_rows: Vec<Row> = Vec::new();
         if case.has_rust() {
             case_rows.push(Row::new(case, "Rust sequential", Kind::Sequential));
@@ -382,6 +390,10 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
         dask_missing = Some("every Dask run failed (see the errors in the table)".into());
     }
 
+    if !opts.only.is_empty() {
+        eprintln!("compare: --only: RESULTS.md is left as it is (the figures are the lines above)");
+        return Ok(());
+    }
     let mut command = String::from("cargo run --release -p shoal-bench -- compare");
     if opts.quick {
         command.push_str(" --quick");
