@@ -47,8 +47,13 @@
 //!
 //! A parameter declared `&Archived<T>` reads its input's rkyv archive in
 //! place: in the multi-process modes that is the producer's shared memory,
-//! never copied. A parameter declared `T` receives its own `T` (cloned, or
-//! deserialized from the archive). So: take large inputs as `&Archived<T>`.
+//! never copied. In the threads mode a vector of primitives (`Vec<u8>`,
+//! `Vec<f64>`, … of 64 KiB or more) is its own archive, so the reader gets
+//! the producer's bytes; any other type is archived once, at its first
+//! archived read, and then held by that archive alone (never twice). A
+//! parameter declared `T` receives its own `T` (cloned, or deserialized from
+//! the archive). So: take large inputs as `&Archived<T>`, and make large
+//! results vectors of primitives where you can.
 //!
 //! ## Lazy graphs
 //!

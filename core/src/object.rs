@@ -3,8 +3,19 @@
 //! In the threads mode a result is the task's own value behind an `Arc`
 //! ([`Value<T>`]): dependents read it by reference and clone it only when a
 //! parameter takes it by value. A consumer that asks for the *archived* form
-//! (a parameter of type `&Archived<T>`) gets it from an rkyv archive made
-//! once, on first need, validated once, and kept beside the value.
+//! (a parameter of type `&Archived<T>`, or each part of an [`Inputs<T>`])
+//! reads an rkyv archive, validated once, that is never a second copy kept
+//! beside the value:
+//!
+//! - a vector of primitives (`Vec<u8>`, `Vec<f64>`, … of at least
+//!   [`IN_PLACE_MIN`] bytes) is archived *in its own buffer* when the task
+//!   returns it ([`Object::archive_in_place`]: rkyv's root is written into
+//!   the spare capacity after the elements): readers get the producer's
+//!   bytes, with no copy;
+//! - any other value is archived once, on its first archived read; the
+//!   threads mode then stores the result by that archive alone
+//!   ([`Object::archive_alone`], an [`ArchiveOf<T>`]) and the value is freed
+//!   once its current readers are done; later by-value readers deserialize.
 //!
 //! The processes and cluster modes add objects that exist only as archives
 //! in shared memory; they plug in as another [`Object`] implementation, so
@@ -13,8 +24,10 @@
 //! # Zero-copy rule
 //!
 //! A parameter written `&Archived<T>` reads the producer's bytes in place in
-//! every mode. A parameter written `T` gets its own `T`: a clone in the
-//! threads mode, a deserialization where only an archive exists.
+//! every mode (in the threads mode, for a vector of primitives; any other
+//! type is archived once there, at its first archived read). A parameter
+//! written `T` gets its own `T`: a clone in the threads mode, a
+//! deserialization where only an archive exists.
 //!
 //! # Size limit
 //!
@@ -669,8 +682,9 @@ impl Input {
 /// `Vec<Future<T>>` or `Vec<Lazy<T>>` (or one `Vec<T>`) — and hands out
 /// `&Archived<T>` of each item, in order, without assembling or copying
 /// them: in the processes and cluster modes each points into its
-/// producer's shared memory. (In the threads mode an item is archived once,
-/// on first need, as for any `&Archived<T>` parameter.)
+/// producer's shared memory; in the threads mode, a vector of primitives
+/// is its producer's own buffer, and any other item is archived once, on
+/// first need, as for any `&Archived<T>` parameter.)
 pub struct Inputs<'a, T: Archive> {
     items: Vec<&'a Archived<T>>,
 }

@@ -9,8 +9,12 @@
 //! 2. A pool thread runs the job without any lock: it assembles the inputs
 //!    (shared `Arc`s to values and to dependencies' results), calls the
 //!    task's entry point under `catch_unwind`, and gets an object or a
-//!    failure.
-//! 3. It locks the engine once: stores the result, feeds `TaskFinished` (or
+//!    failure. A fresh result that is a vector of primitives gets its archive in
+//!    its own buffer there (`Object::archive_in_place`), so `&Archived`
+//!    readers get the producer's bytes.
+//! 3. It locks the engine once: stores the result (and stores by their
+//!    archive alone the inputs that this run had archived beside their
+//!    value, so no result is held twice), feeds `TaskFinished` (or
 //!    `TaskFailed`) to the scheduler, and applies the actions — new `Run`s
 //!    go to *its own* deque (the dependent runs next, on the same core),
 //!    `Release`s drop results (after unlocking), `Report`s mark futures

@@ -461,9 +461,10 @@ fn markdown(o: &Outcome, table: &Table, machine: &[(&str, String)]) -> String {
          task; count_letters measures real work (in Python, `sorted()` of a 10 MB `bytes` takes ~1 s and \
          holds the GIL, so Dask threads runs the sorts one at a time).\n\
          - transfer: shoal's consumer takes `&Archived<Vec<u8>>`; in the threads mode the producer's `Vec` \
-         is archived (copied once into rkyv's format) on that first read, and that copy is its wait. Dask \
-         processes pickles the bytes and sends them over TCP to the other worker; Dask threads hands the same \
-         object over, so nothing is copied: there Dask threads can beat shoal threads.\n\
+         is its own archive (rkyv's 8-byte root is written after its bytes when the task returns it), so \
+         the consumer reads the producer's bytes and nothing is copied. Dask processes pickles the bytes \
+         and sends them over TCP to the other worker; Dask threads hands the same object over, so nothing \
+         is copied either.\n\
          - Load average before the run: {} (after: in the machine table). Other work on the machine, if \
          any, hits every system alike thanks to the alternation, but widens the min – max ranges.",
         Sizes::warmup(Case::CountLetters),
