@@ -30,7 +30,7 @@
 //! in the middle of the heap may be copied once by the allocator, which is
 //! still no more than the ordinary archive costs, and nothing is kept beside.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 
 use rkyv::Archived;
 use rkyv::rancor::{BoxedError, Source};
@@ -78,11 +78,12 @@ impl InPlace {
 /// Archive `value` in place if it is a vector of primitives of at least
 /// [`IN_PLACE_MIN`] bytes; `None` leaves it to an ordinary archive.
 pub(crate) fn archive<T: Any>(value: &mut T) -> Option<InPlace> {
-    let value: &mut dyn Any = value;
+    // The type tests compare constants of this instance: for any other
+    // type the whole function folds to `None` (it runs for every result).
     macro_rules! each {
         ($($p:ty),*) => {$(
-            if let Some(v) = value.downcast_mut::<Vec<$p>>() {
-                return archive_vec(v);
+            if TypeId::of::<T>() == TypeId::of::<Vec<$p>>() {
+                return archive_vec((value as &mut dyn Any).downcast_mut::<Vec<$p>>()?);
             }
         )*};
     }
