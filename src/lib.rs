@@ -98,7 +98,7 @@ pub use progress::{ProgressBar, ProgressUpdate};
 pub use rkyv;
 pub use rkyv::Archived;
 pub use shoal_core::failure::{MAX_ARGUMENT_CHARS, MAX_ARGUMENTS_CHARS, TaskError};
-pub use shoal_core::object::{Data, Inputs};
+pub use shoal_core::object::{Alias, Data, Inputs};
 pub use shoal_core::registry::InputError;
 pub use shoal_core::registry::{RegistryError, TaskEntry};
 pub use shoal_core::scheduler::GraphError;
@@ -199,6 +199,15 @@ pub mod __private {
     /// Wrap a task's return value (or the `Ok` value of its `Result`).
     pub fn finish_value<T: crate::Data>(value: T) -> Result<Obj, RunError> {
         Ok(Value::shared(value))
+    }
+
+    /// A task's [`Alias`](crate::Alias) result: the input's own object.
+    pub fn finish_alias<T: crate::Data>(
+        alias: crate::Alias<T>,
+        inputs: &[Input],
+        declared: &[Option<(std::any::TypeId, &'static str)>],
+    ) -> Result<Obj, RunError> {
+        Ok(glue::alias(alias, inputs, declared)?)
     }
 
     /// The `Err` of a task, on its way to a [`TaskError`]. Which conversion

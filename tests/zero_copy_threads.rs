@@ -191,3 +191,26 @@ fn a_value_archived_for_a_reader_is_then_held_by_its_archive_alone() {
     // A second reader reads the same archive.
     assert_eq!(client.submit(count_archived, &made).unwrap().result().unwrap(), n * ODD as u64);
 }
+
+/// Passes its input on as its result.
+#[shoal::task]
+fn pass_on(data: &Archived<Vec<u8>>) -> shoal::Alias<Vec<u8>> {
+    let _ = data;
+    shoal::Alias::input(0)
+}
+
+#[test]
+fn a_task_returning_its_input_in_the_threads_mode_copies_nothing() {
+    let _one = serial();
+    let client = client();
+    let data = client.submit(roomy, (N as u64, 21u64)).unwrap();
+    data.wait().unwrap();
+    let before = ALLOCATED.load(Ordering::Relaxed);
+    let passed = client.submit(pass_on, &data).unwrap();
+    let (len, _, at) = client.submit(read_archived, (&passed, 1)).unwrap().result().unwrap();
+    let allocated = ALLOCATED.load(Ordering::Relaxed) - before;
+    assert_eq!(len, N as u64);
+    let made = MADE_AT.lock().unwrap_or_else(PoisonError::into_inner).iter().find(|(s, _)| *s == 21).map(|m| m.1);
+    assert_eq!(Some(at), made, "the alias's reader got the producer's buffer");
+    assert!(allocated < N as u64 / 4, "{allocated} bytes allocated to pass {N} bytes on");
+}

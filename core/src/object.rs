@@ -734,6 +734,39 @@ impl<T: Archive> fmt::Debug for Inputs<'_, T> {
     }
 }
 
+/// A task's result that is one of its own inputs, passed on as it is (Dask's
+/// graph alias): a task declared `-> Alias<T>` (or `-> Result<Alias<T>, E>`)
+/// has output `T` and returns `Alias::input(i)` to make its `i`-th argument
+/// (counted from 0, which must be one result or value of type `T`, not a
+/// list) its result.
+///
+/// In the threads mode the result *is* the input's object: nothing is
+/// copied, whatever its size. In the processes and cluster modes the
+/// worker writes the input's archive into the result's own segment: one
+/// copy (a segment shared by two results is not done yet).
+pub struct Alias<T> {
+    input: usize,
+    of: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Alias<T> {
+    /// The task's `index`-th argument (from 0) as its result.
+    pub fn input(index: usize) -> Alias<T> {
+        Alias { input: index, of: std::marker::PhantomData }
+    }
+
+    /// Which argument.
+    pub fn index(&self) -> usize {
+        self.input
+    }
+}
+
+impl<T> fmt::Debug for Alias<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Alias::input({})", self.input)
+    }
+}
+
 /// Glue used by `#[shoal::task]` to read the `i`-th input for a parameter.
 ///
 /// A parameter of type `Vec<A>` may receive a list input, assembled here;
@@ -860,6 +893,53 @@ pub mod glue {
             Input::One(obj) => read_archived::<Vec<T>>(&**obj)?.iter().collect(),
         };
         Ok(super::Inputs { items })
+    }
+
+    /// The result of a task that returned [`Alias::input(i)`](super::Alias):
+    /// the `i`-th input's own object, if parameter `i` was declared a `T`
+    /// (`declared`: each parameter's type, `None` for a fan-in). The task's
+    /// reads checked every input against its parameter's type before the
+    /// task ran (a value by its type, an archive by validation), so the
+    /// object holds a `T`: a check of the object itself could not tell
+    /// archives of some types apart anyway (8 bytes validate as a `u64`).
+    pub fn alias<T: Data>(
+        alias: super::Alias<T>,
+        inputs: &[Input],
+        declared: &[Option<(std::any::TypeId, &'static str)>],
+    ) -> Result<Obj, InputError> {
+        let i = alias.index();
+        match declared.get(i) {
+            Some(Some((ty, _))) if *ty == std::any::TypeId::of::<T>() => {}
+            Some(Some((_, name))) => {
+                return Err(InputError(format!(
+                    "the task returned its argument {i} as its result, a {name}, but its result is a {}",
+                    std::any::type_name::<T>()
+                )));
+            }
+            Some(None) => {
+                return Err(InputError(format!(
+                    "the task returned its argument {i} as its result, but that parameter is a fan-in \
+                     (`Inputs<T>`), not one result"
+                )));
+            }
+            None => {
+                return Err(InputError(format!(
+                    "the task returned its argument {i} as its result, but it has {} arguments",
+                    declared.len()
+                )));
+            }
+        }
+        match inputs.get(i) {
+            Some(Input::One(obj)) => Ok(Arc::clone(obj)),
+            Some(Input::List(items)) => Err(InputError(format!(
+                "the task returned its argument {i} as its result, but that argument is a list of {} results",
+                items.len()
+            ))),
+            None => Err(InputError(format!(
+                "the task returned its argument {i} as its result, but it has {} arguments",
+                inputs.len()
+            ))),
+        }
     }
 
     /// A `&Archived<T>` parameter, from what [`ReadList::held`] or

@@ -62,7 +62,9 @@ use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type, 
 ///   `std::error::Error + Send + Sync + 'static` (kept whole: its type,
 ///   `source()` chain, and a downcast in the threads mode) or any
 ///   `Display` type (its text). A `Result` under an alias is refused, since
-///   its `Err` would be stored as a success.
+///   its `Err` would be stored as a success. A task declared `-> Alias<T>`
+///   (or `Result<Alias<T>, E>`) has output `T` and returns one of its
+///   inputs as its result, `Alias::input(i)` (no copy in the threads mode).
 /// - **`#[shoal::task(impure)]`**: every call runs; equal calls are never
 ///   shared (for tasks that read a clock, a random source, or the outside
 ///   world).
@@ -440,7 +442,7 @@ fn expand(func: ItemFn, pure: bool) -> syn::Result<TokenStream2> {
         ),
     });
     let arity = kinds.len();
-    let finish = finish(output, fallible);
+    let finish = finish(output, fallible, &kinds);
     let return_check = return_check(output, fallible);
     let pure_fn = (!pure).then(|| {
         quote!(
@@ -580,18 +582,67 @@ fn output_type(output: &ReturnType) -> (TokenStream2, bool) {
         && let PathArguments::AngleBracketed(args) = &last.arguments
         && let Some(GenericArgument::Type(ok)) = args.args.first()
     {
+        let ok = aliased(ok).unwrap_or(ok);
         return (quote!(#ok), true);
     }
+    let ty = aliased(ty).unwrap_or(ty);
     (quote!(#ty), false)
+}
+
+/// `T` of a return type `Alias<T>` (recognised by name, as `Inputs<T>` is):
+/// the task's output is `T`, its result one of its inputs.
+fn aliased(ty: &Type) -> Option<&Type> {
+    if let Type::Path(p) = ty
+        && p.qself.is_none()
+        && let Some(last) = p.path.segments.last()
+        && last.ident == "Alias"
+        && let PathArguments::AngleBracketed(args) = &last.arguments
+        && args.args.len() == 1
+        && let Some(GenericArgument::Type(inner)) = args.args.first()
+    {
+        return Some(inner);
+    }
+    None
+}
+
+/// Whether the task returns an `Alias<T>` (or a `Result` of one).
+fn returns_alias(output: &ReturnType) -> bool {
+    let ReturnType::Type(_, ty) = output else { return false };
+    if let Type::Path(p) = &**ty
+        && let Some(last) = p.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(GenericArgument::Type(ok)) = args.args.first()
+    {
+        return aliased(ok).is_some();
+    }
+    aliased(ty).is_some()
 }
 
 /// The code that turns the body's return value `__out` into the task's
 /// result object. An `Err` becomes a `TaskError`: by autoref specialization
 /// (the error type is concrete here), an `std::error::Error` keeps its type,
 /// `source()` chain and itself; another `Display` type its text.
-fn finish(output: &ReturnType, fallible: bool) -> TokenStream2 {
+fn finish(output: &ReturnType, fallible: bool, kinds: &[ParamKind]) -> TokenStream2 {
+    let wrap = if returns_alias(output) {
+        // Each parameter's declared type, which an alias must match (a
+        // fan-in's list cannot be a result).
+        let declared = kinds.iter().map(|k| match k {
+            ParamKind::Owned(t) | ParamKind::Archived(t) => quote!(::core::option::Option::Some((
+                ::core::any::TypeId::of::<#t>(),
+                ::core::any::type_name::<#t>()
+            ))),
+            ParamKind::Inputs(_) => quote!(::core::option::Option::None),
+        });
+        quote!(::shoal::__private::finish_alias(__value, __inputs, &[#(#declared),*]))
+    } else {
+        quote!(::shoal::__private::finish_value(__value))
+    };
     if !fallible {
-        return quote!(::shoal::__private::finish_value(__out));
+        return quote!({
+            let __value = __out;
+            #wrap
+        });
     }
     let span = match output {
         ReturnType::Type(_, ty) => ty.span(),
@@ -599,7 +650,7 @@ fn finish(output: &ReturnType, fallible: bool) -> TokenStream2 {
     };
     quote_spanned! {span=>
         match __out {
-            ::core::result::Result::Ok(__value) => ::shoal::__private::finish_value(__value),
+            ::core::result::Result::Ok(__value) => #wrap,
             ::core::result::Result::Err(__error) => {
                 #[allow(unused_imports)]
                 use ::shoal::__private::{ViaDisplay as _, ViaError as _};
@@ -673,6 +724,20 @@ mod tests {
         assert_eq!(out("u64"), ("u64".into(), false));
         let f: ItemFn = syn::parse_str("fn f() {}").unwrap();
         assert_eq!(output_type(&f.sig.output).0.to_string(), "()");
+    }
+
+    #[test]
+    fn an_alias_return_has_the_aliased_type_as_its_output() {
+        let out = |s: &str| {
+            let f: ItemFn = syn::parse_str(&format!("fn f() -> {s} {{ todo!() }}")).unwrap();
+            let (ty, fallible) = output_type(&f.sig.output);
+            (ty.to_string(), fallible, returns_alias(&f.sig.output))
+        };
+        assert_eq!(out("Alias<Vec<u8>>"), ("Vec < u8 >".into(), false, true));
+        assert_eq!(out("shoal::Alias<u64>"), ("u64".into(), false, true));
+        assert_eq!(out("Result<Alias<u64>, String>"), ("u64".into(), true, true));
+        assert_eq!(out("Result<u64, String>"), ("u64".into(), true, false));
+        assert_eq!(out("Vec<Alias<u64>>"), ("Vec < Alias < u64 > >".into(), false, false));
     }
 
     #[test]
