@@ -148,3 +148,33 @@ fn ctrl_c_reaches_a_client_that_handles_it_and_not_its_workers() {
     let status = child.wait().unwrap();
     assert!(status.success() && rest.iter().any(|l| l.contains("survived")), "{status}: {rest:?}");
 }
+
+/// Fields 5 and 6 of `/proc/PID/stat`: the process group and the session.
+fn group_and_session(pid: u32) -> (i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name (field 2) may hold spaces: count from its closing parenthesis.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+}
+
+#[test]
+fn workers_have_a_process_group_of_their_own_in_their_client_s_session() {
+    // A session of their own would put them in another autogroup, a
+    // scheduling group of its own, which made a chain of tasks 2x slower
+    // per hop (see ARCHITECTURE.md); a group of their own keeps Ctrl-C away.
+    let client = Client::processes(2).unwrap();
+    let (our_group, our_session) = group_and_session(std::process::id());
+    let our_autogroup = std::fs::read_to_string("/proc/self/autogroup").ok();
+    for pid in client.worker_pids() {
+        let (group, session) = group_and_session(pid);
+        assert_eq!(session, our_session, "worker {pid} is in the client's session");
+        assert_ne!(group, our_group, "worker {pid} is not in the client's process group");
+        assert_eq!(group, i32::try_from(pid).unwrap(), "worker {pid} leads its own process group");
+        if let Some(ours) = &our_autogroup {
+            let theirs = std::fs::read_to_string(format!("/proc/{pid}/autogroup")).unwrap();
+            // "/autogroup-N nice K": the group, not the nice value.
+            assert_eq!(theirs.split(' ').next(), ours.split(' ').next(), "worker {pid} shares the client's autogroup");
+        }
+    }
+}

@@ -26,7 +26,8 @@ benchmarks:
                   1 thread) vs rayon
   overhead        per-task cost: map, tree reduction, chain, round trip, million tasks, memory
                   (--processes P: in the processes mode, on P worker processes;
-                   --scheduler tcp://HOST:PORT: on a cluster started by hand)
+                   --scheduler tcp://HOST:PORT: on a cluster started by hand;
+                   --only CASE, repeatable: map, tree, chain, round-trip, million, memory)
   processes       the processes mode: count-letters and count-letters-pipeline vs threads and
                   rayon, and transfer (the consumer's wait for a large input vs a pipe copy)
   transfer        GB/s of a 1 GiB result moved between two worker machines (processes) on the
@@ -90,9 +91,11 @@ fn main() {
                 Some(mib) if mib > 0 => memory_limit = Some(mib << 20),
                 _ => fail("--memory-limit needs a positive number of MiB"),
             },
-            "--only" if name == "graphs" || name == "compare" => match args.next() {
-                Some(g) => only.push(g),
-                None => fail("--only needs a graph's or a case's name"),
+            "--only" if name == "graphs" || name == "overhead" || name == "compare" => match args.next() {
+                // compare checks its case names itself.
+                Some(g) if name != "overhead" || overhead::CASES.contains(&g.as_str()) => only.push(g),
+                Some(g) => fail(&format!("--only {g}: overhead's cases are {}", overhead::CASES.join(", "))),
+                None => fail("--only needs a name"),
             },
             "--processes" if name == "overhead" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(p) if p > 0 => processes = Some(p),
@@ -125,7 +128,7 @@ fn main() {
             .map_err(shoal::Error::msg),
         "count-letters-cluster" => count_letters::run_cluster(&opts),
         "bag-wordcount" => bag_wordcount::run(&opts),
-        "overhead" => overhead::run(&opts, processes, scheduler.as_deref()),
+        "overhead" => overhead::run(&opts, processes, scheduler.as_deref(), &only),
         "processes" => processes::run(&opts),
         "transfer" => transfer::run(&Opts { rounds: rounds.unwrap_or(3), quick }),
         "chaos" => chaos::run(
@@ -135,8 +138,8 @@ fn main() {
             }),
         ),
         "all" => count_letters::run(&opts)
-            .and_then(|_| overhead::run(&opts, None, None))
-            .and_then(|_| overhead::run(&opts, Some(2), None))
+            .and_then(|_| overhead::run(&opts, None, None, &[]))
+            .and_then(|_| overhead::run(&opts, Some(2), None, &[]))
             .and_then(|_| processes::run(&opts)),
         "-h" | "--help" => {
             println!("{USAGE}");

@@ -334,23 +334,37 @@ impl Running {
             .env(ENV_HEARTBEAT_MS, self.config.heartbeat_interval().map_or(0, |d| d.as_millis()).to_string())
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
+        // A process group of its own, in the client's session: the
+        // terminal's Ctrl-C (SIGINT to its foreground process group) reaches
+        // the client, which may handle it, and not its workers; they still
+        // die with the client (PR_SET_PDEATHSIG), as Dask's nannies' workers
+        // do. Not a session of its own (`setsid`): with the kernel's
+        // autogroup scheduling (on by default in desktop and many server
+        // kernels), every session is a scheduling group of its own, and
+        // workers in other groups than their client lost the wake-up
+        // handoff between them: a chain of tasks ran 2x slower per hop
+        // (~27 -> ~50 µs; see ARCHITECTURE.md, "Worker processes share their
+        // client's session").
+        command.process_group(0);
         // SAFETY: the closure runs in the forked child before exec, where
-        // only async-signal-safe calls are allowed: it makes one fcntl and
-        // one setsid syscall (rustix calls the kernel directly: no
-        // allocation, no lock) and converts an errno into an `io::Error` (a
-        // plain integer, no allocation). `raw` is open in the child: fork
-        // copied the descriptor table while `theirs`, which owns it here, is
-        // alive (dropped only after `spawn` returns). setsid cannot fail
-        // here: the forked child is no process group leader.
+        // only async-signal-safe calls are allowed: it makes one fcntl
+        // syscall (rustix calls the kernel directly: no allocation, no lock),
+        // one `signal` (a sigaction syscall, async-signal-safe by POSIX),
+        // and converts an errno into an `io::Error` (a plain integer, no
+        // allocation). `raw` is open in the child: fork copied the
+        // descriptor table while `theirs`, which owns it here, is alive
+        // (dropped only after `spawn` returns).
         unsafe {
             command.pre_exec(move || {
                 let fd = BorrowedFd::borrow_raw(raw);
                 rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(std::io::Error::from)?;
-                // A session of its own: the terminal's Ctrl-C (SIGINT to its
-                // foreground process group) reaches the client, which may
-                // handle it, and not its workers; they still die with the
-                // client (PR_SET_PDEATHSIG), as Dask's nannies' workers do.
-                rustix::process::setsid().map(drop).map_err(std::io::Error::from)
+                // A background process group that writes to a terminal set
+                // to `stty tostop` is stopped by SIGTTOU; ignored (it stays
+                // ignored across exec), the worker's log lines go through.
+                if libc::signal(libc::SIGTTOU, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
         }
         let child = command.spawn().map_err(failed)?;
