@@ -60,6 +60,7 @@ use crate::auth::Secret;
 use crate::error::{NetError, Result};
 use crate::monitor::SchedulerSource;
 use crate::tls::ServerTls;
+pub use shoal_core::scheduler::Placement;
 
 /// The port a scheduler listens on by default (Dask's).
 pub const DEFAULT_PORT: u16 = 8786;
@@ -102,6 +103,11 @@ pub struct ServerConfig {
     /// Default [`DEFAULT_DASHBOARD`]; if its port is taken, another free
     /// port is used, with a warning. Not loopback: pages need a token.
     pub dashboard: Option<SocketAddr>,
+    /// How ready tasks are placed: [`Placement::Locality`] (the default) or,
+    /// as a benchmark and diagnostic control only, [`Placement::Random`]
+    /// (`SHOAL_PLACEMENT=random[:SEED]` for `shoal scheduler`, see
+    /// [`placement_from_env`]).
+    pub placement: Placement,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +121,7 @@ impl Default for ServerConfig {
             dead_after: DEFAULT_DEAD_AFTER,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             dashboard: Some(DEFAULT_DASHBOARD),
+            placement: Placement::Locality,
         }
     }
 }
@@ -149,6 +156,48 @@ impl ServerConfig {
             )));
         }
         Ok(SocketAddr::new(ip, self.port))
+    }
+}
+
+/// The environment variable that sets [`ServerConfig::placement`] for
+/// `shoal scheduler`: a benchmark and diagnostic control, never needed in use.
+pub const PLACEMENT_VAR: &str = "SHOAL_PLACEMENT";
+/// The seed of `SHOAL_PLACEMENT=random` without one.
+pub const DEFAULT_PLACEMENT_SEED: u64 = 1;
+
+/// Reads a placement: `locality`, `random` or `random:SEED` (a benchmark
+/// and diagnostic control: random placement ignores where inputs are, to
+/// measure what locality-aware placement saves).
+pub fn parse_placement(text: &str) -> Result<Placement> {
+    let text = text.trim();
+    let bad = || {
+        NetError::Config(format!(
+            "{PLACEMENT_VAR}={text:?} is not a placement: give `locality` (the default) or `random` / `random:SEED` \
+             (a benchmark and diagnostic control)"
+        ))
+    };
+    match text.split_once(':') {
+        None if text == "locality" => Ok(Placement::Locality),
+        None if text == "random" => Ok(Placement::Random { seed: DEFAULT_PLACEMENT_SEED }),
+        Some(("random", seed)) => seed.trim().parse().map(|seed| Placement::Random { seed }).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// The placement `SHOAL_PLACEMENT` asks for ([`parse_placement`]); locality
+/// when it is not set. A non-random placement is logged, so a benchmark's
+/// figures cannot be mistaken for the normal rule's.
+pub fn placement_from_env() -> Result<Placement> {
+    match std::env::var(PLACEMENT_VAR) {
+        Ok(text) => {
+            let placement = parse_placement(&text)?;
+            if placement != Placement::Locality {
+                tracing::warn!("{PLACEMENT_VAR}: tasks are placed {placement:?}, ignoring where their inputs are");
+            }
+            Ok(placement)
+        }
+        Err(std::env::VarError::NotPresent) => Ok(Placement::Locality),
+        Err(std::env::VarError::NotUnicode(_)) => Err(NetError::Config(format!("{PLACEMENT_VAR} is not UTF-8"))),
     }
 }
 
@@ -192,6 +241,7 @@ impl Server {
         }
         let mut sched = Scheduler::new(SchedulerConfig {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
+            placement: config.placement,
             ..SchedulerConfig::default()
         });
         sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
@@ -401,4 +451,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .thread_name("shoal-scheduler-io")
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_is_read_as_locality_random_or_random_with_a_seed_and_anything_else_is_refused() {
+        assert_eq!(parse_placement("locality").ok(), Some(Placement::Locality));
+        assert_eq!(parse_placement("random").ok(), Some(Placement::Random { seed: DEFAULT_PLACEMENT_SEED }));
+        assert_eq!(parse_placement(" random:42 ").ok(), Some(Placement::Random { seed: 42 }));
+        for bad in ["", "Random", "random:", "random:x", "locality:1", "spread"] {
+            let e = parse_placement(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("SHOAL_PLACEMENT") && e.contains("locality"), "{bad:?}: {e}");
+        }
+    }
 }
