@@ -75,7 +75,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// results say how long runs take; then `shoal_core::driver::pacing` keeps
 /// about a millisecond of work queued per thread (1 to 64 runs beyond the
 /// running one): short runs travel by the dozen per round trip, long ones
-/// one or two at a time (there is no stealing between workers yet).
+/// one or two at a time (the rest waits in the scheduler, where idle
+/// machines can steal it: see `SchedulerConfig::weigh_transfers`).
 pub const EXTRA_SLOTS_PER_THREAD: u32 = 4;
 /// Where the scheduler serves its dashboard by default (Dask's port,
 /// loopback only).
@@ -242,6 +243,7 @@ impl Server {
         let mut sched = Scheduler::new(SchedulerConfig {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
             placement: config.placement,
+            weigh_transfers: true,
             ..SchedulerConfig::default()
         });
         sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
