@@ -71,19 +71,21 @@ pub struct Cluster {
 impl Cluster {
     /// A scheduler with one worker process of `threads` threads on each of
     /// `machines` (roles "a", "b" of the site; on loopback, any number of
-    /// machines), and a client. The cluster
-    /// has a secret (a scheduler off loopback needs one).
+    /// machines), and a client. The cluster has a secret (a scheduler off
+    /// loopback needs one).
     pub fn start(site: &Site, machines: &[&str], threads: usize) -> shoal::Result<Cluster> {
-        Cluster::start_placing(site, machines, threads, Placement::Locality)
+        Cluster::start_placing(site, machines, threads, Placement::Locality, true)
     }
 
     /// As [`Cluster::start`], with the scheduler placing tasks by
-    /// `placement` (the `locality` benchmark compares them).
+    /// `placement`, weighing transfers or not (the `locality` benchmark
+    /// compares them).
     pub fn start_placing(
         site: &Site,
         machines: &[&str],
         threads: usize,
         placement: Placement,
+        weigh_transfers: bool,
     ) -> shoal::Result<Cluster> {
         let start_err = |e: String| shoal::Error::Start(e);
         let secret_file = std::env::temp_dir().join(format!("shoal-bench-secret-{}", std::process::id()));
@@ -96,6 +98,7 @@ impl Cluster {
             secret: Some(secret),
             dashboard: None,
             placement,
+            weigh_transfers,
             ..ServerConfig::default()
         })
         .map_err(|e| start_err(e.to_string()))?;

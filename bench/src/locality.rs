@@ -11,9 +11,14 @@
 //!
 //! Each round runs the same graph (new seeds, so new tasks) on a fresh
 //! cluster of `MACHINES` worker machines (one process of one thread each)
-//! started with locality-aware placement (the scheduler's rule) and on one
-//! with random placement (`Placement::Random`, the benchmark control behind
-//! `SHOAL_PLACEMENT=random`), alternately, so both see the same load.
+//! for each placement, alternately, so all see the same load:
+//! - *locality, transfers weighed* (the scheduler's rule): the holder of
+//!   most input bytes, and when it is busy a move only if it pays;
+//! - *locality, free slot first* (the rule before weighing,
+//!   `ServerConfig::weigh_transfers = false`): the holder if it has a free
+//!   slot, else any free worker;
+//! - *random* (`Placement::Random`, the benchmark control behind
+//!   `SHOAL_PLACEMENT=random`).
 //! Measured: the makespan (first submission to the last checksum) and the
 //! bytes of inputs named on another machine than the run's (the
 //! scheduler's `remote_bytes`, each a fetch unless that machine had a copy
@@ -41,6 +46,8 @@ const BLOCK_BYTES: u64 = 16 << 20;
 const QUICK_BLOCK_BYTES: u64 = 4 << 20;
 /// The random placement's seed (any fixed one: the draws are reproducible).
 const SEED: u64 = 20_261_129;
+/// The placements compared, in the table's order.
+const NAMES: [&str; 3] = ["locality, transfers weighed", "locality, free slot first", "random (seeded)"];
 /// How long to wait for the machines' figures to show their fetches.
 const FIGURES_WAIT: Duration = Duration::from_secs(3);
 
@@ -68,19 +75,25 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
     let load_before = load();
     println!(
         "locality: {BLOCKS} blocks of {} MiB, {READERS} readers each, on a loopback cluster of {} machines × 1 \
-         process × 1 thread; locality-aware vs random placement, {} rounds alternated (load before: {load_before})",
+         process × 1 thread; three placements, {} rounds alternated (load before: {load_before})",
         block >> 20,
         MACHINES.len(),
         opts.rounds
     );
-    let mut rounds: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+    let mut rounds: [Vec<Round>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..opts.rounds as u64 {
-        for (i, placement) in [Placement::Locality, Placement::Random { seed: SEED + round }].into_iter().enumerate() {
-            let r = one_round(placement, block, round)?;
+        let placements = [
+            (Placement::Locality, true),
+            (Placement::Locality, false),
+            (Placement::Random { seed: SEED + round }, false),
+        ];
+        for (i, (placement, weigh)) in placements.into_iter().enumerate() {
+            let r = one_round(placement, weigh, block, round)?;
             eprintln!(
-                "  round {}/{} {placement:?}: {}, {} MiB named remote, {} MiB fetched",
+                "  round {}/{} {}: {}, {} MiB named remote, {} MiB fetched",
                 round + 1,
                 opts.rounds,
+                NAMES[i],
                 secs(r.makespan.as_secs_f64()),
                 r.named_remote >> 20,
                 r.fetched >> 20
@@ -97,7 +110,7 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
         let fetched = median(&rs.iter().map(|r| r.fetched as f64).collect::<Vec<_>>());
         (s, named, fetched)
     };
-    let (loc, rnd) = (summary(&rounds[0]), summary(&rounds[1]));
+    let (loc, old, rnd) = (summary(&rounds[0]), summary(&rounds[1]), summary(&rounds[2]));
     let total = (BLOCKS * READERS * block) as f64;
     let mib = |b: f64| format!("{:.0}", b / f64::from(1 << 20));
     let mut t = Table::new(&[
@@ -109,7 +122,7 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
         "MiB fetched",
         "% of input bytes remote",
     ]);
-    for (name, (s, named, fetched)) in [("locality-aware", &loc), ("random (seeded)", &rnd)] {
+    for (name, (s, named, fetched)) in [(NAMES[0], &loc), (NAMES[1], &old), (NAMES[2], &rnd)] {
         t.row(vec![
             name.into(),
             secs(s.median()),
@@ -122,18 +135,18 @@ pub fn run(opts: &Opts) -> shoal::Result<()> {
     }
     t.print();
     let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "∞ (locality moved none)".into() };
-    let mut r = Table::new(&["ratio (medians)", "random ÷ locality"]);
-    r.row(vec!["makespan".into(), ratio(rnd.0.median(), loc.0.median())]);
-    r.row(vec!["bytes named remote".into(), ratio(rnd.1, loc.1)]);
-    r.row(vec!["bytes fetched".into(), ratio(rnd.2, loc.2)]);
+    let mut r = Table::new(&["ratio (medians)", "random ÷ weighed", "free slot first ÷ weighed"]);
+    r.row(vec!["makespan".into(), ratio(rnd.0.median(), loc.0.median()), ratio(old.0.median(), loc.0.median())]);
+    r.row(vec!["bytes named remote".into(), ratio(rnd.1, loc.1), ratio(old.1, loc.1)]);
+    r.row(vec!["bytes fetched".into(), ratio(rnd.2, loc.2), ratio(old.2, loc.2)]);
     r.print();
     println!("load before: {load_before}; after: {}", load());
     Ok(())
 }
 
 /// One job on a fresh cluster placing tasks by `placement`.
-fn one_round(placement: Placement, block: u64, round: u64) -> shoal::Result<Round> {
-    let cluster = Cluster::start_placing(&Site::Loopback, &MACHINES, 1, placement)?;
+fn one_round(placement: Placement, weigh: bool, block: u64, round: u64) -> shoal::Result<Round> {
+    let cluster = Cluster::start_placing(&Site::Loopback, &MACHINES, 1, placement, weigh)?;
     let (server, client) = (&cluster.server, &cluster.client);
     let before = server.counts();
     let fetched_before = fetched(server);

@@ -34,9 +34,9 @@ benchmarks:
                   cluster's peer-to-peer path vs raw TCP (a socket copy, iperf3) on the same link:
                   loopback, and two network namespaces joined by veth when root (--quick: 64 MiB)
   locality        tasks reading large blocks held on 3 loopback worker machines: makespan and bytes
-                  moved with locality-aware placement vs random placement (seeded; the benchmark
-                  control SHOAL_PLACEMENT=random), fresh clusters, rounds alternated (--quick: 4 MiB
-                  blocks instead of 16)
+                  moved with locality-aware placement (transfers weighed, or free slot first) vs
+                  random (the benchmark control SHOAL_PLACEMENT=random, seeded); fresh clusters,
+                  rounds alternated (default 3; --quick: 4 MiB blocks instead of 16)
   bag-wordcount   word frequencies, top 10, of text files: sequential vs rayon vs a shoal bag
                   (threads and 2 processes), with the bag graph's task count
   graphs          data-heavy Dask graphs (bench/dask/graphs/*.json: rechunk, matmul, tree, shuffle,

@@ -386,7 +386,8 @@ pub struct SchedulerConfig {
     /// same rule (see the `steal` module's docs). The driver should report
     /// run times ([`Event::RunTime`]) and may measure the network
     /// ([`Event::Network`]). `false` (the default): a ready task goes to a
-    /// free worker, holding its inputs if one does.
+    /// free worker, holding its inputs if one does. Ignored with
+    /// [`Placement::Random`].
     pub weigh_transfers: bool,
 }
 

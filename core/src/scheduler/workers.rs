@@ -187,7 +187,8 @@ impl Scheduler {
     /// Sends queued tasks, highest priority first, while a worker has a
     /// free slot.
     pub(super) fn dispatch(&mut self, out: &mut Vec<Action>) {
-        if self.config.weigh_transfers {
+        // Random placement (a benchmark control) ignores inputs, weighed or not.
+        if self.config.weigh_transfers && self.config.placement == super::Placement::Locality {
             return self.dispatch_weighing(out);
         }
         while !self.workers.free.is_empty() {

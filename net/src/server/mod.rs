@@ -109,6 +109,11 @@ pub struct ServerConfig {
     /// (`SHOAL_PLACEMENT=random[:SEED]` for `shoal scheduler`, see
     /// [`placement_from_env`]).
     pub placement: Placement,
+    /// Weigh transfers against waiting (the default, `true`; see
+    /// `SchedulerConfig::weigh_transfers`): `false` is the rule before it —
+    /// a task whose holder is full goes to any free worker — kept for
+    /// `shoal-bench locality` to compare.
+    pub weigh_transfers: bool,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +128,7 @@ impl Default for ServerConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             dashboard: Some(DEFAULT_DASHBOARD),
             placement: Placement::Locality,
+            weigh_transfers: true,
         }
     }
 }
@@ -243,7 +249,7 @@ impl Server {
         let mut sched = Scheduler::new(SchedulerConfig {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
             placement: config.placement,
-            weigh_transfers: true,
+            weigh_transfers: config.weigh_transfers,
             ..SchedulerConfig::default()
         });
         sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
