@@ -19,6 +19,7 @@
 //!   slot, else any free worker;
 //! - *random* (`Placement::Random`, the benchmark control behind
 //!   `SHOAL_PLACEMENT=random`).
+//!
 //! Measured: the makespan (first submission to the last checksum) and the
 //! bytes of inputs named on another machine than the run's (the
 //! scheduler's `remote_bytes`, each a fetch unless that machine had a copy

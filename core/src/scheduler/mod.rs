@@ -291,7 +291,8 @@ pub enum Event {
     /// time of its function follows, for weighing transfers
     /// ([`SchedulerConfig::weigh_transfers`]). Send it before the run's
     /// `TaskFinished` (the task may be forgotten after); a stale id is
-    /// ignored.
+    /// ignored. It takes effect at the next dispatch (the next event that
+    /// changes a task or a worker), and answers nothing.
     RunTime {
         /// The task.
         task: TaskId,
@@ -301,7 +302,7 @@ pub enum Event {
     /// The driver measured the network between workers: moving `n` bytes
     /// costs `n ÷ bandwidth + latency` (see
     /// [`SchedulerConfig::weigh_transfers`]). A `bandwidth` of 0 leaves it
-    /// unchanged.
+    /// unchanged. As `RunTime`, it takes effect at the next dispatch.
     Network {
         /// Bytes per second.
         bandwidth: u64,

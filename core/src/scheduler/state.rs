@@ -237,6 +237,13 @@ impl Scheduler {
 
     /// Applies one event.
     pub fn handle(&mut self, event: Event, out: &mut Vec<Action>) {
+        // Measurements change no task: they weigh the next dispatch (one
+        // per result in the cluster, so kept cheap).
+        match event {
+            Event::RunTime { task, micros } => return self.run_time(task, micros),
+            Event::Network { bandwidth, latency_micros } => return self.network(bandwidth, latency_micros),
+            _ => {}
+        }
         match event {
             Event::WorkerJoined { worker, nthreads } => self.worker_joined(worker, nthreads),
             Event::WorkerLost { worker } => self.worker_lost(worker, None, out),
@@ -250,8 +257,7 @@ impl Scheduler {
             Event::TaskMoved { task, from, to } => self.task_moved(task, from, to, out),
             Event::Saturation { extra_slots_per_thread } => self.set_saturation(extra_slots_per_thread),
             Event::TaskStarted { task, worker } => self.task_started(task, worker),
-            Event::RunTime { task, micros } => self.run_time(task, micros),
-            Event::Network { bandwidth, latency_micros } => self.network(bandwidth, latency_micros),
+            Event::RunTime { .. } | Event::Network { .. } => {}
         }
         self.settle_all(out);
         // The last task forgotten: the tables' memory goes back (a cheap
