@@ -94,6 +94,13 @@
 //!   can pass runs to each other directly report a move instead
 //!   (`TaskMoved { task, from, to }`): the run is on `to` already, so no
 //!   `Run` is sent.
+//! - **Weighing transfers** ([`SchedulerConfig::weigh_transfers`], the
+//!   cluster's scheduler): a ready task whose inputs' holder is full may
+//!   wait *parked* on it rather than move, and idle workers take parked
+//!   tasks when the move pays (the `steal` module states the rule). Parked
+//!   tasks are `Ready`; nothing is sent for them, so the driver sees no
+//!   difference but where runs go. The driver feeds the measurements:
+//!   [`Event::RunTime`] for runs, [`Event::Network`] if it measures one.
 
 mod hash;
 mod keys;

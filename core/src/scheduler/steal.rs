@@ -295,7 +295,8 @@ impl Scheduler {
         }
     }
 
-    /// Tasks parked on `w` (for tests and the dashboard's curiosity).
+    /// Ready tasks parked on `w`, waiting for a slot there (with
+    /// `weigh_transfers`; stale entries included): for tests and monitoring.
     pub fn parked_on(&self, w: WorkerId) -> usize {
         self.workers.map.get(&w).map_or(0, |worker| worker.parked.len())
     }
