@@ -25,11 +25,12 @@
 //! first in priority order). A function whose duration was never measured
 //! is not moved: the gain cannot be weighed (its first run measures it).
 //!
-//! *Stealing*: after each dispatch, a worker that is idle (fewer runs than
-//! threads) and has nothing from the queue takes parked tasks from the
-//! worker with the longest parked list per thread, newest first (they would
-//! wait longest), by the same rule, with the backlog the task has on its
-//! holder. So a long queue behind one machine drains to idle machines
+//! *Stealing*: after each dispatch, a worker that still has a free slot
+//! (nothing left in the queue for it: it is idle, or its paced queue of
+//! about a millisecond of work per thread is not full) takes parked tasks
+//! from the worker with the longest parked list per thread, newest first
+//! (they would wait longest), by the same rule, with the backlog the task
+//! has on its holder. Least loaded thieves go first. So a long queue behind one machine drains to idle machines
 //! exactly for the tasks whose inputs are cheap to move against their run
 //! time: small inputs or long runs.
 //!
@@ -221,22 +222,17 @@ impl Scheduler {
         }
     }
 
-    /// Idle workers take parked tasks whose move pays (module docs).
+    /// Workers with a free slot take parked tasks whose move pays (module
+    /// docs).
     fn steal_parked(&mut self, out: &mut Vec<Action>) {
         if self.workers.with_parked.is_empty() {
             return;
         }
-        // Idle workers: fewer runs than threads (the free set is ordered by
-        // load, so they come first).
-        let idle: Vec<WorkerId> = self
-            .workers
-            .free
-            .iter()
-            .take_while(|&&(load, w)| self.workers.map.get(&w).is_some_and(|worker| load < worker.nthreads))
-            .map(|&(_, w)| w)
-            .collect();
-        for thief in idle {
-            while self.workers.map.get(&thief).is_some_and(|worker| worker.load() < worker.nthreads) {
+        // Workers with a free slot, least loaded first (the free set's
+        // order): the queue is empty, or they would have taken from it.
+        let thieves: Vec<WorkerId> = self.workers.free.iter().map(|&(_, w)| w).collect();
+        for thief in thieves {
+            while self.workers.has_free_slot(thief) {
                 if !self.steal_one(thief, out) {
                     break;
                 }

@@ -171,3 +171,18 @@ fn parked_tasks_of_a_lost_process_whose_results_live_on_are_queued_again() {
     assert_eq!(done, 4, "every reader ran");
     assert!(rs.iter().all(|&r| h.state(r) == Some(TaskState::Memory)));
 }
+
+#[test]
+fn a_thief_steals_up_to_its_slots_not_only_its_threads() {
+    // Two slots per thread: W1 takes two parked readers at once, as it
+    // would take two from the queue (its paced queue hides the round trip).
+    let mut h = weighing(1);
+    let (rs, out) = block_on_w0(&mut h, 1_000, 6);
+    assert_eq!(on(&out, W0), vec![rs[0], rs[1]]);
+    assert_eq!(h.s.parked_on(W0), 4);
+    assert_eq!(h.ev(Event::RunTime { task: rs[0], micros: 50_000 }), vec![]);
+    let out = h.finish(rs[0], W0, 8);
+    assert_eq!(on(&out, W0), vec![rs[2]]);
+    assert_eq!(on(&out, W1), vec![rs[5], rs[4]]);
+    assert_eq!(h.s.parked_on(W0), 1);
+}
