@@ -581,6 +581,58 @@ fn ready_tasks_go_to_the_worker_holding_their_input_bytes() {
     assert_eq!(after.remote_inputs, before.remote_inputs, "tasks ran away from their input: {after:?}");
 }
 
+#[shoal::task]
+fn pid_after(data: &Archived<Vec<u8>>, millis: u64) -> (u32, u64) {
+    std::thread::sleep(Duration::from_millis(millis));
+    (std::process::id(), data.len() as u64)
+}
+
+/// A medium input (64 kB: not small enough to ride with the news, so a
+/// machine holds it).
+#[shoal::task]
+fn medium_blob(seed: u8) -> Vec<u8> {
+    vec![seed; 64 << 10]
+}
+
+/// Short reads of a large input on one machine: its single thread is busy,
+/// the other machine idles, and still nothing moves — 3 MB at the assumed
+/// 100 MB/s (30 ms) never pays for a read of microseconds. Without
+/// weighing transfers (a task whose holder is full goes to a free worker),
+/// most of the reads ran on the other machine and fetched the input.
+#[test]
+fn short_reads_of_a_large_input_wait_for_its_busy_holder_while_another_machine_idles() {
+    let server = scheduler();
+    let _workers = [Worker::start(&server.url(), 1), Worker::start(&server.url(), 1)];
+    wait_for("the workers", || server.workers() == 2);
+    let client = Client::connect(&server.url()).unwrap();
+    let a = client.submit(slow_blob, 3u8).unwrap();
+    shoal::wait(std::slice::from_ref(&a)).unwrap();
+    let before = server.counts();
+    let futures: Vec<_> = (0..24u64).map(|k| client.submit(byte_at, (&a, k)).unwrap()).collect();
+    let got: Vec<u64> = client.gather(&futures).unwrap();
+    assert_eq!(got, (0..24u64).map(|k| u64::from((k as u8).wrapping_mul(3)) + k).collect::<Vec<_>>());
+    let after = server.counts();
+    assert_eq!(after.remote_bytes, before.remote_bytes, "a short read moved a 3 MB input: {after:?}");
+}
+
+/// Slow tasks (200 ms) reading a 64 kB input on one machine: moving it
+/// costs about a millisecond, so the idle machine steals them and both
+/// run some.
+#[test]
+fn slow_tasks_with_a_small_input_queued_behind_one_machine_are_stolen_by_an_idle_one() {
+    let server = scheduler();
+    let _workers = [Worker::start(&server.url(), 1), Worker::start(&server.url(), 1)];
+    wait_for("the workers", || server.workers() == 2);
+    let client = Client::connect(&server.url()).unwrap();
+    let a = client.submit(medium_blob, 9u8).unwrap();
+    shoal::wait(std::slice::from_ref(&a)).unwrap();
+    let futures: Vec<_> = (0..8u64).map(|k| client.submit(pid_after, (&a, 200 + k)).unwrap()).collect();
+    let got: Vec<(u32, u64)> = client.gather(&futures).unwrap();
+    assert!(got.iter().all(|&(_, n)| n == 64 << 10));
+    let pids: std::collections::BTreeSet<u32> = got.iter().map(|&(p, _)| p).collect();
+    assert_eq!(pids.len(), 2, "every slow task ran on one machine while the other idled: {got:?}");
+}
+
 /// `GET path` over plain HTTP/1.1: the status code and the body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};

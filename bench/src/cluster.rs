@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use shoal::prelude::*;
 use shoal::{ClientOptions, ClusterOptions};
+use shoal_net::server::Placement;
 use shoal_net::server::{self, ServerConfig, ServerHandle};
 
 /// The namespaces' subnet (private, inside them only; not the tests').
@@ -69,9 +70,23 @@ pub struct Cluster {
 
 impl Cluster {
     /// A scheduler with one worker process of `threads` threads on each of
-    /// `machines` (roles "a", "b" of the site), and a client. The cluster
-    /// has a secret (a scheduler off loopback needs one).
+    /// `machines` (roles "a", "b" of the site; on loopback, any number of
+    /// machines), and a client. The cluster has a secret (a scheduler off
+    /// loopback needs one).
     pub fn start(site: &Site, machines: &[&str], threads: usize) -> shoal::Result<Cluster> {
+        Cluster::start_placing(site, machines, threads, Placement::Locality, true)
+    }
+
+    /// As [`Cluster::start`], with the scheduler placing tasks by
+    /// `placement`, weighing transfers or not (the `locality` benchmark
+    /// compares them).
+    pub fn start_placing(
+        site: &Site,
+        machines: &[&str],
+        threads: usize,
+        placement: Placement,
+        weigh_transfers: bool,
+    ) -> shoal::Result<Cluster> {
         let start_err = |e: String| shoal::Error::Start(e);
         let secret_file = std::env::temp_dir().join(format!("shoal-bench-secret-{}", std::process::id()));
         std::fs::write(&secret_file, format!("bench {:?}", Instant::now()))
@@ -82,6 +97,8 @@ impl Cluster {
             port: 0,
             secret: Some(secret),
             dashboard: None,
+            placement,
+            weigh_transfers,
             ..ServerConfig::default()
         })
         .map_err(|e| start_err(e.to_string()))?;

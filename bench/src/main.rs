@@ -10,6 +10,7 @@ mod cluster;
 mod compare;
 mod count_letters;
 mod graphs;
+mod locality;
 mod memwatch;
 mod overhead;
 mod processes;
@@ -33,6 +34,10 @@ benchmarks:
   transfer        GB/s of a 1 GiB result moved between two worker machines (processes) on the
                   cluster's peer-to-peer path vs raw TCP (a socket copy, iperf3) on the same link:
                   loopback, and two network namespaces joined by veth when root (--quick: 64 MiB)
+  locality        tasks reading large blocks held on 3 loopback worker machines: makespan and bytes
+                  moved with locality-aware placement (transfers weighed, or free slot first) vs
+                  random (the benchmark control SHOAL_PLACEMENT=random, seeded); fresh clusters,
+                  rounds alternated (default 3; --quick: 4 MiB blocks instead of 16)
   bag-wordcount   word frequencies, top 10, of text files: sequential vs rayon vs a shoal bag
                   (threads and 2 processes), with the bag graph's task count
   graphs          data-heavy Dask graphs (bench/dask/graphs/*.json: rechunk, matmul, tree, shuffle,
@@ -130,6 +135,7 @@ fn main() {
         "bag-wordcount" => bag_wordcount::run(&opts),
         "overhead" => overhead::run(&opts, processes, scheduler.as_deref(), &only),
         "processes" => processes::run(&opts),
+        "locality" => locality::run(&Opts { rounds: rounds.unwrap_or(3), quick }),
         "transfer" => transfer::run(&Opts { rounds: rounds.unwrap_or(3), quick }),
         "chaos" => chaos::run(
             trials,

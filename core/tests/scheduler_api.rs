@@ -11,7 +11,12 @@ fn node(i: u64, deps: Vec<Dep>, wanted: bool) -> NewTask {
 #[test]
 fn a_diamond_survives_a_worker_death() {
     let (w0, w1) = (WorkerId(10), WorkerId(11));
-    let mut s = Scheduler::new(SchedulerConfig { extra_slots_per_thread: 0, max_worker_deaths: 3, recall: false });
+    let mut s = Scheduler::new(SchedulerConfig {
+        extra_slots_per_thread: 0,
+        max_worker_deaths: 3,
+        recall: false,
+        ..SchedulerConfig::default()
+    });
     let mut out = Vec::new();
     s.handle(Event::WorkerJoined { worker: w0, nthreads: 1 }, &mut out);
     s.handle(Event::WorkerJoined { worker: w1, nthreads: 1 }, &mut out);

@@ -64,6 +64,9 @@ pub use crate::store::{Store, clear, drop_all, get, put};
 pub static SERVED_BYTES: AtomicU64 = AtomicU64::new(0);
 /// Bytes of results this process fetched from data ports so far.
 pub static FETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Microseconds spent fetching them (each request, first byte asked to
+/// last byte in; overlapping fetches each count their own time).
+pub static FETCH_MICROS: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes of the objects present in a reply.
 fn bytes_of(objects: &[Option<Obj>]) -> u64 {
@@ -220,6 +223,7 @@ fn data_port_name(tcp: &TcpStream) -> Result<rustls_pki_types::ServerName<'stati
 
 /// One request on a connection (in parts of at most [`MAX_ITEMS`]).
 async fn request(mut conn: Conn, tasks: &[TaskId]) -> Result<(Conn, Vec<Option<Obj>>)> {
+    let started = std::time::Instant::now();
     let mut got = Vec::with_capacity(tasks.len());
     for part in tasks.chunks(MAX_ITEMS) {
         let (reader, writer) = &mut conn;
@@ -245,5 +249,6 @@ async fn request(mut conn: Conn, tasks: &[TaskId]) -> Result<(Conn, Vec<Option<O
         objects.finish()?;
     }
     FETCHED_BYTES.fetch_add(bytes_of(&got), Ordering::Relaxed);
+    FETCH_MICROS.fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     Ok((conn, got))
 }

@@ -35,7 +35,7 @@ use crate::error::{NetError, Result};
 
 /// The protocol version a HELLO announces; peers of different versions
 /// refuse each other.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The first bytes of a HELLO.
 pub const MAGIC: &[u8; 8] = b"SHOALNET";
 /// The largest frame payload accepted (after the handshake) or sent: one

@@ -217,6 +217,7 @@ pub(crate) fn snapshot_in(w: &ArchivedWireSnapshot) -> Monitored {
                     cpu_percent: x.figures.cpu_percent.to_native(),
                     served_bytes: x.figures.served_bytes.to_native(),
                     fetched_bytes: x.figures.fetched_bytes.to_native(),
+                    fetch_micros: x.figures.fetch_micros.to_native(),
                 },
             })
         })
@@ -258,6 +259,7 @@ pub(crate) fn own_figures(before: Option<(&WireFigures, std::time::Duration)>) -
         cpu_percent,
         served_bytes: crate::data::SERVED_BYTES.load(std::sync::atomic::Ordering::Relaxed),
         fetched_bytes: crate::data::FETCHED_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        fetch_micros: crate::data::FETCH_MICROS.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 

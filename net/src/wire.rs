@@ -284,6 +284,9 @@ pub struct WireFigures {
     pub served_bytes: u64,
     /// Bytes of results it fetched from peers' data ports so far.
     pub fetched_bytes: u64,
+    /// Microseconds spent in those fetches so far (request to last byte):
+    /// the scheduler measures the bandwidth between machines from it.
+    pub fetch_micros: u64,
 }
 
 /// A dependency of a submitted node.

@@ -25,6 +25,7 @@ fn start(secret: Option<&str>) -> ServerHandle {
         handshake_timeout: Duration::from_millis(400),
         dashboard: None,
         tls: None,
+        ..ServerConfig::default()
     })
     .unwrap()
 }

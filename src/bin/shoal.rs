@@ -140,6 +140,11 @@ fn command() -> Command {
                         .default_value("5")
                         .value_parser(value_parser!(f64))
                         .help("Drop a worker or client that sends nothing (not even a heartbeat) for this long"),
+                )
+                .after_help(
+                    "Benchmark and diagnostic control (never needed in use):\n    SHOAL_PLACEMENT=random[:SEED]  \
+                     place ready tasks on a worker drawn at random (seeded, reproducible), ignoring where\n    \
+                     their inputs are; `locality` (the default) places them where most input bytes are",
                 ),
         )
         .subcommand(Command::new("worker").about("How to start workers (your own program, with SHOAL_WORKER set)"))
@@ -198,6 +203,7 @@ fn scheduler(m: &clap::ArgMatches) -> shoal_net::Result<()> {
         heartbeat,
         dead_after,
         dashboard,
+        placement: server::placement_from_env()?,
         ..ServerConfig::default()
     })
 }

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use shoal::prelude::*;
 
+use crate::cluster::{Cluster, Site};
 use crate::table::{Samples, median, time};
 use crate::{Opts, bag_wordcount, count_letters, overhead};
 
@@ -218,18 +219,26 @@ impl Row {
 struct ShoalMode {
     label: &'static str,
     client: Client,
+    /// The cluster mode's scheduler and workers, kept while it runs.
+    cluster: Option<Cluster>,
 }
 
 /// The shoal modes compared, in column order.
 ///
 /// The processes mode is in, as `Client::processes(2)`: 2 worker processes
-/// of one thread, like Dask's processes mode. This is the one place it plugs
-/// in: the table's ratio columns, the chart's series and RESULTS.md all
-/// follow from this list (drop its line to compare shoal threads only).
+/// of one thread, like Dask's processes mode. So is the cluster mode: a
+/// scheduler server (in this process) and 2 worker machines of 1 process × 1
+/// thread on loopback, over TCP with a secret — what Dask's processes mode
+/// is too (a `LocalCluster` of 2 single-threaded worker processes, its
+/// scheduler and workers speaking TCP on loopback). This is the one place
+/// the modes plug in: the table's ratio columns, the chart's series and
+/// RESULTS.md all follow from this list.
 fn shoal_modes() -> shoal::Result<Vec<ShoalMode>> {
+    let cluster = Cluster::start(&Site::Loopback, &["a", "b"], 1)?;
     Ok(vec![
-        ShoalMode { label: "shoal threads", client: Client::local()? },
-        ShoalMode { label: "shoal processes", client: Client::processes(2)? },
+        ShoalMode { label: "shoal threads", client: Client::local()?, cluster: None },
+        ShoalMode { label: "shoal processes", client: Client::processes(2)?, cluster: None },
+        ShoalMode { label: "shoal cluster", client: cluster.client.clone(), cluster: Some(cluster) },
     ])
 }
 
@@ -301,6 +310,12 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
             let mut row = Row::new(case, m.label, Kind::Shoal);
             if case == Case::BagWordcount {
                 row.tasks = Some(format!("{shoal_tasks} tasks"));
+            }
+            if case == Case::Transfer && m.cluster.is_some() {
+                // Placement puts the consumer on the producer's machine
+                // (moving the input would not pay): `shoal-bench transfer`
+                // measures the cluster's worker-to-worker path.
+                row.note = Some("runs on the holder: no data moves");
             }
             case_rows.push(row);
         }

@@ -94,6 +94,13 @@
 //!   can pass runs to each other directly report a move instead
 //!   (`TaskMoved { task, from, to }`): the run is on `to` already, so no
 //!   `Run` is sent.
+//! - **Weighing transfers** ([`SchedulerConfig::weigh_transfers`], the
+//!   cluster's scheduler): a ready task whose inputs' holder is full may
+//!   wait *parked* on it rather than move, and idle workers take parked
+//!   tasks when the move pays (the `steal` module states the rule). Parked
+//!   tasks are `Ready`; nothing is sent for them, so the driver sees no
+//!   difference but where runs go. The driver feeds the measurements:
+//!   [`Event::RunTime`] for runs, [`Event::Network`] if it measures one.
 
 mod hash;
 mod keys;
@@ -103,6 +110,7 @@ mod record;
 #[cfg(test)]
 mod sim;
 mod state;
+mod steal;
 #[cfg(test)]
 mod tests;
 mod transitions;
@@ -110,6 +118,7 @@ mod workers;
 
 pub use hash::{FoldHasher, SeededState};
 pub use state::{GraphError, Scheduler};
+pub use steal::{DEFAULT_BANDWIDTH, DEFAULT_LATENCY_MICROS};
 
 use std::sync::Arc;
 
@@ -285,6 +294,28 @@ pub enum Event {
         /// The worker that has it now.
         to: WorkerId,
     },
+    /// A run of `task` took `micros` (measured where it ran): the mean run
+    /// time of its function follows, for weighing transfers
+    /// ([`SchedulerConfig::weigh_transfers`]). Send it before the run's
+    /// `TaskFinished` (the task may be forgotten after); a stale id is
+    /// ignored. It takes effect at the next dispatch (the next event that
+    /// changes a task or a worker), and answers nothing.
+    RunTime {
+        /// The task.
+        task: TaskId,
+        /// How long the run took, in microseconds.
+        micros: u64,
+    },
+    /// The driver measured the network between workers: moving `n` bytes
+    /// costs `n ÷ bandwidth + latency` (see
+    /// [`SchedulerConfig::weigh_transfers`]). A `bandwidth` of 0 leaves it
+    /// unchanged. As `RunTime`, it takes effect at the next dispatch.
+    Network {
+        /// Bytes per second.
+        bandwidth: u64,
+        /// The fixed cost of a move, in microseconds.
+        latency_micros: u32,
+    },
 }
 
 /// What the driver must do.
@@ -352,10 +383,48 @@ pub struct SchedulerConfig {
     /// (see "Abandoned runs" in the module docs). `false`: its slot is free
     /// at once.
     pub recall: bool,
+    /// How a ready task's worker is chosen. [`Placement::Locality`] (the
+    /// default) is the rule every mode uses; [`Placement::Random`] is a
+    /// benchmark and diagnostic control only (`shoal-bench locality`
+    /// compares the two).
+    pub placement: Placement,
+    /// Weigh transfers against waiting: a ready task whose inputs' holder
+    /// is full moves to a free worker only if the move pays, else waits
+    /// (parked) for its holder, and idle workers steal parked tasks by the
+    /// same rule (see the `steal` module's docs). The driver should report
+    /// run times ([`Event::RunTime`]) and may measure the network
+    /// ([`Event::Network`]). `false` (the default): a ready task goes to a
+    /// free worker, holding its inputs if one does. Ignored with
+    /// [`Placement::Random`].
+    pub weigh_transfers: bool,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { extra_slots_per_thread: 1, max_worker_deaths: 3, recall: false }
+        SchedulerConfig {
+            extra_slots_per_thread: 1,
+            max_worker_deaths: 3,
+            recall: false,
+            placement: Placement::Locality,
+            weigh_transfers: false,
+        }
     }
+}
+
+/// How the scheduler chooses the worker of a ready task, among those with a
+/// free slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// The worker holding most bytes of the task's inputs, then the least
+    /// loaded, then the lowest id (see [`Scheduler`]'s placement docs).
+    #[default]
+    Locality,
+    /// A worker drawn uniformly among those with a free slot, from a
+    /// generator seeded with `seed`: the same events give the same choices.
+    /// Input bytes are ignored. A benchmark and diagnostic control, never a
+    /// good idea otherwise: it measures what locality-aware placement saves.
+    Random {
+        /// The generator's seed.
+        seed: u64,
+    },
 }

@@ -228,6 +228,9 @@ impl Sim {
                     self.held.insert((t, w));
                 }
                 let nbytes = self.rng.next() % 1000;
+                // A run time for transfer weighing (ignored without it).
+                let micros = self.rng.next() % 20_000;
+                self.event(Event::RunTime { task: t, micros });
                 self.event(Event::TaskFinished { task: t, worker: w, nbytes });
             }
         }

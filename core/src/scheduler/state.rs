@@ -80,6 +80,10 @@ pub struct Scheduler {
     pub(super) settle: Vec<TaskId>,
     /// Scratch space of placement, kept to avoid an allocation per task.
     pub(super) placement: Vec<(WorkerId, u64)>,
+    /// The state of [`super::Placement::Random`]'s generator (splitmix64).
+    pub(super) rng: u64,
+    /// Measured run times and network, for weighing transfers.
+    pub(super) costs: super::steal::Costs,
     /// Tasks whose run was lost without being known to have started (see
     /// [`Scheduler::is_suspect`]); few, and empty unless workers were lost.
     pub(super) suspects: HashSet<TaskId, SeededState>,
@@ -110,6 +114,11 @@ impl Scheduler {
             wake: Vec::new(),
             settle: Vec::new(),
             placement: Vec::new(),
+            costs: Default::default(),
+            rng: match config.placement {
+                super::Placement::Random { seed } => seed,
+                super::Placement::Locality => 0,
+            },
             suspects: HashSet::default(),
         }
     }
@@ -228,6 +237,13 @@ impl Scheduler {
 
     /// Applies one event.
     pub fn handle(&mut self, event: Event, out: &mut Vec<Action>) {
+        // Measurements change no task: they weigh the next dispatch (one
+        // per result in the cluster, so kept cheap).
+        match event {
+            Event::RunTime { task, micros } => return self.run_time(task, micros),
+            Event::Network { bandwidth, latency_micros } => return self.network(bandwidth, latency_micros),
+            _ => {}
+        }
         match event {
             Event::WorkerJoined { worker, nthreads } => self.worker_joined(worker, nthreads),
             Event::WorkerLost { worker } => self.worker_lost(worker, None, out),
@@ -241,6 +257,7 @@ impl Scheduler {
             Event::TaskMoved { task, from, to } => self.task_moved(task, from, to, out),
             Event::Saturation { extra_slots_per_thread } => self.set_saturation(extra_slots_per_thread),
             Event::TaskStarted { task, worker } => self.task_started(task, worker),
+            Event::RunTime { .. } | Event::Network { .. } => {}
         }
         self.settle_all(out);
         // The last task forgotten: the tables' memory goes back (a cheap

@@ -167,7 +167,8 @@ impl Scheduler {
     /// `heir` (`ProcessLost`: the results outlive the process) or is lost
     /// and recomputed if still needed. Its abandoned runs are gone with it.
     pub(super) fn worker_lost(&mut self, w: WorkerId, heir: Option<WorkerId>, out: &mut Vec<Action>) {
-        let Some(worker) = self.workers.remove(w) else { return };
+        let Some(mut worker) = self.workers.remove(w) else { return };
+        self.unpark_all(std::mem::take(&mut worker.parked));
         // Results that outlive the process move to the heir.
         let heir = heir.filter(|&h| h != w && self.workers.contains(h));
         // Lost results first, so that the tasks it was running count their

@@ -26,9 +26,11 @@
 //! Placement: among workers with a free slot, the one holding the most bytes
 //! of the task's inputs, then the one processing fewest tasks, then the
 //! lowest id — deterministic, so the simulator's runs are reproducible.
+//! With [`super::Placement::Random`] (a benchmark control) a free worker is
+//! drawn from a seeded generator instead, as reproducibly.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::hash::SeededState;
 use super::queue::Queued;
@@ -36,8 +38,8 @@ use super::state::Scheduler;
 use super::{Action, TaskId, TaskState, WorkerId};
 
 pub(super) struct Worker {
-    nthreads: u32,
-    capacity: u32,
+    pub nthreads: u32,
+    pub capacity: u32,
     /// Tasks sent to it and not finished; a task's `pos` is its index here.
     pub processing: Vec<TaskId>,
     /// Beside `processing`, entry for entry: the driver said the run started
@@ -50,10 +52,13 @@ pub(super) struct Worker {
     pub abandoned: Vec<TaskId>,
     /// Tasks whose result it holds; a task's `pos` is its index here.
     pub held: Vec<TaskId>,
+    /// Ready tasks waiting for a slot here, where their inputs are (with
+    /// `weigh_transfers`, see [`super::steal`]), in priority order.
+    pub parked: VecDeque<TaskId>,
 }
 
 impl Worker {
-    fn load(&self) -> u32 {
+    pub fn load(&self) -> u32 {
         // `processing` and `abandoned` never exceed a `u32` capacity by more
         // than the tasks a shrinking `WorkerJoined` left on it, all of which
         // were sent within an earlier `u32` capacity.
@@ -67,10 +72,12 @@ impl Worker {
 
 #[derive(Default)]
 pub(super) struct Workers {
-    map: HashMap<WorkerId, Worker, SeededState>,
+    pub map: HashMap<WorkerId, Worker, SeededState>,
     /// The workers with a free slot, as `(tasks processing, id)`: the first
     /// is the least loaded, lowest id.
-    free: BTreeSet<(u32, WorkerId)>,
+    pub free: BTreeSet<(u32, WorkerId)>,
+    /// The workers with parked tasks (maybe only stale ones).
+    pub with_parked: BTreeSet<WorkerId>,
 }
 
 impl Workers {
@@ -83,7 +90,7 @@ impl Workers {
         self.map.get(&w).map(|worker| worker.processing.len() + worker.abandoned.len())
     }
 
-    fn has_free_slot(&self, w: WorkerId) -> bool {
+    pub fn has_free_slot(&self, w: WorkerId) -> bool {
         self.map.get(&w).is_some_and(Worker::has_free_slot)
     }
 
@@ -91,11 +98,12 @@ impl Workers {
     pub fn remove(&mut self, w: WorkerId) -> Option<Worker> {
         let worker = self.map.remove(&w)?;
         self.free.remove(&(worker.load(), w));
+        self.with_parked.remove(&w);
         Some(worker)
     }
 
     /// Runs `change` on worker `w` and keeps the free set in step with it.
-    fn update<R>(&mut self, w: WorkerId, change: impl FnOnce(&mut Worker) -> R) -> Option<R> {
+    pub fn update<R>(&mut self, w: WorkerId, change: impl FnOnce(&mut Worker) -> R) -> Option<R> {
         let worker = self.map.get_mut(&w)?;
         let was_free = worker.has_free_slot().then(|| worker.load());
         let result = change(worker);
@@ -110,6 +118,16 @@ impl Workers {
         }
         Some(result)
     }
+}
+
+/// The next number of a splitmix64 generator (Vigna's constants): small,
+/// fast and well mixed, enough to draw workers reproducibly.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Slots of a worker with `nthreads` threads.
@@ -136,6 +154,7 @@ impl Scheduler {
                     started: Vec::new(),
                     abandoned: Vec::new(),
                     held: Vec::new(),
+                    parked: VecDeque::new(),
                 });
                 if capacity > 0 {
                     self.workers.free.insert((0, w));
@@ -168,6 +187,10 @@ impl Scheduler {
     /// Sends queued tasks, highest priority first, while a worker has a
     /// free slot.
     pub(super) fn dispatch(&mut self, out: &mut Vec<Action>) {
+        // Random placement (a benchmark control) ignores inputs, weighed or not.
+        if self.config.weigh_transfers && self.config.placement == super::Placement::Locality {
+            return self.dispatch_weighing(out);
+        }
         while !self.workers.free.is_empty() {
             let Some(Queued { priority, slot }) = self.queue.pop() else { break };
             let Some(task) = self.tasks.ready_in_slot(slot, priority) else {
@@ -181,7 +204,10 @@ impl Scheduler {
     }
 
     /// The worker for `t`; there must be a free one.
-    fn choose_worker(&mut self, t: TaskId) -> WorkerId {
+    pub(super) fn choose_worker(&mut self, t: TaskId) -> WorkerId {
+        if let super::Placement::Random { .. } = self.config.placement {
+            return self.random_free_worker();
+        }
         // Bytes of `t`'s inputs held by each free worker (a short list: at
         // most one entry per worker, usually one or two).
         let mut bytes = std::mem::take(&mut self.placement);
@@ -212,6 +238,15 @@ impl Scheduler {
         // Without any input bytes on a free worker, the least loaded wins;
         // the caller made sure the free set is not empty.
         local.or_else(|| self.workers.free.first().map(|&(_, w)| w)).unwrap_or(WorkerId(0))
+    }
+
+    /// A worker drawn uniformly among those with a free slot
+    /// ([`super::Placement::Random`]); there must be one. The free set is
+    /// ordered, so the draw depends only on the seed and the events.
+    fn random_free_worker(&mut self) -> WorkerId {
+        let n = self.workers.free.len().max(1) as u64;
+        let i = usize::try_from(splitmix64(&mut self.rng) % n).unwrap_or(0);
+        self.workers.free.iter().nth(i).map(|&(_, w)| w).unwrap_or(WorkerId(0))
     }
 
     /// `t`'s run on `from` was taken back before it started (see
@@ -264,7 +299,7 @@ impl Scheduler {
         self.tasks.get(t).is_some_and(|r| r.state() == TaskState::Processing && r.worker == w)
     }
 
-    fn start_processing(&mut self, t: TaskId, w: WorkerId) {
+    pub(super) fn start_processing(&mut self, t: TaskId, w: WorkerId) {
         let pos = self.workers.update(w, |worker| {
             worker.processing.push(t);
             worker.started.push(false);

@@ -87,6 +87,45 @@ pub struct Cluster {
     pub names: Vec<String>,
     /// Bytes of the results held here (the dashboard's store).
     pub held: u64,
+    /// The bandwidth between machines, measured from the workers' fetches.
+    pub network: Network,
+}
+
+/// Fetches smaller than this (bytes between two figures of a worker) say
+/// more about latency than bandwidth: not taken as a sample.
+pub const BANDWIDTH_SAMPLE_MIN: u64 = 1 << 20;
+/// The weight of a new sample in the bandwidth estimate (as run times'
+/// means: the estimate follows a change within a few samples).
+const BANDWIDTH_WEIGHT: f64 = 0.5;
+
+/// The bandwidth one worker's fetches showed between two of its figures,
+/// in bytes per second, if they moved enough bytes to tell.
+pub fn bandwidth_sample(before: &WireFigures, now: &WireFigures) -> Option<f64> {
+    let bytes = now.fetched_bytes.checked_sub(before.fetched_bytes)?;
+    let micros = now.fetch_micros.checked_sub(before.fetch_micros)?;
+    (bytes >= BANDWIDTH_SAMPLE_MIN && micros > 0).then(|| bytes as f64 / (micros as f64 / 1e6))
+}
+
+/// The measured bandwidth between machines (see `Event::Network`).
+#[derive(Debug, Default)]
+pub struct Network {
+    /// Bytes per second; `None` until a sample.
+    pub bandwidth: Option<f64>,
+}
+
+impl Network {
+    /// Takes one sample; the event that tells the scheduler.
+    pub fn sample(&mut self, bytes_per_second: f64) -> Option<Event> {
+        if !(bytes_per_second.is_finite() && bytes_per_second > 0.0) {
+            return None;
+        }
+        let b = match self.bandwidth {
+            Some(b) => (1.0 - BANDWIDTH_WEIGHT) * b + BANDWIDTH_WEIGHT * bytes_per_second,
+            None => bytes_per_second,
+        };
+        self.bandwidth = Some(b);
+        Some(Event::Network { bandwidth: b as u64, latency_micros: shoal_core::scheduler::DEFAULT_LATENCY_MICROS })
+    }
 }
 
 /// What moved where, since the scheduler started.
@@ -458,5 +497,30 @@ fn queue_runs(tx: &UnboundedSender<Outgoing>, batch: Vec<WireRun>, out: ObjectsO
             let _ = tx.send(Outgoing::Message { body, blobs: out.blobs });
         }
         Err(e) => tracing::error!("could not encode runs for a worker: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(fetched_bytes: u64, fetch_micros: u64) -> WireFigures {
+        WireFigures { fetched_bytes, fetch_micros, ..WireFigures::default() }
+    }
+
+    #[test]
+    fn bandwidth_is_sampled_from_fetches_of_a_mebibyte_or_more_and_averaged() {
+        // 2 MiB in 2 ms: ~1 GB/s. Less than 1 MiB, or a counter that went
+        // back (a restarted worker), is no sample.
+        let s = bandwidth_sample(&figures(0, 0), &figures(2 << 20, 2_000));
+        assert_eq!(s.map(|b| b.round()), Some(((2u64 << 20) as f64 / 0.002).round()));
+        assert_eq!(bandwidth_sample(&figures(0, 0), &figures(1000, 5)), None);
+        assert_eq!(bandwidth_sample(&figures(5 << 20, 10), &figures(0, 20)), None);
+        let mut n = Network::default();
+        assert!(n.sample(0.0).is_none() && n.sample(f64::NAN).is_none());
+        let Some(Event::Network { bandwidth, .. }) = n.sample(1e9) else { panic!("no event") };
+        assert_eq!(bandwidth, 1_000_000_000);
+        let Some(Event::Network { bandwidth, .. }) = n.sample(3e9) else { panic!("no event") };
+        assert_eq!(bandwidth, 2_000_000_000, "the mean of 1 and 3 GB/s");
     }
 }

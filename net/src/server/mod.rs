@@ -60,6 +60,7 @@ use crate::auth::Secret;
 use crate::error::{NetError, Result};
 use crate::monitor::SchedulerSource;
 use crate::tls::ServerTls;
+pub use shoal_core::scheduler::Placement;
 
 /// The port a scheduler listens on by default (Dask's).
 pub const DEFAULT_PORT: u16 = 8786;
@@ -74,7 +75,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// results say how long runs take; then `shoal_core::driver::pacing` keeps
 /// about a millisecond of work queued per thread (1 to 64 runs beyond the
 /// running one): short runs travel by the dozen per round trip, long ones
-/// one or two at a time (there is no stealing between workers yet).
+/// one or two at a time (the rest waits in the scheduler, where idle
+/// machines can steal it: see `SchedulerConfig::weigh_transfers`).
 pub const EXTRA_SLOTS_PER_THREAD: u32 = 4;
 /// Where the scheduler serves its dashboard by default (Dask's port,
 /// loopback only).
@@ -102,6 +104,16 @@ pub struct ServerConfig {
     /// Default [`DEFAULT_DASHBOARD`]; if its port is taken, another free
     /// port is used, with a warning. Not loopback: pages need a token.
     pub dashboard: Option<SocketAddr>,
+    /// How ready tasks are placed: [`Placement::Locality`] (the default) or,
+    /// as a benchmark and diagnostic control only, [`Placement::Random`]
+    /// (`SHOAL_PLACEMENT=random[:SEED]` for `shoal scheduler`, see
+    /// [`placement_from_env`]).
+    pub placement: Placement,
+    /// Weigh transfers against waiting (the default, `true`; see
+    /// `SchedulerConfig::weigh_transfers`): `false` is the rule before it —
+    /// a task whose holder is full goes to any free worker — kept for
+    /// `shoal-bench locality` to compare.
+    pub weigh_transfers: bool,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +127,8 @@ impl Default for ServerConfig {
             dead_after: DEFAULT_DEAD_AFTER,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             dashboard: Some(DEFAULT_DASHBOARD),
+            placement: Placement::Locality,
+            weigh_transfers: true,
         }
     }
 }
@@ -149,6 +163,48 @@ impl ServerConfig {
             )));
         }
         Ok(SocketAddr::new(ip, self.port))
+    }
+}
+
+/// The environment variable that sets [`ServerConfig::placement`] for
+/// `shoal scheduler`: a benchmark and diagnostic control, never needed in use.
+pub const PLACEMENT_VAR: &str = "SHOAL_PLACEMENT";
+/// The seed of `SHOAL_PLACEMENT=random` without one.
+pub const DEFAULT_PLACEMENT_SEED: u64 = 1;
+
+/// Reads a placement: `locality`, `random` or `random:SEED` (a benchmark
+/// and diagnostic control: random placement ignores where inputs are, to
+/// measure what locality-aware placement saves).
+pub fn parse_placement(text: &str) -> Result<Placement> {
+    let text = text.trim();
+    let bad = || {
+        NetError::Config(format!(
+            "{PLACEMENT_VAR}={text:?} is not a placement: give `locality` (the default) or `random` / `random:SEED` \
+             (a benchmark and diagnostic control)"
+        ))
+    };
+    match text.split_once(':') {
+        None if text == "locality" => Ok(Placement::Locality),
+        None if text == "random" => Ok(Placement::Random { seed: DEFAULT_PLACEMENT_SEED }),
+        Some(("random", seed)) => seed.trim().parse().map(|seed| Placement::Random { seed }).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// The placement `SHOAL_PLACEMENT` asks for ([`parse_placement`]); locality
+/// when it is not set. A non-random placement is logged, so a benchmark's
+/// figures cannot be mistaken for the normal rule's.
+pub fn placement_from_env() -> Result<Placement> {
+    match std::env::var(PLACEMENT_VAR) {
+        Ok(text) => {
+            let placement = parse_placement(&text)?;
+            if placement != Placement::Locality {
+                tracing::warn!("{PLACEMENT_VAR}: tasks are placed {placement:?}, ignoring where their inputs are");
+            }
+            Ok(placement)
+        }
+        Err(std::env::VarError::NotPresent) => Ok(Placement::Locality),
+        Err(std::env::VarError::NotUnicode(_)) => Err(NetError::Config(format!("{PLACEMENT_VAR} is not UTF-8"))),
     }
 }
 
@@ -192,6 +248,8 @@ impl Server {
         }
         let mut sched = Scheduler::new(SchedulerConfig {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
+            placement: config.placement,
+            weigh_transfers: config.weigh_transfers,
             ..SchedulerConfig::default()
         });
         sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());
@@ -401,4 +459,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .thread_name("shoal-scheduler-io")
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_is_read_as_locality_random_or_random_with_a_seed_and_anything_else_is_refused() {
+        assert_eq!(parse_placement("locality").ok(), Some(Placement::Locality));
+        assert_eq!(parse_placement("random").ok(), Some(Placement::Random { seed: DEFAULT_PLACEMENT_SEED }));
+        assert_eq!(parse_placement(" random:42 ").ok(), Some(Placement::Random { seed: 42 }));
+        for bad in ["", "Random", "random:", "random:x", "locality:1", "spread"] {
+            let e = parse_placement(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("SHOAL_PLACEMENT") && e.contains("locality"), "{bad:?}: {e}");
+        }
+    }
 }

@@ -199,10 +199,21 @@ async fn serve_worker(
                     cpu_percent: f.cpu_percent.to_native(),
                     served_bytes: f.served_bytes.to_native(),
                     fetched_bytes: f.fetched_bytes.to_native(),
+                    fetch_micros: f.fetch_micros.to_native(),
                 };
-                if let Some(link) = shared.driver.lock().backend.workers.get_mut(&worker) {
-                    link.figures = figures;
+                let mut fx = Effects::default();
+                {
+                    let mut st = shared.driver.lock();
+                    let measured = st.backend.workers.get_mut(&worker).and_then(|link| {
+                        let before = std::mem::replace(&mut link.figures, figures);
+                        let now = &link.figures;
+                        super::backend::bandwidth_sample(&before, now)
+                    });
+                    if let Some(event) = measured.and_then(|sample| st.backend.network.sample(sample)) {
+                        st.handle(event, &mut fx);
+                    }
                 }
+                carry_out(&shared.driver, fx);
                 continue;
             }
             ArchivedFromWorkerMsg::Stolen(_) => return Err(NetError::protocol("gave back runs nobody asked for")),
@@ -256,8 +267,12 @@ async fn serve_worker(
                 st.handle(Event::Saturation { extra_slots_per_thread }, &mut fx);
             }
             for (ended, micros) in results {
-                if let Ended::Done { nbytes, .. } = &ended {
+                if let Ended::Done { nbytes, task, .. } = &ended {
                     st.events.transferred(*nbytes);
+                    // For weighing transfers: its function's mean run time.
+                    if st.sched.processing_on(*task) == Some(worker) {
+                        st.handle(Event::RunTime { task: *task, micros: u64::from(micros) }, &mut fx);
+                    }
                 }
                 if let Some(event) = result_event(&mut st, worker, ended) {
                     st.handle_run(event, RunTimes::ended_at(seen, micros), &mut fx);

@@ -22,7 +22,14 @@ fn killed_keys(out: &[Action]) -> Vec<Key> {
 }
 
 fn with_recall(extra_slots_per_thread: u32, max_worker_deaths: u32) -> H {
-    H { s: Scheduler::new(SchedulerConfig { extra_slots_per_thread, max_worker_deaths, recall: true }) }
+    H {
+        s: Scheduler::new(SchedulerConfig {
+            extra_slots_per_thread,
+            max_worker_deaths,
+            recall: true,
+            ..SchedulerConfig::default()
+        }),
+    }
 }
 
 #[test]

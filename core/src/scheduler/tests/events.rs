@@ -171,6 +171,44 @@ fn placement_prefers_input_bytes_among_free_workers_only() {
     assert_eq!(h.finish(c, W1, 1), vec![run(b, W1)]);
 }
 
+/// Workers chosen for 40 tasks, each reading 1 MB held on W0, under
+/// `placement`, with three free workers of many slots.
+fn placements_of_tasks_reading_w0(placement: super::super::Placement) -> Vec<WorkerId> {
+    let mut h =
+        H { s: Scheduler::new(SchedulerConfig { extra_slots_per_thread: 100, placement, ..Default::default() }) };
+    for w in [W0, W1, W2] {
+        h.join(w, 1);
+    }
+    let (ids, _) = h.submit(vec![node(0, &[], true)]);
+    let (consumers, _) = h.submit((1..=40).map(|i| node_on(i, &[ids[0]], true)).collect());
+    let out = h.finish(ids[0], h.s.processing_on(ids[0]).unwrap_or(W0), 1_000_000);
+    consumers
+        .iter()
+        .map(|&c| {
+            out.iter()
+                .find_map(|a| match a {
+                    Action::Run { task, worker } if *task == c => Some(*worker),
+                    _ => None,
+                })
+                .unwrap_or(WorkerId(u32::MAX))
+        })
+        .collect()
+}
+
+#[test]
+fn random_placement_ignores_input_bytes_and_is_reproducible_from_its_seed() {
+    use super::super::Placement;
+    let holder = placements_of_tasks_reading_w0(Placement::Locality)[0];
+    assert!(placements_of_tasks_reading_w0(Placement::Locality).iter().all(|&w| w == holder));
+    let a = placements_of_tasks_reading_w0(Placement::Random { seed: 7 });
+    assert_eq!(a, placements_of_tasks_reading_w0(Placement::Random { seed: 7 }), "same seed, same choices");
+    assert_ne!(a, placements_of_tasks_reading_w0(Placement::Random { seed: 8 }), "another seed, other choices");
+    for w in [W0, W1, W2] {
+        let n = a.iter().filter(|&&x| x == w).count();
+        assert!((5..=25).contains(&n), "{w:?} got {n} of 40 tasks: not a uniform draw ({a:?})");
+    }
+}
+
 #[test]
 fn a_stale_id_is_ignored_everywhere_and_its_slot_reused() {
     let mut h = H::new(0, 3);

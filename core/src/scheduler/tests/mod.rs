@@ -6,6 +6,7 @@ mod events;
 mod faults;
 mod perf;
 mod props;
+mod steal;
 
 use super::{Action, Dep, Event, NewTask, Scheduler, SchedulerConfig, Submitted, TaskId, TaskState, WorkerId};
 use crate::failure::TaskFailure;
@@ -53,7 +54,14 @@ struct H {
 
 impl H {
     fn new(extra_slots_per_thread: u32, max_worker_deaths: u32) -> H {
-        H { s: Scheduler::new(SchedulerConfig { extra_slots_per_thread, max_worker_deaths, recall: false }) }
+        H {
+            s: Scheduler::new(SchedulerConfig {
+                extra_slots_per_thread,
+                max_worker_deaths,
+                recall: false,
+                ..SchedulerConfig::default()
+            }),
+        }
     }
 
     /// One worker with one slot: the order of runs is fully visible.

@@ -66,7 +66,7 @@ fn downstream(spec: &Spec, f: usize) -> Vec<bool> {
 }
 
 fn config(extra_slots_per_thread: u32, max_worker_deaths: u32) -> SchedulerConfig {
-    SchedulerConfig { extra_slots_per_thread, max_worker_deaths, recall: false }
+    SchedulerConfig { extra_slots_per_thread, max_worker_deaths, recall: false, ..SchedulerConfig::default() }
 }
 
 fn cases(n: u32) -> ProptestConfig {
@@ -262,8 +262,10 @@ proptest! {
         extra in 0..=1u32,
         max_deaths in 1..=3u32,
         recall in any::<bool>(),
+        weigh_transfers in any::<bool>(),
     ) {
-        let mut sim = Sim::new(SchedulerConfig { recall, ..config(extra, max_deaths) }, workers, 1, seed);
+        let mut sim =
+            Sim::new(SchedulerConfig { recall, weigh_transfers, ..config(extra, max_deaths) }, workers, 1, seed);
         for f in &failing {
             sim.faults.failing.insert(key(f.index(spec.len()) as u64));
         }
