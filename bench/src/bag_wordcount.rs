@@ -60,16 +60,26 @@ fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn count_file(path: &Path, counts: &mut HashMap<String, u64>) -> std::io::Result<()> {
-    for line in std::fs::read_to_string(path)?.lines() {
-        for word in line.split_whitespace() {
-            *counts.entry(word.to_string()).or_insert(0) += 1;
+/// Word counts, with the hasher the bag's counting maps use (foldhash's):
+/// this is the in-process limit, so it gets every advantage shoal has.
+type Counts = HashMap<String, u64, foldhash::fast::RandomState>;
+
+/// The words of a file counted into `counts`: the file is read whole and
+/// its words looked up by `&str`, so a word costs no allocation unless it
+/// is new to `counts` (as the bag counts `split_whitespace`'s words).
+fn count_file(path: &Path, counts: &mut Counts) -> std::io::Result<()> {
+    for word in std::fs::read_to_string(path)?.split_whitespace() {
+        match counts.get_mut(word) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(word.to_owned(), 1);
+            }
         }
     }
     Ok(())
 }
 
-fn top10(counts: HashMap<String, u64>) -> Top {
+fn top10(counts: Counts) -> Top {
     let mut all: Top = counts.into_iter().collect();
     all.sort_by_key(|pair| std::cmp::Reverse(pair.1));
     all.truncate(10);
@@ -77,21 +87,24 @@ fn top10(counts: HashMap<String, u64>) -> Top {
 }
 
 pub fn sequential(files: &[PathBuf]) -> shoal::Result<Top> {
-    let mut counts = HashMap::new();
+    let mut counts = Counts::default();
     for f in files {
         count_file(f, &mut counts)?;
     }
     Ok(top10(counts))
 }
 
+/// A map per file, in parallel, merged pairwise (rayon's reduce tree).
 pub fn rayon(files: &[PathBuf]) -> shoal::Result<Top> {
     let counts = files
         .par_iter()
         .map(|f| {
-            let mut counts = HashMap::new();
+            let mut counts = Counts::default();
             count_file(f, &mut counts).map(|_| counts)
         })
-        .try_reduce(HashMap::new, |mut a, b| {
+        .try_reduce(Counts::default, |a, b| {
+            // The bigger map absorbs the smaller.
+            let (mut a, b) = if a.len() >= b.len() { (a, b) } else { (b, a) };
             for (w, n) in b {
                 *a.entry(w).or_insert(0) += n;
             }

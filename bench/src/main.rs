@@ -48,7 +48,10 @@ benchmarks:
                   --seed S (default: from the clock). Not part of `all`.
   compare         shoal vs Dask side by side (same work, alternated rounds); writes
                   bench/RESULTS.md and bench/results/speedup.svg. Default 3 rounds
-                  (--quick: 2, small sizes, under two minutes); --no-dask: shoal only.
+                  (--quick: 2, small sizes, under two minutes); --no-dask: shoal only;
+                  --case NAME (repeatable: count-letters, map, tree, chain, round-trip, transfer,
+                  bag-wordcount): only these cases, with the table printed but RESULTS.md and the
+                  chart left as they are (they hold every case).
                   Creates the Python venv bench/.venv with the pinned Dask if missing
                   (SHOAL_BENCH_VENV=DIR puts it elsewhere).";
 
@@ -69,6 +72,7 @@ fn main() {
     let (mut trials, mut seed) = (50, None);
     let mut scheduler: Option<String> = None;
     let mut only: Vec<String> = Vec::new();
+    let mut cases: Vec<compare::Case> = Vec::new();
     let mut memory_limit: Option<u64> = None;
     if name == "graphs-replay" {
         // The child of one `graphs` sample (not for direct use).
@@ -87,6 +91,11 @@ fn main() {
             "--memory-limit" if name == "graphs" => match args.next().and_then(|v| v.parse::<u64>().ok()) {
                 Some(mib) if mib > 0 => memory_limit = Some(mib << 20),
                 _ => fail("--memory-limit needs a positive number of MiB"),
+            },
+            "--case" if name == "compare" => match args.next().as_deref().map(compare::Case::parse) {
+                Some(Ok(c)) => cases.push(c),
+                Some(Err(e)) => fail(&e),
+                None => fail("--case needs a case's name"),
             },
             "--only" if name == "graphs" => match args.next() {
                 Some(g) => only.push(g),
@@ -117,7 +126,7 @@ fn main() {
     }
     let opts = Opts { rounds: rounds.unwrap_or(5), quick };
     let result = match name.as_str() {
-        "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask }),
+        "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask, cases }),
         "count-letters" => count_letters::run(&opts),
         "graphs" => graphs::run(&graphs::GraphsOpts { rounds: rounds.unwrap_or(3), dask, only, memory_limit })
             .map_err(shoal::Error::msg),

@@ -17,6 +17,7 @@
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
+use super::registry::Stream;
 use super::{Bag, PartSrc, invalid, registry};
 use crate::error::Result;
 
@@ -179,27 +180,67 @@ impl Lines {
 impl Lines {
     /// The block's words instead of its lines (the same words: a line
     /// break is whitespace).
-    pub(super) fn into_words(self) -> Words<std::iter::Empty<String>> {
-        Words { rest: std::iter::empty(), text: self.text, pos: self.pos }
+    pub(super) fn into_words(self) -> Words {
+        Words { rest: Box::new(std::iter::empty()), text: self.text, pos: self.pos }
     }
 }
 
-/// The whitespace-separated words of a sequence of strings, one `String`
-/// each (as `str::split_whitespace` finds them): each string is scanned in
-/// place, so a word costs one allocation and a string none.
-pub(super) struct Words<I> {
-    rest: I,
+/// The whitespace-separated words of a sequence of strings (as
+/// `str::split_whitespace` finds them), a partition of its own type rather
+/// than a [`Stream`]: each string is scanned in place, so a word handed out
+/// costs one allocation and a string none, and a reduction that only
+/// counts or dedups the words ([`Words::frequencies`], [`Words::distinct`])
+/// looks each one up by `&str` and allocates once per *distinct* word.
+pub(super) struct Words {
+    /// The strings after `text`.
+    rest: Stream<String>,
+    /// The string being split, from byte `pos` on.
     text: String,
     pos: usize,
 }
 
-impl<I: Iterator<Item = String>> Words<I> {
-    pub(super) fn new(strings: I) -> Words<I> {
+impl Words {
+    pub(super) fn new(strings: Stream<String>) -> Words {
         Words { rest: strings, text: String::new(), pos: 0 }
+    }
+
+    /// Every string's words, from where the iteration stopped, in order.
+    fn for_each_word(self, mut f: impl FnMut(&str)) {
+        let Words { rest, text, pos } = self;
+        text.get(pos..).unwrap_or("").split_whitespace().for_each(&mut f);
+        for s in rest {
+            s.split_whitespace().for_each(&mut f);
+        }
+    }
+
+    /// Each distinct word and its number of occurrences.
+    pub(super) fn frequencies(self) -> Vec<(String, u64)> {
+        let mut counts: Counts<u64> = Counts::default();
+        self.for_each_word(|w| match counts.get_mut(w) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(w.to_owned(), 1);
+            }
+        });
+        counts.into_iter().collect()
+    }
+
+    /// Each distinct word once.
+    pub(super) fn distinct(self) -> Vec<String> {
+        let mut seen: Counts<()> = Counts::default();
+        self.for_each_word(|w| {
+            if !seen.contains_key(w) {
+                seen.insert(w.to_owned(), ());
+            }
+        });
+        seen.into_keys().collect()
     }
 }
 
-impl<I: Iterator<Item = String>> Iterator for Words<I> {
+/// A map from words, with the bag's hasher (see [`registry::Fast`]).
+type Counts<V> = std::collections::HashMap<String, V, registry::Fast>;
+
+impl Iterator for Words {
     type Item = String;
 
     fn next(&mut self) -> Option<String> {

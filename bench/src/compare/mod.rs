@@ -24,6 +24,9 @@ pub struct CompareOpts {
     pub quick: bool,
     /// `false` with `--no-dask`: shoal's figures only.
     pub dask: bool,
+    /// `--case NAME`s: only these (empty: every case). A run of some cases
+    /// prints its table but leaves RESULTS.md and the chart alone.
+    pub cases: Vec<Case>,
 }
 
 /// The cases, in table order. Each does the same work on every system.
@@ -41,6 +44,27 @@ pub enum Case {
 impl Case {
     pub const ALL: [Case; 7] =
         [Case::CountLetters, Case::Map, Case::Tree, Case::Chain, Case::RoundTrip, Case::Transfer, Case::BagWordcount];
+
+    /// Its `--case` name.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Case::CountLetters => "count-letters",
+            Case::Map => "map",
+            Case::Tree => "tree",
+            Case::Chain => "chain",
+            Case::RoundTrip => "round-trip",
+            Case::Transfer => "transfer",
+            Case::BagWordcount => "bag-wordcount",
+        }
+    }
+
+    /// The case named `name` by `--case`.
+    pub fn parse(name: &str) -> Result<Case, String> {
+        Case::ALL.into_iter().find(|c| c.flag() == name).ok_or_else(|| {
+            let names: Vec<&str> = Case::ALL.iter().map(|c| c.flag()).collect();
+            format!("--case {name}: no such case; the cases are {}", names.join(", "))
+        })
+    }
 
     /// Whether Rust sequential and rayon run it too (the in-process limit).
     pub fn has_rust(self) -> bool {
@@ -247,6 +271,9 @@ pub struct Outcome {
     pub command: String,
     pub started: std::time::SystemTime,
     pub load_before: String,
+    /// Whether every case ran (not only some `--case`s): only then are
+    /// RESULTS.md and the chart rewritten.
+    pub every_case: bool,
 }
 
 pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
@@ -283,7 +310,8 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     let mut rows = Vec::new();
     let mut dask_extra = None;
 
-    for case in Case::ALL {
+    let cases: Vec<Case> = Case::ALL.into_iter().filter(|c| opts.cases.is_empty() || opts.cases.contains(c)).collect();
+    for &case in &cases {
         let mut case_rows: Vec<Row> = Vec::new();
         if case.has_rust() {
             case_rows.push(Row::new(case, "Rust sequential", Kind::Sequential));
@@ -392,6 +420,9 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     if !opts.dask {
         command.push_str(" --no-dask");
     }
+    for c in &opts.cases {
+        command.push_str(&format!(" --case {}", c.flag()));
+    }
     let outcome = Outcome {
         sizes,
         rounds,
@@ -404,6 +435,7 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
         command,
         started,
         load_before,
+        every_case: cases.len() == Case::ALL.len(),
     };
     report::report(&outcome, bench_dir).map_err(|e| shoal::Error::msg(format!("writing the results: {e}")))
 }

@@ -30,6 +30,11 @@ pub fn report(o: &Outcome, bench_dir: &Path) -> std::io::Result<()> {
     for (row, e, times) in failures(o) {
         println!("error: {} on {}{times}: {e}", row.system, row.case.title());
     }
+    println!("load average before: {}; after: {}", o.load_before, loadavg());
+    if !o.every_case {
+        println!("(some cases only: RESULTS.md and the chart, which hold every case, are left as they are)");
+        return Ok(());
+    }
 
     let chart_path = bench_dir.join("results").join("speedup.svg");
     std::fs::create_dir_all(chart_path.parent().expect("a parent"))?;
