@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use shoal::bag::{self, Bag};
-use shoal::{Client, ClientOptions, ProcessesOptions};
+use shoal::{Client, ClientOptions, ProcessesOptions, Task};
 
 #[shoal::func]
 fn double(x: u64) -> u64 {
@@ -310,6 +310,39 @@ fn scratch_dir(what: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("shoal-bag-{what}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[shoal::task]
+fn span(start: u64, n: u64) -> Vec<u64> {
+    (start..start + n).collect()
+}
+
+#[test]
+fn bags_start_from_lazy_values_and_futures() {
+    let sizes = [5u64, 0, 17, 3];
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for n in sizes {
+        starts.push(at);
+        at += n;
+    }
+    let all: Vec<u64> = (0..at).collect();
+    for (mode, client) in clients() {
+        let lazies: Vec<_> = starts.iter().zip(sizes).map(|(&s, n)| span.lazy((s, n))).collect();
+        let b = bag::from_lazy(lazies).unwrap();
+        assert_eq!(b.npartitions(), sizes.len());
+        assert_eq!(b.compute(client).unwrap(), all, "{mode}");
+        assert_eq!(b.map(double).sum().compute(client).unwrap(), all.iter().map(|x| x * 2).sum::<u64>(), "{mode}");
+        let futures: Vec<_> = starts.iter().zip(sizes).map(|(&s, n)| client.submit(span, (s, n)).unwrap()).collect();
+        let b = bag::from_futures(&futures).unwrap();
+        // The bag holds its own references: the futures may go.
+        drop(futures);
+        assert_eq!(b.compute(client).unwrap(), all, "{mode}");
+        assert_eq!(b.filter(is_even).count().compute(client).unwrap(), at.div_ceil(2), "{mode}");
+    }
+    let none: Vec<shoal::Future<Vec<u64>>> = Vec::new();
+    assert!(bag::from_futures(&none).unwrap_err().to_string().contains("at least one partition"));
+    assert!(bag::from_lazy::<u64>(Vec::new()).unwrap_err().to_string().contains("at least one partition"));
 }
 
 #[test]

@@ -26,9 +26,26 @@ fn loadavg() -> String {
 }
 
 /// The CPU time of this process (all its threads), in seconds.
-fn cpu_now() -> f64 {
+pub fn cpu_now() -> f64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// The CPU time (user + system) the processes `pids` have spent, in
+/// seconds, from `/proc/PID/stat` (a process that is gone counts 0).
+pub fn cpu_of(pids: &[u32]) -> f64 {
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // After the command's closing parenthesis: state, then fields
+            // 4.. of proc(5); utime and stime are fields 14 and 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let (u, s) = (fields.get(11)?.parse::<f64>().ok()?, fields.get(12)?.parse::<f64>().ok()?);
+            Some((u + s) / ticks)
+        })
+        .sum()
 }
 
 /// `f` timed: wall time, and the CPU time this process spent meanwhile.

@@ -206,6 +206,9 @@ pub struct Row {
     pub note: Option<&'static str>,
     /// The size of the graph it ran (bag word count).
     pub tasks: Option<String>,
+    /// CPU seconds per sample (bag word count): this process's for the
+    /// in-process runners, plus the workers' for the processes modes.
+    pub cpu: Samples,
 }
 
 impl Row {
@@ -218,6 +221,7 @@ impl Row {
             errors: Vec::new(),
             note: None,
             tasks: None,
+            cpu: Samples::default(),
         }
     }
 
@@ -297,10 +301,17 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
         (None, Some("not run (--no-dask)".to_string()))
     };
 
-    let files = count_letters::files(&Opts { rounds, quick: opts.quick })?;
-    let dir = Path::new(&files[0]).parent().expect("a file has a folder").to_path_buf();
-    let expected = sizes.files as u64 * sizes.file_bytes;
+    let cases: Vec<Case> = Case::ALL.into_iter().filter(|c| opts.cases.is_empty() || opts.cases.contains(c)).collect();
     let (words_dir, words_files, words_pattern) = bag_wordcount::data(opts.quick)?;
+    // count_letters' files (1 GB at full size) only when it runs.
+    let (files, dir) = if cases.contains(&Case::CountLetters) {
+        let files = count_letters::files(&Opts { rounds, quick: opts.quick })?;
+        let dir = Path::new(&files[0]).parent().expect("a file has a folder").to_path_buf();
+        (files, dir)
+    } else {
+        (Vec::new(), words_dir.clone())
+    };
+    let expected = sizes.files as u64 * sizes.file_bytes;
     let words_top = bag_wordcount::counts_of(&bag_wordcount::sequential(&words_files)?);
     let words = Words { pattern: words_pattern, expected: words_top };
     let shoal_tasks = bag_wordcount::tasks(&words.pattern)?;
@@ -310,7 +321,6 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     let mut rows = Vec::new();
     let mut dask_extra = None;
 
-    let cases: Vec<Case> = Case::ALL.into_iter().filter(|c| opts.cases.is_empty() || opts.cases.contains(c)).collect();
     for &case in &cases {
         let mut case_rows: Vec<Row> = Vec::new();
         if case.has_rust() {
@@ -357,16 +367,28 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
                         });
                     }
                 }
+                // CPU seconds of each in-process system's sample (bag word count).
+                let mut cpus: Vec<f64> = Vec::new();
                 if case == Case::BagWordcount {
                     for f in [bag_wordcount::sequential, bag_wordcount::rayon] {
+                        let c = bag_wordcount::cpu_now();
                         let (d, top) = time(|| f(&words_files));
+                        cpus.push(bag_wordcount::cpu_now() - c);
                         outcomes.push(words.check(top).map(|()| d.as_secs_f64()));
                     }
                 }
                 for m in &modes {
+                    let cpu = || bag_wordcount::cpu_now() + bag_wordcount::cpu_of(&m.client.worker_pids());
+                    let c = cpu();
                     outcomes.push(
                         run_shoal(case, &m.client, &sizes, sizes.of(case), &files, &words).map_err(|e| e.to_string()),
                     );
+                    cpus.push(cpu() - c);
+                }
+                if case == Case::BagWordcount {
+                    for (i, c) in cpus.into_iter().enumerate() {
+                        case_rows[i].cpu.0.push(c);
+                    }
                 }
                 for (i, outcome) in outcomes.into_iter().enumerate() {
                     match &outcome {
@@ -389,6 +411,9 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
                     {
                         eprintln!("compare: Dask's bag word count graph: {t} tasks, {o} after its optimization");
                         case_rows[r].tasks = Some(format!("{o} tasks after optimization, {t} before"));
+                    }
+                    if let Some(c) = res.extra.get("cpu_s").and_then(|v| v.get(0)).and_then(|v| v.as_f64()) {
+                        case_rows[r].cpu.0.push(c);
                     }
                     if res.error.is_none() && dask_extra.is_none() {
                         dask_extra = Some(res.extra.clone());
