@@ -79,7 +79,7 @@ fn stream<T: Send + 'static>(part: Part) -> Result<Stream<T>, InputError> {
 }
 
 /// `split_whitespace`: a partition of strings as their words (a
-/// [`Words`] partition, which `frequencies` and `distinct` count in place).
+/// `Words` partition, which `frequencies` and `distinct` count in place).
 pub fn split_words(part: Part) -> StepResult {
     Ok(Box::new(Words::new(stream::<String>(part)?)) as Part)
 }
