@@ -32,6 +32,7 @@ use crate::Task;
 use crate::args::{Arg, DepArg, IntoArgs, One, Tokenizer};
 use crate::client::{Client, SubmitOptions};
 use crate::error::Result;
+use crate::future::Future;
 use crate::future::FutureRef;
 use shoal_core::driver::{GraphNode, NodeArg};
 
@@ -124,6 +125,13 @@ impl<T: Data> Lazy<T> {
     /// `shoal::value` (see the module docs); equal values share it.
     pub fn value(value: T) -> Lazy<T> {
         Lazy::new(Literal::<T>(PhantomData), value, &SubmitOptions::default())
+    }
+
+    /// A node whose value is `future`'s result: one `shoal::value` task
+    /// that depends on it and returns its object (no copy), so a graph can
+    /// start from results computed already (`bag::from_futures`).
+    pub(crate) fn of_future(future: &Future<T>) -> Lazy<T> {
+        Lazy::new(Literal::<T>(PhantomData), future, &SubmitOptions::default())
     }
 
     /// This node's key.

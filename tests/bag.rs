@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use shoal::bag::{self, Bag};
-use shoal::{Client, ClientOptions, ProcessesOptions};
+use shoal::{Client, ClientOptions, ProcessesOptions, Task};
 
 #[shoal::func]
 fn double(x: u64) -> u64 {
@@ -247,6 +247,47 @@ proptest! {
     }
 
     #[test]
+    fn split_whitespace_counts_match_str_split_whitespace(
+        lines in prop::collection::vec(prop::collection::vec(0usize..TOKENS.len(), 0..12), 0..40),
+        p in 1usize..6,
+        block in 1u64..200,
+    ) {
+        // Lines of words, ASCII and not, between runs of ASCII and Unicode
+        // whitespace (U+3000 is whitespace to `split_whitespace`).
+        let lines: Vec<String> = lines.iter().map(|l| l.iter().map(|&t| TOKENS[t]).collect()).collect();
+        let all_words: Vec<String> = lines.iter().flat_map(|l| l.split_whitespace()).map(String::from).collect();
+        let mut freq: HashMap<String, u64> = HashMap::new();
+        for w in &all_words {
+            *freq.entry(w.clone()).or_insert(0) += 1;
+        }
+        let distinct: HashSet<String> = all_words.iter().cloned().collect();
+        let dir = scratch_dir("split");
+        let path = dir.join("lines.txt");
+        std::fs::write(&path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        for (mode, client) in clients() {
+            let bags = [
+                ("stored", bag::from_vec(lines.clone(), p).unwrap()),
+                // Words split from each text block in place.
+                ("read_text", bag::read_text_with(path.to_str().unwrap(), block).unwrap()),
+                // Words of a stream of lines (a step before the split).
+                ("after a map", bag::read_text_with(path.to_str().unwrap(), block).unwrap().map(words_key)),
+            ];
+            for (source, b) in bags {
+                let w = b.split_whitespace();
+                prop_assert_eq!(&w.compute(client).unwrap(), &all_words, "{} {}", mode, source);
+                prop_assert_eq!(w.count().compute(client).unwrap(), all_words.len() as u64, "{} {}", mode, source);
+                let got = w.frequencies().compute(client).unwrap();
+                prop_assert_eq!(got.len(), freq.len(), "{} {}: one pair per word", mode, source);
+                prop_assert_eq!(got.into_iter().collect::<HashMap<_, _>>(), freq.clone(), "{} {}", mode, source);
+                let got = w.distinct().compute(client).unwrap();
+                prop_assert_eq!(got.len(), distinct.len(), "{} {}: no duplicates", mode, source);
+                prop_assert_eq!(got.into_iter().collect::<HashSet<_>>(), distinct.clone(), "{} {}", mode, source);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn pluck_takes_a_field_of_pairs(xs in prop::collection::vec(0u64..50, 0..200), p in 1usize..8) {
         let distinct: HashSet<u64> = xs.iter().copied().collect();
         for (mode, client) in clients() {
@@ -257,6 +298,51 @@ proptest! {
             prop_assert_eq!(freq.pluck::<1>().sum().compute(client).unwrap(), xs.len() as u64, "{}", mode);
         }
     }
+}
+
+/// What `split_whitespace_counts_match_str_split_whitespace` builds lines of.
+const TOKENS: [&str; 8] = ["a", "bé", "ab", " ", "\t", "\u{3000}", "  ", "é"];
+
+/// A fresh folder under the temp dir, for one test case.
+fn scratch_dir(what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("shoal-bag-{what}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[shoal::task]
+fn span(start: u64, n: u64) -> Vec<u64> {
+    (start..start + n).collect()
+}
+
+#[test]
+fn bags_start_from_lazy_values_and_futures() {
+    let sizes = [5u64, 0, 17, 3];
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for n in sizes {
+        starts.push(at);
+        at += n;
+    }
+    let all: Vec<u64> = (0..at).collect();
+    for (mode, client) in clients() {
+        let lazies: Vec<_> = starts.iter().zip(sizes).map(|(&s, n)| span.lazy((s, n))).collect();
+        let b = bag::from_lazy(lazies).unwrap();
+        assert_eq!(b.npartitions(), sizes.len());
+        assert_eq!(b.compute(client).unwrap(), all, "{mode}");
+        assert_eq!(b.map(double).sum().compute(client).unwrap(), all.iter().map(|x| x * 2).sum::<u64>(), "{mode}");
+        let futures: Vec<_> = starts.iter().zip(sizes).map(|(&s, n)| client.submit(span, (s, n)).unwrap()).collect();
+        let b = bag::from_futures(&futures).unwrap();
+        // The bag holds its own references: the futures may go.
+        drop(futures);
+        assert_eq!(b.compute(client).unwrap(), all, "{mode}");
+        assert_eq!(b.filter(is_even).count().compute(client).unwrap(), at.div_ceil(2), "{mode}");
+    }
+    let none: Vec<shoal::Future<Vec<u64>>> = Vec::new();
+    assert!(bag::from_futures(&none).unwrap_err().to_string().contains("at least one partition"));
+    assert!(bag::from_lazy::<u64>(Vec::new()).unwrap_err().to_string().contains("at least one partition"));
 }
 
 #[test]
@@ -285,7 +371,8 @@ fn foldby_says_which_pair_type_to_register() {
     let err = b.map(render_len).foldby(small, square_and_count, add_pairs).map(|_| ()).err();
     assert!(err.is_none(), "{err:?}");
     let err = b.foldby(words_key, square_len, add_pairs).unwrap_err().to_string();
-    assert!(err.contains("shoal::bag_item!((alloc::string::String, (u64, u64)))"), "{err}");
+    // Named as the user writes the type, not with `type_name`'s full paths.
+    assert!(err.contains("shoal::bag_item!((String, (u64, u64)));"), "{err}");
 }
 
 #[shoal::func]

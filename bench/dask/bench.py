@@ -180,14 +180,24 @@ def case_bag_wordcount(client, args):
     def graph():
         return db.read_text(paths).str.split().flatten().frequencies().topk(10, key=1)
 
+    def cpu():
+        # CPU seconds of this process (the scheduler, and the workers in
+        # the threads mode) and of every worker process (processes mode).
+        own = time.process_time()
+        if args.mode != "processes":
+            return own
+        return own + sum(client.run(time.process_time).values())
+
     def run():
+        c0 = cpu()
         t0 = time.perf_counter()
         top = graph().compute()
         dt = time.perf_counter() - t0
+        cpu_s = cpu() - c0
         g = graph()
         (opt,) = dask.optimize(g)
         return dt, {"top_counts": [n for _, n in top], "tasks": len(g.__dask_graph__()),
-                    "tasks_optimized": len(opt.__dask_graph__())}
+                    "tasks_optimized": len(opt.__dask_graph__()), "cpu_s": cpu_s}
     return run
 
 
@@ -415,6 +425,8 @@ def main(argv):
             for k in ("top_counts", "tasks", "tasks_optimized"):
                 if k in info:
                     extra[k] = info[k]
+            if "cpu_s" in info:
+                extra.setdefault("cpu_s", []).append(info["cpu_s"])
             settle(client)
         extra["median_s"] = statistics.median(result["samples_s"])
         del extra["phase"]  # kept only when the case did not finish

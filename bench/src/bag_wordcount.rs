@@ -9,7 +9,6 @@
 #[path = "../../examples/common/words.rs"]
 mod words_data;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -26,9 +25,26 @@ fn loadavg() -> String {
 }
 
 /// The CPU time of this process (all its threads), in seconds.
-fn cpu_now() -> f64 {
+pub fn cpu_now() -> f64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// The CPU time (user + system) the processes `pids` have spent, in
+/// seconds, from `/proc/PID/stat` (a process that is gone counts 0).
+pub fn cpu_of(pids: &[u32]) -> f64 {
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // After the command's closing parenthesis: state, then fields
+            // 4.. of proc(5); utime and stime are fields 14 and 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let (u, s) = (fields.get(11)?.parse::<f64>().ok()?, fields.get(12)?.parse::<f64>().ok()?);
+            Some((u + s) / ticks)
+        })
+        .sum()
 }
 
 /// `f` timed: wall time, and the CPU time this process spent meanwhile.
@@ -60,16 +76,64 @@ fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn count_file(path: &Path, counts: &mut HashMap<String, u64>) -> std::io::Result<()> {
-    for line in std::fs::read_to_string(path)?.lines() {
-        for word in line.split_whitespace() {
-            *counts.entry(word.to_string()).or_insert(0) += 1;
+/// Word counts, as the bag counts `split_whitespace`'s words (the in-process
+/// limit gets every advantage shoal has): foldhash's hasher, hashbrown's map
+/// looked up by a borrowed [`Word`] compared inline.
+type Counts = hashbrown::HashMap<String, u64, foldhash::fast::RandomState>;
+
+/// A borrowed word as a [`Counts`] key (the same as `shoal::bag`'s private
+/// one): hashed as its `String`, compared without a `memcmp` call.
+struct Word<'a>(&'a str);
+
+impl std::hash::Hash for Word<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<String> for Word<'_> {
+    fn equivalent(&self, key: &String) -> bool {
+        same_bytes(self.0.as_bytes(), key.as_bytes())
+    }
+}
+
+/// `a == b` for short byte strings without a call (as `shoal::bag`'s).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn ends<const N: usize>(s: &[u8]) -> ([u8; N], [u8; N]) {
+        let (mut head, mut tail) = ([0u8; N], [0u8; N]);
+        head.copy_from_slice(&s[..N]);
+        tail.copy_from_slice(&s[s.len() - N..]);
+        (head, tail)
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    match a.len() {
+        0 => true,
+        1 => a[0] == b[0],
+        2..=3 => ends::<2>(a) == ends::<2>(b),
+        4..=7 => ends::<4>(a) == ends::<4>(b),
+        8..=16 => ends::<8>(a) == ends::<8>(b),
+        _ => a == b,
+    }
+}
+
+/// The words of a file counted into `counts`: the file is read whole and
+/// its words looked up by `&str`, so a word costs no allocation unless it
+/// is new to `counts` (as the bag counts `split_whitespace`'s words).
+fn count_file(path: &Path, counts: &mut Counts) -> std::io::Result<()> {
+    for word in std::fs::read_to_string(path)?.split_whitespace() {
+        match counts.get_mut(&Word(word)) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(word.to_owned(), 1);
+            }
         }
     }
     Ok(())
 }
 
-fn top10(counts: HashMap<String, u64>) -> Top {
+fn top10(counts: Counts) -> Top {
     let mut all: Top = counts.into_iter().collect();
     all.sort_by_key(|pair| std::cmp::Reverse(pair.1));
     all.truncate(10);
@@ -77,21 +141,24 @@ fn top10(counts: HashMap<String, u64>) -> Top {
 }
 
 pub fn sequential(files: &[PathBuf]) -> shoal::Result<Top> {
-    let mut counts = HashMap::new();
+    let mut counts = Counts::default();
     for f in files {
         count_file(f, &mut counts)?;
     }
     Ok(top10(counts))
 }
 
+/// A map per file, in parallel, merged pairwise (rayon's reduce tree).
 pub fn rayon(files: &[PathBuf]) -> shoal::Result<Top> {
     let counts = files
         .par_iter()
         .map(|f| {
-            let mut counts = HashMap::new();
+            let mut counts = Counts::default();
             count_file(f, &mut counts).map(|_| counts)
         })
-        .try_reduce(HashMap::new, |mut a, b| {
+        .try_reduce(Counts::default, |a, b| {
+            // The bigger map absorbs the smaller.
+            let (mut a, b) = if a.len() >= b.len() { (a, b) } else { (b, a) };
             for (w, n) in b {
                 *a.entry(w).or_insert(0) += n;
             }

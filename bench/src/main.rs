@@ -55,8 +55,9 @@ benchmarks:
   compare         shoal vs Dask side by side (same work, alternated rounds); writes
                   bench/RESULTS.md and bench/results/speedup.svg. Default 3 rounds
                   (--quick: 2, small sizes, under two minutes); --no-dask: shoal only;
-                  --only CASE (repeatable: count_letters, map_noop, tree, chain, roundtrip,
-                  transfer, bag_wordcount): those cases only, printed, RESULTS.md untouched.
+                  --case NAME (repeatable: count-letters, map, tree, chain, round-trip, transfer,
+                  bag-wordcount; --only is the same): only these cases, with the table printed but
+                  RESULTS.md and the chart left as they are (they hold every case).
                   Creates the Python venv bench/.venv with the pinned Dask if missing
                   (SHOAL_BENCH_VENV=DIR puts it elsewhere).";
 
@@ -77,6 +78,7 @@ fn main() {
     let (mut trials, mut seed) = (50, None);
     let mut scheduler: Option<String> = None;
     let mut only: Vec<String> = Vec::new();
+    let mut cases: Vec<compare::Case> = Vec::new();
     let mut memory_limit: Option<u64> = None;
     if name == "graphs-replay" {
         // The child of one `graphs` sample (not for direct use).
@@ -96,9 +98,13 @@ fn main() {
                 Some(mib) if mib > 0 => memory_limit = Some(mib << 20),
                 _ => fail("--memory-limit needs a positive number of MiB"),
             },
-            "--only" if name == "graphs" || name == "overhead" || name == "compare" => match args.next() {
-                // compare checks its case names itself.
-                Some(g) if name != "overhead" || overhead::CASES.contains(&g.as_str()) => only.push(g),
+            "--case" | "--only" if name == "compare" => match args.next().as_deref().map(compare::Case::parse) {
+                Some(Ok(c)) => cases.push(c),
+                Some(Err(e)) => fail(&e),
+                None => fail("--case needs a case's name"),
+            },
+            "--only" if name == "graphs" || name == "overhead" => match args.next() {
+                Some(g) if name == "graphs" || overhead::CASES.contains(&g.as_str()) => only.push(g),
                 Some(g) => fail(&format!("--only {g}: overhead's cases are {}", overhead::CASES.join(", "))),
                 None => fail("--only needs a name"),
             },
@@ -127,7 +133,7 @@ fn main() {
     }
     let opts = Opts { rounds: rounds.unwrap_or(5), quick };
     let result = match name.as_str() {
-        "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask, only }),
+        "compare" => compare::run(&compare::CompareOpts { rounds, quick, dask, cases }),
         "count-letters" => count_letters::run(&opts),
         "graphs" => graphs::run(&graphs::GraphsOpts { rounds: rounds.unwrap_or(3), dask, only, memory_limit })
             .map_err(shoal::Error::msg),

@@ -8,6 +8,12 @@
 //! is the same in every process of the same binary — the
 //! [fingerprint] proves it at handshake.
 //!
+//! Other things a process finds by name (the facade's bag functions and
+//! element types) are hashed into the fingerprint too, through
+//! [`FINGERPRINTED`]: a process whose bag functions differ is refused like
+//! one whose tasks differ, at the handshake rather than at the first task
+//! that names a function the other side lacks.
+//!
 //! The registry is checked once, on first use: two tasks with the same name
 //! (possible when the attribute is used on equally named functions nested in
 //! different functions of one module) are an error naming both places.
@@ -25,6 +31,13 @@ pub use linkme;
 /// Every `#[shoal::task]` of the binary, in link order.
 #[linkme::distributed_slice]
 pub static TASKS: [TaskEntry];
+
+/// Sources of names, besides the tasks, that two processes must agree on
+/// (each returns its names; the facade adds its bag functions' and element
+/// types'). They are hashed into the [fingerprint], sorted and deduplicated,
+/// so link order does not matter.
+#[linkme::distributed_slice]
+pub static FINGERPRINTED: [fn() -> Vec<String>];
 
 /// What a task's arguments failed on before its body ran.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -127,16 +140,18 @@ pub enum RegistryError {
 
 struct Checked {
     sorted: Vec<&'static TaskEntry>,
+    /// The [`FINGERPRINTED`] names, sorted, without duplicates.
+    names: Vec<String>,
     fingerprint: u128,
 }
 
 static CHECKED: OnceLock<Result<Checked, RegistryError>> = OnceLock::new();
 
 fn checked() -> &'static Result<Checked, RegistryError> {
-    CHECKED.get_or_init(|| build(TASKS.iter().collect()))
+    CHECKED.get_or_init(|| build(TASKS.iter().collect(), FINGERPRINTED.iter().flat_map(|names| names()).collect()))
 }
 
-fn build(mut sorted: Vec<&'static TaskEntry>) -> Result<Checked, RegistryError> {
+fn build(mut sorted: Vec<&'static TaskEntry>, mut names: Vec<String>) -> Result<Checked, RegistryError> {
     sorted.sort_by(|a, b| a.name.cmp(b.name).then(a.location.cmp(b.location)));
     if let Some(w) = sorted.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(RegistryError::DuplicateName { name: w[0].name, first: w[0].location, second: w[1].location });
@@ -149,7 +164,15 @@ fn build(mut sorted: Vec<&'static TaskEntry>) -> Result<Checked, RegistryError> 
         hasher.update(entry.signature.as_bytes());
         hasher.update(b"\0");
     }
-    Ok(Checked { sorted, fingerprint: hasher.digest128() })
+    names.sort();
+    names.dedup();
+    // A separator no task name holds: tasks and names cannot be confused.
+    hasher.update(b"\x01");
+    for name in &names {
+        hasher.update(name.as_bytes());
+        hasher.update(b"\0");
+    }
+    Ok(Checked { sorted, names, fingerprint: hasher.digest128() })
 }
 
 /// Check the registry (once; later calls return the first answer).
@@ -166,7 +189,17 @@ pub fn entries() -> &'static [&'static TaskEntry] {
     }
 }
 
-/// A hash of every task's name and signature. Two processes can exchange
+/// The names besides the tasks' that the [fingerprint] covers (from
+/// [`FINGERPRINTED`]), sorted (empty if the registry is invalid).
+pub fn fingerprinted_names() -> &'static [String] {
+    match checked() {
+        Ok(c) => &c.names,
+        Err(_) => &[],
+    }
+}
+
+/// A hash of every task's name and signature, and of the
+/// [`FINGERPRINTED`] names. Two processes can exchange
 /// tasks by index exactly when their fingerprints are equal.
 pub fn fingerprint() -> Result<u128, RegistryError> {
     checked().as_ref().map(|c| c.fingerprint).map_err(Clone::clone)
@@ -187,7 +220,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_refused_naming_both_places() {
-        let err = build(vec![&B2, &A, &B]).err().expect("duplicate must be refused");
+        let err = build(vec![&B2, &A, &B], Vec::new()).err().expect("duplicate must be refused");
         assert_eq!(err, RegistryError::DuplicateName { name: "m::b", first: "a.rs:5", second: "b.rs:9" });
         let msg = err.to_string();
         assert!(msg.contains("a.rs:5") && msg.contains("b.rs:9"), "{msg}");
@@ -195,11 +228,23 @@ mod tests {
 
     #[test]
     fn fingerprint_depends_on_names_and_signatures_not_link_order() {
-        let f1 = build(vec![&A, &B]).ok().map(|c| c.fingerprint);
-        let f2 = build(vec![&B, &A]).ok().map(|c| c.fingerprint);
-        let f3 = build(vec![&C, &B]).ok().map(|c| c.fingerprint);
+        let f1 = build(vec![&A, &B], Vec::new()).ok().map(|c| c.fingerprint);
+        let f2 = build(vec![&B, &A], Vec::new()).ok().map(|c| c.fingerprint);
+        let f3 = build(vec![&C, &B], Vec::new()).ok().map(|c| c.fingerprint);
         assert!(f1.is_some());
         assert_eq!(f1, f2);
         assert_ne!(f1, f3, "a changed signature must change the fingerprint");
+    }
+
+    #[test]
+    fn fingerprint_covers_the_other_names_in_any_order() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let print = |v: &[&str]| build(vec![&A, &B], names(v)).ok().map(|c| c.fingerprint);
+        let tasks_only = print(&[]);
+        let two = print(&["bag fn m::f(u64) -> u64", "bag item u64"]);
+        assert_ne!(two, tasks_only, "a bag function must change the fingerprint");
+        assert_eq!(two, print(&["bag item u64", "bag fn m::f(u64) -> u64", "bag item u64"]), "order, duplicates");
+        assert_ne!(two, print(&["bag fn m::g(u64) -> u64", "bag item u64"]), "another function's name");
+        assert_ne!(two, print(&["bag fn m::f(u32) -> u64", "bag item u64"]), "another signature");
     }
 }

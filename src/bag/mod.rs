@@ -78,6 +78,7 @@ use shoal_core::object::Data;
 
 use crate::client::Client;
 use crate::error::Result;
+use crate::future::Future;
 use crate::lazy::Lazy;
 use crate::{Error, Task};
 use run::{End, Kind, Origin, Plan, Run, Source, Step};
@@ -195,6 +196,18 @@ pub fn from_lazy<T: Data>(partitions: Vec<Lazy<Vec<T>>>) -> Result<Bag<T>> {
     }
     let parts = partitions.iter().map(|p| PartSrc::Stored(p.retype())).collect();
     Ok(Bag::from_parts(parts, registry::item_name::<T>()))
+}
+
+/// A bag whose partitions are the results of these futures (each a
+/// `Vec<T>`, computed already or still running): Dask's
+/// `db.from_delayed` of futures. The bag's tasks wait for them; nothing is
+/// copied in the threads mode. The bag holds a reference to each future, as
+/// any lazy node that takes one does, so dropping the futures is fine.
+pub fn from_futures<T: Data>(partitions: &[Future<Vec<T>>]) -> Result<Bag<T>> {
+    if partitions.is_empty() {
+        return Err(invalid("bag::from_futures needs at least one partition".into()));
+    }
+    from_lazy(partitions.iter().map(Lazy::of_future).collect())
 }
 
 impl<T> Bag<T> {

@@ -33,11 +33,13 @@
 //! same code, so the first entry is kept.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use shoal_core::object::{Data, Obj, Object, Value, read_owned};
 use shoal_core::registry::InputError;
+
+use super::text::Words;
 
 /// A partition between adapters: a boxed `Vec<T>` or [`Stream<T>`] (or a
 /// reduction's value).
@@ -53,24 +55,40 @@ pub fn streamed<T: 'static>(items: impl Iterator<Item = T> + Send + 'static) -> 
     Box::new(Box::new(items) as Stream<T>)
 }
 
-/// A partition's elements, one at a time (a `Vec` or a stream).
+/// The hasher of the bag's counting maps (`frequencies`, `distinct`,
+/// `foldby`'s and `groupby`'s groups): foldhash's, randomly seeded per map
+/// like std's, several times faster than std's SipHash on short keys such
+/// as words (where hashing was a quarter of a word count's time). The
+/// shuffle's buckets use std's fixed-key hasher instead (see `bucket`).
+pub type Fast = foldhash::fast::RandomState;
+
+/// A partition's elements, one at a time (a `Vec`, a stream, or the
+/// words of `split_whitespace`).
 fn stream<T: Send + 'static>(part: Part) -> Result<Stream<T>, InputError> {
-    match part.downcast::<Vec<T>>() {
-        Ok(v) => Ok(Box::new(v.into_iter())),
-        Err(part) => Ok(*downcast::<Stream<T>>(part)?),
-    }
+    let part = match part.downcast::<Vec<T>>() {
+        Ok(v) => return Ok(Box::new(v.into_iter())),
+        Err(part) => part,
+    };
+    // Words are a stream of `String`s (when `T` is not `String`, the
+    // downcast below says it is a bug).
+    let part = match part.downcast::<Words>() {
+        Ok(words) => Box::new(Box::new(*words) as Stream<String>) as Part,
+        Err(part) => part,
+    };
+    Ok(*downcast::<Stream<T>>(part)?)
 }
 
-/// `split_whitespace`: a partition of strings as the stream of their words.
+/// `split_whitespace`: a partition of strings as their words (a
+/// `Words` partition, which `frequencies` and `distinct` count in place).
 pub fn split_words(part: Part) -> StepResult {
-    Ok(streamed(super::text::Words::new(stream::<String>(part)?)))
+    Ok(Box::new(Words::new(stream::<String>(part)?)) as Part)
 }
 
 /// A partition's elements in a `Vec` (a stream is collected).
 fn vec_of<T: Send + 'static>(part: Part) -> Result<Vec<T>, InputError> {
     match part.downcast::<Vec<T>>() {
         Ok(v) => Ok(*v),
-        Err(part) => Ok(downcast::<Stream<T>>(part)?.collect()),
+        Err(part) => Ok(stream::<T>(part)?.collect()),
     }
 }
 
@@ -101,6 +119,8 @@ pub static ITEMS: [ItemEntry];
 pub struct FuncEntry {
     /// `module_path::fn_name`.
     pub name: &'static str,
+    /// Parameter and return types as written (`(x: u64) -> String`).
+    pub signature: &'static str,
     /// Built once per process, on first use.
     pub fns: fn() -> FuncFns,
 }
@@ -249,6 +269,20 @@ fn tables() -> &'static Tables {
     })
 }
 
+// Bag functions and element types are found by name in every process, as
+// tasks are: the registry fingerprint covers them, so a worker built with
+// other bag functions is refused at its handshake.
+#[shoal_core::registry::linkme::distributed_slice(shoal_core::registry::FINGERPRINTED)]
+#[linkme(crate = shoal_core::registry::linkme)]
+static BAG_NAMES: fn() -> Vec<String> = bag_names;
+
+/// What the fingerprint covers of the bag: every function's name and
+/// signature, every element type's name.
+fn bag_names() -> Vec<String> {
+    let funcs = FUNCS.iter().map(|f| format!("bag fn {}{}", f.name, f.signature));
+    funcs.chain(ITEMS.iter().map(|i| format!("bag item {}", (i.name)()))).collect()
+}
+
 /// The adapters of the function registered under `name`.
 pub fn func(name: &str) -> Result<FuncFns, InputError> {
     tables().funcs.get(name).copied().ok_or_else(|| {
@@ -262,11 +296,36 @@ pub fn func(name: &str) -> Result<FuncFns, InputError> {
 /// The operations of the element type named `name`.
 pub fn item(name: &str) -> Result<ItemOps, InputError> {
     tables().items.get(name).copied().ok_or_else(|| {
+        let short = short_type_name(name);
         InputError(format!(
-            "the bag element type `{name}` is not registered: write `shoal::bag_item!({name});` at module level \
+            "the bag element type `{short}` is not registered: write `shoal::bag_item!({short});` at module level \
              (types a #[shoal::func] takes or returns are registered already)"
         ))
     })
+}
+
+/// A type's name as its user writes it: `std::any::type_name`'s full
+/// paths shortened to their last segment (`(alloc::string::String,
+/// my::Point)` → `(String, Point)`), for messages that tell what to write.
+pub fn short_type_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    // Where the path being copied starts in `out`: a `::` drops what
+    // came before it in the path.
+    let mut path_start = 0;
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("::") {
+            out.truncate(path_start);
+            rest = after;
+            continue;
+        }
+        out.push(c);
+        if !(c.is_alphanumeric() || c == '_') {
+            path_start = out.len();
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// The registered name of `T`.
@@ -276,7 +335,10 @@ pub fn item_name<T: ?Sized>() -> &'static str {
 
 fn downcast<T: 'static>(part: Part) -> Result<Box<T>, InputError> {
     part.downcast::<T>().map_err(|_| {
-        InputError(format!("a bag step got a partition that is not a `{}` (a bug in shoal::bag)", item_name::<T>()))
+        InputError(format!(
+            "a bag step got a partition that is not a `{}` (a bug in shoal::bag)",
+            short_type_name(item_name::<T>())
+        ))
     })
 }
 
@@ -298,7 +360,7 @@ pub fn base_ops<T: Data>(
         collect: |part| Ok(Box::new(vec_of::<T>(part)?) as Part),
         count: |part| match part.downcast::<Vec<T>>() {
             Ok(v) => Ok(v.len()),
-            Err(part) => Ok(downcast::<Stream<T>>(part)?.count()),
+            Err(part) => Ok(stream::<T>(part)?.count()),
         },
         append: |into, more| {
             let more = vec_of::<T>(more)?;
@@ -360,7 +422,7 @@ impl<T> NoPairProbe for &Probe<T> {
 /// Distinct elements in order of first appearance, and each element's
 /// index among them.
 fn group_of<K: Eq + std::hash::Hash + Clone>(keys: Vec<K>) -> (Vec<K>, Vec<usize>) {
-    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut index: HashMap<K, usize, Fast> = HashMap::default();
     let mut distinct = Vec::new();
     let ids = keys
         .into_iter()
@@ -453,14 +515,14 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
     fn hash_ops(&self) -> Option<HashOps> {
         Some(HashOps {
             frequencies: |part| {
-                let mut counts: HashMap<T, u64> = HashMap::new();
+                let mut counts: HashMap<T, u64, Fast> = HashMap::default();
                 for x in stream::<T>(part)? {
                     *counts.entry(x).or_insert(0) += 1;
                 }
                 store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
             },
             merge_frequencies: |objs| {
-                let mut counts: HashMap<T, u64> = HashMap::new();
+                let mut counts: HashMap<T, u64, Fast> = HashMap::default();
                 for obj in objs {
                     for (x, n) in read_owned::<Vec<(T, u64)>>(*obj)? {
                         *counts.entry(x).or_insert(0) += n;
@@ -469,11 +531,11 @@ impl<T: Data + Eq + std::hash::Hash> HashProbe for Probe<T> {
                 store_value(counts.into_iter().collect::<Vec<(T, u64)>>())
             },
             distinct: |part| {
-                let set: std::collections::HashSet<T> = stream::<T>(part)?.collect();
+                let set: HashSet<T, Fast> = stream::<T>(part)?.collect();
                 store_value(set.into_iter().collect::<Vec<T>>())
             },
             merge_distinct: |objs| {
-                let mut set = std::collections::HashSet::new();
+                let mut set: HashSet<T, Fast> = HashSet::default();
                 for obj in objs {
                     set.extend(read_owned::<Vec<T>>(*obj)?);
                 }
@@ -587,7 +649,7 @@ impl<F: Call<A, Out = B>, A: Data, B: Data + Eq + std::hash::Hash> KeyProbe for 
                 store_value(buckets)
             },
             gather: |objs, i| {
-                let mut index: HashMap<B, usize> = HashMap::new();
+                let mut index: HashMap<B, usize, Fast> = HashMap::default();
                 let mut groups: Vec<(B, Vec<A>)> = Vec::new();
                 for obj in objs {
                     for x in bucket_of::<A>(*obj, i)? {
@@ -811,5 +873,36 @@ pub trait NoTopkProbe {
 impl<F, A, B> NoTopkProbe for &FnProbe<F, A, B> {
     fn topk_fn(&self) -> Option<fn(Part, usize) -> StepResult> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[crate::func]
+    fn fingerprinted_len(s: String) -> u64 {
+        s.len() as u64
+    }
+
+    #[test]
+    fn bag_functions_and_items_are_in_the_registry_fingerprint() {
+        let names = shoal_core::registry::fingerprinted_names();
+        let name = format!("bag fn {}::fingerprinted_len(s : String) -> u64", module_path!());
+        assert!(names.contains(&name), "{name} not in {names:?}");
+        assert!(names.contains(&"bag item alloc::string::String".to_string()), "{names:?}");
+        assert_eq!(fingerprinted_len::call("abc".into()), 3);
+    }
+
+    #[test]
+    fn type_names_are_shortened_to_what_a_user_writes() {
+        assert_eq!(short_type_name("alloc::string::String"), "String");
+        assert_eq!(short_type_name("(alloc::string::String, (u64, u64))"), "(String, (u64, u64))");
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<(my_crate::a::Point, core::option::Option<f64>)>"),
+            "Vec<(Point, Option<f64>)>"
+        );
+        assert_eq!(short_type_name("[u8; 4]"), "[u8; 4]");
+        assert_eq!(short_type_name(std::any::type_name::<(String, Vec<u64>)>()), "(String, Vec<u64>)");
     }
 }

@@ -21,6 +21,7 @@ use shoal_core::object::{Input, Obj, Value, read_owned};
 use shoal_core::registry::{InputError, RunError, TaskEntry};
 
 use super::registry::{self, ItemOps, Part};
+use super::text::Words;
 use crate::Task;
 
 /// What one element-wise step does.
@@ -170,7 +171,10 @@ fn input_error(msg: impl Into<String>) -> RunError {
 }
 
 fn missing(what: &str, item: &str) -> InputError {
-    InputError(format!("the bag element type `{item}` has no {what} (a bug in shoal::bag: the typed API checks it)"))
+    InputError(format!(
+        "the bag element type `{}` has no {what} (a bug in shoal::bag: the typed API checks it)",
+        registry::short_type_name(item)
+    ))
 }
 
 fn run(inputs: &[Input]) -> Result<Obj, RunError> {
@@ -225,7 +229,7 @@ fn run(inputs: &[Input]) -> Result<Obj, RunError> {
 fn text_part(lines: super::text::Lines, steps: &mut Vec<Step>) -> Part {
     if steps.first().is_some_and(|s| s.kind == Kind::Words) {
         steps.remove(0);
-        registry::streamed(lines.into_words())
+        Box::new(lines.into_words())
     } else {
         registry::streamed(lines)
     }
@@ -313,8 +317,17 @@ fn finish(end: &End, item: &str, ops: ItemOps, part: Part) -> Result<Obj, InputE
         End::Collect => (ops.store)(part),
         End::Count => Ok(Value::shared((ops.count)(part)? as u64)),
         End::Sum => (ops.sum.ok_or_else(|| missing("sum", item))?.sum)(part),
-        End::Frequencies => (ops.hash.ok_or_else(|| missing("hash", item))?.frequencies)(part),
-        End::Distinct => (ops.hash.ok_or_else(|| missing("hash", item))?.distinct)(part),
+        // The words of `split_whitespace` are counted in place (one
+        // `String` per distinct word); they are `String`s, so the result
+        // is what `String`'s own operations would store.
+        End::Frequencies => match part.downcast::<Words>() {
+            Ok(words) => Ok(Value::shared(words.frequencies())),
+            Err(part) => (ops.hash.ok_or_else(|| missing("hash", item))?.frequencies)(part),
+        },
+        End::Distinct => match part.downcast::<Words>() {
+            Ok(words) => Ok(Value::shared(words.distinct())),
+            Err(part) => (ops.hash.ok_or_else(|| missing("hash", item))?.distinct)(part),
+        },
         End::TopK { k, key } => topk(ops, key, *k, part),
         End::Write { path } => {
             let n = (ops.write_lines.ok_or_else(|| missing("Display", item))?)(part, std::path::Path::new(path))?;

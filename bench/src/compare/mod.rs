@@ -25,10 +25,9 @@ pub struct CompareOpts {
     pub quick: bool,
     /// `false` with `--no-dask`: shoal's figures only.
     pub dask: bool,
-    /// `--only CASE` (repeatable, `bench.py`'s names: `transfer`, `tree`…):
-    /// just those cases, figures printed per round, `RESULTS.md` left as it is
-    /// (a partial table would replace the whole one). Empty: every case.
-    pub only: Vec<String>,
+    /// `--case NAME`s: only these (empty: every case). A run of some cases
+    /// prints its table but leaves RESULTS.md and the chart alone.
+    pub cases: Vec<Case>,
 }
 
 /// The cases, in table order. Each does the same work on every system.
@@ -46,6 +45,27 @@ pub enum Case {
 impl Case {
     pub const ALL: [Case; 7] =
         [Case::CountLetters, Case::Map, Case::Tree, Case::Chain, Case::RoundTrip, Case::Transfer, Case::BagWordcount];
+
+    /// Its `--case` name.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Case::CountLetters => "count-letters",
+            Case::Map => "map",
+            Case::Tree => "tree",
+            Case::Chain => "chain",
+            Case::RoundTrip => "round-trip",
+            Case::Transfer => "transfer",
+            Case::BagWordcount => "bag-wordcount",
+        }
+    }
+
+    /// The case named `name` by `--case`.
+    pub fn parse(name: &str) -> Result<Case, String> {
+        Case::ALL.into_iter().find(|c| c.flag() == name).ok_or_else(|| {
+            let names: Vec<&str> = Case::ALL.iter().map(|c| c.flag()).collect();
+            format!("--case {name}: no such case; the cases are {}", names.join(", "))
+        })
+    }
 
     /// Whether Rust sequential and rayon run it too (the in-process limit).
     pub fn has_rust(self) -> bool {
@@ -187,6 +207,9 @@ pub struct Row {
     pub note: Option<&'static str>,
     /// The size of the graph it ran (bag word count).
     pub tasks: Option<String>,
+    /// CPU seconds per sample (bag word count): this process's for the
+    /// in-process runners, plus the workers' for the processes modes.
+    pub cpu: Samples,
 }
 
 impl Row {
@@ -199,6 +222,7 @@ impl Row {
             errors: Vec::new(),
             note: None,
             tasks: None,
+            cpu: Samples::default(),
         }
     }
 
@@ -260,6 +284,9 @@ pub struct Outcome {
     pub command: String,
     pub started: std::time::SystemTime,
     pub load_before: String,
+    /// Whether every case ran (not only some `--case`s): only then are
+    /// RESULTS.md and the chart rewritten.
+    pub every_case: bool,
 }
 
 pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
@@ -283,10 +310,17 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
         (None, Some("not run (--no-dask)".to_string()))
     };
 
-    let files = count_letters::files(&Opts { rounds, quick: opts.quick })?;
-    let dir = Path::new(&files[0]).parent().expect("a file has a folder").to_path_buf();
-    let expected = sizes.files as u64 * sizes.file_bytes;
+    let cases: Vec<Case> = Case::ALL.into_iter().filter(|c| opts.cases.is_empty() || opts.cases.contains(c)).collect();
     let (words_dir, words_files, words_pattern) = bag_wordcount::data(opts.quick)?;
+    // count_letters' files (1 GB at full size) only when it runs.
+    let (files, dir) = if cases.contains(&Case::CountLetters) {
+        let files = count_letters::files(&Opts { rounds, quick: opts.quick })?;
+        let dir = Path::new(&files[0]).parent().expect("a file has a folder").to_path_buf();
+        (files, dir)
+    } else {
+        (Vec::new(), words_dir.clone())
+    };
+    let expected = sizes.files as u64 * sizes.file_bytes;
     let words_top = bag_wordcount::counts_of(&bag_wordcount::sequential(&words_files)?);
     let words = Words { pattern: words_pattern, expected: words_top };
     let shoal_tasks = bag_wordcount::tasks(&words.pattern)?;
@@ -296,11 +330,7 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     let mut rows = Vec::new();
     let mut dask_extra = None;
 
-    if let Some(unknown) = opts.only.iter().find(|o| !Case::ALL.iter().any(|c| c.dask_name() == o.as_str())) {
-        let names: Vec<&str> = Case::ALL.iter().map(|c| c.dask_name()).collect();
-        return Err(shoal::Error::msg(format!("--only {unknown}: no such case (the cases: {})", names.join(", "))));
-    }
-    for case in Case::ALL.into_iter().filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| o == c.dask_name())) {
+    for &case in &cases {
         let mut case_rows: Vec<Row> = Vec::new();
         if case.has_rust() {
             case_rows.push(Row::new(case, "Rust sequential", Kind::Sequential));
@@ -352,16 +382,28 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
                         });
                     }
                 }
+                // CPU seconds of each in-process system's sample (bag word count).
+                let mut cpus: Vec<f64> = Vec::new();
                 if case == Case::BagWordcount {
                     for f in [bag_wordcount::sequential, bag_wordcount::rayon] {
+                        let c = bag_wordcount::cpu_now();
                         let (d, top) = time(|| f(&words_files));
+                        cpus.push(bag_wordcount::cpu_now() - c);
                         outcomes.push(words.check(top).map(|()| d.as_secs_f64()));
                     }
                 }
                 for m in &modes {
+                    let cpu = || bag_wordcount::cpu_now() + bag_wordcount::cpu_of(&m.client.worker_pids());
+                    let c = cpu();
                     outcomes.push(
                         run_shoal(case, &m.client, &sizes, sizes.of(case), &files, &words).map_err(|e| e.to_string()),
                     );
+                    cpus.push(cpu() - c);
+                }
+                if case == Case::BagWordcount {
+                    for (i, c) in cpus.into_iter().enumerate() {
+                        case_rows[i].cpu.0.push(c);
+                    }
                 }
                 for (i, outcome) in outcomes.into_iter().enumerate() {
                     match &outcome {
@@ -385,6 +427,9 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
                         eprintln!("compare: Dask's bag word count graph: {t} tasks, {o} after its optimization");
                         case_rows[r].tasks = Some(format!("{o} tasks after optimization, {t} before"));
                     }
+                    if let Some(c) = res.extra.get("cpu_s").and_then(|v| v.get(0)).and_then(|v| v.as_f64()) {
+                        case_rows[r].cpu.0.push(c);
+                    }
                     if res.error.is_none() && dask_extra.is_none() {
                         dask_extra = Some(res.extra.clone());
                     }
@@ -405,10 +450,6 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
         dask_missing = Some("every Dask run failed (see the errors in the table)".into());
     }
 
-    if !opts.only.is_empty() {
-        eprintln!("compare: --only: RESULTS.md is left as it is (the figures are the lines above)");
-        return Ok(());
-    }
     let mut command = String::from("cargo run --release -p shoal-bench -- compare");
     if opts.quick {
         command.push_str(" --quick");
@@ -418,6 +459,9 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     }
     if !opts.dask {
         command.push_str(" --no-dask");
+    }
+    for c in &opts.cases {
+        command.push_str(&format!(" --case {}", c.flag()));
     }
     let outcome = Outcome {
         sizes,
@@ -431,6 +475,7 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
         command,
         started,
         load_before,
+        every_case: cases.len() == Case::ALL.len(),
     };
     report::report(&outcome, bench_dir).map_err(|e| shoal::Error::msg(format!("writing the results: {e}")))
 }

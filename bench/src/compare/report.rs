@@ -30,6 +30,15 @@ pub fn report(o: &Outcome, bench_dir: &Path) -> std::io::Result<()> {
     for (row, e, times) in failures(o) {
         println!("error: {} on {}{times}: {e}", row.system, row.case.title());
     }
+    if let Some(cpu) = cpu_table(o) {
+        println!("\nCPU time per sample (bag word count; this process, plus the workers' in the processes modes):");
+        print!("{}", cpu.render());
+    }
+    println!("load average before: {}; after: {}", o.load_before, loadavg());
+    if !o.every_case {
+        println!("(some cases only: RESULTS.md and the chart, which hold every case, are left as they are)");
+        return Ok(());
+    }
 
     let chart_path = bench_dir.join("results").join("speedup.svg");
     std::fs::create_dir_all(chart_path.parent().expect("a parent"))?;
@@ -131,6 +140,47 @@ fn table(o: &Outcome) -> Table {
         }
     }
     t
+}
+
+/// The CPU time of the rows that measured it (the bag word count): on a
+/// loaded machine, wall times say more about the load than about the
+/// runners, CPU times far less. `None` when no row has any.
+fn cpu_table(o: &Outcome) -> Option<Table> {
+    let rows: Vec<&Row> = o.rows.iter().filter(|r| !r.cpu.0.is_empty()).collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut header: Vec<String> =
+        ["case", "system", "CPU (median)", "min – max"].iter().map(|s| s.to_string()).collect();
+    for label in &o.shoal_labels {
+        header.push(format!("Dask ÷ {label}"));
+    }
+    header.push("÷ rayon".into());
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(&header);
+    let cpu_of = |case: Case, pred: &dyn Fn(&Row) -> bool| {
+        rows.iter().find(|r| r.case == case && pred(r)).map(|r| r.cpu.median())
+    };
+    for row in &rows {
+        let mut cells = vec![
+            row.case.title().to_string(),
+            row.system.clone(),
+            secs(row.cpu.median()),
+            format!("{} – {}", secs(row.cpu.min()), secs(row.cpu.max())),
+        ];
+        for label in &o.shoal_labels {
+            cells.push(match (row.kind, cpu_of(row.case, &|r: &Row| r.system == *label)) {
+                (Kind::Dask, Some(s)) => ratio(row.cpu.median() / s),
+                _ => String::new(),
+            });
+        }
+        cells.push(match cpu_of(row.case, &|r: &Row| r.kind == Kind::Rayon) {
+            Some(r) => ratio(row.cpu.median() / r),
+            None => String::new(),
+        });
+        t.row(cells);
+    }
+    Some(t)
 }
 
 /// One line per (Dask mode, shoal mode): the count_letters, overhead and
@@ -360,6 +410,10 @@ fn markdown(o: &Outcome, table: &Table, machine: &[(&str, String)]) -> String {
          *÷ rayon* compares with the in-process limit (rayon `par_iter` over the same files).\n"
     );
     md.push_str(&table.render());
+    if let Some(cpu) = cpu_table(o) {
+        md.push_str("\nCPU time per sample (bag word count; this process, plus the workers' in the processes modes): on a loaded machine it says more about the runners than wall time does.\n\n");
+        md.push_str(&cpu.render());
+    }
     let w = &mut md;
     let failed = failures(o);
     if !failed.is_empty() {

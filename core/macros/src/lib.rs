@@ -229,6 +229,8 @@ fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
         _ => None,
     };
     let doc = format!("The `{name_str}` bag function: pass it to a `Bag`'s `map`, `filter`, `flat_map`…");
+    // What the registry fingerprint holds of it besides its name.
+    let signature = format!("({}) {}", quote!(#inputs), quote!(#output));
     let p = quote!(::shoal::bag::__private);
     let impls = if let [x, y] = input_tys[..] {
         quote! {
@@ -302,6 +304,7 @@ fn expand_func(func: ItemFn) -> syn::Result<TokenStream2> {
             #[linkme(crate = ::shoal::__private::linkme)]
             static __FUNC: #p::FuncEntry = #p::FuncEntry {
                 name: ::core::concat!(::core::module_path!(), "::", #name_str),
+                signature: #signature,
                 fns: __fns,
             };
 
