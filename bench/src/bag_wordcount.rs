@@ -76,60 +76,17 @@ fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Word counts, as the bag counts `split_whitespace`'s words (the in-process
-/// limit gets every advantage shoal has): foldhash's hasher, hashbrown's map
-/// looked up by a borrowed [`Word`] compared inline.
-type Counts = hashbrown::HashMap<String, u64, foldhash::fast::RandomState>;
-
-/// A borrowed word as a [`Counts`] key (the same as `shoal::bag`'s private
-/// one): hashed as its `String`, compared without a `memcmp` call.
-struct Word<'a>(&'a str);
-
-impl std::hash::Hash for Word<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl hashbrown::Equivalent<String> for Word<'_> {
-    fn equivalent(&self, key: &String) -> bool {
-        same_bytes(self.0.as_bytes(), key.as_bytes())
-    }
-}
-
-/// `a == b` for short byte strings without a call (as `shoal::bag`'s).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    fn ends<const N: usize>(s: &[u8]) -> ([u8; N], [u8; N]) {
-        let (mut head, mut tail) = ([0u8; N], [0u8; N]);
-        head.copy_from_slice(&s[..N]);
-        tail.copy_from_slice(&s[s.len() - N..]);
-        (head, tail)
-    }
-    if a.len() != b.len() {
-        return false;
-    }
-    match a.len() {
-        0 => true,
-        1 => a[0] == b[0],
-        2..=3 => ends::<2>(a) == ends::<2>(b),
-        4..=7 => ends::<4>(a) == ends::<4>(b),
-        8..=16 => ends::<8>(a) == ends::<8>(b),
-        _ => a == b,
-    }
-}
+/// Word counts of the Rust runners: `shoal::bag::WordCounts`, the counter
+/// the bag uses for `split_whitespace().frequencies()` (a word looked up by
+/// `&str`, one `String` per distinct word, foldhash and an inline compare),
+/// so the in-process limit gets every advantage shoal has.
+type Counts = bag::WordCounts;
 
 /// The words of a file counted into `counts`: the file is read whole and
 /// its words looked up by `&str`, so a word costs no allocation unless it
 /// is new to `counts` (as the bag counts `split_whitespace`'s words).
 fn count_file(path: &Path, counts: &mut Counts) -> std::io::Result<()> {
-    for word in std::fs::read_to_string(path)?.split_whitespace() {
-        match counts.get_mut(&Word(word)) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(word.to_owned(), 1);
-            }
-        }
-    }
+    counts.add_words(std::fs::read_to_string(path)?.split_whitespace());
     Ok(())
 }
 
@@ -156,12 +113,8 @@ pub fn rayon(files: &[PathBuf]) -> shoal::Result<Top> {
             let mut counts = Counts::default();
             count_file(f, &mut counts).map(|_| counts)
         })
-        .try_reduce(Counts::default, |a, b| {
-            // The bigger map absorbs the smaller.
-            let (mut a, b) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-            for (w, n) in b {
-                *a.entry(w).or_insert(0) += n;
-            }
+        .try_reduce(Counts::default, |mut a, b| {
+            a.merge(b);
             Ok(a)
         })?;
     Ok(top10(counts))

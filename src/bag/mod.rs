@@ -71,6 +71,7 @@
 mod registry;
 mod run;
 mod text;
+mod words;
 
 use std::marker::PhantomData;
 
@@ -84,6 +85,7 @@ use crate::{Error, Task};
 use run::{End, Kind, Origin, Plan, Run, Source, Step};
 
 pub use text::{DEFAULT_BLOCK_SIZE, read_text, read_text_with};
+pub use words::{WordCounts, WordCountsIntoIter};
 
 /// How many partial results one node of a reduction tree combines, by
 /// default (Dask's `split_every` default is 8 too): deep enough trees to

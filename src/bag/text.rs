@@ -18,6 +18,7 @@
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
 use super::registry::Stream;
+use super::words::{Counts, Word, WordCounts};
 use super::{Bag, PartSrc, invalid, registry};
 use crate::error::Result;
 
@@ -215,13 +216,8 @@ impl Words {
 
     /// Each distinct word and its number of occurrences.
     pub(super) fn frequencies(self) -> Vec<(String, u64)> {
-        let mut counts: Counts<u64> = Counts::default();
-        self.for_each_word(|w| match counts.get_mut(&Word(w)) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(w.to_owned(), 1);
-            }
-        });
+        let mut counts = WordCounts::new();
+        self.for_each_word(|w| counts.add(w));
         counts.into_iter().collect()
     }
 
@@ -234,51 +230,6 @@ impl Words {
             }
         });
         seen.into_keys().collect()
-    }
-}
-
-/// A map from words, with the bag's hasher (see [`registry::Fast`]),
-/// looked up by [`Word`].
-type Counts<V> = hashbrown::HashMap<String, V, registry::Fast>;
-
-/// A borrowed word as a key of [`Counts`]: hashed as its `String` is, and
-/// compared inline. Words are a few bytes, where `String`'s own `==` calls
-/// `memcmp`, which was a quarter of a word count's CPU.
-struct Word<'a>(&'a str);
-
-impl std::hash::Hash for Word<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // Exactly as `String`'s hash (it is `str`'s), or lookups would miss.
-        self.0.hash(state);
-    }
-}
-
-impl hashbrown::Equivalent<String> for Word<'_> {
-    fn equivalent(&self, key: &String) -> bool {
-        same_bytes(self.0.as_bytes(), key.as_bytes())
-    }
-}
-
-/// `a == b` for short byte strings without a call: up to 16 bytes as two
-/// overlapping words of 8, 4 or 2 bytes (longer ones by the slice `==`).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    /// The first and the last `N` bytes of `s` (`N <= s.len() <= 2N`).
-    fn ends<const N: usize>(s: &[u8]) -> ([u8; N], [u8; N]) {
-        let (mut head, mut tail) = ([0u8; N], [0u8; N]);
-        head.copy_from_slice(&s[..N]);
-        tail.copy_from_slice(&s[s.len() - N..]);
-        (head, tail)
-    }
-    if a.len() != b.len() {
-        return false;
-    }
-    match a.len() {
-        0 => true,
-        1 => a[0] == b[0],
-        2..=3 => ends::<2>(a) == ends::<2>(b),
-        4..=7 => ends::<4>(a) == ends::<4>(b),
-        8..=16 => ends::<8>(a) == ends::<8>(b),
-        _ => a == b,
     }
 }
 
@@ -316,31 +267,7 @@ impl Iterator for Lines {
 
 #[cfg(test)]
 mod tests {
-    use super::{same_bytes, wildcard};
-
-    #[test]
-    fn short_byte_strings_compare_as_slices_do() {
-        let words: Vec<Vec<u8>> = (0..=20usize)
-            .flat_map(|n| {
-                let base: Vec<u8> = (0..n).map(|i| b'a' + (i % 7) as u8).collect();
-                // Equal, and differing in the first, the middle or the last byte.
-                let mut out = vec![base.clone()];
-                for at in [0, n / 2, n.saturating_sub(1)] {
-                    if n > 0 {
-                        let mut other = base.clone();
-                        other[at] ^= 1;
-                        out.push(other);
-                    }
-                }
-                out
-            })
-            .collect();
-        for a in &words {
-            for b in &words {
-                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
-            }
-        }
-    }
+    use super::wildcard;
 
     #[test]
     fn wildcards_match_like_a_shell() {
