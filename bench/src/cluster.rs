@@ -131,6 +131,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The worker processes' ids (their CPU time is the cluster's work).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self._workers.0.iter().map(Child::id).collect()
+    }
+}
+
 /// Child processes, killed on drop.
 pub struct Children(pub Vec<Child>);
 

@@ -393,7 +393,14 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
                     }
                 }
                 for m in &modes {
-                    let cpu = || bag_wordcount::cpu_now() + bag_wordcount::cpu_of(&m.client.worker_pids());
+                    // The workers' too: the processes mode's, and the
+                    // cluster's worker processes (started by this bench).
+                    let pids = || {
+                        let mut pids = m.client.worker_pids();
+                        pids.extend(m.cluster.as_ref().map(Cluster::worker_pids).unwrap_or_default());
+                        pids
+                    };
+                    let cpu = || bag_wordcount::cpu_now() + bag_wordcount::cpu_of(&pids());
                     let c = cpu();
                     outcomes.push(
                         run_shoal(case, &m.client, &sizes, sizes.of(case), &files, &words).map_err(|e| e.to_string()),

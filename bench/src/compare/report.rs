@@ -31,7 +31,9 @@ pub fn report(o: &Outcome, bench_dir: &Path) -> std::io::Result<()> {
         println!("error: {} on {}{times}: {e}", row.system, row.case.title());
     }
     if let Some(cpu) = cpu_table(o) {
-        println!("\nCPU time per sample (bag word count; this process, plus the workers' in the processes modes):");
+        println!(
+            "\nCPU time per sample (bag word count; this process, plus the worker processes' in the processes and cluster modes):"
+        );
         print!("{}", cpu.render());
     }
     println!("load average before: {}; after: {}", o.load_before, loadavg());
@@ -411,7 +413,7 @@ fn markdown(o: &Outcome, table: &Table, machine: &[(&str, String)]) -> String {
     );
     md.push_str(&table.render());
     if let Some(cpu) = cpu_table(o) {
-        md.push_str("\nCPU time per sample (bag word count; this process, plus the workers' in the processes modes): on a loaded machine it says more about the runners than wall time does.\n\n");
+        md.push_str("\nCPU time per sample (bag word count; this process, plus the worker processes' in the processes and cluster modes): on a loaded machine it says more about the runners than wall time does.\n\n");
         md.push_str(&cpu.render());
     }
     let w = &mut md;
