@@ -237,6 +237,35 @@ impl Client {
         self.submit_with(task, args, &SubmitOptions::default())
     }
 
+    /// A future holding `value` (Dask's `client.scatter`): for a list of
+    /// futures that mixes plain values with computed results
+    /// (`total.submit(vec![client.scatter(1)?, f, g])`), or to put a large
+    /// input in the workers' memory once for many tasks to read. It is one
+    /// task of the built-in `shoal::value`, which returns its argument's
+    /// object as is (no copy); equal values share it, as pure tasks do.
+    ///
+    /// ```
+    /// # use shoal::prelude::*;
+    /// #[shoal::task]
+    /// fn total(xs: Vec<u64>) -> u64 {
+    ///     xs.iter().sum()
+    /// }
+    /// # fn main() -> shoal::Result<()> {
+    /// let client = Client::threads(2)?;
+    /// let parts = vec![client.scatter(40u64)?, client.submit(total, vec![1u64, 1])?];
+    /// assert_eq!(client.submit(total, &parts)?.result()?, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn scatter<T: Data>(&self, value: T) -> Result<Future<T>> {
+        self.submit(crate::lazy::Literal::<T>(std::marker::PhantomData), value)
+    }
+
+    /// [`scatter`](Client::scatter) for each value, in one submission.
+    pub fn scatter_many<T: Data>(&self, values: impl IntoIterator<Item = T>) -> Result<Vec<Future<T>>> {
+        self.map(crate::lazy::Literal::<T>(std::marker::PhantomData), values)
+    }
+
     /// Run a task that takes no argument: `client.submit_no_args(answer)`
     /// is `client.submit(answer, ())`.
     pub fn submit_no_args<K: Task<Params = ()>>(&self, task: K) -> Result<Future<K::Output>> {

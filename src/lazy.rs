@@ -160,7 +160,7 @@ fn literal(inputs: &[Input]) -> Result<Obj, RunError> {
 static LITERAL: TaskEntry = TaskEntry::new("shoal::value", "(T) -> T", concat!(file!(), ":", line!()), literal);
 
 /// The handle of `shoal::value` for a `T`.
-struct Literal<T>(PhantomData<fn() -> T>);
+pub(crate) struct Literal<T>(pub(crate) PhantomData<fn() -> T>);
 
 impl<T> Clone for Literal<T> {
     fn clone(&self) -> Self {

@@ -154,3 +154,31 @@ fn a_list_mixes_plain_values_and_lazy_nodes_threads() {
 fn a_list_mixes_plain_values_and_lazy_nodes_processes() {
     check_mixed(&Client::processes(2).unwrap());
 }
+
+/// A list of futures may mix scattered values (`Client::scatter`, Dask's
+/// `client.scatter`) with computed results, for a `Vec` parameter and for a
+/// fan-in by reference, small values and values over the inline size alike.
+fn check_scattered(client: &Client) {
+    let mixed = vec![client.scatter(7u64).unwrap(), client.submit(size, 3).unwrap(), client.scatter(100u64).unwrap()];
+    assert_eq!(client.submit(sum_sizes, &mixed).unwrap().result().unwrap(), 7 + 30 + 100);
+    // A scattered value's future holds the value itself.
+    assert_eq!(client.scatter(41u64).unwrap().result().unwrap(), 41);
+    let mut parts = client.scatter_many([vec![9u8; 80_000], vec![5u8; 10]]).unwrap();
+    parts.push(client.submit(blob, 1).unwrap());
+    let expected = (80_000 + 9) + (10 + 5) + (70_000 + 1);
+    assert_eq!(client.submit(total_len_in_place, &parts).unwrap().result().unwrap(), expected);
+    assert_eq!(client.submit(total_len, &parts).unwrap().result().unwrap(), expected);
+    // Equal values are one task, as equal pure calls are.
+    assert_eq!(client.scatter(3u64).unwrap().key(), client.scatter(3u64).unwrap().key());
+    assert_ne!(client.scatter(3u64).unwrap().key(), client.scatter(4u64).unwrap().key());
+}
+
+#[test]
+fn a_list_of_futures_mixes_scattered_values_and_results_threads() {
+    check_scattered(&Client::threads(2).unwrap());
+}
+
+#[test]
+fn a_list_of_futures_mixes_scattered_values_and_results_processes() {
+    check_scattered(&Client::processes(2).unwrap());
+}
