@@ -184,6 +184,9 @@ fn futures_map_submit_and_gather_give_the_right_answers() {
     assert_eq!(sum.result().unwrap(), 2 + 3);
     let all = client.submit(total, incs.clone()).unwrap();
     assert_eq!(all.result().unwrap(), (1..=300).sum::<u64>());
+    // Scattered values mix with results in a list of futures.
+    let mixed = vec![client.scatter(1000u64).unwrap(), incs[0].clone(), client.scatter(20u64).unwrap()];
+    assert_eq!(client.submit(total, &mixed).unwrap().result().unwrap(), 1000 + 1 + 20);
     // A failure names its task and its error, and reaches its dependents.
     let bad = client.map(fails, vec![1u64, 3, 5]).unwrap();
     let err = client.gather(&bad).unwrap_err();
