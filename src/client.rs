@@ -258,12 +258,12 @@ impl Client {
     /// # }
     /// ```
     pub fn scatter<T: Data>(&self, value: T) -> Result<Future<T>> {
-        self.submit(crate::lazy::Literal::<T>(std::marker::PhantomData), value)
+        self.submit(crate::lazy::Literal::new(), value)
     }
 
     /// [`scatter`](Client::scatter) for each value, in one submission.
     pub fn scatter_many<T: Data>(&self, values: impl IntoIterator<Item = T>) -> Result<Vec<Future<T>>> {
-        self.map(crate::lazy::Literal::<T>(std::marker::PhantomData), values)
+        self.map(crate::lazy::Literal::new(), values)
     }
 
     /// Run a task that takes no argument: `client.submit_no_args(answer)`

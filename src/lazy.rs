@@ -124,14 +124,14 @@ impl<T: Data> Lazy<T> {
     /// wherever a `Lazy<T>` is wanted. It is one task of the built-in
     /// `shoal::value` (see the module docs); equal values share it.
     pub fn value(value: T) -> Lazy<T> {
-        Lazy::new(Literal::<T>(PhantomData), value, &SubmitOptions::default())
+        Lazy::new(Literal::new(), value, &SubmitOptions::default())
     }
 
     /// A node whose value is `future`'s result: one `shoal::value` task
     /// that depends on it and returns its object (no copy), so a graph can
     /// start from results computed already (`bag::from_futures`).
     pub(crate) fn of_future(future: &Future<T>) -> Lazy<T> {
-        Lazy::new(Literal::<T>(PhantomData), future, &SubmitOptions::default())
+        Lazy::new(Literal::new(), future, &SubmitOptions::default())
     }
 
     /// This node's key.
@@ -159,8 +159,14 @@ fn literal(inputs: &[Input]) -> Result<Obj, RunError> {
 #[linkme(crate = shoal_core::registry::linkme)]
 static LITERAL: TaskEntry = TaskEntry::new("shoal::value", "(T) -> T", concat!(file!(), ":", line!()), literal);
 
-/// The handle of `shoal::value` for a `T`.
-pub(crate) struct Literal<T>(pub(crate) PhantomData<fn() -> T>);
+/// The handle of `shoal::value` for a `T` (`Lazy::value`, `Client::scatter`).
+pub(crate) struct Literal<T>(PhantomData<fn() -> T>);
+
+impl<T> Literal<T> {
+    pub(crate) fn new() -> Literal<T> {
+        Literal(PhantomData)
+    }
+}
 
 impl<T> Clone for Literal<T> {
     fn clone(&self) -> Self {

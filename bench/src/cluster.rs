@@ -65,7 +65,7 @@ impl Site {
 pub struct Cluster {
     pub server: ServerHandle,
     pub client: Client,
-    _workers: Children,
+    workers: Children,
 }
 
 impl Cluster {
@@ -127,14 +127,14 @@ impl Cluster {
         let options = ClusterOptions { secret_file: Some(secret_file.clone()), ..ClusterOptions::default() };
         let client = Client::connect_with(&server.url(), options, ClientOptions::default());
         let _ = std::fs::remove_file(&secret_file);
-        Ok(Cluster { server, client: client?, _workers: workers })
+        Ok(Cluster { server, client: client?, workers })
     }
 }
 
 impl Cluster {
     /// The worker processes' ids (their CPU time is the cluster's work).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self._workers.0.iter().map(Child::id).collect()
+        self.workers.0.iter().map(Child::id).collect()
     }
 }
 
