@@ -52,6 +52,23 @@ fn hold_memory(mib: u64, ms: u64) -> u64 {
     data.iter().step_by(4096).map(|&b| u64::from(b)).sum()
 }
 
+/// Keeps `mib` MiB of written memory for the rest of its worker's life,
+/// works for `ms`, and says when it ran (nanoseconds since the epoch: the
+/// workers share the machine's clock). `_i` tells the calls apart.
+#[shoal::task]
+fn hoard(mib: u64, ms: u64, _i: u64) -> (u64, u64) {
+    static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let start = now_ns();
+    HOARD.lock().unwrap_or_else(PoisonError::into_inner).push(vec![1u8; mib as usize * MIB]);
+    std::thread::sleep(Duration::from_millis(ms));
+    (start, now_ns())
+}
+
+fn now_ns() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn bytes(i: u64, len: usize) -> Vec<u8> {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len);
@@ -246,6 +263,35 @@ fn a_running_task_s_own_memory_counts_against_the_limit() {
     for (i, v) in client.gather(&parts).unwrap().iter().enumerate() {
         assert_eq!(v, &bytes(i as u64, PART));
     }
+}
+
+/// Over the limit with nothing left to spill (the workers' own memory,
+/// which only grows here), runs start one at a time: never two at once,
+/// yet every one of them runs. Without the pause, two workers run two.
+#[test]
+fn over_the_limit_with_nothing_to_spill_runs_start_one_at_a_time() {
+    let _serial = serial();
+    let scratch = Scratch::new("pause");
+    let client = client(16 * MIB, &scratch.0, SpillIo::Auto);
+    // Each keeps 12 MiB: two of them are over the limit already. The first
+    // runs are sent at once (the workers queue a few each), before the
+    // memory is seen; the last ones are started after it was.
+    let n = 40;
+    let runs = client.map(hoard, (0..n as u64).map(|i| (12u64, 60u64, i))).unwrap();
+    let mut spans: Vec<(u64, u64)> = client.gather(&runs).unwrap();
+    assert_eq!(spans.len(), n, "every run ran");
+    spans.sort();
+    let last = &spans[spans.len() - 8..];
+    for pair in last.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two runs at once over the limit: {:?} and {:?} (all: {spans:?})",
+            pair[0],
+            pair[1]
+        );
+    }
+    let s = stats(&client);
+    assert!(s.workers_memory_bytes > s.memory_limit, "the workers' memory was over the limit: {s:?}");
 }
 
 #[test]

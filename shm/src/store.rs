@@ -73,6 +73,20 @@
 //! limit) stays over it: the limit steers what is kept, it cannot stop a
 //! task from allocating.
 //!
+//! # Over the limit, runs start one at a time
+//!
+//! Spilling frees only results that no run in flight reads. When the
+//! counted bytes stay over the limit all the same (running tasks' own data,
+//! pinned inputs), each further run would add its working memory to what is
+//! already too much: so the engine pauses the scheduler
+//! ([`Store::should_pause`], `Event::Pause`), which then starts a run only
+//! when none is in flight. The graph still ends, one run at a time, and
+//! the peak stays near the limit plus what the runs already under way
+//! need. It resumes once the counted bytes are back under
+//! [`RESUME_FRACTION`] of the limit (hysteresis, so that a count hovering
+//! at the limit does not flip it every tick). Dask pauses a worker at 80%
+//! of its limit the same way, to no run at all.
+//!
 //! # Policy
 //!
 //! - **When.** After a result is added or read back, and after a run ends
@@ -305,6 +319,12 @@ struct Entry {
     failed_at: Option<u64>,
     place: Place,
 }
+
+/// Paused runs resume when the counted bytes are back under this fraction
+/// of the limit, as (numerator, denominator): 9/10, far enough under that a
+/// count that hovers at the limit does not flip the pause every tick, near
+/// enough that one freed result of a modest size resumes the graph.
+pub const RESUME_FRACTION: (u64, u64) = (9, 10);
 
 /// The store (see the module docs).
 pub struct Store {
@@ -577,6 +597,20 @@ impl Store {
         }
     }
 
+    /// Whether runs should start one at a time (see "Over the limit, runs
+    /// start one at a time" in the module docs), given whether they do now:
+    /// over the limit to pause, under [`RESUME_FRACTION`] of it to resume.
+    /// Bytes already leaving for disk count as gone.
+    pub fn should_pause(&self, paused: bool) -> bool {
+        let counted = self.resident.saturating_sub(self.leaving).saturating_add(self.workers);
+        if paused {
+            // Integer arithmetic: the fraction's numerator and denominator.
+            counted.saturating_mul(RESUME_FRACTION.1) > self.limit.saturating_mul(RESUME_FRACTION.0)
+        } else {
+            counted > self.limit
+        }
+    }
+
     /// The worker processes now hold `bytes` of private memory (running
     /// tasks' own data: their heaps, the copies they make): the limit covers
     /// it too, so results spill to leave it room (see "The limit covers the
@@ -785,6 +819,32 @@ mod tests {
         let path = std::env::temp_dir().join(format!("shoal-test-store-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         Scratch(path)
+    }
+
+    #[test]
+    fn runs_pause_over_the_limit_and_resume_under_nine_tenths_of_it() {
+        let parent = scratch("pause");
+        let limit = 10 * OBJ as u64;
+        let mut store = Store::new(&config(limit, &parent.0)).unwrap();
+        let mut fx = StoreEffects::default();
+        let a = store.hold(segment(1), &mut fx);
+        store.run_started(TaskId { index: 0, generation: 0 }, WorkerId(0), vec![serial(&a)]);
+        assert!(!store.should_pause(false), "one result of ten: room");
+        // The running task's own data takes the rest and more; its input is
+        // pinned, so nothing can spill: pause.
+        store.set_workers_memory(limit, &mut fx);
+        assert!(fx.spills.is_empty(), "a pinned input never spills");
+        assert!(store.should_pause(false), "over the limit with nothing to spill");
+        // Back at the limit (the input and the task's data): still paused
+        // (hysteresis), and not paused anew.
+        store.set_workers_memory(limit - OBJ as u64, &mut fx);
+        assert!(store.should_pause(true), "at the limit a paused store stays paused");
+        assert!(!store.should_pause(false), "at the limit, not over it");
+        // 9.5 tenths: still paused; 8.5 tenths: resume.
+        store.set_workers_memory(limit - 3 * OBJ as u64 / 2, &mut fx);
+        assert!(store.should_pause(true), "9.5 tenths: still paused");
+        store.set_workers_memory(limit - 5 * OBJ as u64 / 2, &mut fx);
+        assert!(!store.should_pause(true), "8.5 tenths: resume");
     }
 
     #[test]

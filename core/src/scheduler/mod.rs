@@ -306,6 +306,18 @@ pub enum Event {
         /// How long the run took, in microseconds.
         micros: u64,
     },
+    /// The machine's memory is over its limit, or back under it: while
+    /// `paused`, a run starts only when no other is in flight, so the graph
+    /// still progresses, one run at a time, but no second task's working
+    /// memory is added to what is already too much (Dask pauses a worker
+    /// over its memory's pause fraction the same way, but to none at all,
+    /// which can stall a cluster of one machine). Runs already handed to
+    /// workers keep their place. The driver decides, with hysteresis (the
+    /// processes engine: see `shoal_shm::store`).
+    Pause {
+        /// Whether to pause (`true`) or resume.
+        paused: bool,
+    },
     /// The driver measured the network between workers: moving `n` bytes
     /// costs `n ÷ bandwidth + latency` (see
     /// [`SchedulerConfig::weigh_transfers`]). A `bandwidth` of 0 leaves it

@@ -87,6 +87,8 @@ pub struct Scheduler {
     /// Tasks whose run was lost without being known to have started (see
     /// [`Scheduler::is_suspect`]); few, and empty unless workers were lost.
     pub(super) suspects: HashSet<TaskId, SeededState>,
+    /// Over the memory limit ([`Event::Pause`]): one run in flight at most.
+    pub(super) paused: bool,
 }
 
 impl fmt::Debug for Scheduler {
@@ -120,6 +122,7 @@ impl Scheduler {
                 super::Placement::Locality => 0,
             },
             suspects: HashSet::default(),
+            paused: false,
         }
     }
 
@@ -257,6 +260,7 @@ impl Scheduler {
             Event::TaskMoved { task, from, to } => self.task_moved(task, from, to, out),
             Event::Saturation { extra_slots_per_thread } => self.set_saturation(extra_slots_per_thread),
             Event::TaskStarted { task, worker } => self.task_started(task, worker),
+            Event::Pause { paused } => self.paused = paused,
             Event::RunTime { .. } | Event::Network { .. } => {}
         }
         self.settle_all(out);
@@ -267,6 +271,17 @@ impl Scheduler {
             self.queue.give_back();
             self.suspects = Default::default();
         }
+    }
+
+    /// Whether runs start one at a time ([`Event::Pause`]).
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Whether a new run may start now: always, unless paused with a run
+    /// already in flight.
+    pub(super) fn may_start(&self) -> bool {
+        !self.paused || self.tasks.count(TaskState::Processing) == 0
     }
 
     /// Slots in the task table (live or free): what it holds on to.

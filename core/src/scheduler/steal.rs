@@ -183,7 +183,7 @@ impl Scheduler {
     /// module docs), then steals by idle workers.
     pub(super) fn dispatch_weighing(&mut self, out: &mut Vec<Action>) {
         self.run_parked(out);
-        while !self.workers.free.is_empty() {
+        while !self.workers.free.is_empty() && self.may_start() {
             let Some(Queued { priority, slot }) = self.queue.pop() else { break };
             let Some(task) = self.tasks.ready_in_slot(slot, priority) else { continue };
             match self.place_weighing(task) {
@@ -208,7 +208,7 @@ impl Scheduler {
     fn run_parked(&mut self, out: &mut Vec<Action>) {
         let parked: Vec<WorkerId> = self.workers.with_parked.iter().copied().collect();
         for w in parked {
-            while self.workers.has_free_slot(w) {
+            while self.workers.has_free_slot(w) && self.may_start() {
                 let Some(t) = self.workers.map.get_mut(&w).and_then(|worker| worker.parked.pop_front()) else {
                     break;
                 };
@@ -232,7 +232,7 @@ impl Scheduler {
         // order): the queue is empty, or they would have taken from it.
         let thieves: Vec<WorkerId> = self.workers.free.iter().map(|&(_, w)| w).collect();
         for thief in thieves {
-            while self.workers.has_free_slot(thief) {
+            while self.workers.has_free_slot(thief) && self.may_start() {
                 if !self.steal_one(thief, out) {
                     break;
                 }

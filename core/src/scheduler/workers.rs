@@ -191,7 +191,7 @@ impl Scheduler {
         if self.config.weigh_transfers && self.config.placement == super::Placement::Locality {
             return self.dispatch_weighing(out);
         }
-        while !self.workers.free.is_empty() {
+        while !self.workers.free.is_empty() && self.may_start() {
             let Some(Queued { priority, slot }) = self.queue.pop() else { break };
             let Some(task) = self.tasks.ready_in_slot(slot, priority) else {
                 continue; // a stale entry (see the module docs)

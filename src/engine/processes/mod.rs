@@ -511,15 +511,44 @@ fn watch_workers_memory(engine: std::sync::Weak<ProcessesEngine>) {
             *floor = (*floor).min(now);
             bytes += now - *floor;
         }
-        if bytes.abs_diff(told) < MEMORY_WATCH_STEP {
-            continue;
-        }
-        told = bytes;
         let Some(engine) = engine.upgrade() else { return };
         let mut effects = Effects::default();
-        engine.lock().backend.store.set_workers_memory(bytes, &mut effects.store);
+        {
+            let mut st = engine.lock();
+            if bytes.abs_diff(told) >= MEMORY_WATCH_STEP {
+                told = bytes;
+                st.backend.store.set_workers_memory(bytes, &mut effects.store);
+            }
+            // Checked every tick: results come and go between two of them.
+            pause_or_resume(&mut st, &mut effects);
+        }
         engine.carry_out(effects);
     }
+}
+
+/// Runs start one at a time while the machine stays over its memory limit
+/// (see `shoal_shm::store`, "Over the limit, runs start one at a time"),
+/// and resume once it is back under.
+fn pause_or_resume(st: &mut State, effects: &mut Effects) {
+    let paused = st.sched.paused();
+    let pause = st.backend.store.should_pause(paused);
+    if pause == paused {
+        return;
+    }
+    let s = st.backend.store.stats();
+    let mib = |b: u64| b >> 20;
+    if pause {
+        tracing::warn!(
+            "memory over the limit ({} MiB of results in memory + {} MiB of the workers' own, limit {} MiB) \
+             with nothing more to spill: runs start one at a time until it is back under",
+            mib(s.memory_bytes),
+            mib(s.workers_memory_bytes),
+            mib(s.memory_limit)
+        );
+    } else {
+        tracing::info!("memory back under the limit: runs start on every free slot again");
+    }
+    st.handle(Event::Pause { paused: pause }, effects);
 }
 
 /// A result that could not be read back from its spill file.

@@ -452,6 +452,43 @@ fn saturation_changes_every_worker_s_slots() {
     assert_eq!(h.s.count(TaskState::Ready), 12 - 9 - 1 - 1);
 }
 
+/// Over the memory limit, runs start one at a time: never a second while
+/// one is in flight, but always one when none is, so the graph finishes.
+#[test]
+fn a_paused_scheduler_starts_one_run_at_a_time_and_resumes() {
+    let pause = |paused| Event::Pause { paused };
+    let mut h = H::new(0, 3);
+    h.join(W0, 2);
+    h.join(W1, 2);
+    let (ids, out) = h.submit((0..10).map(|i| node(i, &[], true)).collect());
+    let mut running = runs(&out);
+    assert_eq!(running.len(), 4, "one run per slot before the pause");
+    // Paused: runs already sent stay, and none is added while they run.
+    assert_eq!(h.ev(pause(true)), vec![]);
+    assert!(h.s.paused());
+    for t in running.drain(..3) {
+        assert_eq!(
+            h.finish(t, h.s.processing_on(t).unwrap_or(W0), 0),
+            vec![done(t)],
+            "no new run while one is in flight"
+        );
+    }
+    // The last in flight ends: exactly one more starts, on a free worker.
+    let last = running[0];
+    let out = h.finish(last, h.s.processing_on(last).unwrap_or(W0), 0);
+    assert_eq!(out[0], done(last));
+    let next = runs(&out);
+    assert_eq!(next.len(), 1, "one run at a time while paused");
+    assert_eq!(h.s.count(TaskState::Processing), 1);
+    // Resumed: every free slot fills again.
+    let out = h.ev(pause(false));
+    assert_eq!(runs(&out).len(), 3, "the other three slots fill");
+    assert_eq!(h.s.count(TaskState::Processing), 4);
+    assert!(!h.s.paused());
+    assert_eq!(h.s.count(TaskState::Memory), 4);
+    assert_eq!(ids.len(), 10);
+}
+
 /// A graph forgotten whole gives the tables' memory back, and no id from
 /// before can name a task made after.
 #[test]

@@ -302,8 +302,15 @@ proptest! {
             } else if roll < 14 {
                 sim.steal_one();
             } else if roll < 15 {
-                let extra = sim.rng.below(3) as u32;
-                sim.event(Event::Saturation { extra_slots_per_thread: extra });
+                if sim.rng.below(2) == 0 {
+                    let extra = sim.rng.below(3) as u32;
+                    sim.event(Event::Saturation { extra_slots_per_thread: extra });
+                } else {
+                    // Over or under the memory limit: paused, the graph
+                    // still ends (one run at a time), as `sim.run` checks.
+                    let paused = sim.rng.below(2) == 0;
+                    sim.event(Event::Pause { paused });
+                }
             } else if roll < 17 && !submitted_second {
                 submitted_second = true;
                 let graph = second_graph(&mut sim, &second, spec.len());
