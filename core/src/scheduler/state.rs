@@ -273,6 +273,12 @@ impl Scheduler {
         }
     }
 
+    /// The runs sent to `worker` that the scheduler waits for (running, or
+    /// queued there), oldest first; empty for an unknown worker.
+    pub fn processing_of(&self, worker: WorkerId) -> &[TaskId] {
+        self.workers.map.get(&worker).map_or(&[], |w| w.processing.as_slice())
+    }
+
     /// Whether runs start one at a time ([`Event::Pause`]).
     pub fn paused(&self) -> bool {
         self.paused

@@ -549,6 +549,17 @@ fn pause_or_resume(st: &mut State, effects: &mut Effects) {
         tracing::info!("memory back under the limit: runs start on every free slot again");
     }
     st.handle(Event::Pause { paused: pause }, effects);
+    if pause {
+        // Runs queued on the workers would start all the same, with their
+        // inputs pinned: take back those not started yet (`Recall`; the
+        // workers answer with the ones they gave back, which the scheduler
+        // then starts one at a time, and their inputs may spill meanwhile).
+        for (&worker, link) in &st.backend.workers {
+            for &task in st.sched.processing_of(worker) {
+                effects.recalls.push((Arc::clone(&link.conn), task));
+            }
+        }
+    }
 }
 
 /// A result that could not be read back from its spill file.
