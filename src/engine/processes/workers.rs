@@ -466,6 +466,11 @@ impl ProcessesEngine {
     /// installed in the store again), or waited for if another thread is
     /// doing that.
     pub(crate) fn resolve(&self, fetched: Fetched) -> std::result::Result<Obj, String> {
+        // In memory (nearly every input): nothing to read back or carry out.
+        let fetched = match fetched {
+            Fetched::Ready(obj) => return Ok(obj),
+            load => load,
+        };
         let mut effects = Effects::default();
         let result = store::resolve(
             fetched,
