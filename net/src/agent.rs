@@ -559,7 +559,7 @@ impl Landing {
     /// if the machine has processes; the object as kept.
     fn land(&self, store: &Store, task: TaskId, obj: Obj) -> Obj {
         let obj = if self.in_segment {
-            let name = || format!("shoal-a{}-fetched-t{}.{}", std::process::id(), task.index, task.generation);
+            let name = move || format!("shoal-a{}-fetched-t{}.{}", std::process::id(), task.index, task.generation);
             shoal_shm::uds::publish(&obj, name).unwrap_or_else(|e| {
                 // The heap copy still serves (each run sent then copies
                 // it into a segment of its own).

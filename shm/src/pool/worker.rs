@@ -464,7 +464,8 @@ impl Outlet for Uplink {
     /// Archives the result once (validated there) and, if large, writes it
     /// into a new sealed segment, on the pool thread that made it.
     fn seal(&self, task: TaskId, result: Obj) -> Result<(Obj, u64), String> {
-        let name = || format!("shoal-w{}-t{}.{}", self.pid, task.index, task.generation);
+        let pid = self.pid;
+        let name = move || format!("shoal-w{pid}-t{}.{}", task.index, task.generation);
         // Published first: a large result is serialized straight into its
         // segment (archiving it here first would make the heap copy that
         // publishing avoids); its size is then the segment's.

@@ -18,11 +18,12 @@
 //!
 //! [`Object::archived_bytes`]: shoal_core::object::Object::archived_bytes
 
+use std::any::Any;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
-use shoal_core::object::{ArchiveIn, Obj};
+use shoal_core::object::{ArchiveIn, ArchiveSink, Obj};
 
 use super::codec::{ProtocolError, WireObject};
 use crate::SegmentObject;
@@ -69,13 +70,17 @@ impl Outgoing {
 /// A large object that is not a segment yet is published into a new one
 /// called `name()`.
 pub(crate) fn wire(obj: &Obj, name: impl FnOnce() -> String, segments: &mut Vec<Obj>) -> Result<WireObject, String> {
-    if obj.as_any().downcast_ref::<SegmentObject>().is_none() {
+    let obj = if obj.as_any().downcast_ref::<SegmentObject>().is_some() {
+        Arc::clone(obj)
+    } else {
         let bytes = obj.archived_bytes().map_err(|e| e.to_string())?;
         if bytes.len() < INLINE_MAX {
             return Ok(WireObject::Inline(bytes.to_vec()));
         }
-    }
-    let obj = publish(obj, name)?;
+        // Large and not a segment yet: one is made, so it is named now.
+        let name = name();
+        publish(obj, move || name)?
+    };
     let n = u32::try_from(segments.len()).map_err(|_| "too many segments in one message".to_string())?;
     segments.push(obj);
     Ok(WireObject::Fd(n))
@@ -83,23 +88,55 @@ pub(crate) fn wire(obj: &Obj, name: impl FnOnce() -> String, segments: &mut Vec<
 
 /// `obj` as a segment if its archive is large (a new one called `name()`
 /// unless it is one already), else `obj` itself.
-pub fn publish(obj: &Obj, name: impl FnOnce() -> String) -> Result<Obj, String> {
+///
+/// `name` is called only if a segment is made: most objects are small (a
+/// literal `u64` argument, a task's small result), and formatting a name
+/// for each cost more than archiving it.
+pub fn publish<F>(obj: &Obj, name: F) -> Result<Obj, String>
+where
+    F: FnOnce() -> String + Send + 'static,
+{
     if obj.as_any().downcast_ref::<SegmentObject>().is_some() {
         return Ok(Arc::clone(obj));
     }
     // Serialized straight into its segment past the inline size (no
     // archive on the heap, no copy); an inline one stays with the object.
-    let sink = Box::new(GrowingSegment::new(name()));
+    let sink = Box::new(Deferred { name: Some(name), segment: None });
     match obj.archive_or_sink(INLINE_MAX, sink).map_err(|e| e.to_string())? {
         ArchiveIn::Kept => Ok(Arc::clone(obj)),
         ArchiveIn::Sunk { sink, len } => {
-            let growing = sink
+            let deferred = sink
                 .into_any()
-                .downcast::<GrowingSegment>()
+                .downcast::<Deferred<F>>()
                 .map_err(|_| "internal error: an archive went to another sink".to_string())?;
+            let growing = deferred.segment.ok_or("internal error: an archive was sunk into no segment")?;
             let segment = growing.seal(len).map_err(|e| format!("could not publish an object: {e}"))?;
             Ok(Arc::new(SegmentObject::new(segment)))
         }
+    }
+}
+
+/// A [`GrowingSegment`] made, and named, on the first byte written into it
+/// (an archive under the threshold writes none).
+struct Deferred<F> {
+    name: Option<F>,
+    segment: Option<GrowingSegment>,
+}
+
+impl<F: FnOnce() -> String + Send + 'static> ArchiveSink for Deferred<F> {
+    fn reserve(&mut self, len: usize) -> Result<&mut [u8], String> {
+        let name = &mut self.name;
+        let segment =
+            self.segment.get_or_insert_with(|| GrowingSegment::new(name.take().map_or_else(String::new, |f| f())));
+        segment.reserve(len)
+    }
+
+    fn written(&self, len: usize) -> &[u8] {
+        self.segment.as_ref().map_or(&[], |segment| segment.written(len))
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
     }
 }
 
@@ -138,6 +175,25 @@ mod tests {
         let small: Obj = Value::shared(vec![5u8; 100]);
         assert!(Arc::ptr_eq(&publish(&small, name).unwrap(), &small));
         assert!(small.nbytes() >= 100);
+    }
+
+    #[test]
+    fn a_segment_is_named_only_when_one_is_made() {
+        // Small: no segment, so no name is made.
+        let small: Obj = Value::shared(7u64);
+        let kept = publish(&small, || panic!("a small object was given a segment name")).unwrap();
+        assert!(Arc::ptr_eq(&kept, &small));
+        // Large: named once, with the name given.
+        let large: Obj = Value::shared(vec![9u8; INLINE_MAX * 2]);
+        let named = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&named);
+        let published = publish(&large, move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            "shoal-test-named".into()
+        })
+        .unwrap();
+        assert_eq!(named.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(read_owned::<Vec<u8>>(&*published).unwrap(), vec![9u8; INLINE_MAX * 2]);
     }
 
     #[test]

@@ -268,8 +268,7 @@ pub(crate) struct ProcessesEngine {
     pacing: Mutex<Pacing>,
     nthreads: usize,
     /// Prefix of the segments this client creates (for literal arguments).
-    segment_prefix: String,
-    next_segment: AtomicU64,
+    segment_prefix: Arc<str>,
 }
 
 impl ProcessesEngine {
@@ -313,8 +312,7 @@ impl ProcessesEngine {
             supervisor: Mutex::new(None),
             pacing: Mutex::new(Pacing::new(EXTRA_SLOTS_PER_THREAD)),
             nthreads: workers * threads,
-            segment_prefix: format!("shoal-c{}.{}", std::process::id(), ENGINES.fetch_add(1, Ordering::Relaxed)),
-            next_segment: AtomicU64::new(0),
+            segment_prefix: format!("shoal-c{}.{}", std::process::id(), ENGINES.fetch_add(1, Ordering::Relaxed)).into(),
         });
         let spawn = SpawnConfig { threads, env: config.env, silence_limit: config.worker_ttl };
         let host: std::sync::Weak<dyn PoolHost> = Arc::downgrade(&engine) as std::sync::Weak<dyn PoolHost>;
@@ -368,7 +366,9 @@ impl Mode for ProcessesEngine {
         for node in nodes {
             for arg in &mut node.args {
                 if let NodeArg::Value(obj) = arg {
-                    *obj = uds::publish(obj, || self.segment_name("arg")).map_err(Error::Message)?;
+                    // Named only if it needs a segment (most are small).
+                    let prefix = Arc::clone(&self.segment_prefix);
+                    *obj = uds::publish(obj, move || workers::segment_name(&prefix, "arg")).map_err(Error::Message)?;
                 }
             }
         }

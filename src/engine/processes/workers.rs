@@ -69,7 +69,7 @@
 
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_core::TaskFailure;
 use shoal_core::driver::describe_args;
@@ -466,6 +466,11 @@ impl ProcessesEngine {
     /// installed in the store again), or waited for if another thread is
     /// doing that.
     pub(crate) fn resolve(&self, fetched: Fetched) -> std::result::Result<Obj, String> {
+        // In memory (nearly every input): nothing to read back or carry out.
+        let fetched = match fetched {
+            Fetched::Ready(obj) => return Ok(obj),
+            load => load,
+        };
         let mut effects = Effects::default();
         let result = store::resolve(
             fetched,
@@ -477,8 +482,15 @@ impl ProcessesEngine {
     }
 
     pub(crate) fn segment_name(&self, what: &str) -> String {
-        format!("{}-{what}{}", self.segment_prefix, self.next_segment.fetch_add(1, Ordering::Relaxed))
+        segment_name(&self.segment_prefix, what)
     }
+}
+
+/// The name of a new segment this client makes: its engine's `prefix`, what
+/// it holds, and a number unique in the process.
+pub(crate) fn segment_name(prefix: &str, what: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{what}{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The scheduler event for one result from `worker`, keeping the result in
