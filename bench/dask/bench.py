@@ -182,11 +182,15 @@ def case_bag_wordcount(client, args):
 
     def cpu():
         # CPU seconds of this process (the scheduler, and the workers in
-        # the threads mode) and of every worker process (processes mode).
+        # the threads mode), of every worker process (processes and cli
+        # modes) and of the scheduler's process (cli mode).
         own = time.process_time()
-        if args.mode != "processes":
+        if args.mode == "threads":
             return own
-        return own + sum(client.run(time.process_time).values())
+        workers = sum(client.run(time.process_time).values())
+        if args.mode == "cli":
+            workers += client.run_on_scheduler(time.process_time)
+        return own + workers
 
     def run():
         c0 = cpu()
@@ -276,7 +280,13 @@ def kill_children():
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("case", choices=sorted(CASES))
-    p.add_argument("--mode", choices=["processes", "threads"], default="processes")
+    p.add_argument("--mode", choices=["processes", "threads", "cli"], default="processes")
+    p.add_argument("--scheduler-file", default=None,
+                   help="--mode cli: the JSON file of a running `dask scheduler --scheduler-file F` "
+                        "(its workers started by `dask worker --scheduler-file F`); the script connects to it "
+                        "instead of starting a LocalCluster")
+    p.add_argument("--workers", type=int, default=2,
+                   help="--mode cli: how many workers to wait for")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up")
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed warm-up rounds before the timed ones (0: none)")
@@ -306,6 +316,8 @@ def parse_args(argv):
         p.error("%s needs --dir" % a.case)
     if a.rounds < 1 or (a.n is not None and a.n < 1) or a.leaves < 1 or a.mb < 1:
         p.error("sizes and --rounds must be >= 1")
+    if (a.mode == "cli") != (a.scheduler_file is not None):
+        p.error("--mode cli and --scheduler-file go together")
     if a.warmup < 0 or (a.warmup_size is not None and a.warmup_size < 1):
         p.error("--warmup must be >= 0 and --warmup-size >= 1")
     return a
@@ -346,6 +358,9 @@ def main(argv):
     timer.daemon = True
     timer.start()
 
+    if args.saturation is not None and args.mode == "cli":
+        rep.emit("--saturation configures a scheduler in this process; --mode cli connects to another")
+        return 2
     if args.saturation is not None:
         # The scheduler lives in this process, so setting it here is enough.
         dask.config.set({"distributed.scheduler.worker-saturation": args.saturation})
@@ -356,9 +371,13 @@ def main(argv):
     if args.mode == "processes":
         # What LocalCluster() picks by itself on a 2-core machine.
         kw = dict(n_workers=2, threads_per_worker=1, processes=True)
+    elif args.mode == "cli":
+        # Started by the caller with Dask's CLI; what they are is its business.
+        kw = dict(n_workers=args.workers)
     else:
         kw = dict(n_workers=1, threads_per_worker=2, processes=False)
-    kw["memory_limit"] = args.memory_limit
+    if args.mode != "cli":
+        kw["memory_limit"] = args.memory_limit
     extra.update(kw)
     if args.mode == "processes":
         kw["host"] = "127.0.0.1"  # TCP on loopback only; threads mode uses inproc://
@@ -370,9 +389,12 @@ def main(argv):
         # ":0": the scheduler's HTTP server starts even with None, on 8787;
         # a random port cannot clash with anything else running.
         extra["phase"] = "setup"
-        cluster = LocalCluster(dashboard_address=":0",
-                               silence_logs=logging.ERROR, **kw)
-        client = Client(cluster)
+        if args.mode == "cli":
+            client = Client(scheduler_file=args.scheduler_file, timeout=60)
+        else:
+            cluster = LocalCluster(dashboard_address=":0",
+                                   silence_logs=logging.ERROR, **kw)
+            client = Client(cluster)
         client.wait_for_workers(kw["n_workers"])
         extra["setup_s"] = time.perf_counter() - t0
 

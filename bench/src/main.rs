@@ -59,7 +59,11 @@ benchmarks:
                   bag-wordcount; --only is the same): only these cases, with the table printed but
                   RESULTS.md and the chart left as they are (they hold every case).
                   Creates the Python venv bench/.venv with the pinned Dask if missing
-                  (SHOAL_BENCH_VENV=DIR puts it elsewhere).";
+                  (SHOAL_BENCH_VENV=DIR puts it elsewhere). Besides Dask's LocalClusters, a
+                  Dask cluster started by its CLI (`dask scheduler`, 2 × `dask worker`) when
+                  the venv has the CLI (skipped with a message if not).
+  dask-cli-drill  (a test aid, run by bench/tests/dask_cli.rs) start the Dask CLI cluster, print
+                  its process groups, panic: the cluster must be gone after the panic.";
 
 /// Options shared by every benchmark.
 pub struct Opts {
@@ -153,6 +157,7 @@ fn main() {
             .and_then(|_| overhead::run(&opts, None, None, &[]))
             .and_then(|_| overhead::run(&opts, Some(2), None, &[]))
             .and_then(|_| processes::run(&opts)),
+        "dask-cli-drill" => compare::dask_cli_drill(),
         "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

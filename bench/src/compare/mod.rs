@@ -12,6 +12,7 @@ mod report;
 
 use std::path::Path;
 
+use serde_json::Value;
 use shoal::prelude::*;
 
 use crate::cluster::{Cluster, Site};
@@ -266,8 +267,30 @@ fn shoal_modes() -> shoal::Result<Vec<ShoalMode>> {
     ])
 }
 
-/// The Dask modes: `bench.py --mode` and the label.
-pub const DASK_MODES: [(&str, &str); 2] = [("processes", "Dask processes"), ("threads", "Dask threads")];
+/// The Dask modes: `bench.py --mode` and the label. `cli` is a cluster
+/// started by Dask's CLI (`dask scheduler`, `dask worker`), in the run when
+/// the environment has the CLI.
+pub const DASK_MODES: [(&str, &str); 3] =
+    [("processes", "Dask processes"), ("threads", "Dask threads"), (DASK_CLI, "Dask CLI cluster")];
+
+/// The Dask mode whose cluster is started by Dask's CLI, once per case.
+pub const DASK_CLI: &str = "cli";
+
+/// How many `dask worker`s the CLI cluster has: 2 of 1 thread, as Dask
+/// processes' `LocalCluster` and shoal's cluster.
+const DASK_CLI_WORKERS: usize = 2;
+
+/// `shoal-bench dask-cli-drill`: see [`dask::drill`].
+pub fn dask_cli_drill() -> ! {
+    dask::drill(Path::new(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The Dask modes this run has: all but the CLI cluster when the
+/// environment has no Dask CLI.
+fn dask_modes(dask: Option<&dask::Dask>) -> Vec<(&'static str, &'static str)> {
+    let cli = dask.is_some_and(|d| d.cli_missing().is_none());
+    DASK_MODES.into_iter().filter(|(mode, _)| *mode != DASK_CLI || cli).collect()
+}
 
 /// Everything a run produced, for the report.
 pub struct Outcome {
@@ -299,7 +322,12 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
     // Dask first: if it cannot be had, say why at once, then go on without it.
     let (dask, mut dask_missing) = if opts.dask {
         match dask::Dask::ensure(bench_dir) {
-            Ok(d) => (Some(d), None),
+            Ok(d) => {
+                if let Some(why) = d.cli_missing() {
+                    eprintln!("compare: skipping the Dask CLI cluster: {why}");
+                }
+                (Some(d), None)
+            }
             Err(why) => {
                 eprintln!("compare: Dask is unavailable: {why}");
                 eprintln!("compare: going on with shoal's figures only");
@@ -349,8 +377,9 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
             }
             case_rows.push(row);
         }
+        let dask_modes = dask_modes(dask.as_ref());
         if dask.is_some() {
-            for (mode, label) in DASK_MODES {
+            for &(mode, label) in &dask_modes {
                 let mut row = Row::new(case, label, Kind::Dask);
                 if case == Case::Transfer && mode == "threads" {
                     row.note = Some("one worker: no data moves");
@@ -364,6 +393,9 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
             run_shoal(case, &m.client, &sizes, warm, &files[..files.len().min(warm as usize)], &words)
                 .map_err(|e| shoal::Error::msg(format!("{}: {} warm-up: {e}", case.title(), m.label)))?;
         }
+        // The Dask CLI cluster of this case (dropped, its processes ended,
+        // at the end of the case, or on a panic).
+        let mut cli: Option<Result<dask::CliCluster, String>> = None;
         for round in 0..rounds {
             let mut line = format!("compare: {} round {}/{rounds}:", case.title(), round + 1);
             // The in-process systems (Rust sequential and rayon, then each
@@ -425,9 +457,18 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
             }
             let mut r = in_process;
             if let Some(d) = &dask {
-                for (mode, label) in DASK_MODES {
+                for &(mode, label) in &dask_modes {
                     let case_dir = if case == Case::BagWordcount { &words_dir } else { &dir };
-                    let res = d.run(case, mode, &sizes, case_dir, expected, &words.expected);
+                    let res = if mode == DASK_CLI {
+                        // Started once per case (the first round), as a
+                        // user keeps one running; gone after the case.
+                        match cli.get_or_insert_with(|| d.start_cli(DASK_CLI_WORKERS)) {
+                            Ok(cluster) => d.run_cli(cluster, case, &sizes, case_dir, expected, &words.expected),
+                            Err(e) => dask::DaskRun { seconds: None, error: Some(e.clone()), extra: Value::Null },
+                        }
+                    } else {
+                        d.run(case, mode, &sizes, case_dir, expected, &words.expected)
+                    };
                     if case == Case::BagWordcount
                         && let (Some(t), Some(o)) = (res.extra.get("tasks"), res.extra.get("tasks_optimized"))
                     {
@@ -451,6 +492,7 @@ pub fn run(opts: &CompareOpts) -> shoal::Result<()> {
             }
             eprintln!("{line}");
         }
+        drop(cli);
         rows.extend(case_rows);
     }
     if dask.is_some() && dask_extra.is_none() {

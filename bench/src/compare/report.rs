@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::{Case, DASK_MODES, Kind, Outcome, Row, Sizes};
+use super::{Case, DASK_CLI, DASK_MODES, Kind, Outcome, Row, Sizes};
 use crate::chart::{self, Bar, Group};
 use crate::table::{Table, secs};
 
@@ -240,7 +240,10 @@ fn groups(o: &Outcome) -> Vec<Group> {
             let dask = o.rows.iter().find(|r| r.case == case && r.system == label);
             let mut shoals = shoal_rows(o, case);
             let Some(first) = shoal_rows(o, case).next() else { continue };
-            let shoal = shoals.find(|r| r.system.ends_with(mode)).unwrap_or(first);
+            // The CLI cluster against shoal's cluster mode (both a
+            // scheduler and 2 workers, each its own process).
+            let peer = if mode == DASK_CLI { "cluster" } else { mode };
+            let shoal = shoals.find(|r| r.system.ends_with(peer)).unwrap_or(first);
             if let (Some(d), Some(s)) = (dask.and_then(Row::median), shoal.median()) {
                 let note = dask.and_then(|r| r.note).map(|_| "nothing moves".to_string());
                 bars.push(Bar { series: format!("{label} ÷ {}", shoal.system), value: d / s, note });
@@ -483,7 +486,11 @@ fn markdown(o: &Outcome, table: &Table, machine: &[(&str, String)]) -> String {
          - **Dask processes**: `LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`, what \
          Dask picks by itself on 2 cores; TCP on 127.0.0.1.\n\
          - **Dask threads**: `LocalCluster(n_workers=1, threads_per_worker=2, processes=False)`; in \
-         transfer its producer and consumer share one worker, so no data moves.\n",
+         transfer its producer and consumer share one worker, so no data moves.\n\
+         - **Dask CLI cluster** (when the environment has Dask's CLI): `dask scheduler --host 127.0.0.1 \
+         --scheduler-file F` and two `dask worker --scheduler-file F --nthreads 1` (each with its nanny, \
+         Dask's default), started as a user starts them, once per case; each sample is a new client of it \
+         (`bench.py --mode cli`). It is compared with shoal cluster.\n",
         o.nthreads,
         super::in_process_reps(Case::CountLetters),
         super::in_process_reps(Case::Map),
@@ -501,7 +508,7 @@ fn markdown(o: &Outcome, table: &Table, machine: &[(&str, String)]) -> String {
     let _ = writeln!(
         w,
         "- Alternation: for each case and round, the in-process samples (Rust, shoal), then Dask processes, \
-         then Dask threads, \
+         then Dask threads, then the Dask CLI cluster, \
          so a slow phase of the machine hits every system alike.\n\
          - Each Dask sample is one `bench/dask/bench.py` run: a fresh cluster (start-up and shutdown are \
          never timed), one untimed warm-up round of the same case at a small size ({} files, {} tasks, \

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use shoal_core::driver::pacing::Pacing;
 use shoal_core::driver::{Backend, Driver, SpecArg, Status};
 use shoal_core::object::Obj;
-use shoal_core::scheduler::{Event, TaskId, WorkerId};
+use shoal_core::scheduler::{Event, SeededState, TaskId, WorkerId};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conn::Outgoing;
@@ -62,16 +62,17 @@ pub struct ClientLink {
     /// Its writer's queue.
     pub tx: UnboundedSender<Outgoing>,
     /// Client references it holds, per task: released when it disconnects.
-    pub refs: HashMap<TaskId, u32>,
+    /// Touched per task submitted and released: a fast seeded hasher.
+    pub refs: HashMap<TaskId, u32, SeededState>,
 }
 
 /// The backend: connections, and the fingerprint the cluster runs.
 #[derive(Default)]
 pub struct Cluster {
     /// Connected workers.
-    pub workers: HashMap<WorkerId, WorkerLink>,
+    pub workers: HashMap<WorkerId, WorkerLink, SeededState>,
     /// Connected clients, by id.
-    pub clients: HashMap<u32, ClientLink>,
+    pub clients: HashMap<u32, ClientLink, SeededState>,
     /// The registry fingerprint every peer must have, and who set it: the
     /// first peer to connect while none is connected.
     pub fingerprint: Option<(u128, String)>,

@@ -451,14 +451,14 @@ pub fn serve_forever(config: ServerConfig) -> Result<()> {
     runtime.block_on(async { Server::bind(config).await?.run().await })
 }
 
-/// The scheduler's runtime: two threads are plenty (it parses messages and
-/// moves results; tasks run elsewhere).
+/// The scheduler's runtime: one thread, as Dask's scheduler has. It parses
+/// messages and moves small results (tasks run elsewhere), and every
+/// connection's task takes the driver's lock anyway; with two threads, a
+/// message read on one woke the writer task on the other (a futex wake
+/// and a context switch more per message, on a machine whose cores the
+/// workers and the client need).
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("shoal-scheduler-io")
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 #[cfg(test)]

@@ -391,7 +391,7 @@ fn worker_lost(shared: &Shared, worker: WorkerId) {
 }
 
 async fn serve_client(shared: &Shared, client: u32, reader: &mut Reader, tx: &UnboundedSender<Outgoing>) -> Result<()> {
-    shared.driver.lock().backend.clients.insert(client, ClientLink { tx: tx.clone(), refs: HashMap::new() });
+    shared.driver.lock().backend.clients.insert(client, ClientLink { tx: tx.clone(), refs: HashMap::default() });
     announce_workers(shared);
     loop {
         let message = match reader.message_or_end().await? {
