@@ -90,7 +90,11 @@ pub(crate) struct Job {
 }
 
 /// What a pass over the scheduler's actions leaves to do after unlocking.
-#[derive(Default)]
+///
+/// Its lists come from the thread's spare ones and go back there once
+/// carried out ([`Spare`]): most passes fill one or two entries (a run, a
+/// result to free), and a fresh list each time was a `malloc` and a `free`
+/// per list per task, on the client's thread for every future dropped.
 pub(crate) struct ThreadsEffects {
     jobs: Vec<Job>,
     /// The first `local` jobs take the result just made on this pool
@@ -99,6 +103,46 @@ pub(crate) struct ThreadsEffects {
     garbage: Vec<Obj>,
     forgotten: Vec<Body>,
     wake_clients: bool,
+}
+
+/// Emptied lists kept per thread for the next [`ThreadsEffects`].
+#[derive(Default)]
+struct Spare {
+    jobs: Vec<Job>,
+    garbage: Vec<Obj>,
+    forgotten: Vec<Body>,
+}
+
+/// A list longer than this is freed rather than kept as a thread's spare
+/// (a pass that released a whole graph should not pin its size).
+const MAX_SPARE_LEN: usize = 256;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::default();
+}
+
+impl Default for ThreadsEffects {
+    fn default() -> Self {
+        let spare = SPARE.try_with(|s| std::mem::take(&mut *s.borrow_mut())).unwrap_or_default();
+        ThreadsEffects {
+            jobs: spare.jobs,
+            local: 0,
+            garbage: spare.garbage,
+            forgotten: spare.forgotten,
+            wake_clients: false,
+        }
+    }
+}
+
+impl ThreadsEffects {
+    /// Gives the emptied lists back to the thread's spare ones.
+    fn recycle(jobs: Vec<Job>, garbage: Vec<Obj>, forgotten: Vec<Body>) {
+        debug_assert!(jobs.is_empty() && garbage.is_empty() && forgotten.is_empty());
+        if jobs.capacity().max(garbage.capacity()).max(forgotten.capacity()) <= MAX_SPARE_LEN {
+            // During the thread's teardown there is no spare to fill.
+            let _ = SPARE.try_with(|s| *s.borrow_mut() = Spare { jobs, garbage, forgotten });
+        }
+    }
 }
 
 impl Effects for ThreadsEffects {
@@ -253,18 +297,19 @@ impl ThreadsEngine {
         let global = fx.jobs.split_off(keep);
         if let Some(local) = local {
             // Pushed last to first: the deque runs the last pushed first.
-            local.push_all(fx.jobs.into_iter().rev());
+            local.push_all(fx.jobs.drain(..).rev());
         } else {
-            self.spawner.push_all(fx.jobs);
+            self.spawner.push_all(fx.jobs.drain(..));
         }
         self.spawner.push_all(global);
         // Free released results before waking clients, so a client that
         // sees its tasks done also sees their inputs freed.
-        drop(fx.garbage);
-        drop(fx.forgotten);
+        fx.garbage.clear();
+        fx.forgotten.clear();
         if fx.wake_clients {
             self.driver.wake_clients();
         }
+        ThreadsEffects::recycle(fx.jobs, fx.garbage, fx.forgotten);
     }
 }
 
