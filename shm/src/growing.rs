@@ -55,7 +55,8 @@ pub struct GrowingSegment {
 impl GrowingSegment {
     /// A segment to be called `name` (see [`crate::segment`] for its rules),
     /// made on the first [`reserve`](ArchiveSink::reserve): in the
-    /// process's warm memory when a file is ready ([`crate::warm::global`]).
+    /// process's warm memory when it has some and a file is ready
+    /// ([`crate::warm::global`]).
     pub fn new(name: String) -> GrowingSegment {
         GrowingSegment { name, file: None, pool: crate::warm::global() }
     }

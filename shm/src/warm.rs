@@ -39,7 +39,8 @@
 //!   file starts zero-filled (nothing of an earlier result can show).
 //! - A killed process leaks nothing: the pool's file is a descriptor and a
 //!   mapping of this process; the filler thread ends with its pool.
-//! - The pool holds at most `budget` bytes ([`ENV_WARM_MEMORY`]). They are
+//! - Worker processes have a pool ([`enable`]); a client has none. It
+//!   holds at most `budget` bytes ([`ENV_WARM_MEMORY`]). They are
 //!   shared memory of this process, outside the store's memory limit.
 
 use std::os::fd::OwnedFd;
@@ -305,10 +306,18 @@ pub fn default_budget() -> usize {
     usize::try_from(memory / DEFAULT_SHARE).unwrap_or(usize::MAX)
 }
 
-/// The process's pool, made at first use from [`ENV_WARM_MEMORY`]
-/// (or [`default_budget`]); `None` when the budget is under [`MIN_FILE`].
+/// The process's pool, if [`enable`] (or [`set_global`]) made one: worker
+/// processes do, where results are made; a client keeps none (a pool
+/// would hold a memory file after the client is gone, and the literals it
+/// publishes are not worth one).
 pub fn global() -> Option<Arc<WarmPool>> {
-    let slot = GLOBAL.get_or_init(|| {
+    GLOBAL.get().and_then(|slot| slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
+}
+
+/// Gives this process a pool of [`ENV_WARM_MEMORY`] bytes (or
+/// [`default_budget`]); a second call changes nothing.
+pub fn enable() {
+    GLOBAL.get_or_init(|| {
         let budget = match std::env::var(ENV_WARM_MEMORY) {
             Ok(v) => v.trim().parse().unwrap_or_else(|_| {
                 tracing::warn!("{ENV_WARM_MEMORY}={v:?} is not a number of bytes; warm memory is off");
@@ -318,7 +327,6 @@ pub fn global() -> Option<Arc<WarmPool>> {
         };
         Mutex::new(pool_of(budget))
     });
-    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
 }
 
 /// Replaces the process's pool by one of `budget` bytes (0: none), as if
