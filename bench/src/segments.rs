@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use shoal::prelude::*;
+use shoal::{ClientOptions, ProcessesOptions};
 use shoal_shm::uds::publish;
 use shoal_shm::{Segment, SegmentObject};
 
@@ -248,31 +249,47 @@ fn consumer(segment: &Segment, rounds: usize) -> shoal::Result<()> {
 
 /// The processes mode, one worker process: from the end of the producing
 /// task to the client holding its result (seal + send + receive), and the
-/// consumer's page faults, inside a task in the worker.
+/// consumer's page faults, inside a task in the worker; with warm memory off
+/// (`SHOAL_WARM_MEMORY=0` for the worker) and on (its default), rounds
+/// alternated between the two clients.
 fn processes(size: usize, rounds: usize) -> shoal::Result<()> {
-    let client = Client::processes(1)?;
-    let (mut produce, mut faults) = (Samples::default(), Samples::default());
+    let client = |warm: Option<&str>| {
+        let env = warm.map(|v| vec![(shoal_shm::warm::ENV_WARM_MEMORY.to_string(), v.to_string())]);
+        let processes = ProcessesOptions { workers: 1, env: env.unwrap_or_default(), ..ProcessesOptions::default() };
+        let options = ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() };
+        Client::processes_with(processes, options)
+    };
+    let clients = [("warm memory off (before)", client(Some("0"))?), ("warm memory on (after)", client(None)?)];
+    let mut produce = vec![Samples::default(); 2];
+    let mut faults = vec![Samples::default(); 2];
     for round in 0..rounds {
-        let opts = SubmitOptions::default().pure(false);
-        let data = client.submit_with(seg_make, (size as u64, round as u64 + 1), &opts)?;
-        data.wait()?;
-        let seen = monotonic_ns();
-        let (_, ended) = client.submit_with(seg_end, &data, &opts)?.result()?;
-        produce.push(Duration::from_nanos(seen.saturating_sub(ended)));
-        let (ns, sum) = client.submit_with(seg_touch, &data, &opts)?.result()?;
-        if sum != (round as u64 + 1) * size.div_ceil(PAGE) as u64 {
-            return Err(shoal::Error::msg(format!("read back wrong: sum {sum}")));
+        for (i, (_, client)) in clients.iter().enumerate() {
+            let opts = SubmitOptions::default().pure(false);
+            let seed = round as u64 + 1;
+            let data = client.submit_with(seg_make, (size as u64, seed), &opts)?;
+            data.wait()?;
+            let seen = monotonic_ns();
+            let (_, ended) = client.submit_with(seg_end, &data, &opts)?.result()?;
+            produce[i].push(Duration::from_nanos(seen.saturating_sub(ended)));
+            let (ns, sum) = client.submit_with(seg_touch, &data, &opts)?.result()?;
+            if sum != seed * size.div_ceil(PAGE) as u64 {
+                return Err(shoal::Error::msg(format!("read back wrong: sum {sum}")));
+            }
+            faults[i].push(Duration::from_nanos(ns));
         }
-        faults.push(Duration::from_nanos(ns));
     }
-    let mut t = Table::new(&["processes mode (1 worker process)", "time", "rate"]);
-    let m = produce.median();
-    t.row(vec!["producer: task's end → client has the result".into(), secs(m), gbps(size, m)]);
-    let f = faults.median();
-    t.row(vec!["consumer: one byte per page, in a task".into(), secs(f), gbps(size, f)]);
+    let mut t = Table::new(&[
+        "processes mode (1 worker process)",
+        "producer: task's end → client has it",
+        "consumer: one byte per page, in a task",
+    ]);
+    for (i, (name, _)) in clients.iter().enumerate() {
+        let (p, f) = (produce[i].median(), faults[i].median());
+        t.row(vec![(*name).into(), format!("{} ({})", secs(p), gbps(size, p)), secs(f)]);
+    }
     println!();
     t.print();
-    println!("(the producer's row also counts the wait between the task's end and the client's wake-up)");
+    println!("(the producer's column also counts the wait between the task's end and the client's wake-up)");
     Ok(())
 }
 

@@ -47,7 +47,7 @@ pub const FIRST_CAPACITY: usize = 256 << 10;
 /// docs).
 pub struct GrowingSegment {
     name: String,
-    file: Option<(OwnedFd, MmapMut)>,
+    pub(crate) file: Option<(OwnedFd, MmapMut)>,
     /// Where the first file comes from when one is ready (`crate::warm`).
     pool: Option<Arc<WarmPool>>,
 }

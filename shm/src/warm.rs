@@ -17,10 +17,15 @@
 //!    capacity it wants (`memfd_create`, close-on-exec), maps it read-write
 //!    (not inherited by a fork) and populates every page
 //!    (`MADV_POPULATE_WRITE`), then holds it ready. One file at a time.
+//!    It makes the file [`CHUNK`] by [`CHUNK`] (allocate, populate), and
+//!    checks between chunks whether a producer claimed it.
 //! 2. **Take.** A producer's [`GrowingSegment`](crate::growing::GrowingSegment)
 //!    takes the ready file at its first reserve ([`WarmPool::take`]) and is
-//!    from then on its only owner; a segment that finds none makes a fresh
-//!    file as before. Taking wakes the filler.
+//!    from then on its only owner. If the file is still being made, the
+//!    producer claims it and gets it at the end of the current chunk, its
+//!    first part warm (the filler's work is never lost, the producer never
+//!    waits for more than a chunk, at most [`CLAIM_WAIT`]); a segment that
+//!    gets none makes a fresh file as before. Taking wakes the filler.
 //! 3. **Seal** as any growing segment: unmapped, cut to the archive's length
 //!    (the unwritten tail's pages are freed), sealed, mapped read-only.
 //!    [`WarmPool::sealed`] sizes the next file after the result's length:
@@ -67,6 +72,14 @@ const ROUND: usize = 2 << 20;
 /// sixteenth, so that a 1 GiB result fits on a 16 GiB machine.
 const DEFAULT_SHARE: u64 = 16;
 
+/// The filler makes a file by steps of this many bytes (32 MiB: tens of
+/// milliseconds), so that a producer that claims it waits no longer.
+pub const CHUNK: usize = 32 << 20;
+
+/// The longest a producer waits for a claimed file (a loaded machine can
+/// stall the filler): past it, it makes its own.
+pub const CLAIM_WAIT: Duration = Duration::from_millis(100);
+
 /// A ready file nobody took for this long is freed: long enough for a task
 /// to compute its next result (a task longer than this pays for its
 /// faults, a small share of its run), short enough that an idle process
@@ -84,8 +97,11 @@ pub struct WarmFile {
 pub struct WarmStats {
     /// Files made (populated) by the filler.
     pub made: u64,
-    /// Files a segment took.
+    /// Files a segment took ready.
     pub taken: u64,
+    /// Files a segment claimed while they were being made, and got with
+    /// their first chunks populated.
+    pub handed: u64,
     /// First reserves that found no ready file.
     pub missed: u64,
     /// Ready files freed after [`IDLE`].
@@ -113,6 +129,10 @@ struct State {
     closed: bool,
     /// Making a file failed: the pool stays empty.
     broken: bool,
+    /// The filler is making a file.
+    making: bool,
+    /// A producer waits for the file being made.
+    claimed: bool,
     /// When the ready file became ready.
     ready_since: Option<Instant>,
     /// The next file's name: the last taker's, up to its last `-`, then
@@ -150,11 +170,6 @@ impl WarmPool {
         if !state.name.starts_with(prefix) || state.name.len() != prefix.len() + "warm".len() {
             state.name = format!("{prefix}warm");
         }
-        let taken = state.ready.take();
-        match taken {
-            Some(_) => state.stats.taken += 1,
-            None => state.stats.missed += 1,
-        }
         if state.want == 0 {
             state.want = self.shared.size_for(need);
         }
@@ -168,8 +183,33 @@ impl WarmPool {
                 }
             }
         }
+        if let Some(file) = state.ready.take() {
+            state.stats.taken += 1;
+            self.shared.wake.notify_all();
+            return Some(file);
+        }
+        // None ready: the filler is making one (or starts now): claim it.
+        let deadline = Instant::now() + CLAIM_WAIT;
+        state.claimed = true;
         self.shared.wake.notify_all();
-        taken
+        while state.ready.is_none() && state.filler && !state.broken && !state.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = match self.shared.wake.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        state.claimed = false;
+        let file = state.ready.take();
+        match file {
+            Some(_) => state.stats.handed += 1,
+            None => state.stats.missed += 1,
+        }
+        self.shared.wake.notify_all();
+        file
     }
 
     /// A result of `len` bytes was sealed: the next file is made for one
@@ -224,8 +264,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The capacity for a result of `len` bytes: the next multiple of
+    /// [`ROUND`] above it (room for a slightly longer one), within bounds.
     fn size_for(&self, len: usize) -> usize {
-        len.max(MIN_FILE).div_ceil(ROUND).saturating_mul(ROUND).min(self.budget)
+        (len / ROUND).saturating_add(1).saturating_mul(ROUND).clamp(MIN_FILE, self.budget.max(MIN_FILE))
     }
 
     /// The filler thread: makes a file whenever none is ready and a size is
@@ -250,9 +292,11 @@ impl Shared {
             }
             if state.ready.is_none() && state.want > 0 {
                 let (want, name) = (state.want, state.name.clone());
+                state.making = true;
                 drop(state);
-                let made = make(want, &name);
+                let made = self.make(want, &name);
                 state = self.lock();
+                state.making = false;
                 match made {
                     Ok(file) if !state.closed => {
                         state.ready = Some(file);
@@ -282,17 +326,35 @@ impl Shared {
     }
 }
 
-/// A fresh file of `len` bytes, mapped read-write, every page present.
-fn make(len: usize, name: &str) -> Result<WarmFile, ShmError> {
-    let (fd, map) = crate::growing::create(name, len)?;
-    // Pages first, then their page-table entries: on this VM allocating
-    // with `fallocate` and then populating the mapping took ~0.85 s per
-    // GiB, populating an empty file ~1.1–1.5 s (ARCHITECTURE.md).
-    let size = u64::try_from(len).map_err(|_| ShmError::SizeOverflow { len: len as u128 })?;
-    rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, size)
-        .map_err(|source| ShmError::Resize { len, source })?;
-    map.advise(Advice::PopulateWrite).map_err(|source| ShmError::Map { len, writable: true, source })?;
-    Ok(WarmFile { fd, map })
+impl Shared {
+    /// A fresh file of `len` bytes, mapped read-write, its pages present —
+    /// all of them, or the first chunks if a producer claimed it meanwhile
+    /// (or the pool was dropped).
+    fn make(&self, len: usize, name: &str) -> Result<WarmFile, ShmError> {
+        let (fd, map) = crate::growing::create(name, len)?;
+        let mut at = 0;
+        while at < len {
+            let step = CHUNK.min(len - at);
+            // Pages first, then their page-table entries: on this VM
+            // allocating with `fallocate` and then populating the mapping
+            // took ~0.85 s per GiB, populating an empty file ~1.1–1.5 s
+            // (ARCHITECTURE.md).
+            let (offset, size) = (at as u64, step as u64);
+            rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), offset, size)
+                .map_err(|source| ShmError::Resize { len, source })?;
+            map.advise_range(Advice::PopulateWrite, at, step).map_err(|source| ShmError::Map {
+                len,
+                writable: true,
+                source,
+            })?;
+            at += step;
+            let state = self.lock();
+            if state.claimed || state.closed {
+                break;
+            }
+        }
+        Ok(WarmFile { fd, map })
+    }
 }
 
 /// The budget when [`ENV_WARM_MEMORY`] is not set: a sixteenth of the
@@ -395,9 +457,10 @@ mod tests {
     fn a_warm_file_is_taken_written_and_sealed_like_a_fresh_one() {
         let pool = pool(8 << 20);
         let name = "shoal-test-warm1-t1";
-        // The first result finds nothing ready and makes its own file.
+        // The first result finds nothing ready: it claims the file the
+        // filler starts making for it.
         let first = publish(&pool, pattern(3 << 20, 1), name);
-        assert_eq!(pool.stats().missed, 1);
+        assert_eq!((pool.stats().handed, pool.stats().taken), (1, 0), "{:?}", pool.stats());
         assert!(pool.wait_ready(WAIT), "the filler makes a file");
         // Sized after the first result (3 MiB and a few bytes, to 2 MiB steps).
         assert_eq!(pool.ready_capacity(), Some(4 << 20));
@@ -421,7 +484,7 @@ mod tests {
     #[test]
     fn a_ready_file_is_refused_by_readers_until_sealed() {
         let pool = pool(2 << 20);
-        assert!(pool.take(1 << 20, "shoal-test-warm2-t1").is_none());
+        drop(pool.take(1 << 20, "shoal-test-warm2-t1"));
         assert!(pool.wait_ready(WAIT));
         let file = pool.take(1 << 20, "shoal-test-warm2-t1").unwrap();
         assert!(file.map.iter().all(|&b| b == 0), "a warm file starts zero-filled");
@@ -451,7 +514,7 @@ mod tests {
     fn a_result_larger_than_the_pool_still_works() {
         let pool = pool(MIN_FILE);
         let name = "shoal-test-warm4-t1";
-        assert!(pool.take(1, name).is_none());
+        drop(pool.take(1, name));
         assert!(pool.wait_ready(WAIT));
         let big = publish(&pool, pattern(9 << 20, 3), name);
         assert_eq!(pool.stats().taken, 1);
@@ -468,7 +531,7 @@ mod tests {
             let pool = pool(2 << 20);
             for i in 0..24u8 {
                 if i % 2 == 0 {
-                    // Half of them find a file ready, half do not.
+                    // Half of them find a file ready, half claim one.
                     pool.wait_ready(WAIT);
                 }
                 let len = (1 << 20) + usize::from(i) * 4096;
@@ -477,6 +540,7 @@ mod tests {
                 assert!(bytes.len() == len && bytes[0] == i && bytes[len - 1] == i);
             }
             assert!(pool.stats().taken >= 12, "{:?}", pool.stats());
+            assert!(pool.stats().handed + pool.stats().missed >= 1, "{:?}", pool.stats());
             pool.wait_ready(WAIT);
             assert!(held(name).1 >= 1, "the ready file is held");
         }
@@ -492,7 +556,7 @@ mod tests {
     fn an_idle_file_is_freed_and_made_again_at_the_next_take() {
         let pool = Arc::new(WarmPool::with_idle(2 << 20, Duration::from_millis(100)));
         let name = "shoal-test-warm6-t1";
-        assert!(pool.take(1 << 20, name).is_none());
+        drop(pool.take(1 << 20, name));
         assert!(pool.wait_ready(WAIT));
         let deadline = Instant::now() + WAIT;
         while pool.stats().idle_freed == 0 && Instant::now() < deadline {
@@ -501,7 +565,29 @@ mod tests {
         assert_eq!(pool.stats().idle_freed, 1);
         assert_eq!(pool.ready_capacity(), None);
         assert_eq!(held("shoal-test-warm6-warm"), (0, 0));
-        assert!(pool.take(1 << 20, name).is_none());
+        drop(pool.take(1 << 20, name));
         assert!(pool.wait_ready(WAIT), "made again");
+    }
+
+    #[test]
+    fn a_file_being_made_is_handed_to_the_producer_that_claims_it() {
+        // Many chunks: a claim arrives long before the file is complete.
+        let budget = 64 * CHUNK;
+        let pool = pool(budget);
+        pool.sealed(budget - ROUND);
+        let name = "shoal-test-warm7-t1";
+        let started = Instant::now();
+        let file = pool.take(1, name).expect("the file being made is handed over");
+        let waited = started.elapsed();
+        assert_eq!(file.map.len(), budget);
+        assert_eq!(pool.stats().handed, 1, "{:?}", pool.stats());
+        assert!(waited <= CLAIM_WAIT + Duration::from_millis(100), "{waited:?}");
+        // A partly populated file is written and sealed as any other.
+        let mut segment = GrowingSegment::with_pool(name.into(), None);
+        segment.file = Some((file.fd, file.map));
+        let room = shoal_core::object::ArchiveSink::reserve(&mut segment, 3 * CHUNK).unwrap();
+        room[..3 * CHUNK].fill(9);
+        let sealed = segment.seal(3 * CHUNK).unwrap();
+        assert!(sealed.bytes().iter().step_by(4096).all(|&b| b == 9));
     }
 }
