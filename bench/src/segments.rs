@@ -109,9 +109,9 @@ fn producer(size: usize, rounds: usize) -> shoal::Result<Segment> {
         // A new pool: its first take starts the filler, the file is timed
         // being made, then taken by the next result.
         let pool = shoal_shm::warm::global().ok_or_else(|| shoal::Error::msg("no warm pool"))?;
-        pool.sealed(size + 64);
         let start = Instant::now();
         drop(pool.take(size, "shoal-bench-segments-t0"));
+        pool.sealed(size + 64);
         if !pool.wait_ready(Duration::from_secs(120)) {
             return Err(shoal::Error::msg("the warm pool made no file in 2 minutes"));
         }

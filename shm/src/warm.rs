@@ -21,14 +21,16 @@
 //!    checks between chunks whether a producer claimed it.
 //! 2. **Take.** A producer's [`GrowingSegment`](crate::growing::GrowingSegment)
 //!    takes the ready file at its first reserve ([`WarmPool::take`]) and is
-//!    from then on its only owner. If the file is still being made, the
+//!    from then on its only owner (small results, under [`MIN_FILE`] after
+//!    small ones, take none and start nothing). If the file is still being made, the
 //!    producer claims it and gets it at the end of the current chunk, its
 //!    first part warm (the filler's work is never lost, the producer never
 //!    waits for more than a chunk, at most [`CLAIM_WAIT`]); a segment that
-//!    gets none makes a fresh file as before. Taking wakes the filler.
+//!    gets none makes a fresh file as before.
 //! 3. **Seal** as any growing segment: unmapped, cut to the archive's length
 //!    (the unwritten tail's pages are freed), sealed, mapped read-only.
-//!    [`WarmPool::sealed`] sizes the next file after the result's length:
+//!    [`WarmPool::sealed`] sizes the next file after the result's length
+//!    and wakes the filler (none after a result under [`MIN_FILE`]):
 //!    results of a graph tend to be alike, so little is made for nothing.
 //! 4. **Idle.** A file ready for [`IDLE`] and not taken is freed: the pool
 //!    holds memory only while results are being made.
@@ -170,7 +172,20 @@ impl WarmPool {
         if !state.name.starts_with(prefix) || state.name.len() != prefix.len() + "warm".len() {
             state.name = format!("{prefix}warm");
         }
+        if let Some(file) = state.ready.take() {
+            state.stats.taken += 1;
+            // The next file is made once this result is sealed, at its size
+            // (`sealed`): none if it ends small.
+            state.want = 0;
+            return Some(file);
+        }
         if state.want == 0 {
+            if need < MIN_FILE {
+                // Small results (the last one was, and this one starts
+                // small): they fault their few pages in faster than a file
+                // is made, and a file made for them would mostly be cut.
+                return None;
+            }
             state.want = self.shared.size_for(need);
         }
         if !state.filler && !state.broken {
@@ -182,11 +197,6 @@ impl WarmPool {
                     state.broken = true;
                 }
             }
-        }
-        if let Some(file) = state.ready.take() {
-            state.stats.taken += 1;
-            self.shared.wake.notify_all();
-            return Some(file);
         }
         // None ready: the filler is making one (or starts now): claim it.
         let deadline = Instant::now() + CLAIM_WAIT;
@@ -205,7 +215,10 @@ impl WarmPool {
         state.claimed = false;
         let file = state.ready.take();
         match file {
-            Some(_) => state.stats.handed += 1,
+            Some(_) => {
+                state.stats.handed += 1;
+                state.want = 0;
+            }
             None => state.stats.missed += 1,
         }
         self.shared.wake.notify_all();
@@ -213,18 +226,20 @@ impl WarmPool {
     }
 
     /// A result of `len` bytes was sealed: the next file is made for one
-    /// like it.
+    /// like it, none after a result under [`MIN_FILE`].
     pub fn sealed(&self, len: usize) {
-        let want = self.shared.size_for(len);
+        let want = if len < MIN_FILE { 0 } else { self.shared.size_for(len) };
         self.shared.lock().want = want;
+        self.shared.wake.notify_all();
     }
 
-    /// Waits up to `timeout` for a ready file (tests and the benchmark: a
-    /// producer never waits).
+    /// Waits up to `timeout` for a ready file, if one is wanted or being
+    /// made (tests and the benchmark: a producer never waits).
     pub fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
-        while state.ready.is_none() && !state.broken {
+        // Only a file wanted or being made is waited for.
+        while state.ready.is_none() && !state.broken && (state.want > 0 || state.making) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -485,6 +500,7 @@ mod tests {
     fn a_ready_file_is_refused_by_readers_until_sealed() {
         let pool = pool(2 << 20);
         drop(pool.take(1 << 20, "shoal-test-warm2-t1"));
+        pool.sealed(1 << 20);
         assert!(pool.wait_ready(WAIT));
         let file = pool.take(1 << 20, "shoal-test-warm2-t1").unwrap();
         assert!(file.map.iter().all(|&b| b == 0), "a warm file starts zero-filled");
@@ -514,7 +530,8 @@ mod tests {
     fn a_result_larger_than_the_pool_still_works() {
         let pool = pool(MIN_FILE);
         let name = "shoal-test-warm4-t1";
-        drop(pool.take(1, name));
+        drop(pool.take(MIN_FILE, name));
+        pool.sealed(MIN_FILE);
         assert!(pool.wait_ready(WAIT));
         let big = publish(&pool, pattern(9 << 20, 3), name);
         assert_eq!(pool.stats().taken, 1);
@@ -557,6 +574,7 @@ mod tests {
         let pool = Arc::new(WarmPool::with_idle(2 << 20, Duration::from_millis(100)));
         let name = "shoal-test-warm6-t1";
         drop(pool.take(1 << 20, name));
+        pool.sealed(1 << 20);
         assert!(pool.wait_ready(WAIT));
         let deadline = Instant::now() + WAIT;
         while pool.stats().idle_freed == 0 && Instant::now() < deadline {
@@ -566,6 +584,7 @@ mod tests {
         assert_eq!(pool.ready_capacity(), None);
         assert_eq!(held("shoal-test-warm6-warm"), (0, 0));
         drop(pool.take(1 << 20, name));
+        pool.sealed(1 << 20);
         assert!(pool.wait_ready(WAIT), "made again");
     }
 
@@ -589,5 +608,26 @@ mod tests {
         room[..3 * CHUNK].fill(9);
         let sealed = segment.seal(3 * CHUNK).unwrap();
         assert!(sealed.bytes().iter().step_by(4096).all(|&b| b == 9));
+    }
+
+    #[test]
+    fn small_results_make_no_file() {
+        let pool = pool(64 << 20);
+        let name = "shoal-test-warm8";
+        for i in 0..8u8 {
+            let segment = publish(&pool, vec![i; 200 << 10], &format!("{name}-t{i}"));
+            assert_eq!(read(&segment).len(), 200 << 10);
+        }
+        assert_eq!(pool.stats().made, 0, "{:?}", pool.stats());
+        assert_eq!(held(&format!("{name}-warm")), (0, 0));
+        // A large one after them starts the pool.
+        drop(publish(&pool, vec![1; 3 << 20], &format!("{name}-t9")));
+        assert!(pool.wait_ready(WAIT));
+        assert_eq!(pool.ready_capacity(), Some(4 << 20));
+        // A small one takes the ready file (it cannot know it ends small)
+        // and no other is made after it.
+        drop(publish(&pool, vec![2; 200 << 10], &format!("{name}-t10")));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(pool.ready_capacity(), None);
     }
 }
