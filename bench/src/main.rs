@@ -14,6 +14,7 @@ mod locality;
 mod memwatch;
 mod overhead;
 mod processes;
+mod segments;
 mod table;
 mod transfer;
 
@@ -34,6 +35,10 @@ benchmarks:
   transfer        GB/s of a 1 GiB result moved between two worker machines (processes) on the
                   cluster's peer-to-peer path vs raw TCP (a socket copy, iperf3) on the same link:
                   loopback, and two network namespaces joined by veth when root (--quick: 64 MiB)
+  segments        a 1 GiB Vec<u8> result in shared memory: the producer's publish (GB/s; target 4) in
+                  this process and in the processes mode, and a consumer's first read of the segment
+                  (page faults) by shoal's mapping and by MAP_POPULATE / MADV_POPULATE_READ / shared
+                  variants (--quick: 128 MiB)
   locality        tasks reading large blocks held on 3 loopback worker machines: makespan and bytes
                   moved with locality-aware placement (transfers weighed, or free slot first) vs
                   random (the benchmark control SHOAL_PLACEMENT=random, seeded); fresh clusters,
@@ -147,6 +152,7 @@ fn main() {
         "processes" => processes::run(&opts),
         "locality" => locality::run(&Opts { rounds: rounds.unwrap_or(3), quick }),
         "transfer" => transfer::run(&Opts { rounds: rounds.unwrap_or(3), quick }),
+        "segments" => segments::run(&opts),
         "chaos" => chaos::run(
             trials,
             seed.unwrap_or_else(|| {

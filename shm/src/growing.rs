@@ -6,8 +6,10 @@
 //! 1. **Nothing until needed.** [`GrowingSegment::new`] only keeps a name: a
 //!    result small enough to travel inside a message never makes a memory
 //!    file ([`ArchiveSink`] is asked for room only past the threshold).
-//! 2. **Grow.** The first [`reserve`](ArchiveSink::reserve) creates the
-//!    memfd with [`FIRST_CAPACITY`] bytes or what is asked, maps it
+//! 2. **Grow.** The first [`reserve`](ArchiveSink::reserve) takes the
+//!    process's warm file if one is ready ([`crate::warm`]: pages already
+//!    allocated and mapped, so the archive is written at memory speed), or
+//!    creates the memfd with [`FIRST_CAPACITY`] bytes or what is asked, maps it
 //!    read-write, and each later one that asks for more doubles it
 //!    (`ftruncate`, then `mremap`, which may move the mapping: the kernel
 //!    moves page tables, not bytes). Capacity costs address space only:
@@ -28,12 +30,14 @@
 
 use std::any::Any;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use memmap2::{Advice, MmapMut, MmapOptions, RemapOptions};
 use shoal_core::object::ArchiveSink;
 
 use crate::ShmError;
 use crate::segment::{Segment, memfd_create, memfd_name, seal_content, seal_size};
+use crate::warm::WarmPool;
 
 /// The capacity a segment starts with: four times the largest archive that
 /// travels inline, so that results just past it grow once or not at all.
@@ -43,14 +47,24 @@ pub const FIRST_CAPACITY: usize = 256 << 10;
 /// docs).
 pub struct GrowingSegment {
     name: String,
-    file: Option<(OwnedFd, MmapMut)>,
+    pub(crate) file: Option<(OwnedFd, MmapMut)>,
+    /// Where the first file comes from when one is ready (`crate::warm`).
+    pool: Option<Arc<WarmPool>>,
 }
 
 impl GrowingSegment {
     /// A segment to be called `name` (see [`crate::segment`] for its rules),
-    /// made on the first [`reserve`](ArchiveSink::reserve).
+    /// made on the first [`reserve`](ArchiveSink::reserve): in the
+    /// process's warm memory when it has some and a file is ready
+    /// ([`crate::warm::global`]).
     pub fn new(name: String) -> GrowingSegment {
-        GrowingSegment { name, file: None }
+        GrowingSegment { name, file: None, pool: crate::warm::global() }
+    }
+
+    /// As [`new`](Self::new), with the first file from `pool` if it has one
+    /// ready (`None`: always a fresh file).
+    pub fn with_pool(name: String, pool: Option<Arc<WarmPool>>) -> GrowingSegment {
+        GrowingSegment { name, file: None, pool }
     }
 
     /// Bytes the file can hold without growing (0 before the first reserve).
@@ -61,6 +75,9 @@ impl GrowingSegment {
     /// Seals the first `len` bytes as a read-only [`Segment`] (the rest is
     /// cut off and freed).
     pub fn seal(self, len: usize) -> Result<Segment, ShmError> {
+        if let Some(pool) = &self.pool {
+            pool.sealed(len);
+        }
         let (fd, map) = match self.file {
             Some(file) => file,
             None => create(&self.name, 0)?,
@@ -77,6 +94,16 @@ impl GrowingSegment {
     }
 
     fn grow(&mut self, len: usize) -> Result<(), ShmError> {
+        if self.file.is_none()
+            && let Some(warm) = self.pool.as_ref().and_then(|pool| pool.take(len, &self.name))
+        {
+            // The file is this writer's alone from here (warm.rs), as if it
+            // had made it: zero-filled, never shared, not sealed yet.
+            self.file = Some((warm.fd, warm.map));
+            if self.capacity() >= len {
+                return Ok(());
+            }
+        }
         let Some((fd, map)) = &mut self.file else {
             self.file = Some(create(&self.name, len.max(FIRST_CAPACITY))?);
             return Ok(());
@@ -100,7 +127,7 @@ impl GrowingSegment {
 
 /// A fresh memfd of `len` bytes, mapped read-write and not inherited by a
 /// fork.
-fn create(name: &str, len: usize) -> Result<(OwnedFd, MmapMut), ShmError> {
+pub(crate) fn create(name: &str, len: usize) -> Result<(OwnedFd, MmapMut), ShmError> {
     let name = memfd_name(name)?;
     let fd = memfd_create(name).map_err(|source| ShmError::MemfdCreate { name: name.to_owned(), source })?;
     let size = u64::try_from(len).map_err(|_| ShmError::SizeOverflow { len: len as u128 })?;
@@ -148,7 +175,7 @@ mod tests {
     use crate::SegmentObject;
 
     fn sink() -> Box<dyn ArchiveSink> {
-        Box::new(GrowingSegment::new("shoal-test-growing".into()))
+        Box::new(GrowingSegment::with_pool("shoal-test-growing".into(), None))
     }
 
     fn sunk(obj: &dyn Object, threshold: usize) -> Option<Segment> {
@@ -178,7 +205,7 @@ mod tests {
         let obj = Value::new(vec![7u8; 100]);
         assert!(sunk(&obj, 64 << 10).is_none());
         assert!(obj.archived_bytes().unwrap().len() >= 100);
-        let mut unused = GrowingSegment::new("shoal-test-unused".into());
+        let mut unused = GrowingSegment::with_pool("shoal-test-unused".into(), None);
         assert_eq!(unused.capacity(), 0);
         assert_eq!(unused.reserve(10).unwrap().len(), FIRST_CAPACITY);
     }

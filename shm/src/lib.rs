@@ -78,6 +78,7 @@ pub mod store;
 mod test_util;
 pub mod uds;
 mod uring;
+pub mod warm;
 
 pub use error::ShmError;
 pub use fdpass::{FdMessage, MAX_FDS_PER_MESSAGE};

@@ -150,6 +150,8 @@ fn serve(fd: OsString) -> i32 {
     // No `main` of the program runs here: the logs go to stderr (inherited
     // from the client), filtered by the client's RUST_LOG.
     crate::logging::install_default();
+    // Results are made here: their memory files are made ahead of need.
+    crate::warm::enable();
     let setup = match set_up(fd) {
         Ok(Some(setup)) => setup,
         Ok(None) => {
