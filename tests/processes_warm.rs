@@ -77,3 +77,42 @@ fn a_worker_writes_its_results_into_warm_files_and_readers_see_their_own_bytes()
         assert!(bytes.len() == LEN && bytes.iter().all(|&b| u64::from(b) == seed), "result {seed}");
     }
 }
+
+/// The mapping's length in bytes, from a `/proc/PID/maps` line.
+fn map_len(line: &str) -> u64 {
+    let range = line.split_whitespace().next().unwrap_or("0-0");
+    let (start, end) = range.split_once('-').unwrap_or(("0", "0"));
+    u64::from_str_radix(end, 16).unwrap_or(0).saturating_sub(u64::from_str_radix(start, 16).unwrap_or(0))
+}
+
+/// Warm files are shared memory the store does not count: under a memory
+/// limit the workers' together take at most a quarter of it (here 8 MiB
+/// for one worker: files of 2 MiB at most, though results are of 4 MiB).
+#[test]
+fn under_a_memory_limit_warm_files_take_a_quarter_of_it_at_most() {
+    if std::env::var_os(shoal_shm::warm::ENV_WARM_MEMORY).is_some() {
+        eprintln!("SHOAL_WARM_MEMORY is set: the user's budget stands, nothing to check");
+        return;
+    }
+    let client = Client::processes_with(
+        ProcessesOptions { workers: 1, memory_limit: Some(8 << 20), ..ProcessesOptions::default() },
+        ClientOptions { progress: shoal::ProgressBar::Never, ..ClientOptions::default() },
+    )
+    .unwrap();
+    let worker = client.worker_pids()[0];
+    let opts = SubmitOptions::default().pure(false);
+    let first = client.submit_with(block, 1, &opts).unwrap();
+    first.wait().unwrap();
+    // After a result the worker's pool makes the next file: wait for it.
+    let started = Instant::now();
+    let next = loop {
+        if let Some(line) = warm_maps(&worker.to_string(), worker).into_iter().find(|l| writable(l)) {
+            break line;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the worker made no warm file");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(map_len(&next) <= 2 << 20, "a warm file over a quarter of the 8 MiB limit: {next}");
+    let bytes = first.result().unwrap();
+    assert!(bytes.len() == LEN && bytes.iter().all(|&b| b == 1));
+}

@@ -314,7 +314,13 @@ impl ProcessesEngine {
             nthreads: workers * threads,
             segment_prefix: format!("shoal-c{}.{}", std::process::id(), ENGINES.fetch_add(1, Ordering::Relaxed)).into(),
         });
-        let spawn = SpawnConfig { threads, env: config.env, silence_limit: config.worker_ttl };
+        let mut env = config.env;
+        let name = shoal_shm::warm::ENV_WARM_MEMORY;
+        let user_chose = std::env::var_os(name).is_some() || env.iter().any(|(k, _)| k == name);
+        if let Some(budget) = warm_budget(user_chose, store_config.memory_limit, workers) {
+            env.push((shoal_shm::warm::ENV_WARM_MEMORY.to_string(), budget.to_string()));
+        }
+        let spawn = SpawnConfig { threads, env, silence_limit: config.worker_ttl };
         let host: std::sync::Weak<dyn PoolHost> = Arc::downgrade(&engine) as std::sync::Weak<dyn PoolHost>;
         let supervisor = Supervisor::start(host, spawn)?;
         let ready = supervisor.start_workers(workers);
@@ -526,6 +532,23 @@ fn watch_workers_memory(engine: std::sync::Weak<ProcessesEngine>) {
     }
 }
 
+/// Each worker's warm memory (`shoal_shm::warm`: the next result's file,
+/// made ahead of need) lives outside the store's count, so it takes at
+/// most a [`WARM_SHARE_OF_LIMIT`]th of the memory limit between the
+/// workers, and no more than its own default; `None` when the user chose
+/// (`SHOAL_WARM_MEMORY` in the client's environment or the options' `env`).
+fn warm_budget(user_chose: bool, memory_limit: u64, workers: usize) -> Option<usize> {
+    if user_chose {
+        return None;
+    }
+    let share = memory_limit / WARM_SHARE_OF_LIMIT / workers.max(1) as u64;
+    Some(shoal_shm::warm::default_budget().min(usize::try_from(share).unwrap_or(usize::MAX)))
+}
+
+/// The warm files of all workers together take at most this fraction of
+/// the memory limit (a quarter: results and running tasks keep the rest).
+const WARM_SHARE_OF_LIMIT: u64 = 4;
+
 /// Runs start one at a time while the machine stays over its memory limit
 /// (see `shoal_shm::store`, "Over the limit, runs start one at a time"),
 /// and resume once it is back under.
@@ -565,4 +588,21 @@ fn pause_or_resume(st: &mut State, effects: &mut Effects) {
 /// A result that could not be read back from its spill file.
 fn spill_error(message: String) -> Error {
     Error::Io(std::io::Error::other(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_budget;
+
+    #[test]
+    fn the_workers_warm_memory_takes_a_quarter_of_the_limit_at_most() {
+        const MIB: u64 = 1 << 20;
+        let default = shoal_shm::warm::default_budget();
+        // 64 MiB between 2 workers: 8 MiB each (or less, if the default is).
+        assert_eq!(warm_budget(false, 64 * MIB, 2), Some(default.min(8 << 20)));
+        // A limit far above the default leaves the default.
+        assert_eq!(warm_budget(false, u64::MAX, 1), Some(default));
+        // The user's choice stands.
+        assert_eq!(warm_budget(true, 64 * MIB, 2), None);
+    }
 }
