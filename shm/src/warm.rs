@@ -556,8 +556,12 @@ mod tests {
                 let bytes = read(&segment);
                 assert!(bytes.len() == len && bytes[0] == i && bytes[len - 1] == i);
             }
-            assert!(pool.stats().taken >= 12, "{:?}", pool.stats());
-            assert!(pool.stats().handed + pool.stats().missed >= 1, "{:?}", pool.stats());
+            // Every result took a file ready, was handed one being made, or
+            // missed; which of them depends on the filler's pace (a release
+            // build's producer may outrun it), so only the sums are fixed.
+            let s = pool.stats();
+            assert_eq!(s.taken + s.handed + s.missed, 24, "{s:?}");
+            assert!(s.taken + s.handed >= 12, "the half that waited got a file: {s:?}");
             pool.wait_ready(WAIT);
             assert!(held(name).1 >= 1, "the ready file is held");
         }
