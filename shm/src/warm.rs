@@ -586,6 +586,11 @@ mod tests {
         }
         assert_eq!(pool.stats().idle_freed, 1);
         assert_eq!(pool.ready_capacity(), None);
+        // The count comes first, the filler closes the file a moment after.
+        let deadline = Instant::now() + WAIT;
+        while held("shoal-test-warm6-warm") != (0, 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(held("shoal-test-warm6-warm"), (0, 0));
         drop(pool.take(1 << 20, name));
         pool.sealed(1 << 20);
