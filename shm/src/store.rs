@@ -578,8 +578,7 @@ impl Store {
     /// the descriptor budget, or nothing more can go.
     fn make_room(&mut self, keep: Option<u64>, effects: &mut StoreEffects) {
         let Some(dir) = &self.dir else { return };
-        while self.resident - self.leaving + self.workers > self.limit || self.held - self.held_leaving > self.fd_budget
-        {
+        while self.counted() > self.limit || self.held - self.held_leaving > self.fd_budget {
             let epoch = self.space_epoch;
             let victim = self.lru.iter().map(|(_, &serial)| serial).find(|serial| {
                 Some(*serial) != keep
@@ -597,12 +596,18 @@ impl Store {
         }
     }
 
+    /// The bytes counted against the limit: results in memory, less those
+    /// already leaving for disk, and the workers' own memory.
+    fn counted(&self) -> u64 {
+        self.resident.saturating_sub(self.leaving).saturating_add(self.workers)
+    }
+
     /// Whether runs should start one at a time (see "Over the limit, runs
     /// start one at a time" in the module docs), given whether they do now:
     /// over the limit to pause, under [`RESUME_FRACTION`] of it to resume.
     /// Bytes already leaving for disk count as gone.
     pub fn should_pause(&self, paused: bool) -> bool {
-        let counted = self.resident.saturating_sub(self.leaving).saturating_add(self.workers);
+        let counted = self.counted();
         if paused {
             // Integer arithmetic: the fraction's numerator and denominator.
             counted.saturating_mul(RESUME_FRACTION.1) > self.limit.saturating_mul(RESUME_FRACTION.0)

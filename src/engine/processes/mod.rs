@@ -318,7 +318,7 @@ impl ProcessesEngine {
         let name = shoal_shm::warm::ENV_WARM_MEMORY;
         let user_chose = std::env::var_os(name).is_some() || env.iter().any(|(k, _)| k == name);
         if let Some(budget) = warm_budget(user_chose, store_config.memory_limit, workers) {
-            env.push((shoal_shm::warm::ENV_WARM_MEMORY.to_string(), budget.to_string()));
+            env.push((name.to_string(), budget.to_string()));
         }
         let spawn = SpawnConfig { threads, env, silence_limit: config.worker_ttl };
         let host: std::sync::Weak<dyn PoolHost> = Arc::downgrade(&engine) as std::sync::Weak<dyn PoolHost>;
