@@ -369,10 +369,9 @@ impl<B: Backend> State<B> {
             _ => return self.handle(event, fx),
         };
         // Taken before the pass: the task may be forgotten by it.
-        let key = self.sched.key(task);
-        let waited = self.sched.processing_on(task) == Some(worker);
+        let known = self.sched.key_if_processing_on(task, worker);
         self.handle(event, fx);
-        let Some(key) = key else { return };
+        let Some((key, waited)) = known else { return };
         let outcome = match (waited, failed) {
             (false, _) => Outcome::Late,
             (true, false) => Outcome::Done,

@@ -323,6 +323,12 @@ impl Scheduler {
         self.tasks.get(task).filter(|r| r.state() == TaskState::Processing).map(|r| r.worker)
     }
 
+    /// The task's key, and whether it is processing on `worker` (one
+    /// lookup for both: the driver asks them of every run that ends).
+    pub fn key_if_processing_on(&self, task: TaskId, worker: WorkerId) -> Option<(Key, bool)> {
+        self.tasks.get(task).map(|r| (r.key(), r.state() == TaskState::Processing && r.worker == worker))
+    }
+
     /// Runs sent to the worker and not answered (running, queued on it, on
     /// their way back, or abandoned and not answered yet); `None` for an
     /// unknown worker.
