@@ -14,6 +14,7 @@ mod locality;
 mod memwatch;
 mod overhead;
 mod processes;
+mod procfs;
 mod segments;
 mod table;
 mod transfer;

@@ -12,18 +12,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn group_members(pgid: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
-    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let mut fields = rest.split_whitespace();
-            // A zombie is dead (it waits for its parent, or init, to reap it).
-            let state = fields.next();
-            state != Some("Z") && fields.nth(1).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
-        })
-        .count()
-}
+#[path = "../src/procfs.rs"]
+mod procfs;
+use procfs::group_members;
 
 #[test]
 fn a_panic_while_the_dask_cli_cluster_runs_leaves_none_of_its_processes() {

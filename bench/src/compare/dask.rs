@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Case, Sizes};
+use crate::procfs::group_members;
 
 /// Each `bench.py` run stops itself after this many seconds, reporting an
 /// error (the longest full-size sample, count_letters on Dask threads, takes
@@ -293,21 +294,6 @@ impl CliCluster {
             Some(format!("{who} of the CLI cluster exited: {status}"))
         })
     }
-}
-
-/// The live (not zombie) processes in process group `pgid` now (from `/proc`).
-pub fn group_members(pgid: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
-    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            // pid (comm) state ppid pgrp …: comm may hold spaces, so after the last ')'.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let mut fields = rest.split_whitespace();
-            // A zombie is dead (it waits for its parent, or init, to reap it).
-            let state = fields.next();
-            state != Some("Z") && fields.nth(1).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
-        })
-        .count()
 }
 
 /// The check behind `shoal-bench dask-cli-drill` (run by
