@@ -36,6 +36,8 @@
 //! scrape of `/metrics` takes one such sample.
 
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod frame;
 pub mod json;
