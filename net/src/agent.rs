@@ -118,7 +118,7 @@ const WARM_SHARE_OF_LIMIT: u64 = 4;
 /// the next received object's memory file is made, its pages present,
 /// while the machine does other things, so a fetch copies from the socket
 /// at memory speed). Its budget: `SHOAL_WARM_MEMORY` if set (`0`: none),
-/// else the warm pool's default, at most a [`WARM_SHARE_OF_LIMIT`]th of the
+/// else the warm pool's default, at most a quarter of the
 /// memory limit.
 pub fn warm_pool(memory_limit: u64) -> Option<Arc<WarmPool>> {
     let budget = match std::env::var(warm::ENV_WARM_MEMORY) {

@@ -101,6 +101,13 @@
 //!   tasks are `Ready`; nothing is sent for them, so the driver sees no
 //!   difference but where runs go. The driver feeds the measurements:
 //!   [`Event::RunTime`] for runs, [`Event::Network`] if it measures one.
+//! - **Taking runs back** ([`SchedulerConfig::take_back`], with weighing):
+//!   a worker with an idle thread asks a busy one for a run it has not
+//!   started ([`Action::TakeBack`]), by the same rule; the driver answers
+//!   `TaskStolen { to: None }` if the run was given back, and the run goes
+//!   to the worker it was asked for. Until the answer the run keeps its
+//!   slot where it is (invariant 1 holds throughout: it is processing on
+//!   one worker, then on the other).
 
 mod hash;
 mod keys;
