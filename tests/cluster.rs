@@ -1068,3 +1068,49 @@ fn a_task_that_kills_its_worker_process_fails_after_three_deaths_and_the_machine
     assert_eq!(client.submit(abort_process, 0u64).unwrap().result().unwrap(), 0);
     assert_eq!(server.workers(), 1);
 }
+
+/// A run of `i` that leaves a mark (a line with its process id in the file
+/// `dir/i`), naps `millis`, and answers `3 i` and where it ran.
+#[shoal::task]
+fn marked_nap(dir: String, i: u64, millis: u64) -> (u32, u64) {
+    use std::io::Write;
+    let mark = std::path::Path::new(&dir).join(i.to_string());
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(mark).expect("the marks' directory");
+    writeln!(file, "{}", std::process::id()).expect("a mark");
+    std::thread::sleep(Duration::from_millis(millis));
+    (std::process::id(), 3 * i)
+}
+
+/// Five slow runs, all sent to the one machine there is (one thread, four
+/// more slots); a second machine joins with nothing queued for it. Once a
+/// run's time is known, the scheduler asks the busy machine's agent for
+/// runs it has not started, and the idle one runs them: both machines run
+/// some, the answers are right, and no run happens twice. Without taking
+/// runs back, the second machine idled while the first ran all five.
+#[test]
+fn an_idle_machine_takes_back_runs_queued_unstarted_on_a_busy_one_and_none_runs_twice() {
+    let server = scheduler();
+    let _a = Worker::start(&server.url(), 1);
+    wait_for("the first worker", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let dir = std::env::temp_dir().join(format!("shoal-take-back-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.to_string_lossy().to_string();
+    let futures: Vec<_> = (0..5u64).map(|i| client.submit(marked_nap, (path.clone(), i, 600)).unwrap()).collect();
+    wait_for("the runs to be sent to the first machine", || {
+        futures.iter().all(|f| f.status() == shoal::FutureStatus::Running)
+    });
+    let _b = Worker::start(&server.url(), 1);
+    wait_for("the second worker", || server.workers() == 2);
+    let got: Vec<(u32, u64)> = client.gather(&futures).unwrap();
+    assert_eq!(got.iter().map(|&(_, x)| x).collect::<Vec<_>>(), vec![0, 3, 6, 9, 12]);
+    let pids: std::collections::BTreeSet<u32> = got.iter().map(|&(p, _)| p).collect();
+    let counts = server.counts();
+    assert_eq!(pids.len(), 2, "the second machine ran nothing: {got:?}, {counts:?}");
+    assert!(counts.given_back >= 1 && counts.given_back <= counts.asked_back, "{counts:?}");
+    for i in 0..5 {
+        let marks = std::fs::read_to_string(dir.join(i.to_string())).unwrap();
+        assert_eq!(marks.lines().count(), 1, "run {i} ran more than once: {marks:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -63,7 +63,7 @@ fn a_diamond_survives_a_worker_death() {
                 }
                 Action::ReportDone { task } => done.push(task),
                 Action::ReportFailed { task, failure } => panic!("{task:?} failed: {failure}"),
-                Action::Release { .. } | Action::Forget { .. } | Action::Recall { .. } => {}
+                Action::Release { .. } | Action::Forget { .. } | Action::Recall { .. } | Action::TakeBack { .. } => {}
             }
         }
     }

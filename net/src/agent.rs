@@ -49,12 +49,13 @@ use shoal_core::object::{Input, Obj};
 use shoal_core::protocol::{FailKind, Run, RunResult, ToWorker};
 use shoal_core::scheduler::TaskId;
 use shoal_core::worker::{Flow, Outlet, Worker};
+use shoal_shm::warm::{self, WarmPool};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::watch;
 
 use crate::auth::{self, Introduce, Secret};
-use crate::conn::{Incoming, Outgoing, write_loop};
+use crate::conn::{self, Incoming, Outgoing, write_loop};
 use crate::data::{self, Fetcher, Gate, Store};
 use crate::error::{NetError, Result};
 use crate::machine::{Machine, MachineConfig};
@@ -106,6 +107,32 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// within its `dead_after`; giving them back at once would only have them
 /// sent here again, to fail again, in a tight loop.
 pub const UNFETCHED_PAUSE: Duration = Duration::from_millis(200);
+
+/// The agent's warm memory (for the objects it receives) takes at most this
+/// fraction of the machine's memory limit: warm files are shared memory the
+/// store does not count (a quarter, as the processes mode gives its
+/// workers together).
+const WARM_SHARE_OF_LIMIT: u64 = 4;
+
+/// The agent's warm memory, where fetched inputs land (`shoal_shm::warm`:
+/// the next received object's memory file is made, its pages present,
+/// while the machine does other things, so a fetch copies from the socket
+/// at memory speed). Its budget: `SHOAL_WARM_MEMORY` if set (`0`: none),
+/// else the warm pool's default, at most a quarter of the
+/// memory limit.
+pub fn warm_pool(memory_limit: u64) -> Option<Arc<WarmPool>> {
+    let budget = match std::env::var(warm::ENV_WARM_MEMORY) {
+        Ok(v) => v.trim().parse::<usize>().unwrap_or_else(|_| {
+            tracing::warn!("{}={v:?} is not a number of bytes; warm memory is off", warm::ENV_WARM_MEMORY);
+            0
+        }),
+        Err(_) => {
+            let share = usize::try_from(memory_limit / WARM_SHARE_OF_LIMIT).unwrap_or(usize::MAX);
+            warm::default_budget().min(share)
+        }
+    };
+    (budget >= warm::MIN_FILE).then(|| Arc::new(WarmPool::new(budget)))
+}
 
 /// How a worker is set up.
 #[derive(Clone, Debug)]
@@ -285,6 +312,7 @@ impl Runner {
 pub fn run(config: AgentConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let store = MachineStore::new(&config.store)?;
+    let warm = warm_pool(config.store.memory_limit);
     runtime.block_on(async {
         loop {
             let (halves, welcome, listener, data_tls) = connect(&config).await?;
@@ -298,7 +326,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             data::clear(&store);
             let gate = Gate { secret: config.secret.clone(), fingerprint: config.fingerprint, tls: data_tls };
             let port = tokio::spawn(data::serve(listener, Arc::clone(&store), gate));
-            let ended = session(&config, halves, welcome.heartbeat, &store).await;
+            let ended = session(&config, halves, welcome.heartbeat, &store, &warm).await;
             port.abort();
             match ended {
                 Ended::Shutdown => return Ok(()),
@@ -395,7 +423,13 @@ enum Fetched {
     Unfetched(Vec<TaskId>),
 }
 
-async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, store: &Store) -> Ended {
+async fn session(
+    config: &AgentConfig,
+    halves: Halves,
+    heartbeat: Duration,
+    store: &Store,
+    warm: &Option<Arc<WarmPool>>,
+) -> Ended {
     let (mut reader, writer) = halves;
     let (tx, rx) = mpsc::unbounded_channel();
     let beat = match wire::to_bytes(&FromWorkerMsg::Heartbeat) {
@@ -416,14 +450,20 @@ async fn session(config: &AgentConfig, halves: Halves, heartbeat: Duration, stor
             }
         }
     });
-    let fetcher = Arc::new(Fetcher::new(
-        Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 },
-        config.secret.clone(),
-        config.tls.clone(),
-        config.dead_after,
-    ));
+    // Fetched inputs land in memory files of their own (warm ones when
+    // ready): the store keeps them as they came, processes map them, and
+    // none is copied again.
+    let fetcher = Arc::new(
+        Fetcher::new(
+            Introduce { role: Role::Worker, fingerprint: config.fingerprint, nthreads: 0, data_port: 0 },
+            config.secret.clone(),
+            config.tls.clone(),
+            config.dead_after,
+        )
+        .landing(conn::Landing::Segment { pool: warm.clone() }),
+    );
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel::<Fetched>();
-    let landing = Landing { landings: Landings::default(), in_segment: config.processes > 0 };
+    let landing = Lander { landings: Landings::default(), in_segment: config.processes > 0 };
     let figures = tokio::spawn(send_figures(tx.clone()));
     // The runtime's heartbeat lists the runs started here (`Running`), so
     // that a loss of this worker is counted only against those.
@@ -547,14 +587,16 @@ type Landings = Arc<std::sync::Mutex<HashMap<TaskId, watch::Receiver<Option<Opti
 
 /// How a fetched object lands in the machine's store.
 #[derive(Clone)]
-struct Landing {
+struct Lander {
     landings: Landings,
     /// Copied once into a segment of its own (the machine has worker
     /// processes, which then map it; else tasks read it on the heap here).
+    /// A large object arrives in one already (`conn::Landing::Segment`)
+    /// and is kept as it came.
     in_segment: bool,
 }
 
-impl Landing {
+impl Lander {
     /// Keeps `obj` (fetched as `task`'s result) in the store, in a segment
     /// if the machine has processes; the object as kept.
     fn land(&self, store: &Store, task: TaskId, obj: Obj) -> Obj {
@@ -583,7 +625,7 @@ async fn fetch_inputs(
     store: Store,
     runs: Vec<Waiting>,
     done: UnboundedSender<Fetched>,
-    landing: Landing,
+    landing: Lander,
 ) {
     let mut wanted: HashMap<String, Vec<TaskId>> = HashMap::new();
     let mut leading: HashMap<TaskId, watch::Sender<Option<Option<Obj>>>> = HashMap::new();

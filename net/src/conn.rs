@@ -10,27 +10,69 @@
 //!   streamed object is no silence: each chunk counts.
 //! - **Memory follows the bytes that arrive.** A streamed object's length is
 //!   checked against [`MAX_ARCHIVE_LEN`] before a byte of it is read, and
-//!   its buffer grows as chunks arrive, not to the announced length at once.
+//!   its buffer grows as chunks arrive, not to the announced length at once
+//!   (a [`Landing::Segment`] maps the announced length, address space only:
+//!   a fresh memory file's pages are allocated as bytes are written, a warm
+//!   file's were allocated within the warm pool's budget).
+//! - **Where large objects land.** On the heap by default; a reader told
+//!   [`Landing::Segment`] (a machine's agent fetching inputs) reads every
+//!   streamed object of at least [`MIN_SEGMENT`] bytes straight into a
+//!   memory file of its own — from the warm pool when one is ready
+//!   (`shoal_shm::warm`: pages already present, so the socket's bytes are
+//!   copied at memory speed instead of faulting each page in) — and seals
+//!   it before anything else sees it. Readers only ever get the sealed
+//!   segment: its bytes never change; the file is this process's
+//!   descriptor and mapping only, so a killed process leaks nothing.
 //! - **The writer never interleaves:** a message and its streamed objects go
 //!   out back to back, from one task, so a CHUNK always belongs to the last
 //!   MESSAGE.
 //! - A CLOSE from the peer ends the connection with the peer's reason.
 
-use std::time::Duration;
-
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use rkyv::util::AlignedVec;
-use shoal_core::object::{MAX_ARCHIVE_LEN, Obj};
+use shoal_core::object::{ArchiveSink, MAX_ARCHIVE_LEN, Obj};
+use shoal_shm::growing::GrowingSegment;
+use shoal_shm::warm::WarmPool;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::error::{NetError, Result};
 use crate::frame::{self, CHUNK, CHUNK_KIND, CLOSE, Frame, HELLO, MAGIC, MESSAGE, PROTOCOL_VERSION};
-use crate::wire::{ObjectsIn, aligned};
+use crate::wire::{Blob, ObjectsIn, aligned};
+
+/// The smallest streamed object a [`Landing::Segment`] reader puts in a
+/// memory file of its own: the warm pool's smallest file (below it a
+/// result faults its few pages in within a millisecond, and a file per
+/// object would cost a descriptor for little).
+pub const MIN_SEGMENT: usize = shoal_shm::warm::MIN_FILE;
+
+/// Where a reader puts the large objects streamed to it.
+#[derive(Clone, Default)]
+pub enum Landing {
+    /// In aligned heap memory (clients, the scheduler, tests).
+    #[default]
+    Heap,
+    /// Objects of at least [`MIN_SEGMENT`] bytes in sealed memory files of
+    /// their own, the first file from `pool` when it has one ready (a
+    /// machine's agent: its store keeps them, its worker processes map
+    /// them, its data port serves them, and none is copied again). Taking
+    /// a file the pool is still making waits for its current chunk, at most
+    /// `shoal_shm::warm::CLAIM_WAIT` (100 ms), on the reading task's thread.
+    Segment {
+        /// The warm pool, if the process has one.
+        pool: Option<Arc<WarmPool>>,
+    },
+}
+
+/// Received objects landed in segments so far (they name their files).
+static LANDED: AtomicU64 = AtomicU64::new(0);
 
 /// A message received: its archive (aligned, not validated yet) and the
 /// objects streamed after it.
@@ -70,6 +112,8 @@ pub struct FrameReader<R> {
     pub peer: String,
     /// The longest the peer may stay silent.
     pub idle: Duration,
+    /// Where large streamed objects land.
+    pub landing: Landing,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -79,7 +123,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R, peer: String, idle: Duration) -> FrameReader<R> {
         let mut codec = frame::codec();
         codec.set_max_frame_length(frame::HANDSHAKE_MAX_FRAME);
-        FrameReader { io, codec, buf: BytesMut::with_capacity(64 << 10), peer, idle }
+        FrameReader { io, codec, buf: BytesMut::with_capacity(64 << 10), peer, idle, landing: Landing::Heap }
     }
 
     /// The handshake is done: frames up to [`frame::MAX_FRAME`] are accepted.
@@ -141,10 +185,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         for len in blobs {
             objects.push(self.blob(len).await?);
         }
-        Ok(Some(Incoming { body: aligned(&body), objects: ObjectsIn::new(objects) }))
+        Ok(Some(Incoming { body: aligned(&body), objects: ObjectsIn::from_blobs(objects) }))
     }
 
-    /// One streamed object of `len` bytes, from its chunks.
+    /// One streamed object of `len` bytes, from its chunks, where the
+    /// reader's [`Landing`] puts it.
     ///
     /// A CHUNK's payload goes from the socket straight into the object's
     /// memory (what is already buffered is copied from the buffer): one
@@ -152,32 +197,77 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// checked as the codec would (kind, length within the frame limit and
     /// the object) before a byte of the payload is read; any other frame
     /// takes the general path and is refused there.
-    async fn blob(&mut self, len: u64) -> Result<AlignedVec> {
+    async fn blob(&mut self, len: u64) -> Result<Blob> {
         let len = usize::try_from(len).ok().filter(|&l| l <= MAX_ARCHIVE_LEN).ok_or_else(|| {
             NetError::protocol(format!("a streamed object of {len} bytes, over the limit of {MAX_ARCHIVE_LEN}"))
         })?;
+        if let Landing::Segment { pool } = &self.landing
+            && len >= MIN_SEGMENT
+        {
+            let name = format!("shoal-a{}-fetched-{}", std::process::id(), LANDED.fetch_add(1, Ordering::Relaxed));
+            let mut segment = GrowingSegment::with_pool(name, pool.clone());
+            match segment.reserve(len) {
+                Ok(memory) => {
+                    let memory = &mut memory[..len];
+                    let mut at = 0;
+                    while at < len {
+                        let payload = self.next_chunk(len - at).await?;
+                        let buffered = payload.min(self.buf.len());
+                        memory[at..at + buffered].copy_from_slice(&self.buf[..buffered]);
+                        self.buf.advance(buffered);
+                        self.read_exact(&mut memory[at + buffered..at + payload]).await?;
+                        at += payload;
+                    }
+                    let sealed = segment.seal(len).map_err(|e| NetError::Memory(e.to_string()))?;
+                    return Ok(Blob::Segment(sealed));
+                }
+                // The heap still serves (the store then keeps it there, or
+                // copies it into a segment when processes need one).
+                Err(e) => tracing::warn!("a received object lands on the heap: no memory file for it ({e})"),
+            }
+        }
         let mut bytes = AlignedVec::with_capacity(len.min(4 * CHUNK));
         while bytes.len() < len {
-            let Some(payload) = self.chunk_header().await? else {
-                match self.expect_frame().await? {
-                    Frame::Chunk(_) => return Err(NetError::protocol("a chunk runs past the end of its object")),
-                    other => {
-                        return Err(NetError::protocol(format!(
-                            "expected a chunk of a streamed object, got {}",
-                            kind_name(&other)
-                        )));
-                    }
-                }
-            };
-            if payload > len - bytes.len() {
-                return Err(NetError::protocol("a chunk runs past the end of its object"));
-            }
+            let payload = self.next_chunk(len - bytes.len()).await?;
             let buffered = payload.min(self.buf.len());
             bytes.extend_from_slice(&self.buf[..buffered]);
             self.buf.advance(buffered);
             self.read_into(&mut bytes, payload - buffered).await?;
         }
-        Ok(bytes)
+        Ok(Blob::Heap(bytes))
+    }
+
+    /// The next chunk of a streamed object with `left` bytes still to come:
+    /// its header consumed, its payload's length (within `left`).
+    async fn next_chunk(&mut self, left: usize) -> Result<usize> {
+        let Some(payload) = self.chunk_header().await? else {
+            return match self.expect_frame().await? {
+                Frame::Chunk(_) => Err(NetError::protocol("a chunk runs past the end of its object")),
+                other => {
+                    Err(NetError::protocol(format!("expected a chunk of a streamed object, got {}", kind_name(&other))))
+                }
+            };
+        };
+        if payload > left {
+            return Err(NetError::protocol("a chunk runs past the end of its object"));
+        }
+        Ok(payload)
+    }
+
+    /// Fills `out` from the socket (each read within the idle limit).
+    async fn read_exact(&mut self, mut out: &mut [u8]) -> Result<()> {
+        while !out.is_empty() {
+            let got = match tokio::time::timeout(self.idle, self.io.read(out)).await {
+                Err(_) => return Err(self.silent()),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(got)) => got,
+            };
+            if got == 0 {
+                return Err(NetError::protocol("the stream ended inside a frame"));
+            }
+            out = &mut out[got..];
+        }
+        Ok(())
     }
 
     /// If the next frame is a CHUNK, consumes its header and gives its

@@ -32,6 +32,10 @@
 //!   TLS with the worker's certificate; fetchers check it against the CA
 //!   (not its name), and present theirs, required when the cluster is
 //!   mutual. The handshake above runs inside TLS.
+//! - **Landing.** A fetcher lands what it receives as its
+//!   [`Landing`] says: a machine's agent reads large objects straight into
+//!   memory files of their own, warm ones when ready (see
+//!   [`crate::conn`]), a client on the heap.
 //! - `None` in a reply: the holder does not hold it (released, or lost and
 //!   started again); the fetcher treats it as a failed fetch.
 
@@ -46,7 +50,7 @@ use shoal_core::scheduler::TaskId;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{self, Accept, Introduce, Secret};
-use crate::conn::Outgoing;
+use crate::conn::{Landing, Outgoing};
 use crate::error::{NetError, Result};
 use crate::stream::{self, Reader, Writer};
 use crate::tls::{PeerTls, ServerTls};
@@ -159,6 +163,7 @@ pub struct Fetcher {
     secret: Option<Secret>,
     tls: Option<PeerTls>,
     idle: Duration,
+    landing: Landing,
     kept: Mutex<HashMap<String, Vec<Conn>>>,
 }
 
@@ -167,7 +172,14 @@ impl Fetcher {
     /// TLS when given it, and gives a silent holder `idle` before it fails
     /// the fetch.
     pub fn new(me: Introduce, secret: Option<Secret>, tls: Option<PeerTls>, idle: Duration) -> Fetcher {
-        Fetcher { me, secret, tls, idle, kept: Mutex::new(HashMap::new()) }
+        Fetcher { me, secret, tls, idle, landing: Landing::Heap, kept: Mutex::new(HashMap::new()) }
+    }
+
+    /// The same fetcher, landing the large objects it receives as `landing`
+    /// says (on the heap by default).
+    pub fn landing(mut self, landing: Landing) -> Fetcher {
+        self.landing = landing;
+        self
     }
 
     fn kept(&self) -> MutexGuard<'_, HashMap<String, Vec<Conn>>> {
@@ -205,6 +217,7 @@ impl Fetcher {
             };
             let stream = stream::secure(tcp, tls, &peer).await?;
             let (mut reader, mut writer) = stream.framed(peer.clone(), self.idle);
+            reader.landing = self.landing.clone();
             auth::connect(&mut reader, &mut writer, self.me, self.secret.as_ref(), CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| stream::explain_io(&peer, e))?;

@@ -48,6 +48,11 @@ pub enum NetError {
     /// what to write instead.
     #[error("{0}")]
     Config(String),
+    /// A received object could not be kept in shared memory (a memory
+    /// file could not be made, mapped or sealed: the machine is short of
+    /// memory or descriptors).
+    #[error("could not keep a received object in shared memory: {0} (free memory, or raise the descriptor limit)")]
+    Memory(String),
 }
 
 impl NetError {

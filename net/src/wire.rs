@@ -19,6 +19,7 @@ use shoal_core::TaskFailure;
 use shoal_core::failure::TaskError;
 use shoal_core::object::{Obj, RawArchive};
 use shoal_core::scheduler::{TaskId, TaskState};
+use shoal_shm::{Segment, SegmentObject};
 
 use crate::error::{NetError, Result};
 
@@ -695,22 +696,36 @@ impl ObjectsOut {
     }
 }
 
+/// A streamed object as received: where the reader's
+/// [`Landing`](crate::conn::Landing) put it.
+pub enum Blob {
+    /// Aligned heap memory.
+    Heap(AlignedVec),
+    /// A sealed memory file of its own.
+    Segment(Segment),
+}
+
 /// The objects streamed after a received message; each must be taken
 /// exactly once.
 pub struct ObjectsIn {
-    blobs: Vec<Option<AlignedVec>>,
+    blobs: Vec<Option<Blob>>,
 }
 
 impl ObjectsIn {
     /// The streamed objects of one message.
     pub fn new(blobs: Vec<AlignedVec>) -> ObjectsIn {
+        ObjectsIn::from_blobs(blobs.into_iter().map(Blob::Heap).collect())
+    }
+
+    /// The streamed objects of one message, wherever they landed.
+    pub fn from_blobs(blobs: Vec<Blob>) -> ObjectsIn {
         ObjectsIn { blobs: blobs.into_iter().map(Some).collect() }
     }
 
     /// The object a received [`WireObject`] names.
     pub fn take(&mut self, object: &ArchivedWireObject) -> Result<Obj> {
-        let bytes = match object {
-            ArchivedWireObject::Inline(bytes) => aligned(bytes.as_slice()),
+        let blob = match object {
+            ArchivedWireObject::Inline(bytes) => Blob::Heap(aligned(bytes.as_slice())),
             ArchivedWireObject::Streamed(i) => {
                 let i = i.to_native() as usize;
                 self.blobs
@@ -719,7 +734,12 @@ impl ObjectsIn {
                     .ok_or_else(|| NetError::protocol(format!("streamed object {i} named twice or never sent")))?
             }
         };
-        Ok(Arc::new(RawArchive::new(bytes)))
+        Ok(match blob {
+            Blob::Heap(bytes) => Arc::new(RawArchive::new(bytes)),
+            // Typed reads of it validate its bytes (`SegmentObject`'s type
+            // name is the archive's), as for the heap's `RawArchive`.
+            Blob::Segment(segment) => Arc::new(SegmentObject::new(segment)),
+        })
     }
 
     /// Every streamed object was taken.

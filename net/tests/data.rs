@@ -10,9 +10,12 @@ use rkyv::util::AlignedVec;
 use shoal_core::object::{Obj, RawArchive};
 use shoal_core::scheduler::TaskId;
 use shoal_net::auth::Introduce;
+use shoal_net::conn::Landing;
 use shoal_net::data::{self, CONNECT_TIMEOUT, Fetcher, Gate, Store};
 use shoal_net::wire::Role;
 use shoal_net::{NetError, Secret};
+use shoal_shm::SegmentObject;
+use shoal_shm::warm::WarmPool;
 use tokio::net::TcpListener;
 
 const FINGERPRINT: u128 = 0x5eed;
@@ -103,4 +106,33 @@ async fn a_fetch_from_a_dead_or_silent_peer_fails_within_its_bound() {
     let err = fetcher.fetch(&address, &[task(1)]).await.err().expect("the fetch fails");
     assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(2), "{:?}: {err}", started.elapsed());
     held.abort();
+}
+
+#[tokio::test]
+async fn a_fetched_object_lands_in_warm_memory_byte_for_byte() {
+    let (address, store) = port(Gate { secret: None, fingerprint: FINGERPRINT, tls: None }).await;
+    let expected = object(3 << 20, 7);
+    let pool = Arc::new(WarmPool::with_idle(64 << 20, Duration::from_secs(3600)));
+    let fetcher = fetcher(FINGERPRINT, None).landing(Landing::Segment { pool: Some(Arc::clone(&pool)) });
+    let in_segment = |obj: &Obj| obj.as_any().downcast_ref::<SegmentObject>().map(|s| s.segment().len());
+    // The first large object finds no file ready (the pool starts making
+    // one for it: handed over part-made, or missed), and lands in a
+    // segment either way; the small one stays on the heap.
+    let first = fetcher.fetch(&address, &[task(1), task(2)]).await.unwrap();
+    let large = first[0].as_ref().expect("the large result");
+    assert_eq!(large.archived_bytes().unwrap(), expected.archived_bytes().unwrap());
+    assert_eq!(in_segment(large), Some(3 << 20));
+    assert_eq!(in_segment(first[1].as_ref().unwrap()), None);
+    // Its size told the pool what to make next: a file of it, ready.
+    assert!(pool.wait_ready(Duration::from_secs(60)), "no warm file was made: {:?}", pool.stats());
+    let before = pool.stats();
+    data::put(&store, task(1), object(3 << 20, 11));
+    let second = fetcher.fetch(&address, &[task(1)]).await.unwrap();
+    let large = second[0].as_ref().expect("the large result");
+    assert_eq!(pool.stats().taken, before.taken + 1, "the ready warm file was taken: {:?}", pool.stats());
+    assert_eq!(large.archived_bytes().unwrap(), object(3 << 20, 11).archived_bytes().unwrap());
+    // Cut to the object's length and sealed (the warm file was larger).
+    assert_eq!(in_segment(large), Some(3 << 20));
+    // Dropped, the copies give their memory back; the first copy is intact.
+    assert_eq!(first[0].as_ref().unwrap().archived_bytes().unwrap(), expected.archived_bytes().unwrap());
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rkyv::util::AlignedVec;
 use shoal_core::object::{Obj, RawArchive};
-use shoal_net::conn::{FrameReader, FrameWriter, Outgoing};
+use shoal_net::conn::{FrameReader, FrameWriter, Landing, MIN_SEGMENT, Outgoing};
 use shoal_net::frame::{self, CHUNK, Frame};
 use shoal_net::wire::{self, ObjectsOut, WireObject};
+use shoal_shm::SegmentObject;
+use shoal_shm::warm::WarmPool;
 
 fn object(len: usize) -> Obj {
     let mut bytes = AlignedVec::with_capacity(len);
@@ -113,6 +115,24 @@ impl tokio::io::AsyncRead for Dribble<'_> {
 
 #[tokio::test]
 async fn streamed_objects_arrive_whole_whatever_the_sizes_of_the_reads() {
+    read_dribbled(Landing::Heap, 0).await;
+}
+
+#[tokio::test]
+async fn streamed_objects_land_whole_in_sealed_segments_whatever_the_sizes_of_the_reads() {
+    // Fresh memory files, then warm ones (the pool's file may be handed
+    // over part-made, or missed: either way the bytes must be right).
+    read_dribbled(Landing::Segment { pool: None }, 4).await;
+    let pool = Arc::new(WarmPool::with_idle(16 << 20, Duration::from_secs(3600)));
+    read_dribbled(Landing::Segment { pool: Some(Arc::clone(&pool)) }, 4).await;
+    let stats = pool.stats();
+    assert!(stats.taken + stats.handed + stats.missed >= 4, "every large object asked the pool: {stats:?}");
+}
+
+/// Two messages of three objects (two over `MIN_SEGMENT`) read a few bytes
+/// at a time, landing as `landing` says; `segments` of them must land in
+/// sealed segments.
+async fn read_dribbled(landing: Landing, segments: usize) {
     let objects = [object(2 * CHUNK + 7), object(CHUNK), object(70_000)];
     let mut out = ObjectsOut::default();
     let message: Vec<WireObject> = objects.iter().map(|o| out.object(o).unwrap()).collect();
@@ -125,14 +145,23 @@ async fn streamed_objects_arrive_whole_whatever_the_sizes_of_the_reads() {
     drop(writer);
     let mut reader = FrameReader::new(Dribble { bytes: &raw, step: 0 }, "test".into(), Duration::from_secs(5));
     reader.established();
+    reader.landing = landing;
+    let mut in_segments = 0;
     for _ in 0..2 {
         let incoming = reader.message().await.unwrap();
         let archived = wire::access::<Vec<WireObject>>(&incoming.body).unwrap();
         let mut got = incoming.objects;
         for (wire, sent) in archived.iter().zip(&objects) {
-            assert_eq!(got.take(wire).unwrap().archived_bytes().unwrap(), sent.archived_bytes().unwrap());
+            let obj = got.take(wire).unwrap();
+            assert_eq!(obj.archived_bytes().unwrap(), sent.archived_bytes().unwrap());
+            if let Some(segment) = obj.as_any().downcast_ref::<SegmentObject>() {
+                assert!(sent.archived_bytes().unwrap().len() >= MIN_SEGMENT);
+                assert_eq!(segment.segment().len(), sent.archived_bytes().unwrap().len());
+                in_segments += 1;
+            }
         }
         got.finish().unwrap();
     }
+    assert_eq!(in_segments, segments);
     assert!(reader.message_or_end().await.unwrap().is_none());
 }

@@ -204,6 +204,13 @@ pub trait Backend: Sized + Send + 'static {
     fn recall(st: &mut State<Self>, task: TaskId, worker: WorkerId, fx: &mut Self::Effects) {
         let _ = (st, task, worker, fx);
     }
+    /// `Action::TakeBack`: ask `from` for the run of `task` if it has not
+    /// started, for the idle worker `to`; answer `TaskStolen` if it gives
+    /// it back (only with `SchedulerConfig::take_back`, which a backend that
+    /// overrides this sets; the default does nothing).
+    fn take_back(st: &mut State<Self>, task: TaskId, from: WorkerId, to: WorkerId, fx: &mut Self::Effects) {
+        let _ = (st, task, from, to, fx);
+    }
     /// `Action::Forget`: the spec is gone; drop what it holds (after
     /// unlocking, through `fx`).
     fn forget(&mut self, spec: Spec<Self::Task>, fx: &mut Self::Effects);
@@ -329,6 +336,7 @@ impl<B: Backend> State<B> {
                 }
                 Action::Release { task, worker } => B::release(self, task, worker, fx),
                 Action::Recall { task, worker } => B::recall(self, task, worker, fx),
+                Action::TakeBack { task, from, to } => B::take_back(self, task, from, to, fx),
                 Action::ReportDone { task } => {
                     if self.waiters.reported(task, false) {
                         fx.wake_clients();

@@ -101,6 +101,13 @@
 //!   tasks are `Ready`; nothing is sent for them, so the driver sees no
 //!   difference but where runs go. The driver feeds the measurements:
 //!   [`Event::RunTime`] for runs, [`Event::Network`] if it measures one.
+//! - **Taking runs back** ([`SchedulerConfig::take_back`], with weighing):
+//!   a worker with an idle thread asks a busy one for a run it has not
+//!   started ([`Action::TakeBack`]), by the same rule; the driver answers
+//!   `TaskStolen { to: None }` if the run was given back, and the run goes
+//!   to the worker it was asked for. Until the answer the run keeps its
+//!   slot where it is (invariant 1 holds throughout: it is processing on
+//!   one worker, then on the other).
 
 mod hash;
 mod keys;
@@ -369,6 +376,22 @@ pub enum Action {
         /// The worker it was sent to.
         worker: WorkerId,
     },
+    /// Ask worker `from` to give back the run of `task` if it has not
+    /// started, for the idle worker `to` (only with
+    /// [`SchedulerConfig::take_back`]; see "Taking runs back" in the
+    /// `steal` module's docs). The driver answers with
+    /// `TaskStolen { task, from, to: None }` if the run was given back (it
+    /// then goes to `to` if `to` still has a free slot, else to the queue);
+    /// a run that started is answered by its result as any other. The run
+    /// keeps its slot on `from` until then, and is asked for once.
+    TakeBack {
+        /// The task.
+        task: TaskId,
+        /// The worker it was sent to.
+        from: WorkerId,
+        /// The idle worker it is taken back for.
+        to: WorkerId,
+    },
     /// The record is gone; the driver drops what it keeps for the id.
     Forget {
         /// The task.
@@ -409,6 +432,13 @@ pub struct SchedulerConfig {
     /// free worker, holding its inputs if one does. Ignored with
     /// [`Placement::Random`].
     pub weigh_transfers: bool,
+    /// With [`weigh_transfers`](Self::weigh_transfers): the driver's
+    /// workers can give back named runs they have not started
+    /// ([`Action::TakeBack`], answered by [`Event::TaskStolen`]), so a worker
+    /// with an idle thread takes runs already sent to a busy one when the
+    /// move pays (the `steal` module's rule). `false` (the default): only
+    /// parked tasks are stolen.
+    pub take_back: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -419,6 +449,7 @@ impl Default for SchedulerConfig {
             recall: false,
             placement: Placement::Locality,
             weigh_transfers: false,
+            take_back: false,
         }
     }
 }

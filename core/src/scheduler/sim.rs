@@ -71,6 +71,10 @@ pub(crate) struct Sim {
     /// Whether the scheduler runs with `recall` (then every run in flight
     /// keeps its slot until answered, which [`Sim::check`] verifies).
     recall: bool,
+    /// Whether it runs with `take_back`.
+    take_back: bool,
+    /// Runs asked back (`TakeBack`) and not answered: (task, from, for).
+    pub taking: Vec<(TaskId, WorkerId, WorkerId)>,
     /// Results the workers hold.
     pub held: BTreeSet<(TaskId, WorkerId)>,
     /// Every id `submit` returned, and its inputs.
@@ -89,6 +93,8 @@ impl Sim {
         let mut sim = Sim {
             sched: Scheduler::new(config),
             recall: config.recall,
+            take_back: config.take_back,
+            taking: Vec::new(),
             rng: Rng::new(seed),
             faults: Faults::default(),
             alive: BTreeSet::new(),
@@ -182,6 +188,24 @@ impl Sim {
         true
     }
 
+    /// A worker answers one ask (`TakeBack`), chosen at random: it gives
+    /// the run back if it is still in flight there (the simulated workers
+    /// start a run only when they complete it), and that run never
+    /// executes; an ask whose run ended or died with its worker is dropped
+    /// (its answer was the result, or the loss). False if none is pending.
+    pub fn answer_take_back(&mut self) -> bool {
+        if self.taking.is_empty() {
+            return false;
+        }
+        let (t, from, _) = self.taking.swap_remove(self.rng.below(self.taking.len()));
+        if let Some(i) = self.running.iter().position(|&(r, w, _)| r == t && w == from) {
+            self.running.swap_remove(i);
+            *self.runs.get_mut(&t).expect("a run in flight was counted") -= 1;
+            self.event(Event::TaskStolen { task: t, from, to: None });
+        }
+        true
+    }
+
     /// The client drops one future on `t`.
     pub fn release(&mut self, t: TaskId) {
         let refs = self.refs.get_mut(&t).expect("a future to release");
@@ -250,6 +274,9 @@ impl Sim {
             if self.steal_percent > 0 && self.rng.chance(self.steal_percent) && self.steal_one() {
                 self.check();
             }
+            if self.take_back && self.rng.chance(50) && self.answer_take_back() {
+                self.check();
+            }
             if !self.step() {
                 break;
             }
@@ -282,6 +309,21 @@ impl Sim {
                         "Recall of {task:?} on {worker:?}, which is not running it"
                     );
                     assert_ne!(self.sched.processing_on(task), Some(worker), "Recall of a run still waited for");
+                }
+                Action::TakeBack { task, from, to } => {
+                    assert!(self.take_back, "TakeBack of {task:?} without SchedulerConfig::take_back");
+                    assert!(self.alive.contains(&from), "TakeBack of {task:?} from dead {from:?}");
+                    assert!(self.alive.contains(&to), "TakeBack of {task:?} for dead {to:?}");
+                    assert_ne!(from, to, "TakeBack of {task:?} for the worker that has it");
+                    assert!(
+                        self.running.iter().any(|&(t, w, _)| t == task && w == from),
+                        "TakeBack of {task:?} on {from:?}, which is not running it"
+                    );
+                    assert_eq!(self.sched.processing_on(task), Some(from), "TakeBack of a run not waited for");
+                    // An ask of an earlier run of the task there was
+                    // answered by that run's end.
+                    self.taking.retain(|&(t, f, _)| (t, f) != (task, from));
+                    self.taking.push((task, from, to));
                 }
                 Action::Release { task, worker } => {
                     assert!(self.held.remove(&(task, worker)), "Release of {task:?} on {worker:?}, not held there");

@@ -4,7 +4,7 @@
 //! queue and placement in [`super::workers`], the records in
 //! [`super::record`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -89,6 +89,10 @@ pub struct Scheduler {
     pub(super) suspects: HashSet<TaskId, SeededState>,
     /// Over the memory limit ([`Event::Pause`]): one run in flight at most.
     pub(super) paused: bool,
+    /// Runs asked back ([`super::Action::TakeBack`]) and not answered yet:
+    /// task → (the worker asked, the idle worker they are for). Few (at
+    /// most the idle threads); pruned lazily (see `steal`).
+    pub(super) taking: HashMap<TaskId, (WorkerId, WorkerId), SeededState>,
 }
 
 impl fmt::Debug for Scheduler {
@@ -123,6 +127,7 @@ impl Scheduler {
             },
             suspects: HashSet::default(),
             paused: false,
+            taking: HashMap::default(),
         }
     }
 

@@ -34,6 +34,23 @@
 //! exactly for the tasks whose inputs are cheap to move against their run
 //! time: small inputs or long runs.
 //!
+//! # Taking runs back
+//!
+//! With [`super::SchedulerConfig::take_back`] (the cluster: a machine's
+//! agent queues the runs it is sent, up to its slots), a worker with an idle
+//! thread after the above (nothing queued, nothing parked pays) also takes
+//! runs *already sent* to a busy worker and not started there (the driver
+//! reports starts, [`super::Event::TaskStarted`]): from the victim with
+//! most unstarted runs beyond its threads per thread, newest first, by the
+//! same rule with the victim's backlog. The scheduler asks for each
+//! ([`super::Action::TakeBack`]); the run keeps its slot on the victim until
+//! the answer: `TaskStolen` if given back (the run then goes to the thief
+//! if it still has a free slot, else to the queue), else the run's result.
+//! A thief asks for at most its idle threads' worth at a time, and a run is
+//! asked for once. Asks whose answer can no longer be a give-back (the run
+//! ended or started, either worker is gone) are dropped lazily, at the
+//! next pass that looks for runs to take back.
+//!
 //! The scheduler reads no clock: the measurements come in as events
 //! ([`super::Event::RunTime`], [`super::Event::Network`]); before any, the
 //! network is taken as [`DEFAULT_BANDWIDTH`] and [`DEFAULT_LATENCY_MICROS`].
@@ -195,6 +212,9 @@ impl Scheduler {
             }
         }
         self.steal_parked(out);
+        if self.config.take_back {
+            self.take_back(out);
+        }
     }
 
     fn send(&mut self, t: TaskId, w: WorkerId, out: &mut Vec<Action>) {
@@ -271,6 +291,86 @@ impl Scheduler {
                         self.workers.with_parked.remove(&victim);
                     }
                     self.send(t, thief, out);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Workers with an idle thread ask busy workers for runs they have not
+    /// started (see "Taking runs back" in the module docs).
+    fn take_back(&mut self, out: &mut Vec<Action>) {
+        if self.workers.free.is_empty() || !self.may_start() {
+            return;
+        }
+        self.prune_taking();
+        let thieves: Vec<WorkerId> = self.workers.free.iter().map(|&(_, w)| w).collect();
+        for thief in thieves {
+            let Some(worker) = self.workers.map.get(&thief) else { continue };
+            let asked = self.taking.values().filter(|&&(_, to)| to == thief).count();
+            let busy = worker.processing.len() + worker.abandoned.len() + asked;
+            let idle = (worker.nthreads as usize).saturating_sub(busy);
+            for _ in 0..idle {
+                if !self.take_back_one(thief, out) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Drops the asks whose answer can no longer be a give-back.
+    fn prune_taking(&mut self) {
+        if self.taking.is_empty() {
+            return;
+        }
+        let mut taking = std::mem::take(&mut self.taking);
+        taking.retain(|&t, &mut (from, to)| self.unstarted_on(t, from) && self.workers.contains(to));
+        self.taking = taking;
+    }
+
+    /// Whether `t` is processing on `w` and not known to have started.
+    fn unstarted_on(&self, t: TaskId, w: WorkerId) -> bool {
+        self.is_processing_on(t, w)
+            && self.workers.map.get(&w).is_some_and(|worker| {
+                let pos = self.tasks.at(t).pos();
+                worker.processing.get(pos) == Some(&t) && worker.started.get(pos) == Some(&false)
+            })
+    }
+
+    /// Asks for one unstarted run for `thief` if one pays; whether it did.
+    fn take_back_one(&mut self, thief: WorkerId, out: &mut Vec<Action>) -> bool {
+        // Victims: unstarted runs beyond their threads not asked for yet,
+        // most per thread first.
+        let mut victims: Vec<(f64, WorkerId, usize)> = self
+            .workers
+            .map
+            .iter()
+            .filter(|&(&v, _)| v != thief)
+            .filter_map(|(&v, worker)| {
+                let asked = self.taking.values().filter(|&&(from, _)| from == v).count();
+                let nthreads = worker.nthreads.max(1) as usize;
+                let spare = worker.processing.len().saturating_sub(nthreads).saturating_sub(asked);
+                (spare > 0).then(|| (spare as f64 / nthreads as f64, v, spare))
+            })
+            .collect();
+        victims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, victim, _) in victims {
+            let Some(worker) = self.workers.map.get(&victim) else { continue };
+            let candidates: Vec<TaskId> = worker
+                .processing
+                .iter()
+                .zip(&worker.started)
+                .rev()
+                .filter(|&(t, &started)| !started && !self.taking.contains_key(t))
+                .map(|(&t, _)| t)
+                .take(STEAL_SCAN)
+                .collect();
+            let backlog = self.backlog(victim, 0);
+            for t in candidates {
+                if self.worth_moving(t, thief, backlog) {
+                    self.taking.insert(t, (victim, thief));
+                    out.push(Action::TakeBack { task: t, from: victim, to: thief });
                     return true;
                 }
             }

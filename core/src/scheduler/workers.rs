@@ -252,7 +252,11 @@ impl Scheduler {
     /// `t`'s run on `from` was taken back before it started (see
     /// "Stealing" in the module docs): it goes to `to` if that worker is
     /// live with a free slot, else back to the queue.
+    /// A run asked back for an idle worker (`Action::TakeBack`) goes to
+    /// that worker when `to` is not given.
     pub(super) fn task_stolen(&mut self, t: TaskId, from: WorkerId, to: Option<WorkerId>, out: &mut Vec<Action>) {
+        let asked_for = self.taking.remove(&t).and_then(|(asked, thief)| (asked == from).then_some(thief));
+        let to = to.or(asked_for);
         if !self.is_processing_on(t, from) {
             // A run nobody waits for any more; if it was abandoned, its slot
             // is free now.

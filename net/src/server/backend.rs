@@ -139,6 +139,11 @@ pub struct Counts {
     pub remote_bytes: u64,
     /// Bytes of results the scheduler received (small ones only).
     pub result_bytes_received: u64,
+    /// Runs asked back from a busy worker for an idle one
+    /// (`Action::TakeBack`), and those given back.
+    pub asked_back: u64,
+    /// Runs a worker gave back when asked (each then runs elsewhere).
+    pub given_back: u64,
 }
 
 /// Where a task's result is.
@@ -191,6 +196,9 @@ pub struct Effects {
     runs: Vec<(WorkerId, NetRun)>,
     /// Results (and copies) workers are to drop.
     releases: HashMap<WorkerId, Vec<WireTask>>,
+    /// Runs to ask back, by the worker that has them (sent after the
+    /// pass's runs: a run is never asked back before it is sent).
+    take_backs: HashMap<WorkerId, Vec<WireTask>>,
     /// News per client: its queue and `(task, status)` pairs.
     news: HashMap<u32, News>,
     /// Events to feed back (runs that could not be built).
@@ -311,6 +319,14 @@ impl Backend for Cluster {
         }
     }
 
+    /// Asks `from` for the run back (`Recall`, which its worker runtime
+    /// answers with `Recalled` for the runs it gives back and by the result
+    /// for the others).
+    fn take_back(st: &mut State, task: TaskId, from: WorkerId, _to: WorkerId, fx: &mut Effects) {
+        st.backend.counts.asked_back += 1;
+        fx.take_backs.entry(from).or_default().push(task.into());
+    }
+
     fn forget(&mut self, mut spec: shoal_core::driver::Spec<Task>, fx: &mut Effects) {
         if let Some(held) = spec.task.result.take() {
             self.held = self.held.saturating_sub(held.small.as_ref().map_or(0, |o| o.nbytes()));
@@ -382,6 +398,7 @@ pub fn carry_out(driver: &ClusterDriver, mut fx: Effects) {
         send_releases(driver, std::mem::take(&mut fx.releases));
         let failures = send_runs(driver, std::mem::take(&mut fx.runs));
         fx.failures.extend(failures);
+        send_per_worker(driver, std::mem::take(&mut fx.take_backs), ToWorkerMsg::Recall, "asks for runs back");
         if fx.failures.is_empty() {
             return;
         }
@@ -405,22 +422,33 @@ fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
 
 /// Queues the releases of one pass, one message (or a few) per worker.
 fn send_releases(driver: &ClusterDriver, releases: HashMap<WorkerId, Vec<WireTask>>) {
-    if releases.is_empty() {
+    send_per_worker(driver, releases, ToWorkerMsg::Release, "releases");
+}
+
+/// Queues lists of tasks for workers, as `message`s of at most
+/// [`MAX_ITEMS`] each (`what` names them in a log line).
+fn send_per_worker(
+    driver: &ClusterDriver,
+    lists: HashMap<WorkerId, Vec<WireTask>>,
+    message: fn(Vec<WireTask>) -> ToWorkerMsg,
+    what: &str,
+) {
+    if lists.is_empty() {
         return;
     }
     let queues: Vec<(Option<UnboundedSender<Outgoing>>, Vec<WireTask>)> = {
         let st = driver.lock();
-        releases.into_iter().map(|(w, tasks)| (st.backend.workers.get(&w).map(|l| l.tx.clone()), tasks)).collect()
+        lists.into_iter().map(|(w, tasks)| (st.backend.workers.get(&w).map(|l| l.tx.clone()), tasks)).collect()
     };
     for (tx, tasks) in queues {
-        // A worker gone: its store went with it.
+        // A worker gone: its store and its runs went with it.
         let Some(tx) = tx else { continue };
         for part in chunks(tasks) {
-            match wire::to_bytes(&ToWorkerMsg::Release(part)) {
+            match wire::to_bytes(&message(part)) {
                 Ok(body) => {
                     let _ = tx.send(Outgoing::message(body));
                 }
-                Err(e) => tracing::error!("could not encode releases for a worker: {e}"),
+                Err(e) => tracing::error!("could not encode {what} for a worker: {e}"),
             }
         }
     }

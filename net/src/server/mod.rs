@@ -250,6 +250,9 @@ impl Server {
             extra_slots_per_thread: EXTRA_SLOTS_PER_THREAD,
             placement: config.placement,
             weigh_transfers: config.weigh_transfers,
+            // A machine's agent gives back runs it has not started
+            // (`Recall`): idle machines take runs queued on busy ones.
+            take_back: config.weigh_transfers,
             ..SchedulerConfig::default()
         });
         sched.handle(Event::WorkerJoined { worker: STORE, nthreads: 0 }, &mut Vec::new());

@@ -217,7 +217,24 @@ async fn serve_worker(
                 continue;
             }
             ArchivedFromWorkerMsg::Stolen(_) => return Err(NetError::protocol("gave back runs nobody asked for")),
-            ArchivedFromWorkerMsg::Recalled(_) => return Err(NetError::protocol("gave back runs nobody recalled")),
+            ArchivedFromWorkerMsg::Recalled(tasks) => {
+                // Runs asked back for an idle worker (`Action::TakeBack`),
+                // never started here and never to be: the scheduler sends
+                // each to the worker it asked for (or queues it). A run it
+                // no longer waits for here is a stale answer, ignored.
+                let mut fx = Effects::default();
+                {
+                    let mut st = shared.driver.lock();
+                    for task in tasks.iter().map(TaskId::from) {
+                        if st.sched.processing_on(task) == Some(worker) {
+                            st.backend.counts.given_back += 1;
+                            st.handle(Event::TaskStolen { task, from: worker, to: None }, &mut fx);
+                        }
+                    }
+                }
+                carry_out(&shared.driver, fx);
+                continue;
+            }
             ArchivedFromWorkerMsg::Running(tasks) => {
                 // Runs that started there: a loss of this worker now counts
                 // against them (stale ones are ignored).

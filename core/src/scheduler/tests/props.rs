@@ -263,9 +263,10 @@ proptest! {
         max_deaths in 1..=3u32,
         recall in any::<bool>(),
         weigh_transfers in any::<bool>(),
+        take_back in any::<bool>(),
     ) {
-        let mut sim =
-            Sim::new(SchedulerConfig { recall, weigh_transfers, ..config(extra, max_deaths) }, workers, 1, seed);
+        let config = SchedulerConfig { recall, weigh_transfers, take_back, ..config(extra, max_deaths) };
+        let mut sim = Sim::new(config, workers, 1, seed);
         for f in &failing {
             sim.faults.failing.insert(key(f.index(spec.len()) as u64));
         }
@@ -300,7 +301,11 @@ proptest! {
                     sim.event(Event::ClientRetained { task: t });
                 }
             } else if roll < 14 {
-                sim.steal_one();
+                // A worker answers an ask for a run back, or gives one back
+                // on its own.
+                if !sim.answer_take_back() {
+                    sim.steal_one();
+                }
             } else if roll < 15 {
                 if sim.rng.below(2) == 0 {
                     let extra = sim.rng.below(3) as u32;

@@ -186,3 +186,94 @@ fn a_thief_steals_up_to_its_slots_not_only_its_threads() {
     assert_eq!(on(&out, W1), vec![rs[5], rs[4]]);
     assert_eq!(h.s.parked_on(W0), 1);
 }
+
+/// A scheduler that weighs transfers and takes runs back.
+fn taking_back(extra_slots_per_thread: u32) -> H {
+    let mut h = weighing(extra_slots_per_thread);
+    h.s = Scheduler::new(SchedulerConfig {
+        extra_slots_per_thread,
+        weigh_transfers: true,
+        take_back: true,
+        placement: Placement::Locality,
+        ..SchedulerConfig::default()
+    });
+    h
+}
+
+fn taken_back(out: &[Action]) -> Vec<(TaskId, WorkerId, WorkerId)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::TakeBack { task, from, to } => Some((*task, *from, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_idle_worker_takes_back_runs_queued_unstarted_on_a_busy_one_once_their_run_time_is_known() {
+    let mut h = taking_back(4);
+    h.join(W0, 1);
+    // Five runs without inputs, all sent to W0 (one thread, four more
+    // slots); W1 joins after, with nothing queued for it.
+    let graph = (1..=5).map(|i| NewTask { key: Key { func: READ, token: [i, 1] }, ..node(i, &[], true) }).collect();
+    let (rs, out) = h.submit(graph);
+    assert_eq!(on(&out, W0).len(), 5);
+    assert_eq!(h.ev(Event::TaskStarted { task: rs[0], worker: W0 }), vec![]);
+    // Nothing is asked before a run time is known (the gain cannot be
+    // weighed).
+    assert_eq!(taken_back(&h.join(W1, 1)), vec![]);
+    assert_eq!(h.ev(Event::RunTime { task: rs[0], micros: 50_000 }), vec![]);
+    let out = h.finish(rs[0], W0, 8);
+    // W1 has one idle thread: one run is asked back for it, an unstarted one.
+    let asked = taken_back(&out);
+    assert_eq!(asked.len(), 1, "{out:?}");
+    let (t, from, to) = asked[0];
+    assert_eq!((from, to), (W0, W1));
+    assert!(rs[1..].contains(&t));
+    // Until the answer, nothing more is asked for W1, and the run keeps its
+    // slot on W0.
+    assert_eq!(h.ev(Event::TaskStarted { task: rs[0], worker: W0 }), vec![]);
+    assert_eq!(h.s.processing_on(t), Some(W0));
+    let other = *rs[1..].iter().find(|&&r| r != t).unwrap();
+    h.ev(Event::TaskStarted { task: other, worker: W0 });
+    assert_eq!(h.ev(Event::RunTime { task: other, micros: 50_000 }), vec![]);
+    assert_eq!(taken_back(&h.finish(other, W0, 8)), vec![]);
+    // Given back: it runs on W1.
+    assert_eq!(h.ev(Event::TaskStolen { task: t, from: W0, to: None }), vec![run(t, W1)]);
+    assert_eq!(h.s.processing_on(t), Some(W1));
+}
+
+#[test]
+fn an_ask_answered_by_a_start_frees_the_thief_to_ask_for_another_run() {
+    let mut h = taking_back(4);
+    h.join(W0, 1);
+    let graph = (1..=5).map(|i| NewTask { key: Key { func: READ, token: [i, 1] }, ..node(i, &[], true) }).collect();
+    let (rs, _) = h.submit(graph);
+    h.join(W1, 1);
+    h.ev(Event::TaskStarted { task: rs[0], worker: W0 });
+    h.ev(Event::RunTime { task: rs[0], micros: 50_000 });
+    let asked = taken_back(&h.finish(rs[0], W0, 8));
+    assert_eq!(asked.len(), 1);
+    let first = asked[0].0;
+    // The run had started by the time the ask arrived (the worker will
+    // answer with its result): the news frees the thief, which asks for
+    // another at once.
+    let out = h.ev(Event::TaskStarted { task: first, worker: W0 });
+    let again = taken_back(&out);
+    assert_eq!(again.len(), 1, "{out:?}");
+    assert!(again[0].0 != first && again[0].0 != rs[0] && again[0].1 == W0 && again[0].2 == W1);
+    // The first's result answers it; nothing more is asked meanwhile.
+    assert_eq!(h.finish(first, W0, 8), vec![done(first)]);
+    assert_eq!(h.ev(Event::TaskStolen { task: again[0].0, from: W0, to: None }), vec![run(again[0].0, W1)]);
+}
+
+#[test]
+fn without_take_back_runs_sent_stay_where_they_were_sent() {
+    let mut h = weighing(4);
+    h.join(W0, 1);
+    let graph = (1..=5).map(|i| NewTask { key: Key { func: READ, token: [i, 1] }, ..node(i, &[], true) }).collect();
+    let (rs, _) = h.submit(graph);
+    h.join(W1, 1);
+    h.ev(Event::RunTime { task: rs[0], micros: 50_000 });
+    assert_eq!(taken_back(&h.finish(rs[0], W0, 8)), vec![]);
+}
