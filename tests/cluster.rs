@@ -930,6 +930,61 @@ fn a_machine_over_its_memory_limit_spills_its_results_and_reads_them_back() {
     let _ = std::fs::remove_dir_all(&spill);
 }
 
+/// When it ran, in nanoseconds since the epoch (the machine's processes
+/// share its clock), after a nap; `_i` tells the calls apart.
+#[shoal::task]
+fn span_of_a_nap(_i: u64) -> (u64, u64) {
+    let now = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(60));
+    (start, now())
+}
+
+/// Runs that overlap another in `spans` (sorted by start).
+fn overlaps(spans: &mut [(u64, u64)]) -> usize {
+    spans.sort();
+    spans.windows(2).filter(|pair| pair[1].0 < pair[0].1).count()
+}
+
+/// Over its memory limit with nothing left to spill (a result larger than
+/// the limit, held), a machine starts its runs one at a time: never two at
+/// once, yet all of them run. Under the limit its two processes run side by
+/// side (the same runs, before the big result).
+#[test]
+fn a_machine_over_its_memory_limit_with_nothing_to_spill_starts_runs_one_at_a_time() {
+    let server = scheduler();
+    let spill = std::env::temp_dir().join(format!("shoal-cluster-pause-{}", std::process::id()));
+    std::fs::create_dir_all(&spill).unwrap();
+    let spill_str = spill.to_str().unwrap().to_string();
+    let _agent = machine(
+        &server.url(),
+        2,
+        1,
+        &[("SHOAL_WORKER_MEMORY_LIMIT", "2000000"), ("SHOAL_WORKER_SPILL_DIR", spill_str.as_str())],
+    );
+    wait_for("the machine", || server.workers() == 1);
+    let client = Client::connect(&server.url()).unwrap();
+    let mut side_by_side: Vec<(u64, u64)> = client.gather(&client.map(span_of_a_nap, 0..8u64).unwrap()).unwrap();
+    assert!(overlaps(&mut side_by_side) > 0, "under the limit two processes run at once: {side_by_side:?}");
+    // Six megabytes under a two-megabyte limit, kept in memory (the one
+    // result there is: nothing else to spill).
+    let big = client.submit(big_blob, 3u8).unwrap();
+    big.wait().unwrap();
+    let mut paused: Vec<(u64, u64)> = client.gather(&client.map(span_of_a_nap, 8..16u64).unwrap()).unwrap();
+    assert_eq!(paused.len(), 8, "every run ran");
+    assert_eq!(overlaps(&mut paused), 0, "two runs at once over the limit: {paused:?}");
+    assert_eq!(
+        client.submit(byte_at, (&big, 1000u64)).unwrap().result().unwrap(),
+        u64::from((1000u32 as u8).wrapping_mul(3)) + 1000
+    );
+    drop(client);
+    drop(_agent);
+    let _ = std::fs::remove_dir_all(&spill);
+}
+
 /// `"<pid> <mapping>"`: the process that ran it, and the name of the
 /// mapping its input lies in (`/memfd:<segment>` for a segment; empty or
 /// `[heap]` for memory of the process's own).

@@ -478,7 +478,8 @@ async fn session(
             MachineConfig { processes: config.processes, threads: config.threads, silence_limit: config.dead_after };
         // Blocking (each process's hello): off the runtime's thread, which
         // keeps the heartbeats to the scheduler going meanwhile.
-        match tokio::task::spawn_blocking(move || Machine::start(&machine, outlet)).await {
+        let store = Arc::clone(store);
+        match tokio::task::spawn_blocking(move || Machine::start(&machine, outlet, store)).await {
             Ok(Ok(machine)) => {
                 tracing::info!("worker processes of this machine: pids {:?}", machine.pids());
                 Runner::Processes(machine)

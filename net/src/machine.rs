@@ -30,6 +30,11 @@
 //! scheduler ──Recall [T]──► agent: those queued ──Recalled──► scheduler;
 //!   those in a process ──Recall──► it, its Recalled ──► scheduler
 //! process ──Running [T]──► agent ──Running──► scheduler
+//! over the store's memory limit with nothing left to spill (checked at
+//!   each dispatch): a run goes to a process only when none is in one, so
+//!   runs start one at a time; the queue stays takeable by the scheduler
+//!   (Steal, Recall) meanwhile; under nine tenths of the limit, all slots
+//!   again
 //! a process lost (died, silent past dead_after: killed):
 //!   its runs go back to the front of the queue (sent again with
 //!   report_start); the results it made stay in the machine store; the
@@ -62,6 +67,7 @@ use shoal_shm::pool::{Conn, PoolHost, SpawnConfig, Supervisor};
 use shoal_shm::uds::{self, RunBatch};
 
 use crate::error::{NetError, Result};
+use crate::store::Store;
 
 /// Runs a process holds per thread beyond the running one, until the
 /// first results say how long runs take: one at hand, so a thread that
@@ -115,6 +121,8 @@ struct State {
     /// Runs waiting for a slot, and the deaths counted against each.
     queue: VecDeque<(Run, u32)>,
     flight: HashMap<TaskId, Flight>,
+    /// Over the memory limit: runs start one at a time.
+    paused: bool,
 }
 
 /// What to do after unlocking.
@@ -131,6 +139,8 @@ pub struct Machine<O: Outlet> {
     outlet: O,
     threads: usize,
     supervisor: Mutex<Option<Supervisor>>,
+    /// The machine's store: whether it is over its memory limit.
+    store: Store,
     /// Prefix of the segments the agent makes (inputs published for a
     /// process).
     prefix: String,
@@ -150,8 +160,9 @@ fn copy(run: &Run) -> Run {
 
 impl<O: Outlet> Machine<O> {
     /// Starts the processes (blocking until each said hello) under a
-    /// supervisor reporting to the machine.
-    pub fn start(config: &MachineConfig, outlet: O) -> Result<Arc<Machine<O>>> {
+    /// supervisor reporting to the machine; `store` is the machine's (its
+    /// memory limit paces the runs).
+    pub fn start(config: &MachineConfig, outlet: O, store: Store) -> Result<Arc<Machine<O>>> {
         let machine = Arc::new(Machine {
             state: Mutex::new(State {
                 closed: false,
@@ -161,8 +172,10 @@ impl<O: Outlet> Machine<O> {
                 extra: FIRST_EXTRA_SLOTS_PER_THREAD,
                 queue: VecDeque::new(),
                 flight: HashMap::new(),
+                paused: false,
             }),
             outlet,
+            store,
             threads: config.threads.max(1),
             supervisor: Mutex::new(None),
             prefix: format!("shoal-a{}", std::process::id()),
@@ -253,8 +266,12 @@ impl<O: Outlet> Machine<O> {
             }
             return;
         }
+        self.pause_or_resume(st);
         let cap = self.threads * (1 + st.extra as usize);
         while !st.queue.is_empty() {
+            if st.paused && !st.flight.is_empty() {
+                break;
+            }
             let Some((&worker, _)) = st.procs.iter().filter(|(_, p)| p.runs < cap).min_by_key(|(id, p)| (p.runs, **id))
             else {
                 break;
@@ -265,6 +282,30 @@ impl<O: Outlet> Machine<O> {
             let conn = Arc::clone(&proc.conn);
             st.flight.insert(run.task, Flight { on: worker, run: copy(&run), started: false, deaths });
             fx.sends.entry(worker).or_insert_with(|| (conn, Vec::new())).1.push(run);
+        }
+    }
+
+    /// Over the store's memory limit with nothing left to spill, runs
+    /// start one at a time (`dispatch`), as in the processes mode: each
+    /// running task may add its inputs' and its output's bytes, and one at a
+    /// time still finishes the work. Runs a process already holds are left
+    /// to it (a few per thread).
+    fn pause_or_resume(&self, st: &mut State) {
+        let pause = self.store.should_pause(st.paused);
+        if pause == st.paused {
+            return;
+        }
+        st.paused = pause;
+        let s = self.store.stats();
+        if pause {
+            tracing::warn!(
+                "this machine's results are over its memory limit ({} MiB in memory, limit {} MiB) with nothing \
+                 more to spill: runs start one at a time until it is back under",
+                s.memory_bytes >> 20,
+                s.memory_limit >> 20
+            );
+        } else {
+            tracing::info!("this machine's results are back under its memory limit: runs start on every slot again");
         }
     }
 

@@ -98,6 +98,13 @@ impl MachineStore {
         self.lock().store.stats()
     }
 
+    /// Whether the machine's runs should start one at a time, given whether
+    /// they do now: over the memory limit with nothing left to spill (as
+    /// the processes mode pauses; `shoal_shm::store::Store::should_pause`).
+    pub fn should_pause(&self, paused: bool) -> bool {
+        self.lock().store.should_pause(paused)
+    }
+
     /// Carries out a store call's effects, outside the lock: objects
     /// dropped, files deleted, spills written (and recorded under the
     /// lock, which may spill more).
