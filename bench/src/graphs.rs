@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal::prelude::*;
 
+use crate::graphs_trace;
 use crate::memwatch::{self, Watch};
 use crate::table::{Samples, Table, median, secs};
 
@@ -122,9 +123,14 @@ impl Graph {
 /// tasks apart (calls are pure: equal arguments would be one task).
 #[shoal::task]
 fn synth(i: u64, micros: u64, nbytes: u64, inputs: Inputs<Vec<u8>>) -> Vec<u8> {
+    let start = graphs_trace::now();
     let touched: u64 = inputs.iter().map(|part| part.iter().step_by(PAGE).map(|&b| u64::from(b)).sum::<u64>()).sum();
+    let read = graphs_trace::now();
     std::thread::sleep(Duration::from_micros(micros));
-    vec![((i + touched) % 251 + 1) as u8; nbytes as usize]
+    let slept = graphs_trace::now();
+    let out = vec![((i + touched) % 251 + 1) as u8; nbytes as usize];
+    graphs_trace::note(i, start, read, slept, graphs_trace::now());
+    out
 }
 
 /// Build the graph's lazy nodes; its sinks.
@@ -163,6 +169,7 @@ pub fn replay(path: &str, mode: &str, memory_limit: Option<u64>) -> shoal::Resul
     };
     shoal::wait(&client.compute_all(&lazy_graph(&warm))?)?;
     let sinks = lazy_graph(&graph);
+    graphs_trace::reset().map_err(shoal::Error::msg)?;
     println!("{{\"ready\": true}}");
     let start = Instant::now();
     let futures = client.compute_all(&sinks)?;
@@ -172,6 +179,9 @@ pub fn replay(path: &str, mode: &str, memory_limit: Option<u64>) -> shoal::Resul
         if let shoal::FutureStatus::Error(e) = f.status() {
             return Err(shoal::Error::msg(format!("a sink failed: {e}")));
         }
+    }
+    if let Some(line) = graphs_trace::summary().map_err(shoal::Error::msg)? {
+        println!("{line}");
     }
     println!("{{\"seconds\": {seconds}, \"tasks\": {}}}", graph.tasks.len());
     Ok(())

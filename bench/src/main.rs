@@ -10,6 +10,7 @@ mod cluster;
 mod compare;
 mod count_letters;
 mod graphs;
+mod graphs_trace;
 mod locality;
 mod memwatch;
 mod overhead;
