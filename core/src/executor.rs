@@ -14,8 +14,9 @@
 //!
 //! # Sleeping
 //!
-//! A thread that found nothing for [`SPIN_ROUNDS`] rounds sleeps on a
-//! condition variable, so an idle pool uses no CPU. The lost-wakeup race
+//! A thread that found nothing for [`SPIN_ROUNDS`] rounds (and, in a pool
+//! made with [`Pool::with_spin`], for that long more: see [`crate::spin`]) sleeps
+//! on a condition variable, so an idle pool uses no CPU. The lost-wakeup race
 //! (a job pushed between a thread's last look and its sleep) is closed as in
 //! Dekker's algorithm: the sleeper announces itself (`sleepers += 1`), then
 //! looks once more, all under the sleep mutex; a pusher publishes its job,
@@ -26,6 +27,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
@@ -125,6 +127,8 @@ pub struct Shared<J> {
     sleep_lock: Mutex<()>,
     wakeup: Condvar,
     shutdown: AtomicBool,
+    /// How long an idle thread looks for work at least before it sleeps.
+    spin: Duration,
 }
 
 impl<J> Shared<J> {
@@ -209,6 +213,14 @@ impl<J: Send + 'static> Pool<J> {
     /// through [`spawner`](Pool::spawner) at once, and run once
     /// [`start`](Pool::start)ed.
     pub fn new(nthreads: usize) -> Pool<J> {
+        Pool::with_spin(nthreads, Duration::ZERO)
+    }
+
+    /// [`Pool::new`] whose idle threads look for work for `spin` more
+    /// (after [`SPIN_ROUNDS`] rounds) before they sleep: for a pool on a short
+    /// exchange between processes, where a sleeping thread's wake-up is
+    /// most of the time of a small task (see [`crate::spin`]).
+    pub fn with_spin(nthreads: usize, spin: Duration) -> Pool<J> {
         let workers: Vec<Worker<J>> = (0..nthreads.max(1)).map(|_| Worker::new_lifo()).collect();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
@@ -217,6 +229,7 @@ impl<J: Send + 'static> Pool<J> {
             sleep_lock: Mutex::new(()),
             wakeup: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            spin,
         });
         Pool { spawner: Spawner { shared }, unstarted: workers, threads: Vec::new() }
     }
@@ -292,23 +305,27 @@ where
 {
     let local = Local { worker, shared };
     let mut idle_rounds = 0;
+    // When this thread's timed spin began (after its rounds).
+    let mut idle_since: Option<Instant> = None;
     while !shared.shutdown.load(Ordering::Relaxed) {
-        match shared.find(worker) {
-            Some(job) => {
-                idle_rounds = 0;
-                handler(job, &local);
-            }
-            None if idle_rounds < SPIN_ROUNDS => {
+        let Some(job) = shared.find(worker) else {
+            if idle_rounds < SPIN_ROUNDS
+                || (!shared.spin.is_zero() && idle_since.get_or_insert_with(Instant::now).elapsed() < shared.spin)
+            {
                 idle_rounds += 1;
                 std::thread::yield_now();
+                continue;
             }
-            None => {
-                idle_rounds = 0;
-                if !shared.sleep() {
-                    break;
-                }
+            idle_rounds = 0;
+            idle_since = None;
+            if !shared.sleep() {
+                break;
             }
-        }
+            continue;
+        };
+        idle_rounds = 0;
+        idle_since = None;
+        handler(job, &local);
     }
 }
 

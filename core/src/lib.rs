@@ -11,7 +11,8 @@
 //! - [`executor`]: the in-process work-stealing thread pool;
 //! - [`worker`]: the worker runtime that runs tasks from a stream of
 //!   messages, the same in every mode;
-//! - [`claim`]: a queued run's claim, started or given back, never both.
+//! - [`claim`]: a queued run's claim, started or given back, never both;
+//! - [`spin`]: looking again briefly before parking a thread.
 //!
 //! Users depend on the `shoal` facade, not on this crate directly.
 
@@ -28,6 +29,7 @@ pub mod object;
 pub mod protocol;
 pub mod registry;
 pub mod scheduler;
+pub mod spin;
 pub mod worker;
 
 pub use failure::TaskFailure;

@@ -34,15 +34,16 @@
 //!
 //! - A spec exists exactly for the live ids the scheduler gave out; its
 //!   generation is the id's, so a stale id finds nothing.
-//! - Client threads sleep only on the driver's condition variable, and a
-//!   report wakes them only if one of them waits for that task
-//!   ([`wait::Waiters::reported`]).
+//! - Client threads spin (briefly) only on the driver's news counter and
+//!   sleep only on its condition variable, and a report wakes them only if
+//!   one of them waits for that task ([`wait::Waiters::reported`]).
 //! - Nothing here knows a socket, a process or a `Client`.
 
 pub mod events;
 pub mod pacing;
 pub mod wait;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -512,16 +513,21 @@ pub struct Driver<B: Backend> {
     state: Mutex<State<B>>,
     /// Signalled when a task some client thread waits for finishes.
     changed: Condvar,
+    /// The waiters' news counter, watched by spinning clients without the
+    /// lock ([`Waiters::news`]).
+    news: Arc<AtomicU64>,
 }
 
 impl<B: Backend> Driver<B> {
     /// A driver around `sched` and the mode's `backend`.
     pub fn new(sched: Scheduler, backend: B) -> Driver<B> {
+        let waiters = Waiters::default();
         Driver {
+            news: waiters.news(),
             state: Mutex::new(State {
                 sched,
                 specs: Vec::new(),
-                waiters: Waiters::default(),
+                waiters,
                 closed: false,
                 broken: None,
                 actions: Vec::new(),
@@ -537,8 +543,10 @@ impl<B: Backend> Driver<B> {
         lock(&self.state)
     }
 
-    /// Wakes every sleeping client thread (they look again).
+    /// Wakes every sleeping client thread, and tells the spinning ones
+    /// (they look again).
     pub fn wake_clients(&self) {
+        self.news.fetch_add(1, Ordering::Release);
         self.changed.notify_all();
     }
 
@@ -612,7 +620,7 @@ impl<B: Backend> Driver<B> {
 
     /// Blocks until the task finished or the deadline passed; its status.
     pub fn wait(&self, id: TaskId, deadline: Option<Instant>) -> Result<Status, DriverError> {
-        let status = block_until(&self.state, &self.changed, Interest::Task(id), deadline, |st| {
+        let status = block_until(&self.state, &self.changed, &self.news, Interest::Task(id), deadline, |st| {
             Some(st.status(id)).filter(Status::is_finished)
         })?;
         Ok(status.unwrap_or(Status::Pending))
@@ -621,7 +629,7 @@ impl<B: Backend> Driver<B> {
     /// Blocks until one of the tasks finished or the deadline passed; the
     /// indices of all finished ones.
     pub fn wait_any(&self, ids: &[TaskId], deadline: Option<Instant>) -> Result<Vec<usize>, DriverError> {
-        let found = block_until(&self.state, &self.changed, Interest::Any, deadline, |st| {
+        let found = block_until(&self.state, &self.changed, &self.news, Interest::Any, deadline, |st| {
             let done: Vec<usize> =
                 ids.iter().enumerate().filter(|(_, id)| st.status(**id).is_finished()).map(|(i, _)| i).collect();
             (!done.is_empty() || ids.is_empty()).then_some(done)
@@ -649,7 +657,7 @@ impl<B: Backend> Driver<B> {
         // The failures reported when the list was last scanned whole, and
         // whether one of the list had failed then.
         let (mut scanned_at, mut one_failed) = (None, false);
-        let answer = block_until_with(&self.state, &self.changed, deadline, |st| {
+        let answer = block_until_with(&self.state, &self.changed, &self.news, deadline, |st| {
             while let Some(&id) = ids.get(cursor) {
                 match st.status(id) {
                     Status::Finished => cursor += 1,
@@ -683,7 +691,7 @@ impl<B: Backend> Driver<B> {
     /// `reason` (until a worker joins and `broken` is cleared).
     pub fn break_down(&self, reason: String) {
         self.lock().broken = Some(reason);
-        self.changed.notify_all();
+        self.wake_clients();
     }
 }
 

@@ -87,6 +87,7 @@ use crate::object::{Input, Obj};
 use crate::protocol::{FailKind, FromWorker, Run, RunResult, ToWorker};
 use crate::registry::{self, RunError, TaskEntry};
 use crate::scheduler::{TaskId, WorkerId};
+use crate::spin::SPIN_BEFORE_PARK;
 
 /// The transport back to the driver, as a worker sees it.
 pub trait Outlet: Send + Sync + 'static {
@@ -253,7 +254,8 @@ impl<O: Outlet> Worker<O> {
                 }
             })?;
         }
-        let mut pool = Pool::<Arc<Job>>::new(threads.max(1));
+        // Idle pool threads spin a little before sleeping (see `crate::spin`).
+        let mut pool = Pool::<Arc<Job>>::with_spin(threads.max(1), SPIN_BEFORE_PARK);
         let spawner = pool.spawner().clone();
         let for_jobs = Arc::clone(&shared);
         pool.start("shoal-worker", move |job: Arc<Job>, _: &Local<'_, Arc<Job>>| for_jobs.run(&job))?;
