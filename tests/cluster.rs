@@ -897,20 +897,41 @@ fn a_worker_process_killed_under_its_agent_loses_no_result_and_the_job_completes
     assert_eq!(server.workers(), 1, "the machine stayed");
 }
 
+/// A spill directory of its own for one test, removed when dropped (also
+/// when the test fails).
+struct SpillDir(std::path::PathBuf);
+
+impl SpillDir {
+    fn new(tag: &str) -> SpillDir {
+        let dir = std::env::temp_dir().join(format!("shoal-cluster-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        SpillDir(dir)
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A machine of two single-threaded worker processes whose store holds
+/// `limit` bytes in memory and spills into `spill`, joined to `server`.
+fn limited_machine(server: &ServerHandle, limit: &str, spill: &SpillDir) -> Worker {
+    let dir = spill.0.to_str().unwrap().to_string();
+    let agent =
+        machine(&server.url(), 2, 1, &[("SHOAL_WORKER_MEMORY_LIMIT", limit), ("SHOAL_WORKER_SPILL_DIR", dir.as_str())]);
+    wait_for("the machine", || server.workers() == 1);
+    agent
+}
+
 #[test]
 fn a_machine_over_its_memory_limit_spills_its_results_and_reads_them_back() {
     let server = scheduler();
-    let spill = std::env::temp_dir().join(format!("shoal-cluster-spill-{}", std::process::id()));
-    std::fs::create_dir_all(&spill).unwrap();
-    let spill_str = spill.to_str().unwrap().to_string();
+    let spill_dir = SpillDir::new("spill");
+    let spill = spill_dir.0.clone();
     // Two blobs of 3 MB fit under 7 MB; five do not.
-    let _agent = machine(
-        &server.url(),
-        2,
-        1,
-        &[("SHOAL_WORKER_MEMORY_LIMIT", "7000000"), ("SHOAL_WORKER_SPILL_DIR", spill_str.as_str())],
-    );
-    wait_for("the machine", || server.workers() == 1);
+    let _agent = limited_machine(&server, "7000000", &spill_dir);
     // The store's own directory and what it keeps there before any spill.
     let before = files_under(&spill);
     let client = Client::connect(&server.url()).unwrap();
@@ -927,7 +948,6 @@ fn a_machine_over_its_memory_limit_spills_its_results_and_reads_them_back() {
     assert_eq!(back[999], (999u32 as u8).wrapping_mul(1));
     drop(client);
     drop(_agent);
-    let _ = std::fs::remove_dir_all(&spill);
 }
 
 /// When it ran, in nanoseconds since the epoch (the machine's processes
@@ -956,16 +976,8 @@ fn overlaps(spans: &mut [(u64, u64)]) -> usize {
 #[test]
 fn a_machine_over_its_memory_limit_with_nothing_to_spill_starts_runs_one_at_a_time() {
     let server = scheduler();
-    let spill = std::env::temp_dir().join(format!("shoal-cluster-pause-{}", std::process::id()));
-    std::fs::create_dir_all(&spill).unwrap();
-    let spill_str = spill.to_str().unwrap().to_string();
-    let _agent = machine(
-        &server.url(),
-        2,
-        1,
-        &[("SHOAL_WORKER_MEMORY_LIMIT", "2000000"), ("SHOAL_WORKER_SPILL_DIR", spill_str.as_str())],
-    );
-    wait_for("the machine", || server.workers() == 1);
+    let spill = SpillDir::new("pause");
+    let _agent = limited_machine(&server, "2000000", &spill);
     let client = Client::connect(&server.url()).unwrap();
     let mut side_by_side: Vec<(u64, u64)> = client.gather(&client.map(span_of_a_nap, 0..8u64).unwrap()).unwrap();
     assert!(overlaps(&mut side_by_side) > 0, "under the limit two processes run at once: {side_by_side:?}");
@@ -982,7 +994,6 @@ fn a_machine_over_its_memory_limit_with_nothing_to_spill_starts_runs_one_at_a_ti
     );
     drop(client);
     drop(_agent);
-    let _ = std::fs::remove_dir_all(&spill);
 }
 
 /// `"<pid> <mapping>"`: the process that ran it, and the name of the
